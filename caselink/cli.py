@@ -1,0 +1,59 @@
+"""The one `caselink` command; sub-commands live beside the code they drive."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from caselink.cli_infra import infra_app, topics_app
+from caselink.output import emit, fail
+
+app = typer.Typer(help="caselink: link public-sector case records around the citizen.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.add_typer(infra_app, name="infra")
+app.add_typer(topics_app, name="topics")
+schemas_app = typer.Typer(help="Event contracts: compatibility check and release snapshots.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+
+
+@schemas_app.command("check")
+def schemas_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Fail when a current schema cannot read data written by a released version."""
+    from schemas.compat import check_all
+
+    problems = check_all()
+    emit([str(p) for p in problems], as_json, "all schemas backward compatible" if not problems
+         else "\n".join(str(p) for p in problems))
+    if problems:
+        raise typer.Exit(1)
+
+
+@schemas_app.command("snapshot")
+def schemas_snapshot(version: str) -> None:
+    """Record the current schemas as a released version under schemas/history/."""
+    from schemas.compat import snapshot
+
+    written = snapshot(version)
+    emit(None, False, "\n".join(str(p) for p in written) or "nothing changed since the last snapshot")
+
+
+@app.command()
+def demo(
+    keep_running: Annotated[bool, typer.Option(help="leave the broker up afterwards")] = False,
+) -> None:
+    """Start Kafka, publish the bundled sample agencies' events, link them and show the citizens."""
+    from caselink.demo import run_demo
+
+    try:
+        run_demo(keep_running=keep_running)
+    except RuntimeError as exc:
+        fail(str(exc))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

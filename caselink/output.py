@@ -1,0 +1,25 @@
+"""Printing for people (rich) or for machines (--json), chosen per command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def emit(data: Any, as_json: bool, human: str | None = None) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    elif human is not None:
+        console.print(human)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """One clear line on stderr, then exit."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise SystemExit(code)

@@ -1,0 +1,133 @@
+"""One typed settings object for every caselink process.
+
+Values come, lowest precedence first, from the defaults below, a YAML file (``caselink.yaml`` in
+the working directory or the path in ``CASELINK_CONFIG``) and ``CASELINK_*`` environment variables
+(nested with ``__``, e.g. ``CASELINK_KAFKA__BOOTSTRAP_SERVERS``). Secrets such as SASL passwords
+and pseudonymisation keys are accepted from the environment only, never from the YAML file, so a
+config file can be committed or shared without leaking them.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+SECRET_FIELDS = {("kafka", "sasl_password"), ("consent", "pseudonym_key")}
+
+
+class KafkaSettings(BaseModel):
+    """Where the broker is. Empty ``bootstrap_servers`` means: use the local broker from ``infra``."""
+
+    bootstrap_servers: str = ""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int = Field(default=1, ge=1)
+    default_partitions: int = Field(default=3, ge=1)
+
+
+class InfraSettings(BaseModel):
+    """The local Kafka the project starts for itself (demo, tests, development)."""
+
+    kafka_version: str = "4.4.0"
+    cache_dir: Path = Path.home() / ".cache" / "caselink"
+    run_dir: Path = Path.home() / ".local" / "state" / "caselink" / "kafka"
+    heap: str = "512m"
+    ready_timeout_s: float = 90.0
+    java_home: Path | None = None
+
+
+class SchemaSettings(BaseModel):
+    registry_url: str | None = None
+
+
+class ConsentSettings(BaseModel):
+    pseudonym_key: SecretStr | None = None
+    pseudonym_key_id: str = "k1"
+
+
+class Settings(BaseSettings):
+    """Everything configurable about caselink, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CASELINK_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    infra: InfraSettings = InfraSettings()
+    schemas: SchemaSettings = SchemaSettings()
+    consent: ConsentSettings = ConsentSettings()
+    agencies: list[str] = ["health", "social_care", "police", "education", "housing"]
+    purposes: list[str] = ["direct_care", "safeguarding", "research", "planning"]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlSource(settings_cls))
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka-style config shared by every confluent-kafka client we create."""
+        k = self.kafka
+        conf: dict[str, Any] = {"bootstrap.servers": k.bootstrap_servers}
+        if k.security_protocol != "PLAINTEXT":
+            conf["security.protocol"] = k.security_protocol
+        if k.sasl_mechanism:
+            conf["sasl.mechanism"] = k.sasl_mechanism
+            conf["sasl.username"] = k.sasl_username or ""
+            conf["sasl.password"] = k.sasl_password.get_secret_value() if k.sasl_password else ""
+        for key, value in (
+            ("ssl.ca.location", k.ssl_ca_location),
+            ("ssl.certificate.location", k.ssl_certificate_location),
+            ("ssl.key.location", k.ssl_key_location),
+        ):
+            if value:
+                conf[key] = value
+        return conf
+
+
+class YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML config file, refusing secrets in it."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = Path(os.environ.get("CASELINK_CONFIG", "caselink.yaml"))
+        if not path.exists():
+            return {}
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the top level must be a mapping of settings")
+        for section, key in SECRET_FIELDS:
+            if isinstance(data.get(section), dict) and key in data[section]:
+                raise ValueError(
+                    f"{path}: {section}.{key} is a secret; set "
+                    f"CASELINK_{section.upper()}__{key.upper()} in the environment instead"
+                )
+        return data
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,407 @@
+"""A real Apache Kafka broker (or a small cluster) in KRaft mode, run straight from Maven Central.
+
+Why not a download script or Docker: the machines this project runs on reach Maven Central but not
+the Apache download mirrors, and have no container engine. Kafka's broker is published as an
+ordinary Maven artifact, so ``mvn dependency:copy-dependencies`` fetches it (once, into a cache
+outside the repository) and we run ``kafka.Kafka`` on the local JDK.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from caselink.settings import InfraSettings
+
+INFRA_DIR = Path(__file__).resolve().parent / "kafka"
+POM = INFRA_DIR / "pom.xml"
+LOG4J_CONFIG = INFRA_DIR / "log4j2.properties"
+
+
+class KafkaRuntimeError(RuntimeError):
+    """The local broker could not be resolved or started; the message says what to do."""
+
+    def __init__(self, message: str, log_path: Path | None = None) -> None:
+        self.log_path = log_path
+        super().__init__(message + (f" (log: {log_path})" if log_path else ""))
+
+
+def find_java(settings: InfraSettings) -> str:
+    """The java executable: settings, then JAVA_HOME, then PATH."""
+    candidates = []
+    if settings.java_home:
+        candidates.append(settings.java_home / "bin" / "java")
+    if os.environ.get("JAVA_HOME"):
+        candidates.append(Path(os.environ["JAVA_HOME"]) / "bin" / "java")
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("java")
+    if not found:
+        raise KafkaRuntimeError(
+            "Java was not found: install a JDK 17+ (Debian: apt-get install openjdk-17-jre-headless) "
+            "or set JAVA_HOME / CASELINK_INFRA__JAVA_HOME"
+        )
+    return found
+
+
+def resolve_jars(settings: InfraSettings, progress: Callable[[str], None] | None = None) -> Path:
+    """Directory holding the broker's jars, fetched with Maven into the cache on first use."""
+    libs = settings.cache_dir / f"kafka-{settings.kafka_version}" / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise KafkaRuntimeError(
+            "Maven (mvn) was not found, and the Kafka jars are not cached yet: "
+            "install Maven (Debian: apt-get install maven)"
+        )
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    staging = libs.parent / f"libs.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    log_path = libs.parent / "maven.log"
+    if progress:
+        progress(f"resolving Apache Kafka {settings.kafka_version} from Maven Central ...")
+    with log_path.open("w") as log:
+        result = subprocess.run(
+            [
+                mvn, "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
+                "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+                f"-Dkafka.version={settings.kafka_version}",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, check=False,
+        )
+    if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+        raise KafkaRuntimeError(
+            f"Maven could not resolve org.apache.kafka:kafka_2.13:{settings.kafka_version}; "
+            "check that Maven Central is reachable (proxy settings in ~/.m2/settings.xml)",
+            log_path,
+        )
+    (staging / ".complete").write_text(settings.kafka_version)
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def kafka_uuid() -> str:
+    """A cluster id in Kafka's own format (URL-safe base64 of 16 random bytes, no padding)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+@dataclass
+class Node:
+    node_id: int
+    port: int
+    controller_port: int
+    directory: str
+    pid: int | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.directory) / "logs" / "server.log"
+
+    @property
+    def stdout_path(self) -> Path:
+        return Path(self.directory) / "logs" / "stdout.log"
+
+
+@dataclass
+class ClusterState:
+    """What ``infra up`` started, saved as JSON so ``down`` and ``status`` work from another shell."""
+
+    directory: str
+    cluster_id: str
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterState:
+        data = json.loads(path.read_text())
+        return cls(
+            directory=data["directory"],
+            cluster_id=data["cluster_id"],
+            nodes=[Node(**n) for n in data["nodes"]],
+        )
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); look at its state to be sure.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class LocalKafka:
+    """One to N combined broker+controller nodes on loopback, with free ports chosen for them."""
+
+    def __init__(
+        self,
+        settings: InfraSettings,
+        directory: Path,
+        brokers: int = 1,
+        port: int | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        if brokers < 1:
+            raise ValueError("brokers must be at least 1")
+        self.settings = settings
+        self.directory = directory
+        self.brokers = brokers
+        self.requested_port = port
+        self.progress = progress or (lambda _msg: None)
+        self.state: ClusterState | None = None
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    # ----------------------------------------------------------------- configuration
+    def _plan_nodes(self) -> list[Node]:
+        if self.requested_port is not None and port_in_use(self.requested_port):
+            raise KafkaRuntimeError(
+                f"port {self.requested_port} is already in use: stop what holds it "
+                "(`ss -ltnp | grep {self.requested_port}`) or choose another with --port"
+            )
+        nodes = []
+        for i in range(self.brokers):
+            port = self.requested_port + i if self.requested_port is not None else free_port()
+            nodes.append(
+                Node(
+                    node_id=i + 1,
+                    port=port,
+                    controller_port=free_port(),
+                    directory=str(self.directory / f"node-{i + 1}"),
+                )
+            )
+        return nodes
+
+    def _properties(self, node: Node, nodes: list[Node]) -> str:
+        n = len(nodes)
+        voters = ",".join(f"{x.node_id}@127.0.0.1:{x.controller_port}" for x in nodes)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": node.node_id,
+            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(Path(node.directory) / "data"),
+            "num.partitions": 1,
+            "default.replication.factor": n,
+            "min.insync.replicas": min(2, n),
+            "offsets.topic.replication.factor": n,
+            "offsets.topic.num.partitions": 10,
+            "transaction.state.log.replication.factor": n,
+            "transaction.state.log.min.isr": min(2, n),
+            "share.coordinator.state.topic.replication.factor": n,
+            "share.coordinator.state.topic.min.isr": min(2, n),
+            "group.initial.rebalance.delay.ms": 0,
+            "auto.create.topics.enable": "false",
+            "log.retention.check.interval.ms": 60000,
+        }
+        if n == 1:
+            props["controller.quorum.bootstrap.servers"] = f"127.0.0.1:{node.controller_port}"
+        else:
+            props["controller.quorum.voters"] = voters
+        return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _java_cmd(self, node: Node, main: list[str]) -> list[str]:
+        libs = resolve_jars(self.settings, self.progress)
+        return [
+            find_java(self.settings),
+            f"-Xmx{self.settings.heap}",
+            f"-Xms{self.settings.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={Path(node.directory) / 'logs'}",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            "-cp",
+            f"{libs}/*",
+            *main,
+        ]
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> ClusterState:
+        """Format storage, launch every node and wait until all brokers answer metadata."""
+        nodes = self._plan_nodes()
+        cluster_id = kafka_uuid()
+        self.state = ClusterState(str(self.directory), cluster_id, nodes)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for node in nodes:
+            node_dir = Path(node.directory)
+            (node_dir / "logs").mkdir(parents=True, exist_ok=True)
+            props = node_dir / "server.properties"
+            props.write_text(self._properties(node, nodes))
+            fmt = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
+            if len(nodes) == 1:
+                fmt.append("--standalone")
+            fmt_log = node_dir / "logs" / "format.log"
+            with fmt_log.open("w") as out:
+                rc = subprocess.run(
+                    self._java_cmd(node, fmt), stdout=out, stderr=subprocess.STDOUT, check=False
+                ).returncode
+            if rc != 0:
+                raise KafkaRuntimeError(f"formatting KRaft storage for node {node.node_id} failed", fmt_log)
+        for node in nodes:
+            self.start_node(node.node_id, wait=False)
+        self.wait_ready()
+        return self.state
+
+    def start_node(self, node_id: int, wait: bool = True) -> None:
+        """(Re)start one node; its storage is kept, as after a crash or maintenance."""
+        assert self.state is not None
+        node = self._node(node_id)
+        props = Path(node.directory) / "server.properties"
+        with node.stdout_path.open("ab") as out:
+            proc = subprocess.Popen(
+                self._java_cmd(node, ["kafka.Kafka", str(props)]),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._procs[node_id] = proc
+        node.pid = proc.pid
+        if wait:
+            self.wait_ready()
+
+    def _node(self, node_id: int) -> Node:
+        assert self.state is not None
+        for node in self.state.nodes:
+            if node.node_id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    def wait_ready(self, timeout: float | None = None) -> float:
+        """Block until every node is registered and answering; return seconds waited."""
+        from confluent_kafka.admin import AdminClient
+
+        assert self.state is not None
+        timeout = timeout or self.settings.ready_timeout_s
+        started = time.monotonic()
+        want = len(self.state.nodes)
+        admin = AdminClient({"bootstrap.servers": self.state.bootstrap_servers, "logger": _QUIET})
+        while True:
+            for node in self.state.nodes:
+                if not pid_alive(node.pid):
+                    raise KafkaRuntimeError(
+                        f"Kafka node {node.node_id} exited during start-up: "
+                        f"{_last_error_line(node)}", node.log_path,
+                    )
+            try:
+                md = admin.list_topics(timeout=1.0)
+                if len(md.brokers) >= want and self._controller_ready(admin):
+                    return time.monotonic() - started
+            except Exception:  # noqa: BLE001 - not ready yet, any error means "try again"
+                pass
+            if time.monotonic() - started > timeout:
+                raise KafkaRuntimeError(
+                    f"Kafka did not become ready within {timeout:.0f}s",
+                    self.state.nodes[0].log_path,
+                )
+            time.sleep(0.2)
+
+    @staticmethod
+    def _controller_ready(admin: object) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        assert isinstance(admin, AdminClient)
+        cluster = admin.describe_cluster(request_timeout=2).result(timeout=3)
+        return cluster.controller is not None
+
+    def stop_node(self, node_id: int, kill: bool = False, timeout: float = 30.0) -> None:
+        node = self._node(node_id)
+        _terminate(node.pid, kill=kill, timeout=timeout)
+        proc = self._procs.pop(node_id, None)
+        if proc is not None:
+            proc.wait(timeout=5)
+        node.pid = None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Clean shutdown of every node (SIGTERM, then SIGKILL after ``timeout``)."""
+        if not self.state:
+            return
+        for node in self.state.nodes:
+            if pid_alive(node.pid):
+                os.kill(node.pid, signal.SIGTERM)  # all at once, so they shut down in parallel
+        for node in self.state.nodes:
+            _terminate(node.pid, kill=False, timeout=timeout)
+            proc = self._procs.pop(node.node_id, None)
+            if proc is not None:
+                proc.wait(timeout=5)
+            node.pid = None
+
+
+def _terminate(pid: int | None, kill: bool, timeout: float) -> None:
+    if not pid or not pid_alive(pid):
+        return
+    os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+        time.sleep(0.1)
+        try:  # reap if it is our child
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def _last_error_line(node: Node) -> str:
+    for path in (node.stdout_path, node.log_path):
+        if path.exists():
+            lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+            errors = [ln for ln in lines if "ERROR" in ln or "Exception" in ln]
+            if errors:
+                return errors[-1][:300]
+            if lines:
+                return lines[-1][:300]
+    return "no output"
+
+
+# librdkafka logs every refused connection while the broker boots; readiness polling stays quiet.
+_QUIET = logging.getLogger("caselink.infra.readiness")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False

@@ -1,0 +1,191 @@
+"""Every caselink topic declared once, and made to exist as declared.
+
+The names are part of the public contract (``shared/DESIGN.md``); partitions, cleanup policy and
+retention live here and nowhere else. ``ensure_topics`` is idempotent: it creates what is missing,
+raises partitions that are too few, and re-applies configs that drifted, so running it on every
+start is safe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+
+DAY_MS = 24 * 3600 * 1000
+LONG_RETENTION_MS = -1  # replay sources: kept until deliberately removed
+DEAD_LETTER_TOPIC = "caselink.dead-letters"
+LINK_INPUT_TOPIC = "caselink.link-input"
+LINKED_CASES_TOPIC = "caselink.linked-cases"
+LINK_DECISIONS_TOPIC = "caselink.link-decisions"
+REVIEW_TOPIC = "caselink.review"
+REVIEW_DECISIONS_TOPIC = "caselink.review-decisions"
+DISCLOSURES_TOPIC = "caselink.disclosures"
+
+
+def person_events_topic(agency: str) -> str:
+    return f"agency.{agency}.person-events"
+
+
+def consent_events_topic(agency: str) -> str:
+    return f"agency.{agency}.consent-events"
+
+
+def purpose_topic(purpose: str) -> str:
+    return f"caselink.cases.{purpose}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    cleanup_policy: str = "delete"
+    retention_ms: int = 7 * DAY_MS
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def configs(self, min_insync_replicas: int) -> dict[str, str]:
+        conf = {
+            "cleanup.policy": self.cleanup_policy,
+            "min.insync.replicas": str(min_insync_replicas),
+        }
+        if "delete" in self.cleanup_policy:
+            conf["retention.ms"] = str(self.retention_ms)
+        conf.update(self.extra)
+        return conf
+
+
+def caselink_topics(
+    agencies: Iterable[str], purposes: Iterable[str], partitions: int = 3
+) -> list[TopicSpec]:
+    """The design's topic table, expanded for the configured agencies and purposes."""
+    compacted = {"min.cleanable.dirty.ratio": "0.1", "delete.retention.ms": str(DAY_MS)}
+    specs: list[TopicSpec] = []
+    for agency in agencies:
+        specs.append(TopicSpec(person_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS))
+        specs.append(TopicSpec(consent_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS))
+    specs += [
+        # The linker is the single writer of the citizen index, so its input has one partition.
+        TopicSpec(LINK_INPUT_TOPIC, 1, retention_ms=7 * DAY_MS),
+        TopicSpec(LINKED_CASES_TOPIC, partitions, cleanup_policy="compact", extra=compacted),
+        TopicSpec(LINK_DECISIONS_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
+        TopicSpec(REVIEW_TOPIC, 1, cleanup_policy="compact", extra=compacted),
+        TopicSpec(REVIEW_DECISIONS_TOPIC, 1, retention_ms=LONG_RETENTION_MS),
+        TopicSpec(DISCLOSURES_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
+        TopicSpec(DEAD_LETTER_TOPIC, 1, retention_ms=30 * DAY_MS),
+    ]
+    for purpose in purposes:
+        specs.append(TopicSpec(purpose_topic(purpose), partitions, cleanup_policy="compact", extra=compacted))
+    return specs
+
+
+@dataclass
+class EnsureReport:
+    created: list[str] = field(default_factory=list)
+    repartitioned: list[str] = field(default_factory=list)
+    reconfigured: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def ensure_topics(
+    admin: AdminClient,
+    specs: Iterable[TopicSpec],
+    replication_factor: int = 1,
+    min_insync_replicas: int = 1,
+    timeout: float = 30.0,
+) -> EnsureReport:
+    """Create or update topics so the cluster matches ``specs``; never deletes anything."""
+    specs = list(specs)
+    report = EnsureReport()
+    metadata = admin.list_topics(timeout=timeout)
+    brokers = len(metadata.brokers)
+    rf = min(replication_factor, brokers)
+    min_isr = min(min_insync_replicas, rf)
+    existing = metadata.topics
+
+    missing = [s for s in specs if s.name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(s.name, s.partitions, rf, config=s.configs(min_isr)) for s in missing],
+            operation_timeout=timeout,
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=timeout)
+                report.created.append(name)
+            except Exception as exc:  # a concurrent creator won the race: that is fine
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+        _wait_until_effective(admin, missing, min_isr, timeout)
+
+    present = [s for s in specs if s.name in existing]
+    grow = [s for s in present if len(existing[s.name].partitions) < s.partitions]
+    if grow:
+        for name, fut in admin.create_partitions(
+            [NewPartitions(s.name, s.partitions) for s in grow]
+        ).items():
+            fut.result(timeout=timeout)
+            report.repartitioned.append(name)
+
+    if present:
+        configs = _current_configs(admin, present, timeout)
+        drifted: list[tuple[TopicSpec, dict[str, str]]] = []
+        for spec in present:
+            current = configs[spec.name]
+            wanted = spec.configs(min_isr)
+            diff = {k: v for k, v in wanted.items() if current.get(k) != v}
+            if diff:
+                drifted.append((spec, diff))
+            elif spec.name not in report.repartitioned:
+                report.unchanged.append(spec.name)
+        if drifted:
+            alter = [
+                ConfigResource(
+                    ConfigResource.Type.TOPIC,
+                    spec.name,
+                    incremental_configs=[
+                        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                        for k, v in diff.items()
+                    ],
+                )
+                for spec, diff in drifted
+            ]
+            for res, fut in admin.incremental_alter_configs(alter).items():
+                fut.result(timeout=timeout)
+                report.reconfigured.append(res.name)
+    return report
+
+
+def _current_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> dict[str, dict[str, str]]:
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs]
+    described = admin.describe_configs(resources)
+    return {
+        res.name: {k: v.value for k, v in described[res].result(timeout=timeout).items()}
+        for res in resources
+    }
+
+
+def _wait_until_effective(admin: AdminClient, specs: list[TopicSpec], min_isr: int, timeout: float) -> None:
+    """Creation is acknowledged before every broker applies it; wait so callers see the declared state."""
+    deadline = time.monotonic() + timeout
+    pending = list(specs)
+    while pending:
+        try:
+            current = _current_configs(admin, pending, timeout)
+            pending = [s for s in pending
+                       if any(current[s.name].get(k) != v for k, v in s.configs(min_isr).items())]
+        except KafkaException:
+            pass  # not visible on the broker we asked yet
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"topics not effective after {timeout}s: {[s.name for s in pending]}")
+        if pending:
+            time.sleep(0.1)

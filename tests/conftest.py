@@ -1,0 +1,65 @@
+"""Shared fixtures: one real Kafka broker per test session, unique topics per test.
+
+The broker is started by the project's own ``infra`` code (resolved from Maven Central, KRaft
+mode, free ports). Set ``KAFKA_BOOTSTRAP`` to run the integration tests against an existing
+cluster instead. The broker's data and logs are deleted after a green session and kept, with
+their path printed, after a red one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from caselink.settings import KafkaSettings, Settings
+from infra.kafka_runtime import LocalKafka
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Bootstrap servers of a real broker for the whole session."""
+    external = os.environ.get("KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    directory = Path(tempfile.mkdtemp(prefix="caselink-kafka-"))
+    kafka = LocalKafka(Settings().infra, directory, brokers=1)
+    state = kafka.start()
+    try:
+        yield state.bootstrap_servers
+    finally:
+        kafka.stop()
+        if request.session.testsfailed:
+            print(f"\nKafka data and logs kept for the failed run: {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(kafka_cluster: str) -> Settings:
+    return Settings(kafka=KafkaSettings(bootstrap_servers=kafka_cluster))
+
+
+@pytest.fixture
+def admin(kafka_cluster: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka_cluster})
+
+
+@pytest.fixture
+def make_topic(admin: AdminClient, request: pytest.FixtureRequest) -> Callable[..., str]:
+    """Create a topic whose name is unique to this test."""
+
+    def create(prefix: str = "t", partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        name = f"{prefix}.{request.node.name[:40]}.{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
+        for fut in admin.create_topics([NewTopic(name, partitions, 1, config=config or {})]).values():
+            fut.result(timeout=30)
+        return name
+
+    return create

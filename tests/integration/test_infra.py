@@ -1,0 +1,89 @@
+"""The project's own broker start-up: clear failures, a CLI, and a three-node cluster."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from caselink.settings import InfraSettings, Settings
+from infra.kafka_runtime import KafkaRuntimeError, LocalKafka, resolve_jars
+
+pytestmark = pytest.mark.integration
+
+
+def test_port_taken_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(KafkaRuntimeError, match=f"port {port} is already in use"):
+            LocalKafka(Settings().infra, tmp_path, port=port).start()
+
+
+def test_missing_java_says_how_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    settings = Settings().infra.model_copy(update={"java_home": None})
+    resolve_jars(settings)  # cached already by the session broker
+    with pytest.raises(KafkaRuntimeError, match="Java was not found"):
+        LocalKafka(settings, tmp_path).start()
+
+
+def test_unresolvable_kafka_version_points_at_the_maven_log(tmp_path: Path) -> None:
+    settings = InfraSettings(kafka_version="0.0.0-does-not-exist", cache_dir=tmp_path)
+    with pytest.raises(KafkaRuntimeError) as err:
+        resolve_jars(settings)
+    assert "Maven could not resolve" in str(err.value)
+    assert err.value.log_path is not None and err.value.log_path.exists()
+
+
+def test_cli_up_status_down(tmp_path: Path) -> None:
+    env = {**os.environ, "CASELINK_INFRA__RUN_DIR": str(tmp_path / "run"), "CASELINK_CONFIG": "/nonexistent"}
+    env.pop("CASELINK_KAFKA__BOOTSTRAP_SERVERS", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "caselink.cli", *args, "--json"], env=env,
+                              capture_output=True, text=True, timeout=180)
+
+    up = cli("infra", "up")
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout)
+    try:
+        assert info["status"] == "ready"
+        status = cli("infra", "status")
+        assert status.returncode == 0 and json.loads(status.stdout)["running"] is True
+        md = AdminClient({"bootstrap.servers": info["bootstrap_servers"]}).list_topics(timeout=10)
+        assert len(md.brokers) == 1
+    finally:
+        down = cli("infra", "down")
+    assert down.returncode == 0 and json.loads(down.stdout)["status"] == "stopped"
+    assert cli("infra", "status").returncode == 1
+
+
+@pytest.mark.slow
+def test_three_node_cluster_survives_one_broker_down(tmp_path: Path) -> None:
+    kafka = LocalKafka(Settings().infra, tmp_path, brokers=3)
+    state = kafka.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": state.bootstrap_servers})
+        assert len(admin.list_topics(timeout=10).brokers) == 3
+        for fut in admin.create_topics([NewTopic("ha", 3, 3, config={"min.insync.replicas": "2"})]).values():
+            fut.result(timeout=30)
+        kafka.stop_node(3)
+        producer = Producer({"bootstrap.servers": state.bootstrap_servers, "acks": "all",
+                             "enable.idempotence": True, "message.timeout.ms": 30000})
+        delivered = []
+        for i in range(100):
+            producer.produce("ha", str(i).encode(), on_delivery=lambda err, msg: delivered.append(err))
+        assert producer.flush(60) == 0
+        assert delivered == [None] * 100  # acks=all met by the two in-sync replicas left
+        kafka.start_node(3)
+        assert len(admin.list_topics(timeout=10).brokers) == 3
+    finally:
+        kafka.stop()

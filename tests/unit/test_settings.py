@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from caselink.settings import Settings
+
+
+def test_yaml_then_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "caselink.yaml"
+    config.write_text("kafka:\n  bootstrap_servers: yaml:9092\n  replication_factor: 3\nagencies: [health]\n")
+    monkeypatch.setenv("CASELINK_CONFIG", str(config))
+    monkeypatch.setenv("CASELINK_KAFKA__BOOTSTRAP_SERVERS", "env:9092")
+    s = Settings()
+    assert s.kafka.bootstrap_servers == "env:9092"
+    assert s.kafka.replication_factor == 3
+    assert s.agencies == ["health"]
+
+
+def test_secret_in_yaml_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "caselink.yaml"
+    config.write_text("kafka:\n  sasl_password: hunter2\n")
+    monkeypatch.setenv("CASELINK_CONFIG", str(config))
+    with pytest.raises(ValueError, match="CASELINK_KAFKA__SASL_PASSWORD"):
+        Settings()
+
+
+def test_sasl_settings_reach_the_client_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASELINK_KAFKA__BOOTSTRAP_SERVERS", "b:9093")
+    monkeypatch.setenv("CASELINK_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CASELINK_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("CASELINK_KAFKA__SASL_USERNAME", "worker")
+    monkeypatch.setenv("CASELINK_KAFKA__SASL_PASSWORD", "s3cret")
+    conf = Settings().kafka_client_config()
+    assert conf == {
+        "bootstrap.servers": "b:9093",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "worker",
+        "sasl.password": "s3cret",
+    }
+    assert "s3cret" not in repr(Settings())
+
+
+def test_unknown_setting_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "caselink.yaml"
+    config.write_text("kafak: {}\n")
+    monkeypatch.setenv("CASELINK_CONFIG", str(config))
+    with pytest.raises(ValueError, match="kafak"):
+        Settings()
