@@ -1,0 +1,115 @@
+"""Blocking: which existing records a new one is compared with.
+
+Several keys are OR-ed, so a record is found if it agrees with its match on any one of them;
+each key tolerates different corruptions (typos in the surname, a swapped day and month, a house
+move, a missing identifier). A key shared by too many records (a common name in a big city) stops
+producing candidates once it reaches ``max_block_size`` and is reported, instead of silently
+turning one insert into thousands of comparisons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from linkage.record import LinkRecord, phonetic
+
+
+def _dob_canonical(r: LinkRecord) -> str | None:
+    """Year plus day and month in sorted order: the same for a date and its day/month swap."""
+    if r.dob is None:
+        return None
+    d = r.dob
+    lo, hi = sorted((d.month, d.day))
+    return d.year + lo + hi
+
+
+def blocking_keys(r: LinkRecord) -> list[str]:
+    keys = [f"id:{scheme}:{value}" for scheme, value in r.ids.items()]
+    dob = _dob_canonical(r)
+    g0 = r.given[0] if r.given else None
+    if r.family_phon and r.dob:
+        keys.append(f"fy:{r.family_phon}:{r.dob.year}")
+    if g0 and dob:
+        keys.append(f"gd:{g0}:{dob}")
+    if r.family and dob:
+        keys.append(f"fd:{r.family[0]}:{dob}")
+    if r.postcode and g0:
+        keys.append(f"pg:{r.postcode.code}:{g0}")
+    for name_phon in {r.family_phon, r.given_phon} - {None}:
+        # Either name in the same postcode: survives swaps and a typo in the other name.
+        if r.postcode:
+            keys.append(f"pn:{r.postcode.code}:{name_phon}")
+    if r.family_phon and g0:
+        keys.append(f"fg:{r.family_phon}:{g0}")
+    if r.given_canon and r.family_phon:
+        # Sorted, so a record with given and family names swapped shares the key.
+        keys.append("nm:" + ":".join(sorted((phonetic(r.given_canon) or "", r.family_phon))))
+    for other in r.other_families:
+        if dob:
+            keys.append(f"fd:{other[0]}:{dob}")
+        if r.given_canon:
+            keys.append("nm:" + ":".join(sorted((phonetic(r.given_canon) or "", phonetic(other) or ""))))
+    if r.given_canon and r.dob:
+        keys.append(f"gy:{phonetic(r.given_canon)}:{r.dob.year}")
+    initials = "".join(sorted(n[0] for n in (r.given, r.family) if n))
+    if len(initials) == 2:
+        # Initials in sorted order survive a given/family swap and typos after the first letter.
+        if r.postcode:
+            keys.append(f"pi:{r.postcode.code}:{initials}")
+        if dob:
+            keys.append(f"di:{dob}:{initials}")
+    if r.address:
+        tokens = r.address.split(" ")
+        if len(tokens) >= 2:
+            # House number and street: the same household, whatever happened to the names.
+            place = r.locality or (r.postcode.district or r.postcode.code if r.postcode else "")
+            keys.append(f"ad:{place}:{tokens[0]}:{tokens[1]}")
+    if dob and r.postcode:
+        keys.append(f"dp:{dob}:{r.postcode.district or r.postcode.code}")
+    return keys
+
+
+@dataclass
+class BlockingIndex:
+    """key -> record keys, with a cap per key."""
+
+    max_block_size: int = 200
+    blocks: dict[str, list[str]] = field(default_factory=dict)
+    capped: set[str] = field(default_factory=set)
+
+    def candidates(self, keys: Iterable[str], exclude: str | None = None) -> set[str]:
+        found: set[str] = set()
+        blocks = self.blocks
+        for key in keys:
+            members = blocks.get(key)
+            if members and key not in self.capped:
+                found.update(members)
+        found.discard(exclude)  # type: ignore[arg-type]
+        return found
+
+    def add(self, record_key: str, keys: Iterable[str]) -> None:
+        for key in keys:
+            members = self.blocks.get(key)
+            if members is None:
+                self.blocks[key] = [record_key]
+            else:
+                members.append(record_key)
+                if len(members) > self.max_block_size:
+                    self.capped.add(key)
+
+    def remove(self, record_key: str, keys: Iterable[str]) -> None:
+        for key in keys:
+            members = self.blocks.get(key)
+            if not members:
+                continue
+            try:
+                members.remove(record_key)
+            except ValueError:
+                continue
+            if not members:
+                del self.blocks[key]
+
+    def report(self, top: int = 20) -> list[tuple[str, int]]:
+        """The capped keys with their sizes, largest first (for operators)."""
+        return sorted(((k, len(self.blocks.get(k, ()))) for k in self.capped), key=lambda kv: -kv[1])[:top]

@@ -1,0 +1,406 @@
+"""The citizen index: records linked into citizens one change at a time.
+
+Citizens are the connected components of "link" edges (pairs scoring at or above the model's
+link threshold). Every change — insert, update, delete, a reviewer's must-link or cannot-link —
+recomputes the components of only the citizens it touches, then names them by one rule that
+serves both merges and splits:
+
+* each existing citizen id goes to the component holding that citizen's oldest remaining record;
+* a component given several ids keeps the oldest citizen's and retires the others into it;
+* a component given none gets a new id derived from its oldest record's key.
+
+So the oldest citizen survives a merge, the part with the oldest record keeps the id on a split,
+and replaying the same changes in the same order gives the same ids (no randomness, no clocks).
+All state is plain dicts of plain values, so the streaming app can keep it in key-value tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from linkage.blocking import BlockingIndex, blocking_keys
+from linkage.model import FieldWeight, LinkageModel
+from linkage.record import LinkRecord, UnlinkableRecordError, standardise_person
+
+
+@dataclass
+class Candidate:
+    record_key: str
+    citizen_id: str
+    weight: float
+    probability: float
+    levels: list[int]
+
+
+@dataclass
+class LinkResult:
+    """What one change did: the outcome for the record and every citizen whose view changed."""
+
+    record_key: str
+    outcome: str  # NEW_CITIZEN LINKED MERGED UPDATED SPLIT DELETED REJECTED IGNORED_STALE
+    citizen_id: str | None
+    candidates: list[Candidate] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # citizens to re-publish
+    retired: dict[str, str | None] = field(default_factory=dict)  # retired id -> survivor (None: gone)
+    review: list[tuple[str, str, float]] = field(default_factory=list)  # (record, other, weight)
+    reason: str | None = None
+
+
+@dataclass
+class Citizen:
+    created_seq: int
+    members: set[str]
+    merged_from: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RecordState:
+    record: LinkRecord
+    citizen_id: str
+    seq: int
+    source_version: int
+    keys: list[str]
+    person: Any = None  # the source payload, kept for publishing LinkedCase views
+
+
+class CitizenIndex:
+    def __init__(self, model: LinkageModel, max_block_size: int = 200, keep_person: bool = False) -> None:
+        self.model = model
+        self.blocking = BlockingIndex(max_block_size=max_block_size)
+        self.keep_person = keep_person
+        self.records: dict[str, RecordState] = {}
+        self.edges: dict[str, dict[str, float]] = {}
+        self.citizens: dict[str, Citizen] = {}
+        self.retired: dict[str, str | None] = {}
+        self.versions: dict[str, int] = {}  # last applied source_version per record, deletes included
+        self.must_link: set[tuple[str, str]] = set()
+        self.cannot_link: set[tuple[str, str]] = set()
+        self.review: dict[tuple[str, str], float] = {}
+        self.seq = 0
+        self._used_ids: set[str] = set()
+
+    # ----------------------------------------------------------------- queries
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def citizen_of(self, record_key: str) -> str | None:
+        state = self.records.get(record_key)
+        return state.citizen_id if state else None
+
+    def resolve(self, citizen_id: str) -> str | None:
+        """The live citizen an id now means, following retirement pointers."""
+        seen = set()
+        while citizen_id in self.retired:
+            if citizen_id in seen:
+                return None
+            seen.add(citizen_id)
+            nxt = self.retired[citizen_id]
+            if nxt is None:
+                return None
+            citizen_id = nxt
+        return citizen_id if citizen_id in self.citizens else None
+
+    def members(self, citizen_id: str) -> list[str]:
+        citizen = self.citizens.get(citizen_id)
+        if citizen is None:
+            return []
+        return sorted(citizen.members, key=lambda k: self.records[k].seq)
+
+    def clusters(self) -> dict[str, str]:
+        """record key -> citizen id, for every record in the index."""
+        return {k: s.citizen_id for k, s in self.records.items()}
+
+    def explain(self, a: str, b: str) -> list[FieldWeight]:
+        return self.model.explain(self.records[a].record, self.records[b].record)
+
+    # ----------------------------------------------------------------- changes
+    def upsert(
+        self,
+        record_key: str,
+        person: Mapping[str, Any] | LinkRecord,
+        source_version: int | None = None,
+    ) -> LinkResult:
+        if source_version is not None and self.versions.get(record_key, -1) >= source_version:
+            return LinkResult(record_key, "IGNORED_STALE", self.citizen_of(record_key),
+                              reason=f"source_version {source_version} <= {self.versions[record_key]}")
+        try:
+            record = person if isinstance(person, LinkRecord) else standardise_person(record_key, person)
+        except UnlinkableRecordError as exc:
+            return LinkResult(record_key, "REJECTED", self.citizen_of(record_key), reason=str(exc))
+        version = source_version if source_version is not None else self.versions.get(record_key, 0) + 1
+        self.versions[record_key] = version
+        self.seq += 1
+        existing = self.records.get(record_key)
+        payload = person if self.keep_person and not isinstance(person, LinkRecord) else None
+        if existing is not None:
+            return self._update(existing, record, version, payload)
+        return self._insert(record, version, payload)
+
+    def delete(self, record_key: str, source_version: int | None = None) -> LinkResult:
+        if source_version is not None and self.versions.get(record_key, -1) >= source_version:
+            return LinkResult(record_key, "IGNORED_STALE", self.citizen_of(record_key),
+                              reason=f"source_version {source_version} <= {self.versions[record_key]}")
+        if source_version is not None:
+            self.versions[record_key] = source_version
+        state = self.records.pop(record_key, None)
+        if state is None:
+            return LinkResult(record_key, "DELETED", None, reason="record was not in the index")
+        self.seq += 1
+        self.blocking.remove(record_key, state.keys)
+        neighbours = self.edges.pop(record_key, {})
+        for other in neighbours:
+            self.edges[other].pop(record_key, None)
+        self._drop_review(record_key)
+        citizen = self.citizens[state.citizen_id]
+        citizen.members.discard(record_key)
+        result = LinkResult(record_key, "DELETED", state.citizen_id)
+        if not citizen.members:
+            del self.citizens[state.citizen_id]
+            self.retired[state.citizen_id] = None
+            result.retired[state.citizen_id] = None
+            return result
+        changed, retired, new = self._recluster({state.citizen_id}, set(citizen.members))
+        result.changed, result.retired = changed, retired
+        if new:
+            result.outcome = "SPLIT"
+        return result
+
+    def apply_review(self, a: str, b: str, same: bool) -> LinkResult:
+        """A reviewer's decision: must-link (an edge that always holds) or cannot-link (never)."""
+        pair = (a, b) if a < b else (b, a)
+        self.review.pop(pair, None)
+        if a not in self.records or b not in self.records:
+            return LinkResult(a, "REJECTED", self.citizen_of(a), reason="both records must be in the index")
+        self.seq += 1
+        if same:
+            self.cannot_link.discard(pair)
+            self.must_link.add(pair)
+            self._add_edge(a, b, float("inf"))
+        else:
+            self.must_link.discard(pair)
+            self.cannot_link.add(pair)
+            self.edges.get(a, {}).pop(b, None)
+            self.edges.get(b, {}).pop(a, None)
+        touched = {self.records[a].citizen_id, self.records[b].citizen_id}
+        members = set().union(*(self.citizens[c].members for c in touched))
+        changed, retired, new = self._recluster(touched, members)
+        outcome = "MERGED" if retired else ("SPLIT" if new else "UPDATED")
+        return LinkResult(a, outcome, self.citizen_of(a), changed=changed, retired=retired)
+
+    # ----------------------------------------------------------------- internals
+    def _score_candidates(self, record: LinkRecord, keys: list[str]) -> tuple[list[Candidate], list[Candidate]]:
+        """(links, possible matches) among blocked candidates."""
+        model = self.model
+        link_w, review_w = model.link_weight, model.review_weight
+        links, reviews = [], []
+        records = self.records
+        for other_key in self.blocking.candidates(keys, exclude=record.key):
+            other = records[other_key]
+            weight, levels = model.score(record, other.record)
+            pair = (record.key, other_key) if record.key < other_key else (other_key, record.key)
+            if pair in self.cannot_link:
+                continue
+            if weight >= link_w or pair in self.must_link:
+                links.append(Candidate(other_key, other.citizen_id, weight, model.probability(weight), levels))
+            elif weight >= review_w:
+                reviews.append(Candidate(other_key, other.citizen_id, weight, model.probability(weight), levels))
+        links.sort(key=lambda c: (-c.weight, c.record_key))
+        reviews.sort(key=lambda c: (-c.weight, c.record_key))
+        return links, reviews
+
+    def _citizen_ids(self, citizen_id: str) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for member in self.citizens[citizen_id].members:
+            for scheme, value in self.records[member].record.ids.items():
+                found.setdefault(scheme, set()).add(value)
+        return found
+
+    def _accept_links(
+        self, record: LinkRecord, links: list[Candidate], reviews: list[Candidate], own_citizen: str | None = None
+    ) -> list[Candidate]:
+        """Links in weight order, skipping any citizen whose identifiers contradict those accepted so far.
+
+        One person has one NHS number: a link that would put two different valid values of a shared
+        identifier scheme into one citizen is refused and offered for review instead. That stops
+        chains (parent - child - sibling) from collapsing a household into one citizen.
+        """
+        held: dict[str, set[str]] = {s: {v} for s, v in record.ids.items()}
+        accepted: list[Candidate] = []
+        accepted_citizens: set[str] = set()
+        refused_citizens: set[str] = set()
+        for c in links:
+            if c.citizen_id == own_citizen or c.citizen_id in accepted_citizens:
+                accepted.append(c)
+                continue
+            if c.citizen_id in refused_citizens:
+                reviews.append(c)
+                continue
+            theirs = self._citizen_ids(c.citizen_id)
+            if any(scheme in held and held[scheme] != values for scheme, values in theirs.items()):
+                refused_citizens.add(c.citizen_id)
+                reviews.append(c)
+                continue
+            for scheme, values in theirs.items():
+                held.setdefault(scheme, set()).update(values)
+            accepted_citizens.add(c.citizen_id)
+            accepted.append(c)
+        reviews.sort(key=lambda c: (-c.weight, c.record_key))
+        return accepted
+
+    def _insert(self, record: LinkRecord, version: int, payload: Any) -> LinkResult:
+        keys = blocking_keys(record)
+        links, reviews = self._score_candidates(record, keys)
+        links = self._accept_links(record, links, reviews)
+        key = record.key
+        self.blocking.add(key, keys)
+        self.edges[key] = {}
+        for c in links:
+            self._add_edge(key, c.record_key, c.weight)
+        self._add_reviews(key, reviews, {c.citizen_id for c in links})
+        touched = {c.citizen_id for c in links}
+        if not touched:
+            cid = self._new_id(key)
+            self.citizens[cid] = Citizen(self.seq, {key})
+            self.records[key] = RecordState(record, cid, self.seq, version, keys, payload)
+            return LinkResult(key, "NEW_CITIZEN", cid, candidates=links + reviews, changed=[cid],
+                              review=[(key, c.record_key, c.weight) for c in reviews])
+        if len(touched) == 1:
+            (cid,) = touched
+            self.citizens[cid].members.add(key)
+            self.records[key] = RecordState(record, cid, self.seq, version, keys, payload)
+            return LinkResult(key, "LINKED", cid, candidates=links + reviews, changed=[cid],
+                              review=[(key, c.record_key, c.weight) for c in reviews])
+        placeholder = min(touched, key=lambda c: self.citizens[c].created_seq)
+        self.records[key] = RecordState(record, placeholder, self.seq, version, keys, payload)
+        self.citizens[placeholder].members.add(key)
+        members = set().union(*(self.citizens[c].members for c in touched))
+        changed, retired, _new = self._recluster(touched, members)
+        return LinkResult(key, "MERGED", self.records[key].citizen_id, candidates=links + reviews,
+                          changed=changed, retired=retired,
+                          review=[(key, c.record_key, c.weight) for c in reviews])
+
+    def _update(self, state: RecordState, record: LinkRecord, version: int, payload: Any) -> LinkResult:
+        key = record.key
+        if _same_values(state.record, record):
+            state.source_version = version
+            if payload is not None:
+                state.person = payload
+            return LinkResult(key, "UPDATED", state.citizen_id, changed=[state.citizen_id])
+        old_cid = state.citizen_id
+        self.blocking.remove(key, state.keys)
+        for other in self.edges.pop(key, {}):
+            self.edges[other].pop(key, None)
+        self._drop_review(key)
+        keys = blocking_keys(record)
+        links, reviews = self._score_candidates(record, keys)
+        links = self._accept_links(record, links, reviews)
+        self.blocking.add(key, keys)
+        self.edges[key] = {}
+        for c in links:
+            self._add_edge(key, c.record_key, c.weight)
+        for pair in self.must_link:
+            if key in pair:
+                self._add_edge(pair[0], pair[1], float("inf"))
+        state.record, state.keys, state.source_version = record, keys, version
+        if payload is not None:
+            state.person = payload
+        self._add_reviews(key, reviews, {c.citizen_id for c in links})
+        touched = {old_cid} | {c.citizen_id for c in links}
+        members = set().union(*(self.citizens[c].members for c in touched))
+        changed, retired, new = self._recluster(touched, members)
+        outcome = "MERGED" if retired else ("SPLIT" if new else "UPDATED")
+        return LinkResult(key, outcome, state.citizen_id, candidates=links + reviews, changed=changed,
+                          retired=retired, review=[(key, c.record_key, c.weight) for c in reviews])
+
+    def _add_edge(self, a: str, b: str, weight: float) -> None:
+        self.edges.setdefault(a, {})[b] = weight
+        self.edges.setdefault(b, {})[a] = weight
+
+    def _add_reviews(self, key: str, reviews: list[Candidate], linked_citizens: set[str]) -> None:
+        for c in reviews:
+            if c.citizen_id in linked_citizens:
+                continue  # already the same citizen through a stronger link
+            pair = (key, c.record_key) if key < c.record_key else (c.record_key, key)
+            self.review[pair] = c.weight
+
+    def _drop_review(self, key: str) -> None:
+        for pair in [p for p in self.review if key in p]:
+            del self.review[pair]
+
+    def _components(self, members: set[str]) -> list[set[str]]:
+        remaining = set(members)
+        components = []
+        while remaining:
+            start = remaining.pop()
+            component = {start}
+            stack = [start]
+            while stack:
+                node = stack.pop()
+                for other in self.edges.get(node, ()):
+                    if other in remaining:
+                        remaining.discard(other)
+                        component.add(other)
+                        stack.append(other)
+            components.append(component)
+        return components
+
+    def _recluster(self, touched: set[str], members: set[str]) -> tuple[list[str], dict[str, str | None], bool]:
+        """Recompute the components of ``members`` (all records of the ``touched`` citizens) and name them."""
+        seq = {k: self.records[k].seq for k in members}
+        components = sorted(self._components(members), key=lambda comp: min(seq[k] for k in comp))
+        where = {k: i for i, comp in enumerate(components) for k in comp}
+        # Each old citizen id goes to the component holding its oldest remaining record.
+        claims: dict[int, list[str]] = {}
+        old_seq = {c: self.citizens[c].created_seq for c in touched}
+        old_merged = {c: self.citizens[c].merged_from for c in touched}
+        for cid in touched:
+            own = [k for k in self.citizens[cid].members if k in where]
+            if not own:
+                continue
+            oldest = min(own, key=lambda k: seq[k])
+            claims.setdefault(where[oldest], []).append(cid)
+        for cid in touched:
+            del self.citizens[cid]
+        changed: list[str] = []
+        retired: dict[str, str | None] = {}
+        new_ids = False
+        for i, comp in enumerate(components):
+            ids = sorted(claims.get(i, []), key=lambda c: old_seq[c])
+            if ids:
+                survivor, losers = ids[0], ids[1:]
+                citizen = Citizen(old_seq[survivor], comp, list(old_merged[survivor]))
+                for loser in losers:
+                    citizen.merged_from.append(loser)
+                    retired[loser] = survivor
+                    self.retired[loser] = survivor
+            else:
+                founder = min(comp, key=lambda k: seq[k])
+                survivor = self._new_id(founder)
+                citizen = Citizen(self.seq, comp)
+                new_ids = True
+            self.citizens[survivor] = citizen
+            for k in comp:
+                self.records[k].citizen_id = survivor
+            changed.append(survivor)
+        return changed, retired, new_ids
+
+    def _new_id(self, founder_key: str) -> str:
+        n = 0
+        while True:
+            digest = hashlib.blake2b(f"{founder_key}#{n}".encode(), digest_size=8).hexdigest()
+            cid = f"C-{digest}"
+            if cid not in self._used_ids:
+                self._used_ids.add(cid)
+                return cid
+            n += 1
+
+    # ----------------------------------------------------------------- bulk
+    def upsert_many(self, items: Iterable[tuple[str, Mapping[str, Any] | LinkRecord]]) -> list[LinkResult]:
+        return [self.upsert(key, person) for key, person in items]
+
+
+def _same_values(a: LinkRecord, b: LinkRecord) -> bool:
+    return all(getattr(a, s) == getattr(b, s) for s in LinkRecord.__slots__ if s != "key")

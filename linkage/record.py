@@ -1,0 +1,165 @@
+"""The standardised form of one source record, built once and compared many times."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jellyfish
+
+from linkage.nicknames import canonical_given_name
+from linkage.standardise import (
+    StdDate,
+    StdPostcode,
+    clean_email,
+    clean_identifier,
+    clean_phone,
+    clean_text,
+    identifier_valid,
+    standardise_address,
+    standardise_date,
+    standardise_family,
+    standardise_given,
+    standardise_postcode,
+    standardise_sex,
+)
+
+# Identifier schemes shared across agencies: agreement or disagreement on these is evidence.
+# Local schemes (a council's case number, a force's nominal id) are never compared across records.
+DEFAULT_SHARED_SCHEMES = frozenset({"nhs_number", "ni_number", "upn", "chi_number", "passport"})
+
+
+class UnlinkableRecordError(ValueError):
+    """A record without enough to link on; linking it would attach it to anyone or no one."""
+
+
+class LinkRecord:
+    """Comparable values of one record. ``__slots__`` keeps a million of them within memory goals."""
+
+    __slots__ = (
+        "address",
+        "dob",
+        "emails",
+        "family",
+        "family_parts",
+        "family_phon",
+        "given",
+        "given_canon",
+        "given_phon",
+        "ids",
+        "invalid_ids",
+        "key",
+        "locality",
+        "middle",
+        "other_families",
+        "phones",
+        "postcode",
+        "sex",
+    )
+
+    key: str
+    given: str | None
+    given_canon: str | None
+    given_phon: str | None
+    middle: str | None
+    family: str | None
+    family_parts: tuple[str, ...]
+    family_phon: str | None
+    other_families: tuple[str, ...]
+    dob: StdDate | None
+    sex: str | None
+    postcode: StdPostcode | None
+    address: str | None
+    locality: str | None
+    ids: dict[str, str]
+    invalid_ids: dict[str, str]
+    phones: frozenset[str]
+    emails: frozenset[str]
+
+    def __repr__(self) -> str:
+        return f"LinkRecord({self.key!r}, {self.given} {self.family}, {self.dob and self.dob.digits})"
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__slots__}
+        out["dob"] = self.dob.digits if self.dob else None
+        out["postcode"] = self.postcode.code if self.postcode else None
+        return out
+
+
+def phonetic(token: str | None) -> str | None:
+    return jellyfish.metaphone(token) if token else None
+
+
+def standardise_person(
+    key: str,
+    person: Mapping[str, Any],
+    date_format: str | None = None,
+    shared_schemes: frozenset[str] = DEFAULT_SHARED_SCHEMES,
+) -> LinkRecord:
+    """A LinkRecord from the canonical ``Person`` layout of a PersonEvent.
+
+    Raises UnlinkableRecordError when the record has neither a valid shared identifier nor a name
+    together with a date of birth or an address.
+    """
+    r = LinkRecord()
+    r.key = key
+    r.given, r.middle = standardise_given(person.get("given_names"))
+    r.given_canon = canonical_given_name(r.given) if r.given else None
+    r.given_phon = phonetic(r.given)
+    r.family, r.family_parts = standardise_family(person.get("family_name"))
+    r.family_phon = phonetic(r.family)
+    others = []
+    for other in person.get("other_names") or ():
+        std, _parts = standardise_family(other)
+        if std and std != r.family:
+            others.append(std)
+    r.other_families = tuple(others)
+    r.dob = standardise_date(person.get("date_of_birth"), date_format)
+    r.sex = standardise_sex(person.get("sex"))
+    addresses = person.get("addresses") or ()
+    current = _current_address(addresses)
+    r.postcode = standardise_postcode(current.get("postcode")) if current else None
+    r.address = standardise_address(current.get("lines") or ()) if current else None
+    r.locality = clean_text(current.get("locality")) if current else None
+    r.ids, r.invalid_ids = {}, {}
+    for scheme, raw in (person.get("identifiers") or {}).items():
+        value = clean_identifier(scheme, raw)
+        if not value:
+            continue
+        if identifier_valid(scheme, value):
+            if scheme in shared_schemes:
+                r.ids[scheme] = value
+        else:
+            r.invalid_ids[scheme] = value
+    r.phones = frozenset(p for p in map(clean_phone, person.get("phones") or ()) if p)
+    r.emails = frozenset(e for e in map(clean_email, person.get("emails") or ()) if e)
+    _check_linkable(r)
+    return r
+
+
+def _current_address(addresses: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The address without an end date (else the latest-starting one)."""
+    addresses = list(addresses)
+    if not addresses:
+        return None
+    open_ended = [a for a in addresses if not a.get("valid_to")]
+    pool = open_ended or addresses
+    return max(pool, key=lambda a: a.get("valid_from") or "")
+
+
+def _check_linkable(r: LinkRecord) -> None:
+    if r.ids:
+        return
+    has_name = bool(r.family or r.given)
+    has_anchor = bool(r.dob or r.postcode or r.address)
+    if has_name and has_anchor:
+        return
+    missing = []
+    if not has_name:
+        missing.append("a name")
+    if not has_anchor:
+        missing.append("a date of birth or address")
+    invalid = f" (invalid identifiers not used: {', '.join(sorted(r.invalid_ids))})" if r.invalid_ids else ""
+    raise UnlinkableRecordError(
+        f"record {r.key} has no valid shared identifier and lacks {' and '.join(missing)}{invalid}"
+    )

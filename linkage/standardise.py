@@ -1,0 +1,237 @@
+"""Turning whatever a source system holds into comparable values.
+
+Every function here is pure and total: bad input gives ``None`` (missing) or a flagged value,
+never an exception, so one odd field cannot stop a record from being linked on the others.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+
+_NON_ALPHA = re.compile(r"[^a-z ]+")
+_SPACES = re.compile(r"\s+")
+_NAME_PARTICLES = {"van", "von", "de", "der", "den", "la", "le", "du", "da", "di", "del", "st", "mc", "mac"}
+_NAME_TITLES = {"mr", "mrs", "ms", "miss", "dr", "prof", "master", "rev", "sir", "dame", "mx"}
+_SEX_CODES = {
+    "f": "F", "female": "F", "w": "F", "woman": "F", "girl": "F", "2": "F",
+    "m": "M", "male": "M", "man": "M", "boy": "M", "1": "M",
+    "x": "X", "i": "X", "indeterminate": "X", "other": "X", "9": "X",
+    "u": "U", "unknown": "U", "0": "U", "": "U", "not known": "U", "not specified": "U",
+}
+_UK_POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)([0-9][A-Z]{2})$")
+_ADDRESS_ABBREVIATIONS = {
+    "rd": "road", "st": "street", "str": "street", "ave": "avenue", "av": "avenue", "ln": "lane",
+    "cres": "crescent", "cr": "crescent", "ct": "court", "crt": "court", "dr": "drive", "pl": "place",
+    "sq": "square", "tce": "terrace", "ter": "terrace", "gdns": "gardens", "gr": "grove", "cl": "close",
+    "hwy": "highway", "pde": "parade", "cct": "circuit", "apt": "flat", "apartment": "flat", "unit": "flat",
+    "nth": "north", "sth": "south", "e": "east", "w": "west", "n": "north", "s": "south",
+}
+
+
+def strip_accents(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def is_missing(value: object) -> bool:
+    """None, NaN (pandas' missing value) or blank."""
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def clean_text(value: object) -> str | None:
+    """Lower case, no accents or punctuation, single spaces; ``None`` when nothing is left."""
+    if is_missing(value):
+        return None
+    text = strip_accents(str(value)).lower().replace("-", " ").replace("'", "")
+    text = _SPACES.sub(" ", _NON_ALPHA.sub(" ", text)).strip()
+    return text or None
+
+
+def name_tokens(value: object) -> list[str]:
+    """Name parts without titles; particles (van, de, mc ...) glued to the part that follows."""
+    text = clean_text(value)
+    if not text:
+        return []
+    tokens = [t for t in text.split(" ") if t not in _NAME_TITLES]
+    merged: list[str] = []
+    carry = ""
+    for token in tokens:
+        if token in _NAME_PARTICLES and len(tokens) > 1:
+            carry += token
+            continue
+        merged.append(carry + token)
+        carry = ""
+    if carry:
+        merged.append(carry)
+    return merged
+
+
+def standardise_given(value: object) -> tuple[str | None, str | None]:
+    """(first given name, middle names joined) from a full given-names field."""
+    tokens = name_tokens(value)
+    if not tokens:
+        return None, None
+    return tokens[0], " ".join(tokens[1:]) or None
+
+
+def standardise_family(value: object) -> tuple[str | None, tuple[str, ...]]:
+    """(family name as one token, its parts) — 'O'Neill-Smith' gives ('oneillsmith', ('oneill','smith'))."""
+    tokens = name_tokens(value)
+    if not tokens:
+        return None, ()
+    return "".join(tokens), tuple(tokens)
+
+
+def standardise_sex(value: object) -> str | None:
+    if is_missing(value):
+        return None
+    code = _SEX_CODES.get(str(value).strip().lower())
+    return None if code in (None, "U") else code
+
+
+@dataclass(frozen=True, slots=True)
+class StdDate:
+    """A date of birth as an 8-digit string, kept even when not a real calendar date (typos)."""
+
+    digits: str  # YYYYMMDD
+    valid: bool
+
+    @property
+    def year(self) -> str:
+        return self.digits[:4]
+
+    @property
+    def month(self) -> str:
+        return self.digits[4:6]
+
+    @property
+    def day(self) -> str:
+        return self.digits[6:8]
+
+
+_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})")
+_DIGITS8 = re.compile(r"^\d{8}$")
+
+
+def standardise_date(value: object, fmt: str | None = None) -> StdDate | None:
+    """ISO ``YYYY-MM-DD``, ``YYYYMMDD`` or an explicit ``strftime`` format; None when unreadable."""
+    if is_missing(value):
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    digits: str | None = None
+    if fmt:
+        try:
+            return StdDate(datetime.strptime(text, fmt).strftime("%Y%m%d"), True)
+        except ValueError:
+            return None
+    m = _ISO.match(text)
+    if m:
+        digits = f"{m.group(1)}{int(m.group(2)):02d}{int(m.group(3)):02d}"
+    elif _DIGITS8.match(text):
+        digits = text
+    if digits is None or len(digits) != 8:
+        return None
+    try:
+        datetime.strptime(digits, "%Y%m%d")
+        valid = True
+    except ValueError:
+        valid = False
+    return StdDate(digits, valid)
+
+
+@dataclass(frozen=True, slots=True)
+class StdPostcode:
+    code: str  # no spaces, upper case
+    sector: str | None  # UK only: outward + first inward digit
+    district: str | None  # UK only: outward code
+    area: str | None  # UK only: leading letters
+
+
+def standardise_postcode(value: object) -> StdPostcode | None:
+    """UK postcodes split into sector/district/area; any other postal code kept as cleaned text."""
+    if is_missing(value):
+        return None
+    code = re.sub(r"[^A-Z0-9]", "", strip_accents(str(value)).upper())
+    if not code:
+        return None
+    m = _UK_POSTCODE.match(code)
+    if m:
+        outward, inward = m.groups()
+        area = re.match(r"[A-Z]+", outward).group(0)  # type: ignore[union-attr]
+        return StdPostcode(code, outward + inward[0], outward, area)
+    return StdPostcode(code, None, None, None)
+
+
+def standardise_address(lines: list[object] | tuple[object, ...]) -> str | None:
+    """Address lines as one string of normalised tokens (abbreviations expanded)."""
+    tokens: list[str] = []
+    for line in lines:
+        if is_missing(line):
+            continue
+        text = strip_accents(str(line)).lower()
+        text = re.sub(r"[^a-z0-9 ]+", " ", text)
+        for token in text.split():
+            tokens.append(_ADDRESS_ABBREVIATIONS.get(token, token))
+    return " ".join(tokens) or None
+
+
+# ------------------------------------------------------------------ identifiers
+
+NHS_NUMBER = "nhs_number"
+NI_NUMBER = "ni_number"
+_NI = re.compile(r"^(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][0-9]{6}[A-D]$")
+
+
+def nhs_number_valid(value: str) -> bool:
+    """NHS number modulus-11 check digit (weights 10..2); 10 digits, check digit 10 invalid."""
+    if len(value) != 10 or not value.isdigit():
+        return False
+    total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True))
+    check = 11 - total % 11
+    if check == 11:
+        check = 0
+    return check != 10 and check == int(value[9])
+
+
+def ni_number_valid(value: str) -> bool:
+    return bool(_NI.match(value))
+
+
+def clean_identifier(scheme: str, value: object) -> str | None:
+    if is_missing(value):
+        return None
+    text = re.sub(r"[\s\-/.]", "", str(value)).upper()
+    return text or None
+
+
+VALIDATORS = {NHS_NUMBER: nhs_number_valid, NI_NUMBER: ni_number_valid}
+
+
+def identifier_valid(scheme: str, value: str) -> bool:
+    """Schemes without a rule are taken as valid; those with one must pass it."""
+    rule = VALIDATORS.get(scheme)
+    return rule(value) if rule else True
+
+
+def clean_phone(value: object) -> str | None:
+    if is_missing(value):
+        return None
+    digits = re.sub(r"\D", "", str(value))
+    if digits.startswith("44") and len(digits) == 12:
+        digits = "0" + digits[2:]
+    return digits if len(digits) >= 7 else None
+
+
+def clean_email(value: object) -> str | None:
+    if is_missing(value):
+        return None
+    text = str(value).strip().lower()
+    return text if "@" in text else None

@@ -1,0 +1,99 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from linkage.model import LinkageModel, ModelError
+from linkage.record import standardise_person
+from tests.linkage_fixtures import person, synthetic_data, trained_model
+
+
+def test_trained_model_has_sensible_weights() -> None:
+    model = trained_model()
+    weights = {c.name: dict(zip(c.levels, c.weights(), strict=True)) for c in model.comparisons}
+    assert weights["identifier"]["exact"] > 8
+    assert weights["date_of_birth"]["exact"] > weights["date_of_birth"]["one_edit"] > weights["date_of_birth"]["else"]
+    assert weights["given_name"]["exact"] > 0 > weights["given_name"]["else"]
+    assert weights["location"]["same_address"] > weights["location"]["else"]
+    assert 0 < model.prior < 0.01
+
+
+def test_em_recovers_the_true_m_of_names_within_a_few_points() -> None:
+    import numpy as np
+
+    from linkage.evaluate import cluster_pairs
+    from linkage.training import comparison_matrix
+
+    records, truth, _ = synthetic_data()
+    by_key = {r.key: r for r in records}
+    true_pairs = list(cluster_pairs(truth))
+    model = trained_model()
+    comparisons = model._comparisons
+    matrix = comparison_matrix([(by_key[a], by_key[b]) for a, b in true_pairs], comparisons)
+    for j, params in enumerate(model.comparisons):
+        if params.name not in ("given_name", "family_name"):
+            continue
+        col = matrix[:, j]
+        col = col[col >= 0]
+        true_m = np.bincount(col, minlength=len(params.levels)) / len(col)
+        assert abs(true_m[0] - params.m[0]) < 0.05, params.name
+
+
+def test_explanation_adds_up_to_the_score() -> None:
+    model = trained_model()
+    a = standardise_person("a", person("Elizabeth", "Hughes", "1990-04-03", nhs="9434765919"))
+    b = standardise_person("b", person("Liz", "Hughes", "1990-03-04"))
+    weight, _levels = model.score(a, b)
+    parts = model.explain(a, b)
+    assert sum(p.weight for p in parts) == pytest.approx(weight)
+    by_field = {p.field: p for p in parts}
+    assert by_field["given_name"].level == "nickname_or_swapped"
+    assert by_field["date_of_birth"].level == "day_month_swapped"
+    assert by_field["identifier"].level == "missing" and by_field["identifier"].weight == 0
+
+
+def test_common_names_weigh_less_than_rare_ones() -> None:
+    model = trained_model()
+    common = model.explain(standardise_person("a", person("Olivia", "Smith", "1990-01-01")),
+                           standardise_person("b", person("Olivia", "Smith", "1980-01-01")))
+    rare = model.explain(standardise_person("a", person("Olivia", "Zzyzx", "1990-01-01")),
+                         standardise_person("b", person("Olivia", "Zzyzx", "1980-01-01")))
+    fam = {p.field: p.weight for p in common}["family_name"]
+    assert {p.field: p.weight for p in rare}["family_name"] > fam + 2
+
+
+def test_model_file_round_trip(tmp_path: Path) -> None:
+    model = trained_model()
+    path = tmp_path / "model.json"
+    model.save(path)
+    loaded = LinkageModel.load(path)
+    assert loaded.to_json() == model.to_json()
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda d: d.update(prior=1.5), "prior must be in"),
+        (lambda d: d["comparisons"][0].update(m=[0.5, 0.5]), "has 2 values for 3 levels"),
+        (lambda d: d["comparisons"][1]["u"].__setitem__(0, -0.1), "outside (0, 1]"),
+        (lambda d: d["comparisons"][0].update(name="shoe_size"), "unknown comparison"),
+        (lambda d: d.update(link_threshold=0.3, review_threshold=0.6), "thresholds"),
+        (lambda d: d.update(format="something-else"), "format"),
+        (lambda d: d.pop("comparisons"), "malformed model"),
+    ],
+)
+def test_corrupt_model_fails_loudly(tmp_path: Path, corrupt, message: str) -> None:
+    data = trained_model().to_json()
+    data = json.loads(json.dumps(data))
+    corrupt(data)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        LinkageModel.load(path)
+
+
+def test_truncated_model_file_names_the_position(tmp_path: Path) -> None:
+    path = tmp_path / "cut.json"
+    path.write_text(json.dumps(trained_model().to_json())[:200])
+    with pytest.raises(ModelError, match="not valid JSON at line 1"):
+        LinkageModel.load(path)

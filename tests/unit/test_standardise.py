@@ -1,0 +1,91 @@
+import pytest
+
+from linkage.nicknames import canonical_given_name
+from linkage.record import UnlinkableRecordError, standardise_person
+from linkage.standardise import (
+    clean_text,
+    nhs_number_valid,
+    ni_number_valid,
+    standardise_address,
+    standardise_date,
+    standardise_family,
+    standardise_given,
+    standardise_postcode,
+    standardise_sex,
+)
+
+
+def test_names_lose_case_accents_punctuation_and_titles() -> None:
+    assert clean_text("  Zoë  O'Brien ") == "zoe obrien"
+    assert standardise_given("Dr. Mary-Jane Ann") == ("mary", "jane ann")
+    assert standardise_family("O'Neill-Smith") == ("oneillsmith", ("oneill", "smith"))
+    assert standardise_family("van der Berg") == ("vanderberg", ("vanderberg",))
+    assert standardise_given(float("nan")) == (None, None)
+
+
+def test_nicknames_map_to_one_form() -> None:
+    assert canonical_given_name("bill") == canonical_given_name("william") == "william"
+    assert canonical_given_name("zebedee") == "zebedee"
+
+
+@pytest.mark.parametrize(
+    "raw, fmt, digits, valid",
+    [
+        ("2014-03-07", None, "20140307", True),
+        ("20140307", None, "20140307", True),
+        ("07/03/2014", "%d/%m/%Y", "20140307", True),
+        ("19561309", None, "19561309", False),  # typo kept for comparison, flagged
+    ],
+)
+def test_dates(raw: str, fmt: str | None, digits: str, valid: bool) -> None:
+    d = standardise_date(raw, fmt)
+    assert d is not None and d.digits == digits and d.valid is valid
+
+
+def test_unreadable_dates_are_missing_not_guessed() -> None:
+    assert standardise_date("next tuesday") is None
+    assert standardise_date("03/07/2014", "%Y-%m-%d") is None
+    assert standardise_date("") is None
+
+
+def test_sex_codes() -> None:
+    assert [standardise_sex(x) for x in ("female", "M", "2", "unknown", None, "I")] == ["F", "M", "F", None, None, "X"]
+
+
+def test_uk_postcode_parts_and_foreign_codes_kept() -> None:
+    pc = standardise_postcode("ls6 2ab")
+    assert pc is not None and (pc.code, pc.sector, pc.district, pc.area) == ("LS62AB", "LS62", "LS6", "LS")
+    foreign = standardise_postcode("75011")
+    assert foreign is not None and foreign.code == "75011" and foreign.sector is None
+
+
+def test_address_abbreviations() -> None:
+    assert standardise_address(["12 Mill Rd.", "Flat 3"]) == "12 mill road flat 3"
+
+
+def test_nhs_number_check_digit() -> None:
+    assert nhs_number_valid("9434765919")
+    assert not nhs_number_valid("9434765918")
+    assert not nhs_number_valid("943476591")
+
+
+def test_ni_number_format() -> None:
+    assert ni_number_valid("AB123456C")
+    assert not ni_number_valid("GB123456C")
+    assert not ni_number_valid("AB12345C")
+
+
+def test_invalid_identifier_is_flagged_and_not_used() -> None:
+    r = standardise_person("h:1", {"family_name": "Smith", "date_of_birth": "2000-01-01",
+                                   "identifiers": {"nhs_number": "943 476 5918", "local": "X1"}})
+    assert r.ids == {}
+    assert r.invalid_ids == {"nhs_number": "9434765918"}
+
+
+def test_record_with_nothing_linkable_is_rejected_with_reason() -> None:
+    with pytest.raises(UnlinkableRecordError, match="lacks a name"):
+        standardise_person("p:1", {"date_of_birth": "2000-01-01", "identifiers": {"nhs_number": "1234567890"}})
+    with pytest.raises(UnlinkableRecordError, match="date of birth or address"):
+        standardise_person("p:2", {"given_names": "Ann", "family_name": "Lee"})
+    ok = standardise_person("p:3", {"identifiers": {"nhs_number": "9434765919"}})
+    assert ok.ids == {"nhs_number": "9434765919"}
