@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from caselink.cli_connector import connector_app
 from caselink.cli_infra import infra_app, topics_app
 from caselink.output import emit, fail
 
@@ -13,6 +14,7 @@ app = typer.Typer(help="caselink: link public-sector case records around the cit
                   pretty_exceptions_enable=False)
 app.add_typer(infra_app, name="infra")
 app.add_typer(topics_app, name="topics")
+app.add_typer(connector_app, name="connector")
 schemas_app = typer.Typer(help="Event contracts: compatibility check and release snapshots.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 

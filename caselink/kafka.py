@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from caselink.settings import Settings
 from infra.kafka_runtime import ClusterState, pid_alive
 
 log = logging.getLogger(__name__)
+# librdkafka reports every refused connection and retry; they go to Python logging under this
+# name (silent unless an operator configures a handler), not straight to the terminal.
+CLIENT_LOG = logging.getLogger("caselink.kafka.client")
+CLIENT_LOG.addHandler(logging.NullHandler())
+CLIENT_LOG.propagate = False
 
 
 class NoBrokerError(RuntimeError):
@@ -49,6 +56,7 @@ def bootstrap_servers(settings: Settings) -> str:
 def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     conf = settings.kafka_client_config()
     conf["bootstrap.servers"] = bootstrap_servers(settings)
+    conf["logger"] = CLIENT_LOG
     conf.update(overrides)
     return conf
 
@@ -85,3 +93,61 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
         },
     )
     return Consumer(conf)
+
+
+def watermarks(c: Consumer, tp: Any, timeout: float = 30.0) -> tuple[int, int]:
+    """Low and high offsets, waiting out the moments after creation when a partition has no leader yet."""
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return c.get_watermark_offsets(tp, timeout=max(1.0, deadline - time.monotonic()))
+        except KafkaException as exc:
+            if not exc.args[0].retriable() and "leader" not in str(exc).lower():
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def read_to_end(settings: Settings, topics: list[str], timeout: float = 30.0) -> list[Any]:
+    """Every message now on ``topics`` (from the beginning up to the current end), in partition order."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    c = consumer(settings, f"caselink-reader-{uuid.uuid4().hex[:12]}")
+    try:
+        parts: list[TopicPartition] = []
+        md = c.list_topics(timeout=timeout)
+        for topic in topics:
+            if topic not in md.topics:
+                continue
+            parts += [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]
+        ends = {}
+        for tp in parts:
+            lo, hi = watermarks(c, tp, timeout)
+            if hi > lo:
+                ends[(tp.topic, tp.partition)] = hi
+        if not ends:
+            return []
+        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for (t, p) in ends])
+        out = []
+        deadline = time.monotonic() + timeout
+        remaining = dict(ends)
+        while remaining and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(f"reading {msg.topic()}: {msg.error()}")
+                continue
+            out.append(msg)
+            tp = (msg.topic(), msg.partition())
+            if tp in remaining and msg.offset() + 1 >= remaining[tp]:
+                del remaining[tp]
+        if remaining:
+            raise TimeoutError(f"could not read to the end of {sorted(remaining)} within {timeout}s")
+        return out
+    finally:
+        c.close()

@@ -31,6 +31,7 @@ LINK_DECISIONS_TOPIC = "caselink.link-decisions"
 REVIEW_TOPIC = "caselink.review"
 REVIEW_DECISIONS_TOPIC = "caselink.review-decisions"
 DISCLOSURES_TOPIC = "caselink.disclosures"
+CONNECTOR_CHECKPOINTS_TOPIC = "caselink.connector-checkpoints"
 
 
 def person_events_topic(agency: str) -> str:
@@ -82,6 +83,8 @@ def caselink_topics(
         TopicSpec(REVIEW_DECISIONS_TOPIC, 1, retention_ms=LONG_RETENTION_MS),
         TopicSpec(DISCLOSURES_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
         TopicSpec(DEAD_LETTER_TOPIC, 1, retention_ms=30 * DAY_MS),
+        # Where each connector got to in its source; one key per connector, latest wins.
+        TopicSpec(CONNECTOR_CHECKPOINTS_TOPIC, 1, cleanup_policy="compact", extra=compacted),
     ]
     for purpose in purposes:
         specs.append(TopicSpec(purpose_topic(purpose), partitions, cleanup_policy="compact", extra=compacted))
@@ -175,10 +178,18 @@ def _current_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float)
 
 
 def _wait_until_effective(admin: AdminClient, specs: list[TopicSpec], min_isr: int, timeout: float) -> None:
-    """Creation is acknowledged before every broker applies it; wait so callers see the declared state."""
+    """Creation is acknowledged before leaders are elected and configs applied; wait for both."""
     deadline = time.monotonic() + timeout
     pending = list(specs)
     while pending:
+        metadata = admin.list_topics(timeout=timeout)
+        leaderless = [s for s in pending if s.name not in metadata.topics
+                      or any(p.leader < 0 for p in metadata.topics[s.name].partitions.values())]
+        if leaderless:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics without leaders after {timeout}s: {[s.name for s in leaderless]}")
+            time.sleep(0.1)
+            continue
         try:
             current = _current_configs(admin, pending, timeout)
             pending = [s for s in pending

@@ -1,0 +1,373 @@
+"""The mapping language: from any agency's own layout to the canonical PersonEvent, in YAML.
+
+One file per agency source drives both the streaming connectors and ``caselink link`` (batch).
+Errors in a mapping file name the file and line. Errors applying a mapping to one row raise
+``RowError`` naming the field, which the connectors turn into a dead letter for that row only.
+See docs/mapping-language.md for the language with examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from linkage.standardise import is_missing
+
+FIELD_KEYS = {"from", "value", "join", "split", "format", "map", "default", "required", "lower", "upper", "strip"}
+PERSON_SCALARS = ("given_names", "family_name", "date_of_birth", "sex")
+PERSON_LISTS = ("other_names", "phones", "emails")
+ADDRESS_KEYS = ("lines", "locality", "region", "postcode", "country", "valid_from", "valid_to")
+CASE_KEYS = ("case_id", "case_type", "status", "opened_at", "closed_at", "sensitivity")
+TOP_KEYS = {"agency", "description", "source", "record_id", "version", "op", "fields", "cases"}
+
+
+class MappingError(ValueError):
+    """The mapping file itself is wrong."""
+
+
+class RowError(ValueError):
+    """One row cannot be mapped; ``field`` says which part."""
+
+    def __init__(self, field_path: str, reason: str) -> None:
+        self.field = field_path
+        self.reason = reason
+        super().__init__(f"{field_path}: {reason}")
+
+
+# --------------------------------------------------------------------------- YAML with line numbers
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    mapping = _LineDict(loader.construct_mapping(node, deep=True))
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
+    return mapping
+
+
+class _LineDict(dict):  # type: ignore[type-arg]
+    line: int = 0
+    key_lines: dict[str, int]
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line(node: Any, key: str | None = None) -> int:
+    if isinstance(node, _LineDict):
+        if key is not None and key in getattr(node, "key_lines", {}):
+            return node.key_lines[key]
+        return node.line
+    return 0
+
+
+# --------------------------------------------------------------------------- field specs
+@dataclass(frozen=True)
+class FieldSpec:
+    sources: tuple[str, ...] = ()
+    value: Any = None
+    join: str = " "
+    split: str | None = None
+    date_format: str | None = None
+    value_map: Mapping[str, Any] | None = None
+    default: Any = None
+    required: bool = False
+    case: str | None = None
+
+    def raw(self, row: Mapping[str, Any], path: str) -> list[Any]:
+        if self.value is not None:
+            return [self.value]
+        values = []
+        for source in self.sources:
+            v = _lookup(row, source)
+            if not is_missing(v):
+                values.append(v)
+        if not values and self.default is not None:
+            values = [self.default]
+        if not values and self.required:
+            raise RowError(path, f"required but {', '.join(self.sources)} is empty or missing")
+        return values
+
+    def scalar(self, row: Mapping[str, Any], path: str) -> Any:
+        values = self.raw(row, path)
+        if not values:
+            return None
+        value: Any = self.join.join(str(v).strip() for v in values) if len(values) > 1 else values[0]
+        return self._post(value, path)
+
+    def many(self, row: Mapping[str, Any], path: str) -> list[Any]:
+        out: list[Any] = []
+        for value in self.raw(row, path):
+            parts = str(value).split(self.split) if self.split else ([*value] if isinstance(value, list) else [value])
+            out.extend(self._post(p, path) for p in parts if not is_missing(p))
+        return [o for o in out if o is not None]
+
+    def _post(self, value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if self.case == "lower":
+                value = value.lower()
+            elif self.case == "upper":
+                value = value.upper()
+        if self.value_map is not None:
+            key = str(value)
+            if key in self.value_map:
+                value = self.value_map[key]
+            elif key.lower() in self.value_map:
+                value = self.value_map[key.lower()]
+            elif "*" in self.value_map:
+                value = self.value_map["*"]
+            else:
+                raise RowError(path, f"value {key!r} is not in the map ({', '.join(map(str, self.value_map))})")
+        if self.date_format and value is not None and value != "":
+            try:
+                value = datetime.strptime(str(value), self.date_format).date().isoformat()
+            except ValueError:
+                raise RowError(path, f"{value!r} is not a date in format {self.date_format}") from None
+        return value
+
+
+def _lookup(row: Mapping[str, Any], source: str) -> Any:
+    """A column, or a dotted path into nested JSON."""
+    if source in row:
+        return row[source]
+    current: Any = row
+    for part in source.split("."):
+        if isinstance(current, Mapping) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        else:
+            return None
+    return current
+
+
+def _field(spec: Any, where: str, file: str, node: Any = None) -> FieldSpec:
+    if isinstance(spec, str):
+        return FieldSpec(sources=(spec,))
+    if not isinstance(spec, dict):
+        raise MappingError(f"{file}:{_line(node)}: {where} must be a column name or a mapping")
+    unknown = set(spec) - FIELD_KEYS
+    if unknown:
+        raise MappingError(f"{file}:{_line(spec, sorted(unknown)[0])}: {where}: unknown key(s) "
+                           f"{', '.join(sorted(unknown))}; allowed: {', '.join(sorted(FIELD_KEYS))}")
+    if ("from" in spec) == ("value" in spec):
+        raise MappingError(f"{file}:{_line(spec)}: {where}: give exactly one of 'from' (columns) or 'value' (constant)")
+    sources = spec.get("from")
+    if sources is not None:
+        sources = (sources,) if isinstance(sources, str) else tuple(sources)
+        if not all(isinstance(s, str) for s in sources):
+            raise MappingError(f"{file}:{_line(spec, 'from')}: {where}.from must be a column name or a list of them")
+    fmt = spec.get("format")
+    if fmt is not None:
+        try:
+            datetime(2000, 1, 2).strftime(fmt)
+        except ValueError as exc:
+            raise MappingError(f"{file}:{_line(spec, 'format')}: {where}.format {fmt!r}: {exc}") from None
+    value_map = spec.get("map")
+    if value_map is not None and not isinstance(value_map, dict):
+        raise MappingError(f"{file}:{_line(spec, 'map')}: {where}.map must be a mapping of source value -> value")
+    return FieldSpec(
+        sources=sources or (),
+        value=spec.get("value"),
+        join=str(spec.get("join", " ")),
+        split=spec.get("split"),
+        date_format=fmt,
+        value_map={str(k): v for k, v in value_map.items()} if value_map else None,
+        default=spec.get("default"),
+        required=bool(spec.get("required", False)),
+        case="lower" if spec.get("lower") else ("upper" if spec.get("upper") else None),
+    )
+
+
+# --------------------------------------------------------------------------- the mapping
+@dataclass
+class AddressSpec:
+    fields: dict[str, FieldSpec]
+
+
+@dataclass
+class AgencyMapping:
+    agency: str
+    record_id: FieldSpec
+    version: FieldSpec | None
+    delete_when: FieldSpec | None
+    delete_values: frozenset[str]
+    scalars: dict[str, FieldSpec]
+    lists: dict[str, FieldSpec]
+    identifiers: dict[str, FieldSpec]
+    addresses: list[AddressSpec]
+    cases: list[dict[str, FieldSpec]]
+    source: dict[str, Any] = field(default_factory=dict)
+    path: str = "<mapping>"
+
+    def apply(self, row: Mapping[str, Any]) -> MappedRow:
+        """The canonical pieces of one source row, or RowError."""
+        record_id = self.record_id.scalar(row, "record_id")
+        if record_id is None or str(record_id).strip() == "":
+            raise RowError("record_id", "missing record id")
+        version = None
+        if self.version is not None:
+            version = _version_number(self.version.scalar(row, "version"))
+        deleted = False
+        if self.delete_when is not None:
+            flag = self.delete_when.scalar(row, "op")
+            deleted = flag is not None and str(flag).strip().lower() in self.delete_values
+        person: dict[str, Any] = {name: spec.scalar(row, name) for name, spec in self.scalars.items()}
+        for name in PERSON_SCALARS:
+            person.setdefault(name, None)
+            if person[name] is not None:
+                person[name] = str(person[name])
+        for name in PERSON_LISTS:
+            spec = self.lists.get(name)
+            person[name] = [str(v) for v in spec.many(row, name)] if spec else []
+        person["identifiers"] = {}
+        for scheme, spec in self.identifiers.items():
+            value = spec.scalar(row, f"identifiers.{scheme}")
+            if value is not None and str(value).strip():
+                person["identifiers"][scheme] = str(value).strip()
+        person["addresses"] = []
+        for i, address in enumerate(self.addresses):
+            built: dict[str, Any] = {}
+            for key in ADDRESS_KEYS:
+                spec = address.fields.get(key)
+                if key == "lines":
+                    built[key] = [str(v) for v in spec.many(row, f"addresses[{i}].lines")] if spec else []
+                else:
+                    value = spec.scalar(row, f"addresses[{i}].{key}") if spec else None
+                    built[key] = None if value is None else str(value)
+            if built["lines"] or built["postcode"] or built["locality"]:
+                person["addresses"].append(built)
+        cases = []
+        for i, case in enumerate(self.cases):
+            built_case: dict[str, Any] = {}
+            for key in CASE_KEYS:
+                spec = case.get(key)
+                value = spec.scalar(row, f"cases[{i}].{key}") if spec else None
+                built_case[key] = None if value is None else str(value)
+            if built_case["case_id"]:
+                built_case["sensitivity"] = built_case["sensitivity"] or "normal"
+                cases.append(built_case)
+        return MappedRow(str(record_id).strip(), version, deleted, person, cases)
+
+
+@dataclass
+class MappedRow:
+    record_id: str
+    version: int | None
+    deleted: bool
+    person: dict[str, Any]
+    cases: list[dict[str, Any]]
+
+
+def _version_number(value: Any) -> int | None:
+    """An integer version as is; a timestamp as epoch milliseconds (monotonic as the source's clock)."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise RowError("version", f"{text!r} is neither an integer nor an ISO timestamp") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def load_mapping(path: str | Path) -> AgencyMapping:
+    path = Path(path)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"{mark.line + 1}" if mark else "?"
+        raise MappingError(f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_mapping(data, str(path))
+
+
+def parse_mapping(data: Any, file: str = "<mapping>") -> AgencyMapping:
+    if not isinstance(data, dict):
+        raise MappingError(f"{file}:1: a mapping file must be a YAML mapping")
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise MappingError(f"{file}:{_line(data, key)}: unknown top-level key {key!r}; allowed: {', '.join(sorted(TOP_KEYS))}")
+    for required in ("agency", "record_id", "fields"):
+        if required not in data:
+            raise MappingError(f"{file}:1: missing required key {required!r}")
+    agency = data["agency"]
+    if not isinstance(agency, str) or not agency.replace("_", "").isalnum() or not agency.islower():
+        raise MappingError(f"{file}:{_line(data, 'agency')}: agency must be lower-case letters, digits and _")
+    fields = data["fields"]
+    if not isinstance(fields, dict):
+        raise MappingError(f"{file}:{_line(data, 'fields')}: fields must be a mapping")
+    allowed = {*PERSON_SCALARS, *PERSON_LISTS, "identifiers", "addresses"}
+    unknown = set(fields) - allowed
+    if unknown:
+        key = sorted(unknown)[0]
+        raise MappingError(f"{file}:{_line(fields, key)}: unknown person field {key!r}; allowed: {', '.join(sorted(allowed))}")
+    scalars = {k: _field(fields[k], f"fields.{k}", file, fields) for k in PERSON_SCALARS if k in fields}
+    lists = {k: _field(fields[k], f"fields.{k}", file, fields) for k in PERSON_LISTS if k in fields}
+    identifiers_raw = fields.get("identifiers") or {}
+    if not isinstance(identifiers_raw, dict):
+        raise MappingError(f"{file}:{_line(fields, 'identifiers')}: identifiers must map scheme -> field")
+    identifiers = {scheme: _field(spec, f"fields.identifiers.{scheme}", file, identifiers_raw)
+                   for scheme, spec in identifiers_raw.items()}
+    addresses_raw = fields.get("addresses") or []
+    if isinstance(addresses_raw, dict):
+        addresses_raw = [addresses_raw]
+    addresses = []
+    for i, address in enumerate(addresses_raw):
+        if not isinstance(address, dict):
+            raise MappingError(f"{file}:{_line(fields, 'addresses')}: fields.addresses[{i}] must be a mapping")
+        bad = set(address) - set(ADDRESS_KEYS)
+        if bad:
+            key = sorted(bad)[0]
+            raise MappingError(f"{file}:{_line(address, key)}: unknown address field {key!r}; allowed: {', '.join(ADDRESS_KEYS)}")
+        addresses.append(AddressSpec({k: _field(v, f"fields.addresses[{i}].{k}", file, address)
+                                      for k, v in address.items()}))
+    cases_raw = data.get("cases") or []
+    if isinstance(cases_raw, dict):
+        cases_raw = [cases_raw]
+    cases = []
+    for i, case in enumerate(cases_raw):
+        if not isinstance(case, dict) or "case_id" not in case:
+            raise MappingError(f"{file}:{_line(data, 'cases')}: cases[{i}] must be a mapping with a case_id")
+        bad = set(case) - set(CASE_KEYS)
+        if bad:
+            key = sorted(bad)[0]
+            raise MappingError(f"{file}:{_line(case, key)}: unknown case field {key!r}; allowed: {', '.join(CASE_KEYS)}")
+        cases.append({k: _field(v, f"cases[{i}].{k}", file, case) for k, v in case.items()})
+    op = data.get("op")
+    delete_when, delete_values = None, frozenset()
+    if op is not None:
+        if not isinstance(op, dict) or "from" not in op or "delete_when" not in op:
+            raise MappingError(f"{file}:{_line(data, 'op')}: op needs 'from' (a column) and 'delete_when' (values)")
+        delete_when = _field({"from": op["from"]}, "op", file, op)
+        values = op["delete_when"]
+        delete_values = frozenset(str(v).lower() for v in (values if isinstance(values, list) else [values]))
+    source = data.get("source") or {}
+    if not isinstance(source, dict):
+        raise MappingError(f"{file}:{_line(data, 'source')}: source must be a mapping")
+    return AgencyMapping(
+        agency=agency,
+        record_id=_field(data["record_id"], "record_id", file, data),
+        version=_field(data["version"], "version", file, data) if "version" in data else None,
+        delete_when=delete_when,
+        delete_values=delete_values,
+        scalars=scalars,
+        lists=lists,
+        identifiers=identifiers,
+        addresses=addresses,
+        cases=cases,
+        source=dict(source),
+        path=file,
+    )
