@@ -112,8 +112,14 @@ def port_in_use(port: int) -> bool:
 
 
 def kafka_uuid() -> str:
-    """A cluster id in Kafka's own format (URL-safe base64 of 16 random bytes, no padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A cluster id in Kafka's own format (URL-safe base64 of 16 random bytes, no padding).
+
+    Like Kafka's ``Uuid.randomUuid`` it never starts with '-', which command lines would take for an option.
+    """
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not value.startswith("-"):
+            return value
 
 
 @dataclass
@@ -275,7 +281,7 @@ class LocalKafka:
             (node_dir / "logs").mkdir(parents=True, exist_ok=True)
             props = node_dir / "server.properties"
             props.write_text(self._properties(node, nodes))
-            fmt = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
+            fmt = ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", f"--config={props}"]
             if len(nodes) == 1:
                 fmt.append("--standalone")
             fmt_log = node_dir / "logs" / "format.log"

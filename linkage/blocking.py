@@ -27,6 +27,8 @@ def _dob_canonical(r: LinkRecord) -> str | None:
 def blocking_keys(r: LinkRecord) -> list[str]:
     keys = [f"id:{scheme}:{value}" for scheme, value in r.ids.items()]
     dob = _dob_canonical(r)
+    # Postcode characters in sorted order: the same for a code and its transposition typos.
+    pc = "".join(sorted(r.postcode.code)) if r.postcode else None
     g0 = r.given[0] if r.given else None
     if r.family_phon and r.dob:
         keys.append(f"fy:{r.family_phon}:{r.dob.year}")
@@ -34,14 +36,19 @@ def blocking_keys(r: LinkRecord) -> list[str]:
         keys.append(f"gd:{g0}:{dob}")
     if r.family and dob:
         keys.append(f"fd:{r.family[0]}:{dob}")
-    if r.postcode and g0:
-        keys.append(f"pg:{r.postcode.code}:{g0}")
+    if pc and g0:
+        keys.append(f"pg:{pc}:{g0}")
     for name_phon in {r.family_phon, r.given_phon} - {None}:
         # Either name in the same postcode: survives swaps and a typo in the other name.
-        if r.postcode:
-            keys.append(f"pn:{r.postcode.code}:{name_phon}")
+        if pc:
+            keys.append(f"pn:{pc}:{name_phon}")
     if r.family_phon and g0:
         keys.append(f"fg:{r.family_phon}:{g0}")
+        # The same name near the same place: survives typos in the postcode and the date.
+        if r.locality:
+            keys.append(f"lf:{r.locality}:{r.family_phon}:{g0}")
+        if r.postcode:
+            keys.append(f"pf:{r.postcode.district or r.postcode.code[:-1]}:{r.family_phon}:{g0}")
     if r.given_canon and r.family_phon:
         # Sorted, so a record with given and family names swapped shares the key.
         keys.append("nm:" + ":".join(sorted((phonetic(r.given_canon) or "", r.family_phon))))
@@ -55,8 +62,8 @@ def blocking_keys(r: LinkRecord) -> list[str]:
     initials = "".join(sorted(n[0] for n in (r.given, r.family) if n))
     if len(initials) == 2:
         # Initials in sorted order survive a given/family swap and typos after the first letter.
-        if r.postcode:
-            keys.append(f"pi:{r.postcode.code}:{initials}")
+        if pc:
+            keys.append(f"pi:{pc}:{initials}")
         if dob:
             keys.append(f"di:{dob}:{initials}")
     if r.address:
@@ -65,6 +72,8 @@ def blocking_keys(r: LinkRecord) -> list[str]:
             # House number and street: the same household, whatever happened to the names.
             place = r.locality or (r.postcode.district or r.postcode.code if r.postcode else "")
             keys.append(f"ad:{place}:{tokens[0]}:{tokens[1]}")
+    if dob and r.locality:
+        keys.append(f"dl:{dob}:{r.locality}")
     if dob and r.postcode:
         keys.append(f"dp:{dob}:{r.postcode.district or r.postcode.code}")
     return keys

@@ -47,3 +47,11 @@ def test_unknown_setting_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CASELINK_CONFIG", str(config))
     with pytest.raises(ValueError, match="kafak"):
         Settings()
+
+
+def test_cluster_ids_never_look_like_options() -> None:
+    from infra.kafka_runtime import kafka_uuid
+
+    ids = [kafka_uuid() for _ in range(2000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)
