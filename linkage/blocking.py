@@ -30,8 +30,9 @@ def blocking_keys(r: LinkRecord) -> list[str]:
     # Postcode characters in sorted order: the same for a code and its transposition typos.
     pc = "".join(sorted(r.postcode.code)) if r.postcode else None
     g0 = r.given[0] if r.given else None
-    if r.family_phon and r.dob:
-        keys.append(f"fy:{r.family_phon}:{r.dob.year}")
+    f0 = r.family[0] if r.family else None
+    if r.family_phon and r.dob and g0:
+        keys.append(f"fy:{r.family_phon}:{r.dob.year}:{g0}")
     if g0 and dob:
         keys.append(f"gd:{g0}:{dob}")
     if r.family and dob:
@@ -43,22 +44,23 @@ def blocking_keys(r: LinkRecord) -> list[str]:
         if pc:
             keys.append(f"pn:{pc}:{name_phon}")
     if r.family_phon and g0:
-        keys.append(f"fg:{r.family_phon}:{g0}")
         # The same name near the same place: survives typos in the postcode and the date.
         if r.locality:
-            keys.append(f"lf:{r.locality}:{r.family_phon}:{g0}")
+            keys.append(f"lf:{r.locality}:{r.family_phon}:{phonetic(r.given_canon)}")
         if r.postcode:
             keys.append(f"pf:{r.postcode.district or r.postcode.code[:-1]}:{r.family_phon}:{g0}")
+    # Coarse geography keeps name-only keys from growing with the population.
+    area = (r.postcode.area or r.postcode.code[0]) if r.postcode else (r.locality or "")
     if r.given_canon and r.family_phon:
         # Sorted, so a record with given and family names swapped shares the key.
-        keys.append("nm:" + ":".join(sorted((phonetic(r.given_canon) or "", r.family_phon))))
+        keys.append("nm:" + ":".join(sorted((phonetic(r.given_canon) or "", r.family_phon))) + ":" + area)
     for other in r.other_families:
         if dob:
             keys.append(f"fd:{other[0]}:{dob}")
         if r.given_canon:
-            keys.append("nm:" + ":".join(sorted((phonetic(r.given_canon) or "", phonetic(other) or ""))))
-    if r.given_canon and r.dob:
-        keys.append(f"gy:{phonetic(r.given_canon)}:{r.dob.year}")
+            keys.append("nm:" + ":".join(sorted((phonetic(r.given_canon) or "", phonetic(other) or ""))) + ":" + area)
+    if r.given_canon and r.dob and f0:
+        keys.append(f"gy:{phonetic(r.given_canon)}:{r.dob.year}:{f0}")
     initials = "".join(sorted(n[0] for n in (r.given, r.family) if n))
     if len(initials) == 2:
         # Initials in sorted order survive a given/family swap and typos after the first letter.
@@ -70,7 +72,8 @@ def blocking_keys(r: LinkRecord) -> list[str]:
         tokens = r.address.split(" ")
         if len(tokens) >= 2:
             # House number and street: the same household, whatever happened to the names.
-            place = r.locality or (r.postcode.district or r.postcode.code if r.postcode else "")
+            place = (r.postcode.district if r.postcode else None) or r.locality or (
+                r.postcode.code if r.postcode else "")
             keys.append(f"ad:{place}:{tokens[0]}:{tokens[1]}")
     if dob and r.locality:
         keys.append(f"dl:{dob}:{r.locality}")

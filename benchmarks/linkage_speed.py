@@ -1,0 +1,141 @@
+"""Incremental linking speed and memory, and how they grow with the index.
+
+    python benchmarks/linkage_speed.py [--sizes 10000,100000,1000000] [--skip-splink]
+
+One core, one process. For FEBRL4 (10,000 records) it links every record one at a time into the
+index and reports records/s and per-record latency p50/p99. For each synthetic index size it loads
+the index, then times linking 10,000 further records into it, and reports resident memory. Splink
+(DuckDB) scoring one new record at a time against the FEBRL4 table (predict_between) is timed
+beside it. Results: benchmarks/results/linkage_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import time
+from typing import Any
+
+import psutil
+from common import febrl4, febrl_person, percentile, save
+
+from linkage.comparisons import SEPARATE_ADDRESS_COMPARISONS
+from linkage.index import CitizenIndex
+from linkage.record import UnlinkableRecordError, standardise_person
+from linkage.synthetic import records_for_size
+from linkage.training import train_model
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 1e6
+
+
+def _timed_inserts(index: CitizenIndex, records: list) -> dict[str, float]:
+    latencies = []
+    started = time.perf_counter()
+    for r in records:
+        t = time.perf_counter()
+        index.upsert(r.key, r)
+        latencies.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - started
+    return {"records": len(records), "records_per_s": len(records) / elapsed,
+            "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000}
+
+
+def febrl_speed() -> tuple[dict[str, Any], Any, list]:
+    a, b, _ = febrl4()
+    records = []
+    for df in (a, b):
+        for row in df.itertuples():
+            try:
+                records.append(standardise_person(str(row.Index), febrl_person(row)))
+            except UnlinkableRecordError:
+                pass
+    model = train_model(records, comparisons=SEPARATE_ADDRESS_COMPARISONS, version="febrl4")
+    gc.collect()
+    return _timed_inserts(CitizenIndex(model), records), model, records
+
+
+def synthetic_growth(sizes: list[int], probe: int = 10_000) -> list[dict[str, Any]]:
+    biggest = max(sizes)
+    data = records_for_size(biggest + probe, seed=99)
+    base_rss = rss_mb()
+    records = [standardise_person(f"{d['agency']}:{d['source_record_id']}", d["person"]) for d in data]
+    model = train_model(records[:200_000], version="speed")
+    rows = []
+    index = CitizenIndex(model)
+    loaded = 0
+    load_started = time.perf_counter()
+    # The probe records come from the same population but are never part of the loaded index.
+    probe_records = records[biggest:]
+    for size in sorted(sizes):
+        for r in records[loaded:size]:
+            index.upsert(r.key, r)
+        loaded = size
+        load_seconds = time.perf_counter() - load_started
+        gc.collect()
+        rss = rss_mb()
+        result = _timed_inserts(index, probe_records)
+        for r in probe_records:  # take them out again so the next size starts clean
+            index.delete(r.key)
+        rows.append({"index_size": size, **result, "rss_mb": rss, "rss_over_start_mb": rss - base_rss,
+                     "load_seconds_cumulative": load_seconds})
+        print(f"  index {size:>9,}: {result['records_per_s']:>8,.0f} records/s  p50 {result['p50_ms']:.3f} ms"
+              f"  p99 {result['p99_ms']:.3f} ms  RSS {rss:,.0f} MB", flush=True)
+        load_started = time.perf_counter() - load_seconds
+    return rows
+
+
+def splink_one_at_a_time(n_queries: int = 60) -> dict[str, Any]:
+    import pandas as pd
+    from linkage_accuracy import _splink_febrl_settings, _splink_train
+    from splink import DuckDBAPI, Linker
+
+    a, b, _ = febrl4()
+    cols = ["given_name", "surname", "street_number", "address_1", "suburb", "postcode", "state", "date_of_birth"]
+    db = DuckDBAPI()
+    table = pd.concat([a, b]).reset_index()[["rec_id", *cols]]
+    existing = db.register(table.iloc[:-n_queries], dataset_display_name="existing")
+    linker = Linker(existing, _splink_febrl_settings("dedupe_only"))
+    _splink_train(linker)
+    linker.table_management.compute_tf_table("given_name")
+    linker.table_management.compute_tf_table("surname")
+    linker.table_management.compute_tf_table("suburb")
+    latencies = []
+    for i in range(n_queries):
+        one = db.register(table.iloc[[len(table) - n_queries + i]])
+        t = time.perf_counter()
+        linker.inference.predict_between(existing, one).as_pandas_dataframe()
+        latencies.append(time.perf_counter() - t)
+    return {"queries": n_queries, "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--skip-splink", action="store_true")
+    args = parser.parse_args()
+    logging.getLogger("splink").setLevel(logging.ERROR)
+    results: dict[str, Any] = {}
+    febrl, _model, _records = febrl_speed()
+    results["febrl4_incremental"] = febrl
+    print(f"FEBRL4, 10,000 records one at a time: {febrl['records_per_s']:,.0f} records/s, "
+          f"p50 {febrl['p50_ms']:.3f} ms, p99 {febrl['p99_ms']:.3f} ms", flush=True)
+    if not args.skip_splink:
+        try:
+            splink = splink_one_at_a_time()
+            results["splink_predict_between"] = splink
+            print(f"Splink predict_between, one record vs FEBRL4: p50 {splink['p50_ms']:.1f} ms, "
+                  f"p99 {splink['p99_ms']:.1f} ms", flush=True)
+        except Exception as exc:  # noqa: BLE001 - a peer failing must not hide our own figures
+            results["splink_predict_between"] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"Splink predict_between failed: {exc}")
+    print("Synthetic index growth (linking 10,000 new records into an index of each size):")
+    results["synthetic_growth"] = synthetic_growth([int(s) for s in args.sizes.split(",")])
+    print(f"saved {save('linkage_speed', results)}")
+
+
+if __name__ == "__main__":
+    main()
