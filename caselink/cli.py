@@ -53,6 +53,30 @@ def demo(
         fail(str(exc))
 
 
+@app.command()
+def worker(
+    web_port: Annotated[int | None, typer.Option(help="web API port (default from settings: 6066)")] = None,
+    app_id: Annotated[str | None, typer.Option(help="Faust app id / consumer group")] = None,
+    loglevel: Annotated[str, typer.Option(help="crit, error, warn, info, debug")] = "warn",
+) -> None:
+    """Run the stream processor: normalise agency events, keep the citizen index, publish linked cases."""
+    from caselink.cli_worker import run_worker
+
+    run_worker(web_port, app_id, loglevel)
+
+
+@app.command()
+def tail(
+    topic: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option(help="only the last N messages")] = 0,
+) -> None:
+    """Show a topic's messages decoded (LinkedCase, LinkDecision, DeadLetter ...)."""
+    from caselink.cli_worker import tail as tail_topic
+
+    tail_topic(topic, as_json, limit)
+
+
 def main() -> None:
     app()
 

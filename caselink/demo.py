@@ -1,28 +1,40 @@
 """`caselink demo`: the whole flow on bundled synthetic data, end to end.
 
 Starts a local Kafka (unless one is configured or already running), creates the topics, loads the
-three sample agencies' extracts through their mappings, reads the events back from Kafka, links
-them into citizens and shows who is known to more than one agency.
+three sample agencies' extracts through their mappings, reads the events back from Kafka, runs the
+stream processor (the Faust worker, in its own process) that links them into citizens, and shows
+from ``caselink.linked-cases`` who is known to more than one agency, and why one link was made.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from caselink.kafka import admin_client, local_cluster, read_to_end
+from caselink.kafka import admin_client, bootstrap_servers, local_cluster, read_to_end
 from caselink.settings import KafkaSettings, Settings, get_settings
 from connectors.files import FileConnector, resolve_source_path
 from connectors.mapping import load_mapping
-from infra.kafka_runtime import LocalKafka
-from infra.topics import DEAD_LETTER_TOPIC, caselink_topics, ensure_topics, person_events_topic
-from linkage.index import CitizenIndex
-from linkage.models import default_model
+from infra.kafka_runtime import LocalKafka, free_port
+from infra.topics import (
+    DEAD_LETTER_TOPIC,
+    LINK_DECISIONS_TOPIC,
+    LINKED_CASES_TOPIC,
+    caselink_topics,
+    ensure_topics,
+    person_events_topic,
+)
 from schemas import default_serde
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -45,8 +57,6 @@ def run_demo(keep_running: bool = False) -> None:
         settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers),
                             infra=settings.infra, agencies=settings.agencies, purposes=settings.purposes)
     else:
-        from caselink.kafka import bootstrap_servers
-
         console.rule("[bold]1. Kafka")
         console.print(f"using the running broker at {bootstrap_servers(settings)}")
     try:
@@ -104,47 +114,127 @@ def _run(settings: Settings) -> None:
             dl.add_row(letter["origin"], letter["stage"], letter["error"][:90])
         console.print(dl)
 
-    console.rule("[bold]4. Link into citizens")
-    model = default_model()
-    index = CitizenIndex(model, keep_person=True)
-    outcomes: Counter[str] = Counter()
-    started = time.monotonic()
-    for key, event in sorted(latest.items(), key=lambda kv: kv[1]["emitted_at"]):
-        if event["op"] == "DELETE":
-            outcomes[index.delete(key, event["source_version"]).outcome] += 1
-        else:
-            outcomes[index.upsert(key, {**event["person"], "_cases": event["cases"]},
-                                  event["source_version"]).outcome] += 1
-    elapsed = time.monotonic() - started
-    console.print(f"{len(latest)} records -> {len(index.citizens)} citizens in {elapsed * 1000:.0f} ms "
-                  f"(model {model.version}); outcomes: {dict(outcomes)}")
-    _show_citizens(index)
+    console.rule("[bold]4. The stream processor links them into citizens")
+    expected = sum(per_agency.values())
+    worker = start_worker(settings)
+    try:
+        applied = wait_for_worker(worker, expected)
+        console.print(f"worker applied {applied} events; its /health: {worker.health()}")
+        cases = latest_linked_cases(settings)
+        console.print(f"{len(cases)} live citizens on {LINKED_CASES_TOPIC} (compacted, keyed by citizen id)")
+        _show_citizens(cases)
+        _show_one_decision(settings)
+    finally:
+        worker.stop()
 
 
-def _show_citizens(index: CitizenIndex, limit: int = 12) -> None:
-    by_agencies: dict[str, list[str]] = defaultdict(list)
-    for cid in index.citizens:
-        agencies = sorted({m.split(":", 1)[0] for m in index.members(cid)})
-        by_agencies[" + ".join(agencies)].append(cid)
+class WorkerProcess:
+    """The Faust worker in its own process, as an operator would run it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+        self.proc, self.port, self.log_path = proc, port, log_path
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path | None = None) -> WorkerProcess:
+    port = free_port()
+    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="caselink-worker-"))
+    env = {**os.environ,
+           "CASELINK_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers(settings),
+           "CASELINK_WORKER__WEB_PORT": str(port),
+           "CASELINK_WORKER__DATA_DIR": str(data_dir),
+           "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id}
+    log_path = data_dir / "worker.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "caselink.cli", "worker"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return WorkerProcess(proc, port, log_path)
+
+
+def wait_for_worker(worker: WorkerProcess, expected: int, timeout: float = 120.0) -> int:
+    """Until the worker has applied ``expected`` link-input messages."""
+    deadline = time.monotonic() + timeout
+    applied = -1
+    while time.monotonic() < deadline:
+        if worker.proc.poll() is not None:
+            raise RuntimeError(f"the worker exited with {worker.proc.returncode}; see {worker.log_path}")
+        try:
+            applied = worker.health()["applied"]
+            if applied >= expected:
+                return applied
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the worker applied {applied} of {expected} events in {timeout:.0f}s; see {worker.log_path}")
+
+
+def latest_linked_cases(settings: Settings) -> dict[str, dict]:
+    serde = default_serde()
+    latest: dict[str, dict | None] = {}
+    for msg in read_to_end(settings, [LINKED_CASES_TOPIC]):
+        key = msg.key().decode()
+        latest[key] = None if msg.value() is None else serde.decode(msg.value(), expect="LinkedCase")[1]
+    return {k: v for k, v in latest.items() if v is not None}
+
+
+def _show_citizens(cases: dict[str, dict], limit: int = 6) -> None:
+    by_agencies: dict[str, list[dict]] = defaultdict(list)
+    for case in cases.values():
+        agencies = sorted({m["agency"] for m in case["members"]})
+        by_agencies[" + ".join(agencies)].append(case)
     overview = Table("known to", "citizens")
-    for combo, cids in sorted(by_agencies.items(), key=lambda kv: (-kv[0].count("+"), kv[0])):
-        overview.add_row(combo, str(len(cids)))
+    for combo, group in sorted(by_agencies.items(), key=lambda kv: (-kv[0].count("+"), kv[0])):
+        overview.add_row(combo, str(len(group)))
     console.print(overview)
     shown = 0
-    for combo, cids in sorted(by_agencies.items(), key=lambda kv: -kv[0].count("+")):
+    for combo, group in sorted(by_agencies.items(), key=lambda kv: (-kv[0].count("+"), kv[0])):
         if "+" not in combo:
             continue
-        for cid in sorted(cids):
+        for case in sorted(group, key=lambda c: c["citizen_id"]):
             if shown >= limit:
                 return
-            t = Table(title=f"citizen {cid} — known to {combo}", title_justify="left")
+            t = Table(title=f"citizen {case['citizen_id']} (v{case['version']}) — known to {combo}",
+                      title_justify="left")
             for column in ("record", "name", "born", "postcode", "cases"):
                 t.add_column(column)
-            for member in index.members(cid):
-                person = index.records[member].person or {}
-                cases = ", ".join(f"{c['case_type']} ({c['status']})" for c in person.get("_cases", []))
-                address = (person.get("addresses") or [{}])[0]
-                t.add_row(member, f"{person.get('given_names') or ''} {person.get('family_name') or ''}",
-                          person.get("date_of_birth") or "?", address.get("postcode") or "?", cases)
+            for m in case["members"]:
+                p = m["person"]
+                address = (p["addresses"] or [{}])[0]
+                cases_text = ", ".join(f"{c['case_type']} ({c['status']})" for c in m["cases"])
+                t.add_row(f"{m['agency']}:{m['source_record_id']}",
+                          f"{p['given_names'] or ''} {p['family_name'] or ''}", p["date_of_birth"] or "?",
+                          address.get("postcode") or "?", cases_text)
             console.print(t)
             shown += 1
+
+
+def _show_one_decision(settings: Settings) -> None:
+    """Why two records were linked: the per-field weights of one cross-agency decision."""
+    serde = default_serde()
+    for msg in reversed(read_to_end(settings, [LINK_DECISIONS_TOPIC])):
+        _, d = serde.decode(msg.value(), expect="LinkDecision")
+        linked = [c for c in d["candidates"] if c["record_key"].split(":")[0] != d["record_key"].split(":")[0]]
+        if d["outcome"] == "LINKED" and linked:
+            c = linked[0]
+            t = Table(title=f"why {d['record_key']} joined {d['citizen_id']} (compared with {c['record_key']}: "
+                            f"match weight {c['match_weight']:.1f}, probability {c['match_probability']:.4f})",
+                      title_justify="left")
+            t.add_column("field")
+            t.add_column("level")
+            t.add_column("weight", justify="right")
+            for f in c["field_weights"]:
+                t.add_row(f["field"], f["level"], f"{f['weight']:+.2f}")
+            console.print(t)
+            return

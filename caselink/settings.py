@@ -56,6 +56,19 @@ class SchemaSettings(BaseModel):
     registry_url: str | None = None
 
 
+class WorkerSettings(BaseModel):
+    """The Faust worker that normalises and links."""
+
+    app_id: str = "caselink"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    data_dir: Path = Path.home() / ".local" / "state" / "caselink" / "worker"
+    model_path: Path | None = None  # None: the bundled default model
+    batch_size: int = 500
+    batch_within_s: float = 0.05
+    max_block_size: int = 200
+
+
 class ConsentSettings(BaseModel):
     pseudonym_key: SecretStr | None = None
     pseudonym_key_id: str = "k1"
@@ -72,6 +85,7 @@ class Settings(BaseSettings):
     infra: InfraSettings = InfraSettings()
     schemas: SchemaSettings = SchemaSettings()
     consent: ConsentSettings = ConsentSettings()
+    worker: WorkerSettings = WorkerSettings()
     agencies: list[str] = ["health", "social_care", "police", "education", "housing"]
     purposes: list[str] = ["direct_care", "safeguarding", "research", "planning"]
 

@@ -36,6 +36,7 @@ SCHEMA_NAMES = (
     "GatedCase",
     "Disclosure",
     "DeadLetter",
+    "ReviewDecision",
 )
 
 

@@ -73,5 +73,9 @@ def sample(name: str) -> dict[str, Any]:
             "error_type": "UndecodableEventError", "error": "bad bytes", "payload": b"\x00\x01",
             "attempts": 1, "failed_at": NOW,
         },
+        "ReviewDecision": {
+            "decision_id": "r-1", "left_record": "health:H1", "right_record": "police:P9", "same_person": True,
+            "decided_by": "analyst@council", "reason": "same NHS number on paper file", "decided_at": NOW,
+        },
     }
     return samples[name]

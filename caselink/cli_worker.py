@@ -1,0 +1,92 @@
+"""`caselink worker` and `caselink tail`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from rich.markup import escape
+
+from caselink.output import console, err_console
+from caselink.settings import get_settings
+
+
+def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel: str = "warn") -> None:
+    """Rebuild the index from the link input, then run the Faust worker until stopped."""
+    from linkage.model import LinkageModel
+    from linkage.models import default_model
+    from streams.app import create_app
+    from streams.recovery import rebuild
+
+    settings = get_settings()
+    if web_port is not None:
+        settings.worker.web_port = web_port
+    if app_id is not None:
+        settings.worker.app_id = app_id
+    model = LinkageModel.load(settings.worker.model_path) if settings.worker.model_path else default_model()
+    started = time.monotonic()
+    core, replayed, seconds = rebuild(settings, model, settings.worker.app_id)
+    err_console.print(f"index rebuilt from {replayed} link-input messages in {seconds:.1f}s "
+                      f"({len(core.index.records)} records, {len(core.index.citizens)} citizens; "
+                      f"model {model.version})", highlight=False)
+    app = create_app(settings, core)
+    settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
+    sys.argv = ["caselink-worker", "worker", "--loglevel", loglevel, "--web-port", str(settings.worker.web_port),
+                "--web-host", settings.worker.web_host]
+    err_console.print(f"worker {settings.worker.app_id} starting (web http://{settings.worker.web_host}:"
+                      f"{settings.worker.web_port}); {time.monotonic() - started:.1f}s since launch", highlight=False)
+    app.main()
+
+
+def tail(topic: str, as_json: bool = False, limit: int = 0) -> None:
+    """Print a topic's messages decoded (everything currently on it)."""
+    from caselink.kafka import read_to_end
+    from schemas import UndecodableEventError, default_serde
+
+    serde = default_serde()
+    messages = read_to_end(get_settings(), [topic])
+    if limit:
+        messages = messages[-limit:]
+    for msg in messages:
+        key = msg.key().decode(errors="replace") if msg.key() else None
+        if msg.value() is None:
+            record: object = None
+            name = "tombstone"
+        else:
+            try:
+                name, record = serde.decode(msg.value(), topic=msg.topic(), partition=msg.partition(),
+                                            offset=msg.offset())
+            except UndecodableEventError as exc:
+                name, record = "undecodable", str(exc)
+        if as_json:
+            sys.stdout.write(json.dumps({"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
+                                         "key": key, "type": name, "value": record}, default=_default) + "\n")
+        else:
+            console.print(f"[dim]{msg.partition()}@{msg.offset()}[/] [bold]{escape(str(key))}[/] {name}: "
+                          f"{escape(_summary(name, record))}", highlight=False)
+
+
+def _default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _summary(name: str, record: object) -> str:
+    if not isinstance(record, dict):
+        return str(record)
+    if name == "LinkedCase":
+        members = ", ".join(f"{m['agency']}:{m['source_record_id']}" for m in record["members"])
+        merged = f" merged {record['merged_from']}" if record["merged_from"] else ""
+        return f"v{record['version']} [{members}]{merged}"
+    if name == "LinkDecision":
+        return f"{record['outcome']} -> {record['citizen_id']} ({len(record['candidates'])} candidates)"
+    if name == "PersonEvent":
+        p = record["person"] or {}
+        return f"{record['op']} v{record['source_version']} {p.get('given_names')} {p.get('family_name')}"
+    if name == "DeadLetter":
+        return f"{record['stage']}: {record['error']}"
+    return json.dumps(record, default=_default)[:200]
+
+

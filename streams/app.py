@@ -1,0 +1,188 @@
+"""The Faust application: normalise agency events, link them, publish citizens.
+
+Two agents:
+* ``normalise`` (stateless; scales across the partitions of every agency topic) decodes and
+  validates PersonEvents and forwards them, unchanged, to the single-partition link input;
+  anything undecodable or unlinkable goes to ``caselink.dead-letters`` with its origin.
+* ``link`` (the single writer of the citizen index) applies the link input in order through
+  ``LinkerCore`` and publishes LinkedCases (tombstones for retired citizens), LinkDecisions and
+  ReviewItems.
+
+Both take micro-batches (``take_events``) and produce with ``send_soon`` so the per-event cost
+is the linkage itself, not a round trip per message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from caselink.kafka import bootstrap_servers
+from caselink.settings import Settings
+from connectors.base import dead_letter
+from infra.topics import (
+    DEAD_LETTER_TOPIC,
+    LINK_DECISIONS_TOPIC,
+    LINK_INPUT_TOPIC,
+    LINKED_CASES_TOPIC,
+    REVIEW_TOPIC,
+    person_events_topic,
+)
+from linkage.record import UnlinkableRecordError, standardise_person
+from schemas import SchemaValidationError, UndecodableEventError, default_serde
+from streams import metrics
+from streams.linker_core import LinkerCore
+
+log = logging.getLogger(__name__)
+
+
+def _credentials(settings: Settings) -> Any:
+    k = settings.kafka
+    if k.sasl_mechanism:
+        return faust.SASLCredentials(
+            username=k.sasl_username or "",
+            password=k.sasl_password.get_secret_value() if k.sasl_password else "",
+            mechanism=k.sasl_mechanism,
+        )
+    return None
+
+
+def create_app(settings: Settings, core: LinkerCore) -> faust.App:
+    w = settings.worker
+    app = faust.App(
+        w.app_id,
+        broker=[f"kafka://{hp}" for hp in bootstrap_servers(settings).split(",")],
+        broker_credentials=_credentials(settings),
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        datadir=str(w.data_dir),
+        web_host=w.web_host,
+        web_port=w.web_port,
+        web_bind=w.web_host,
+        producer_acks=-1,
+        topic_replication_factor=settings.kafka.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=16384,
+        producer_linger_ms=5,
+    )
+    serde = default_serde()
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(name, value_serializer="raw", key_serializer="raw", internal=False)
+
+    sources = app.topic(*[person_events_topic(a) for a in settings.agencies], value_serializer="raw",
+                        key_serializer="raw")
+    link_input = topic(LINK_INPUT_TOPIC)
+    outputs = {name: topic(name) for name in (LINKED_CASES_TOPIC, LINK_DECISIONS_TOPIC, REVIEW_TOPIC)}
+    dead_letters = topic(DEAD_LETTER_TOPIC)
+
+    def to_dead_letters(event: faust.EventT, stage: str, error: Exception) -> None:
+        msg = event.message
+        origin = f"{msg.topic}[{msg.partition}]@{msg.offset}"
+        letter = dead_letter(origin, stage, error, event.value or b"", topic=msg.topic,
+                             partition=msg.partition, offset=msg.offset, key=msg.key)
+        dead_letters.send_soon(key=origin.encode(), value=serde.encode("DeadLetter", letter))
+        metrics.DEAD_LETTERS.labels(stage, type(error).__name__).inc()
+        log.warning("dead letter from %s at %s: %s", stage, origin, error)
+
+    @app.agent(sources, name="normalise")
+    async def normalise(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(w.batch_size, within=w.batch_within_s):
+            for event in events:
+                msg = event.message
+                metrics.EVENTS_IN.labels(msg.topic).inc()
+                try:
+                    _, record = serde.decode(event.value, expect="PersonEvent", topic=msg.topic,
+                                             partition=msg.partition, offset=msg.offset)
+                    if person_events_topic(record["agency"]) != msg.topic:
+                        raise SchemaValidationError("PersonEvent", [
+                            f"agency {record['agency']!r} published on {msg.topic}"])
+                    key = f"{record['agency']}:{record['source_record_id']}"
+                    if record["op"] == "UPSERT":
+                        if record["person"] is None:
+                            raise SchemaValidationError("PersonEvent", ["person is required for UPSERT"])
+                        standardise_person(key, record["person"])
+                except (UndecodableEventError, SchemaValidationError, UnlinkableRecordError) as exc:
+                    to_dead_letters(event, "normalise", exc)
+                    continue
+                link_input.send_soon(key=key.encode(), value=event.value)
+                metrics.EVENTS_OUT.labels(LINK_INPUT_TOPIC).inc()
+
+    @app.agent(link_input, name="link")
+    async def link(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(w.batch_size, within=w.batch_within_s):
+            for event in events:
+                msg = event.message
+                metrics.EVENTS_IN.labels(msg.topic).inc()
+                try:
+                    out = core.apply(event.value, msg.topic, msg.partition, msg.offset)
+                except (UndecodableEventError, ValueError) as exc:
+                    to_dead_letters(event, "link", exc)
+                    continue
+                for item in out:
+                    outputs[item.topic].send_soon(key=item.key, value=item.value)
+                    metrics.EVENTS_OUT.labels(item.topic).inc()
+                    if item.topic == LINKED_CASES_TOPIC and item.value is not None and msg.timestamp:
+                        metrics.LATENCY.observe(max(0.0, time.time() - msg.timestamp))
+            metrics.INDEX_RECORDS.set(len(core.index.records))
+            metrics.INDEX_CITIZENS.set(len(core.index.citizens))
+            metrics.REVIEW_OPEN.set(len(core.index.review))
+
+    _web(app, core)
+    return app
+
+
+def _web(app: faust.App, core: LinkerCore) -> None:
+    index = core.index
+
+    def jsonable(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.astimezone(UTC).isoformat()
+        if isinstance(value, dict):
+            return {k: jsonable(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [jsonable(v) for v in value]
+        return value
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "records": len(index.records), "citizens": len(index.citizens),
+                         "review_open": len(index.review), "applied": core.applied,
+                         "model_version": core.model.version})
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/citizens/{citizen_id}")
+    async def citizen(web: Any, request: Any, citizen_id: str) -> Any:
+        live = index.resolve(citizen_id)
+        if live is None:
+            return web.json({"error": f"no citizen {citizen_id}"}, status=404)
+        body = jsonable(core.linked_case(live))
+        if live != citizen_id:
+            body["retired_id"] = citizen_id
+        return web.json(body)
+
+    @app.page("/records/{agency}/{record_id}")
+    async def record(web: Any, request: Any, agency: str, record_id: str) -> Any:
+        cid = index.citizen_of(f"{agency}:{record_id}")
+        if cid is None:
+            return web.json({"error": f"no record {agency}:{record_id}"}, status=404)
+        return web.json({"record": f"{agency}:{record_id}", "citizen_id": cid})
+
+    @app.page("/review")
+    async def review(web: Any, request: Any) -> Any:
+        items = [{"left": a, "right": b, "match_weight": w, "match_probability": core.model.probability(w),
+                  "explanation": [f.__dict__ for f in core.model.explain(index.records[a].record,
+                                                                          index.records[b].record)]}
+                 for (a, b), w in sorted(index.review.items(), key=lambda kv: -kv[1])[:200]]
+        return web.json({"open": len(index.review), "items": items})

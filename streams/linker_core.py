@@ -1,0 +1,163 @@
+"""The linker's logic between Kafka messages: bytes in, the messages to publish out.
+
+Kept apart from Faust so it can be tested without a broker and replayed by ``streams.recovery``.
+Everything it emits is derived from the input (timestamps come from the events, ids are hashes
+of the input), so applying the same link-input log in the same order always produces the same
+index and the same output messages.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC
+from linkage.index import CitizenIndex, LinkResult
+from linkage.model import LinkageModel
+from schemas import default_serde
+
+DECISION_NAMESPACE = uuid.UUID("0d5f3f0e-2b7a-4c1e-8e55-7f0c2a9b6d41")
+PAYLOAD = "_caselink"  # where the index keeps each record's event details beside the person
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes
+    value: bytes | None  # None: a tombstone
+
+
+class LinkerCore:
+    """Applies PersonEvents and ReviewDecisions to a CitizenIndex and says what to publish."""
+
+    def __init__(self, model: LinkageModel, max_block_size: int = 200) -> None:
+        self.model = model
+        self.index = CitizenIndex(model, max_block_size=max_block_size, keep_person=True)
+        self.serde = default_serde()
+        self.citizen_versions: dict[str, int] = {}
+        self.applied = 0
+
+    # ------------------------------------------------------------------ input
+    def apply(self, value: bytes, topic: str | None = None, partition: int | None = None,
+              offset: int | None = None) -> list[Outgoing]:
+        name, record = self.serde.decode(value, topic=topic, partition=partition, offset=offset)
+        self.applied += 1
+        if name == "PersonEvent":
+            return self._person_event(record)
+        if name == "ReviewDecision":
+            return self._review_decision(record)
+        raise ValueError(f"{name} does not belong on the link input")
+
+    def _person_event(self, event: dict[str, Any]) -> list[Outgoing]:
+        key = f"{event['agency']}:{event['source_record_id']}"
+        at: datetime = event["emitted_at"]
+        version = int(event["source_version"])
+        if event["op"] == "DELETE":
+            result = self.index.delete(key, version)
+        else:
+            previous = self.index.records.get(key)
+            linked_at = previous.person[PAYLOAD]["linked_at"] if previous and previous.person else at
+            payload = {**event["person"], PAYLOAD: {
+                "agency": event["agency"], "source_record_id": event["source_record_id"],
+                "source_version": version, "cases": event["cases"], "linked_at": linked_at,
+            }}
+            result = self.index.upsert(key, payload, version)
+        return self._outputs(result, event["event_id"], version, at)
+
+    def _review_decision(self, decision: dict[str, Any]) -> list[Outgoing]:
+        result = self.index.apply_review(decision["left_record"], decision["right_record"],
+                                         decision["same_person"])
+        return self._outputs(result, decision["decision_id"], 0, decision["decided_at"])
+
+    # ------------------------------------------------------------------ output
+    def _outputs(self, result: LinkResult, event_id: str, version: int, at: datetime) -> list[Outgoing]:
+        out = [self._decision(result, event_id, version, at)]
+        if result.outcome in ("IGNORED_STALE", "REJECTED"):
+            return out
+        for cid in result.changed:
+            if cid in self.index.citizens:
+                out.append(self._linked_case(cid, at))
+        for retired in result.retired:
+            out.append(Outgoing(LINKED_CASES_TOPIC, retired.encode(), None))
+        for record_key, other, weight in result.review:
+            out.append(self._review_item(record_key, other, weight, at))
+        return out
+
+    def _decision(self, result: LinkResult, event_id: str, version: int, at: datetime) -> Outgoing:
+        decision = {
+            "decision_id": str(uuid.uuid5(DECISION_NAMESPACE, f"{event_id}:{result.outcome}")),
+            "record_key": result.record_key,
+            "event_id": event_id,
+            "source_version": version,
+            "outcome": result.outcome,
+            "citizen_id": result.citizen_id,
+            "affected_citizens": sorted(set(result.changed) | set(result.retired)),
+            "candidates": [
+                {"record_key": c.record_key, "citizen_id": c.citizen_id, "match_weight": _finite(c.weight),
+                 "match_probability": c.probability,
+                 "field_weights": [{"field": f.field, "level": f.level, "weight": f.weight}
+                                   for f in self.model.explain_levels(c.levels, self._record(result.record_key))]}
+                for c in result.candidates if self._record(result.record_key) is not None
+            ],
+            "reason": result.reason,
+            "model_version": self.model.version,
+            "decided_at": at,
+        }
+        return Outgoing(LINK_DECISIONS_TOPIC, result.record_key.encode(), self.serde.encode("LinkDecision", decision))
+
+    def _record(self, key: str) -> Any:
+        state = self.index.records.get(key)
+        return state.record if state else None
+
+    def linked_case(self, citizen_id: str, at: datetime | None = None) -> dict[str, Any]:
+        """The LinkedCase view of a live citizen (also served by the web API)."""
+        citizen = self.index.citizens[citizen_id]
+        members = []
+        for key in self.index.members(citizen_id):
+            state = self.index.records[key]
+            payload = state.person or {}
+            meta = payload.get(PAYLOAD, {})
+            edges = self.index.edges.get(key, {})
+            members.append({
+                "agency": meta.get("agency", key.split(":", 1)[0]),
+                "source_record_id": meta.get("source_record_id", key.split(":", 1)[-1]),
+                "source_version": state.source_version,
+                "match_weight": _finite(max(edges.values())) if edges else 0.0,
+                "linked_at": meta.get("linked_at") or at or datetime.now(UTC),
+                "person": {k: v for k, v in payload.items() if k != PAYLOAD},
+                "cases": meta.get("cases", []),
+            })
+        return {
+            "citizen_id": citizen_id,
+            "version": self.citizen_versions.get(citizen_id, 0),
+            "members": members,
+            "merged_from": list(citizen.merged_from),
+            "model_version": self.model.version,
+            "updated_at": at or datetime.now(UTC),
+        }
+
+    def _linked_case(self, citizen_id: str, at: datetime) -> Outgoing:
+        self.citizen_versions[citizen_id] = self.citizen_versions.get(citizen_id, 0) + 1
+        value = self.serde.encode("LinkedCase", self.linked_case(citizen_id, at))
+        return Outgoing(LINKED_CASES_TOPIC, citizen_id.encode(), value)
+
+    def _review_item(self, record_key: str, other: str, weight: float, at: datetime) -> Outgoing:
+        left, right = sorted((record_key, other))
+        pair_key = f"{left}|{right}"
+        explanation = self.model.explain(self.index.records[left].record, self.index.records[right].record)
+        item = {
+            "pair_key": pair_key, "left_record": left, "right_record": right,
+            "left_citizen": self.index.citizen_of(left) or "", "right_citizen": self.index.citizen_of(right) or "",
+            "match_weight": weight, "match_probability": self.model.probability(weight),
+            "field_weights": [{"field": f.field, "level": f.level, "weight": f.weight} for f in explanation],
+            "status": "OPEN", "model_version": self.model.version, "created_at": at,
+        }
+        return Outgoing(REVIEW_TOPIC, pair_key.encode(), self.serde.encode("ReviewItem", item))
+
+
+def _finite(weight: float) -> float:
+    """Reviewer must-links carry an infinite weight; Avro doubles can, JSON cannot: cap it."""
+    return 99.0 if math.isinf(weight) else weight

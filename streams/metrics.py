@@ -1,0 +1,15 @@
+"""Prometheus metrics of the worker, served at /metrics."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_IN = Counter("caselink_events_in_total", "messages consumed", ["topic"])
+EVENTS_OUT = Counter("caselink_events_out_total", "messages produced", ["topic"])
+DEAD_LETTERS = Counter("caselink_dead_letters_total", "messages sent to dead letters", ["stage", "error_type"])
+DECISIONS = Counter("caselink_link_decisions_total", "linkage decisions", ["outcome"])
+LATENCY = Histogram(
+    "caselink_end_to_end_seconds", "from the connector emitting an event to its linked case being produced",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
+)
+INDEX_RECORDS = Gauge("caselink_index_records", "records in the citizen index")
+INDEX_CITIZENS = Gauge("caselink_index_citizens", "live citizens in the citizen index")
+REVIEW_OPEN = Gauge("caselink_review_open", "possible matches waiting for a person")
