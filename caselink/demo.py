@@ -119,6 +119,7 @@ def _run(settings: Settings) -> None:
     worker = start_worker(settings)
     try:
         applied = wait_for_worker(worker, expected)
+        wait_until_quiet(settings, [LINKED_CASES_TOPIC, LINK_DECISIONS_TOPIC])
         console.print(f"worker applied {applied} events; its /health: {worker.health()}")
         cases = latest_linked_cases(settings)
         console.print(f"{len(cases)} live citizens on {LINKED_CASES_TOPIC} (compacted, keyed by citizen id)")
@@ -178,6 +179,29 @@ def wait_for_worker(worker: WorkerProcess, expected: int, timeout: float = 120.0
             pass
         time.sleep(0.3)
     raise RuntimeError(f"the worker applied {applied} of {expected} events in {timeout:.0f}s; see {worker.log_path}")
+
+
+def wait_until_quiet(settings: Settings, topics: list[str], quiet_s: float = 1.5, timeout: float = 60.0) -> None:
+    """Until nothing new has arrived on ``topics`` for ``quiet_s`` (the worker's last sends are in)."""
+    from confluent_kafka import TopicPartition
+
+    from caselink.kafka import consumer, watermarks
+
+    c = consumer(settings, "caselink-quiet-probe")
+    try:
+        md = c.list_topics(timeout=10)
+        parts = [TopicPartition(t, p) for t in topics for p in md.topics[t].partitions]
+        last, since = None, time.monotonic()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = [watermarks(c, tp)[1] for tp in parts]
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+            time.sleep(0.2)
+    finally:
+        c.close()
 
 
 def latest_linked_cases(settings: Settings) -> dict[str, dict]:

@@ -283,7 +283,10 @@ def agency_records(
 
 def records_for_size(n_records: int, seed: int = 7) -> list[dict[str, Any]]:
     """About ``n_records`` agency records (people are drawn until the records reach the size)."""
-    # Each person yields about 1.6 records on the default shares.
+    # Each person yields about 1.6 records on the default shares; draw more people if short.
     people = max(1, int(n_records / 1.6))
-    out = list(agency_records(people, SyntheticConfig(seed=seed)))
-    return out[:n_records]
+    while True:
+        out = list(agency_records(people, SyntheticConfig(seed=seed)))
+        if len(out) >= n_records:
+            return out[:n_records]
+        people = int(people * 1.05) + 1

@@ -72,6 +72,9 @@ def create_app(settings: Settings, core: LinkerCore) -> faust.App:
         broker_commit_interval=1.0,
         stream_buffer_maxsize=16384,
         producer_linger_ms=5,
+        # A worker that died (kill -9) holds its partitions until its session expires: keep that short.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
     )
     serde = default_serde()
 

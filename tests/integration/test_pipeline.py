@@ -1,0 +1,190 @@
+"""The streaming pipeline against a real broker: end to end, poison messages, kill -9 and restart.
+
+Each test gets a broker of its own, because the pipeline's topic names are the public contract
+and two workers on one set of topics would share their link input.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from caselink.demo import SAMPLES, latest_linked_cases, start_worker, wait_for_worker, wait_until_quiet
+from caselink.kafka import admin_client, read_to_end
+from caselink.settings import KafkaSettings, Settings
+from connectors.files import FileConnector, resolve_source_path
+from connectors.mapping import load_mapping
+from infra.kafka_runtime import LocalKafka
+from infra.topics import (
+    DEAD_LETTER_TOPIC,
+    LINK_INPUT_TOPIC,
+    LINKED_CASES_TOPIC,
+    caselink_topics,
+    ensure_topics,
+    person_events_topic,
+)
+from linkage.models import default_model
+from linkage.synthetic import records_for_size
+from schemas import default_serde
+from streams.linker_core import LinkerCore
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def pipeline_settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
+    directory = Path(tempfile.mkdtemp(prefix="caselink-pipeline-"))
+    kafka = LocalKafka(Settings().infra, directory)
+    state = kafka.start()
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
+    ensure_topics(admin_client(settings), caselink_topics(settings.agencies, settings.purposes))
+    failed = False
+    try:
+        yield settings
+        failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else False
+    finally:
+        kafka.stop()
+        if not failed:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _replayed_state(settings: Settings) -> dict[str, dict]:
+    """What an uninterrupted linker makes of the whole link-input log: LinkedCase per live citizen."""
+    core = LinkerCore(default_model())
+    for msg in read_to_end(settings, [LINK_INPUT_TOPIC]):
+        try:
+            core.apply(msg.value())
+        except ValueError:
+            pass
+    return {cid: core.linked_case(cid) for cid in core.index.citizens}
+
+
+def _members(cases: dict[str, dict]) -> dict[str, set[str]]:
+    return {cid: {f"{m['agency']}:{m['source_record_id']}" for m in case["members"]} for cid, case in cases.items()}
+
+
+def test_sample_agencies_become_linked_cases_and_poison_goes_to_dead_letters(pipeline_settings: Settings) -> None:
+    settings = pipeline_settings
+    sent = 0
+    for agency in ("health", "social_care", "police"):
+        mapping = load_mapping(SAMPLES / "mappings" / f"{agency}.yaml")
+        sent += FileConnector(settings, mapping).load(resolve_source_path(mapping)).events
+    poison = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    poison.produce(person_events_topic("health"), b"\x00\x01 not an event", key=b"health:BAD")
+    poison.flush(10)
+
+    worker = start_worker(settings)
+    try:
+        wait_for_worker(worker, sent)
+        wait_until_quiet(settings, [LINKED_CASES_TOPIC, DEAD_LETTER_TOPIC])
+        cases = latest_linked_cases(settings)
+        # Streaming equals a straight replay of its own input (nothing lost, nothing duplicated).
+        assert _members(cases) == _members(_replayed_state(settings))
+        linked = [c for c in cases.values() if len({m["agency"] for m in c["members"]}) == 3]
+        assert linked, "the sample has people known to all three agencies"
+        all_members = [m for c in cases.values() for m in c["members"]]
+        assert len(all_members) == len({(m["agency"], m["source_record_id"]) for m in all_members}) == sent
+
+        some = linked[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/citizens/{some['citizen_id']}") as r:
+            assert json.loads(r.read())["citizen_id"] == some["citizen_id"]
+        m = some["members"][0]
+        record_url = f"http://127.0.0.1:{worker.port}/records/{m['agency']}/{m['source_record_id']}"
+        with urllib.request.urlopen(record_url) as r:
+            assert json.loads(r.read())["citizen_id"] == some["citizen_id"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics") as r:
+            assert b"caselink_events_in_total" in r.read()
+    finally:
+        worker.stop()
+
+    poisoned = _normaliser_dead_letters(settings)
+    assert len(poisoned) == 1
+    assert poisoned[0]["origin_topic"] == person_events_topic("health")
+    assert poisoned[0]["payload"] == b"\x00\x01 not an event"
+    assert poisoned[0]["error_type"] == "UndecodableEventError"
+
+
+def _normaliser_dead_letters(settings: Settings) -> list[dict]:
+    serde = default_serde()
+    letters = [serde.decode(x.value(), expect="DeadLetter")[1] for x in read_to_end(settings, [DEAD_LETTER_TOPIC])]
+    return [x for x in letters if x["stage"] == "normalise"]
+
+
+def _publish_synthetic(settings: Settings, n: int) -> int:
+    serde = default_serde()
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True,
+                         "linger.ms": 5})
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    errors: list = []
+    for i, item in enumerate(records_for_size(n, seed=5)):
+        value = serde.encode("PersonEvent", {
+            "event_id": f"e{i}", "agency": item["agency"], "source_record_id": item["source_record_id"],
+            "source_version": 1, "op": "UPSERT", "occurred_at": now, "emitted_at": now, "person": item["person"],
+            "cases": [], "source": {}})
+        producer.produce(person_events_topic(item["agency"]), value,
+                         key=f"{item['agency']}:{item['source_record_id']}".encode(),
+                         on_delivery=lambda err, _msg: errors.append(err) if err else None)
+        if i % 1000 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    assert errors == []
+    sources = read_to_end(settings, [person_events_topic(a) for a in settings.agencies])
+    assert len(sources) == n, f"published {n}, the agency topics hold {len(sources)}"
+    return n
+
+
+def test_kill_minus_nine_then_restart_loses_and_duplicates_nothing(pipeline_settings: Settings) -> None:
+    settings = pipeline_settings
+    total = _publish_synthetic(settings, 6000)
+    data_dir = Path(tempfile.mkdtemp(prefix="caselink-worker-"))
+    worker = start_worker(settings, app_id="kill-test", data_dir=data_dir)
+    deadline = time.monotonic() + 120
+    applied = 0
+    while time.monotonic() < deadline:
+        try:
+            applied = worker.health()["applied"]
+        except (OSError, ValueError):
+            applied = 0
+        if applied > total // 5:
+            break
+        time.sleep(0.05)
+    worker.proc.send_signal(signal.SIGKILL)
+    worker.proc.wait()
+    assert 0 < applied < total, "the kill must land mid-stream for this test to mean anything"
+
+    restarted = start_worker(settings, app_id="kill-test", data_dir=data_dir)
+    try:
+        # After the restart the linker has applied every link-input message (duplicates included).
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            n_input = len(read_to_end(settings, [LINK_INPUT_TOPIC]))
+            rejected = len(_normaliser_dead_letters(settings))
+            try:
+                if n_input + rejected >= total and restarted.health()["applied"] >= n_input:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        wait_until_quiet(settings, [LINKED_CASES_TOPIC])
+        published = latest_linked_cases(settings)
+    finally:
+        restarted.stop()
+    expected = _replayed_state(settings)
+    assert _members(published) == _members(expected)
+    members = [m for ms in _members(published).values() for m in ms]
+    rejected = {x["origin_key"].decode() for x in _normaliser_dead_letters(settings)}
+    assert len(members) == len(set(members)) == total - len(rejected)
+    assert not rejected & set(members)
+    # Every live citizen's latest published version is the replay's (no stale view left behind).
+    lc = read_to_end(settings, [LINKED_CASES_TOPIC])
+    assert len(lc) >= len(published)
