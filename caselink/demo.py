@@ -157,6 +157,7 @@ def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path |
            "CASELINK_WORKER__WEB_PORT": str(port),
            "CASELINK_WORKER__DATA_DIR": str(data_dir),
            "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id}
+    data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "worker.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "caselink.cli", "worker"], env=env, stdout=log,

@@ -8,12 +8,16 @@ Two agents:
   ``LinkerCore`` and publishes LinkedCases (tombstones for retired citizens), LinkDecisions and
   ReviewItems.
 
-Both take micro-batches (``take_events``) and produce with ``send_soon`` so the per-event cost
-is the linkage itself, not a round trip per message.
+Both take micro-batches (``take_events``) and produce through one confluent-kafka producer
+(idempotent, acks=all), flushed at the end of every batch, before Faust acknowledges the batch's
+input offsets. So nothing is committed whose outputs are not on the broker, and the per-event cost
+is the work itself: Faust's own ``send_soon`` path moved a message at a time and capped the
+worker near 1,000 events/s on these machines.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -22,15 +26,13 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from caselink.kafka import bootstrap_servers
+from caselink.kafka import bootstrap_servers, idempotent_producer
 from caselink.settings import Settings
 from connectors.base import dead_letter
 from infra.topics import (
     DEAD_LETTER_TOPIC,
-    LINK_DECISIONS_TOPIC,
     LINK_INPUT_TOPIC,
     LINKED_CASES_TOPIC,
-    REVIEW_TOPIC,
     person_events_topic,
 )
 from linkage.record import UnlinkableRecordError, standardise_person
@@ -77,22 +79,18 @@ def create_app(settings: Settings, core: LinkerCore) -> faust.App:
         broker_heartbeat_interval=2.0,
     )
     serde = default_serde()
-
-    def topic(name: str) -> faust.TopicT:
-        return app.topic(name, value_serializer="raw", key_serializer="raw", internal=False)
+    sink = BatchSink(settings)
 
     sources = app.topic(*[person_events_topic(a) for a in settings.agencies], value_serializer="raw",
                         key_serializer="raw")
-    link_input = topic(LINK_INPUT_TOPIC)
-    outputs = {name: topic(name) for name in (LINKED_CASES_TOPIC, LINK_DECISIONS_TOPIC, REVIEW_TOPIC)}
-    dead_letters = topic(DEAD_LETTER_TOPIC)
+    link_input = app.topic(LINK_INPUT_TOPIC, value_serializer="raw", key_serializer="raw", internal=False)
 
     def to_dead_letters(event: faust.EventT, stage: str, error: Exception) -> None:
         msg = event.message
         origin = f"{msg.topic}[{msg.partition}]@{msg.offset}"
         letter = dead_letter(origin, stage, error, event.value or b"", topic=msg.topic,
                              partition=msg.partition, offset=msg.offset, key=msg.key)
-        dead_letters.send_soon(key=origin.encode(), value=serde.encode("DeadLetter", letter))
+        sink.send(DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter))
         metrics.DEAD_LETTERS.labels(stage, type(error).__name__).inc()
         log.warning("dead letter from %s at %s: %s", stage, origin, error)
 
@@ -116,8 +114,8 @@ def create_app(settings: Settings, core: LinkerCore) -> faust.App:
                 except (UndecodableEventError, SchemaValidationError, UnlinkableRecordError) as exc:
                     to_dead_letters(event, "normalise", exc)
                     continue
-                link_input.send_soon(key=key.encode(), value=event.value)
-                metrics.EVENTS_OUT.labels(LINK_INPUT_TOPIC).inc()
+                sink.send(LINK_INPUT_TOPIC, key.encode(), event.value)
+            await sink.flush()
 
     @app.agent(link_input, name="link")
     async def link(stream: faust.StreamT) -> None:
@@ -131,16 +129,44 @@ def create_app(settings: Settings, core: LinkerCore) -> faust.App:
                     to_dead_letters(event, "link", exc)
                     continue
                 for item in out:
-                    outputs[item.topic].send_soon(key=item.key, value=item.value)
-                    metrics.EVENTS_OUT.labels(item.topic).inc()
+                    sink.send(item.topic, item.key, item.value)
                     if item.topic == LINKED_CASES_TOPIC and item.value is not None and msg.timestamp:
                         metrics.LATENCY.observe(max(0.0, time.time() - msg.timestamp))
+            await sink.flush()
             metrics.INDEX_RECORDS.set(len(core.index.records))
             metrics.INDEX_CITIZENS.set(len(core.index.citizens))
             metrics.REVIEW_OPEN.set(len(core.index.review))
 
     _web(app, core)
     return app
+
+
+class BatchSink:
+    """Outputs of one micro-batch, made durable before the batch's input is acknowledged."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.producer = idempotent_producer(settings, **{"linger.ms": 2})
+        self.errors: list[str] = []
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+
+    def send(self, topic: str, key: bytes, value: bytes | None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key=key, on_delivery=self._delivered)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+        metrics.EVENTS_OUT.labels(topic).inc()
+
+    async def flush(self) -> None:
+        remaining = await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 60.0)
+        if remaining or self.errors:
+            # Crash rather than acknowledge input whose outputs are not on the broker; the restart
+            # replays from the last commit.
+            raise RuntimeError(f"{remaining} output(s) undelivered, errors: {self.errors[-3:]}")
 
 
 def _web(app: faust.App, core: LinkerCore) -> None:

@@ -1,0 +1,173 @@
+"""End-to-end throughput and latency of the streaming pipeline on a real single-node broker.
+
+    python benchmarks/pipeline_throughput.py [--preload 100000] [--events 20000] [--rate 1000]
+
+1. Ceiling: a bare confluent-kafka consume -> produce loop that does no work, on the same messages.
+2. Throughput: --preload synthetic PersonEvents go through one worker (normalise + link) from a
+   standing start; records/s from first input to the last linked case, measured from broker
+   timestamps.
+3. Latency: with the index preloaded, --events further events are published at a steady --rate;
+   latency is the linked case's broker timestamp minus the source event's broker timestamp
+   (the link decision for each record names its input), p50/p99.
+Starts and stops its own broker and worker. Results: benchmarks/results/pipeline_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common import percentile, save
+from confluent_kafka import Consumer, Producer
+
+from caselink.demo import start_worker, wait_for_worker, wait_until_quiet
+from caselink.kafka import admin_client, read_to_end
+from caselink.settings import KafkaSettings, Settings
+from infra.kafka_runtime import LocalKafka
+from infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, caselink_topics, ensure_topics, person_events_topic
+from linkage.synthetic import records_for_size
+from schemas import default_serde
+
+
+def encode_events(items: list[dict], start: int = 0) -> list[tuple[str, bytes, bytes]]:
+    serde = default_serde()
+    now = datetime.now(UTC)
+    out = []
+    for i, item in enumerate(items, start=start):
+        key = f"{item['agency']}:{item['source_record_id']}"
+        out.append((person_events_topic(item["agency"]), key.encode(), serde.encode("PersonEvent", {
+            "event_id": f"bench-{i}", "agency": item["agency"], "source_record_id": item["source_record_id"],
+            "source_version": 1, "op": "UPSERT", "occurred_at": now, "emitted_at": now, "person": item["person"],
+            "cases": [], "source": {}})))
+    return out
+
+
+def publish(bootstrap: str, events: list[tuple[str, bytes, bytes]], rate: float | None = None) -> dict[bytes, float]:
+    """Produce events (optionally paced); returns key -> send time."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2 if rate else 20, "acks": "all",
+                         "enable.idempotence": True, "compression.type": "lz4"})
+    sent = {}
+    started = time.perf_counter()
+    for i, (topic, key, value) in enumerate(events):
+        if rate:
+            target = started + i / rate
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        while True:
+            try:
+                producer.produce(topic, value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        sent[key] = time.time()
+        producer.poll(0)
+    producer.flush(120)
+    return sent
+
+
+def ceiling(bootstrap: str, topics: list[str], n: int) -> float:
+    """Messages/s of a consume -> produce loop doing nothing else."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ceiling-{time.time()}", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all", "enable.idempotence": True,
+                  "compression.type": "lz4"})
+    c.subscribe(topics)
+    got = 0
+    started = None
+    while got < n:
+        batch = c.consume(1000, timeout=1.0)
+        for msg in batch:
+            if msg.error():
+                continue
+            if started is None:
+                started = time.perf_counter()
+            while True:
+                try:
+                    p.produce("bench.ceiling", msg.value(), key=msg.key())
+                    break
+                except BufferError:
+                    p.poll(0.05)
+            got += 1
+        p.poll(0)
+    p.flush(60)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    c.close()
+    return got / elapsed
+
+
+def input_to_output_latencies(settings: Settings, keys: set[bytes], sent: dict[bytes, float]) -> list[float]:
+    """Per record: time its linked case reached the broker minus when the source event was sent."""
+    serde = default_serde()
+    decided: dict[str, float] = {}
+    for msg in read_to_end(settings, [LINK_DECISIONS_TOPIC]):
+        if msg.key() in keys:
+            serde.decode(msg.value(), expect="LinkDecision")  # must be one
+            decided.setdefault(msg.key().decode(), msg.timestamp()[1] / 1000)
+    return [decided[k.decode()] - sent[k] for k in keys if k.decode() in decided]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preload", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    args = parser.parse_args()
+    directory = Path(tempfile.mkdtemp(prefix="caselink-bench-"))
+    kafka = LocalKafka(Settings().infra, directory)
+    state = kafka.start()
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
+    results: dict[str, Any] = {"preload": args.preload, "latency_events": args.events, "rate": args.rate}
+    worker = None
+    try:
+        admin = admin_client(settings)
+        ensure_topics(admin, caselink_topics(settings.agencies, settings.purposes))
+        from confluent_kafka.admin import NewTopic
+        for f in admin.create_topics([NewTopic("bench.ceiling", 1, 1)]).values():
+            f.result()
+        items = records_for_size(args.preload + args.events, seed=31)
+        preload = encode_events(items[: args.preload])
+        print(f"publishing {len(preload):,} events ...", flush=True)
+        publish(state.bootstrap_servers, preload)
+        topics = [person_events_topic(a) for a in settings.agencies]
+        results["ceiling_msgs_per_s"] = ceiling(state.bootstrap_servers, topics, len(preload))
+        print(f"ceiling (confluent-kafka consume->produce, no work): {results['ceiling_msgs_per_s']:,.0f} msgs/s",
+              flush=True)
+
+        worker = start_worker(settings, data_dir=directory / "worker")
+        started = time.perf_counter()
+        wait_for_worker(worker, len(preload), timeout=3600)
+        wait_until_quiet(settings, [LINKED_CASES_TOPIC])
+        elapsed = time.perf_counter() - started
+        results["throughput_events_per_s"] = len(preload) / elapsed
+        results["throughput_ratio_to_ceiling"] = results["throughput_events_per_s"] / results["ceiling_msgs_per_s"]
+        print(f"end to end, {len(preload):,} events into an empty index: {results['throughput_events_per_s']:,.0f} "
+              f"events/s ({results['throughput_ratio_to_ceiling']:.1%} of the ceiling; includes worker start-up)",
+              flush=True)
+
+        steady = encode_events(items[args.preload:], start=args.preload)
+        print(f"publishing {len(steady):,} events at {args.rate:,.0f}/s into the loaded index ...", flush=True)
+        sent = publish(state.bootstrap_servers, steady, rate=args.rate)
+        wait_for_worker(worker, len(preload) + len(steady), timeout=600)
+        wait_until_quiet(settings, [LINK_DECISIONS_TOPIC])
+        lat = input_to_output_latencies(settings, {k for _, k, _ in steady}, sent)
+        results["latency_ms"] = {"count": len(lat), "p50": percentile(lat, 50) * 1000,
+                                 "p99": percentile(lat, 99) * 1000, "max": max(lat) * 1000}
+        print(f"latency publish -> link decision at {args.rate:,.0f}/s: p50 {results['latency_ms']['p50']:.1f} ms, "
+              f"p99 {results['latency_ms']['p99']:.1f} ms ({len(lat):,} events)", flush=True)
+        results["worker_health"] = worker.health()
+    finally:
+        if worker:
+            worker.stop()
+        kafka.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    print(f"saved {save('pipeline_throughput', results)}")
+
+
+if __name__ == "__main__":
+    main()
