@@ -57,14 +57,14 @@ def febrl_speed() -> tuple[dict[str, Any], Any, list]:
     return _timed_inserts(CitizenIndex(model), records), model, records
 
 
-def synthetic_growth(sizes: list[int], probe: int = 10_000) -> list[dict[str, Any]]:
+def synthetic_growth(sizes: list[int], probe: int = 10_000, max_block_size: int = 200) -> list[dict[str, Any]]:
     biggest = max(sizes)
     data = records_for_size(biggest + probe, seed=99)
     base_rss = rss_mb()
     records = [standardise_person(f"{d['agency']}:{d['source_record_id']}", d["person"]) for d in data]
     model = train_model(records[:200_000], version="speed")
     rows = []
-    index = CitizenIndex(model)
+    index = CitizenIndex(model, max_block_size=max_block_size)
     loaded = 0
     load_started = time.perf_counter()
     # The probe records come from the same population but are never part of the loaded index.
@@ -80,6 +80,7 @@ def synthetic_growth(sizes: list[int], probe: int = 10_000) -> list[dict[str, An
         for r in probe_records:  # take them out again so the next size starts clean
             index.delete(r.key)
         rows.append({"index_size": size, **result, "rss_mb": rss, "rss_over_start_mb": rss - base_rss,
+                     "capped_keys": len(index.blocking.capped), "max_block_size": max_block_size,
                      "load_seconds_cumulative": load_seconds})
         print(f"  index {size:>9,}: {result['records_per_s']:>8,.0f} records/s  p50 {result['p50_ms']:.3f} ms"
               f"  p99 {result['p99_ms']:.3f} ms  RSS {rss:,.0f} MB", flush=True)
@@ -116,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--skip-splink", action="store_true")
+    parser.add_argument("--max-block-size", type=int, default=200)
     args = parser.parse_args()
     logging.getLogger("splink").setLevel(logging.ERROR)
     results: dict[str, Any] = {}
@@ -133,8 +135,9 @@ def main() -> None:
             results["splink_predict_between"] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"Splink predict_between failed: {exc}")
     print("Synthetic index growth (linking 10,000 new records into an index of each size):")
-    results["synthetic_growth"] = synthetic_growth([int(s) for s in args.sizes.split(",")])
-    print(f"saved {save('linkage_speed', results)}")
+    results["synthetic_growth"] = synthetic_growth([int(s) for s in args.sizes.split(",")],
+                                                   max_block_size=args.max_block_size)
+    print(f"saved {save(f'linkage_speed_cap{args.max_block_size}', results)}")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,37 @@ def tail(
     tail_topic(topic, as_json, limit)
 
 
+review_app = typer.Typer(help="Possible matches: a person's verdict.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("decide")
+def review_decide(
+    left: Annotated[str, typer.Argument(help="record key, e.g. health:HE0000001")],
+    right: Annotated[str, typer.Argument(help="record key")],
+    same: Annotated[bool, typer.Option("--same/--different", help="the same person, or not")],
+    by: Annotated[str, typer.Option(help="who decided (kept in the audit)")],
+    reason: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Tell the linker two records are (or are not) the same person; it applies it in order."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from caselink.kafka import idempotent_producer
+    from caselink.settings import get_settings
+    from infra.topics import LINK_INPUT_TOPIC
+    from schemas import default_serde
+
+    decision = {"decision_id": str(uuid.uuid4()), "left_record": left, "right_record": right, "same_person": same,
+                "decided_by": by, "reason": reason, "decided_at": datetime.now(UTC)}
+    producer = idempotent_producer(get_settings())
+    producer.produce(LINK_INPUT_TOPIC, default_serde().encode("ReviewDecision", decision, check=True),
+                     key=left.encode())
+    if producer.flush(30):
+        fail("the decision was not acknowledged by Kafka")
+    emit(decision, False, f"recorded: {left} and {right} are {'the same person' if same else 'different people'}")
+
+
 def main() -> None:
     app()
 

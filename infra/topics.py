@@ -29,7 +29,6 @@ LINK_INPUT_TOPIC = "caselink.link-input"
 LINKED_CASES_TOPIC = "caselink.linked-cases"
 LINK_DECISIONS_TOPIC = "caselink.link-decisions"
 REVIEW_TOPIC = "caselink.review"
-REVIEW_DECISIONS_TOPIC = "caselink.review-decisions"
 DISCLOSURES_TOPIC = "caselink.disclosures"
 CONNECTOR_CHECKPOINTS_TOPIC = "caselink.connector-checkpoints"
 
@@ -75,12 +74,12 @@ def caselink_topics(
         specs.append(TopicSpec(person_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS))
         specs.append(TopicSpec(consent_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS))
     specs += [
-        # The linker is the single writer of the citizen index, so its input has one partition.
-        TopicSpec(LINK_INPUT_TOPIC, 1, retention_ms=7 * DAY_MS),
+        # The linker is the single writer of the citizen index, so its input has one partition;
+        # the index is rebuilt by replaying it, so it is kept indefinitely.
+        TopicSpec(LINK_INPUT_TOPIC, 1, retention_ms=LONG_RETENTION_MS),
         TopicSpec(LINKED_CASES_TOPIC, partitions, cleanup_policy="compact", extra=compacted),
         TopicSpec(LINK_DECISIONS_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
         TopicSpec(REVIEW_TOPIC, 1, cleanup_policy="compact", extra=compacted),
-        TopicSpec(REVIEW_DECISIONS_TOPIC, 1, retention_ms=LONG_RETENTION_MS),
         TopicSpec(DISCLOSURES_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
         TopicSpec(DEAD_LETTER_TOPIC, 1, retention_ms=30 * DAY_MS),
         # Where each connector got to in its source; one key per connector, latest wins.
