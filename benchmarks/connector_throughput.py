@@ -1,0 +1,90 @@
+"""File connector throughput against a bare producer loop on the same rows (the ceiling).
+
+    python benchmarks/connector_throughput.py [--rows 100000]
+
+Writes a CSV of --rows synthetic rows, loads it through the file connector (mapping, Avro
+encoding, idempotent acks=all producer, checkpoints every 5,000 rows), then sends the same rows'
+raw bytes with a bare confluent-kafka producer loop. Starts and stops its own broker.
+Results: benchmarks/results/connector_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from common import save
+from confluent_kafka import Producer
+
+from caselink.kafka import admin_client
+from caselink.settings import KafkaSettings, Settings
+from connectors.files import FileConnector
+from connectors.mapping import parse_mapping
+from infra.kafka_runtime import LocalKafka
+from infra.topics import caselink_topics, ensure_topics
+from linkage.synthetic import records_for_size
+
+MAPPING = {
+    "agency": "health", "record_id": "id", "version": "updated",
+    "fields": {"given_names": "first", "family_name": "last", "date_of_birth": {"from": "dob", "format": "%Y-%m-%d"},
+               "sex": {"from": "sex", "map": {"F": "F", "M": "M", "": "U"}},
+               "identifiers": {"nhs_number": "nhs"},
+               "addresses": [{"lines": "street", "locality": "town", "postcode": "postcode"}]},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    args = parser.parse_args()
+    directory = Path(tempfile.mkdtemp(prefix="caselink-bench-"))
+    kafka = LocalKafka(Settings().infra, directory)
+    state = kafka.start()
+    try:
+        settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
+        ensure_topics(admin_client(settings), caselink_topics(["health"], []))
+        path = directory / "rows.csv"
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "first", "last", "dob", "sex", "nhs", "street", "town", "postcode", "updated"])
+            for i, item in enumerate(records_for_size(args.rows, seed=3)):
+                p = item["person"]
+                a = p["addresses"][0]
+                w.writerow([f"R{i:08d}", p["given_names"] or "", p["family_name"] or "", p["date_of_birth"] or "",
+                            p["sex"] or "", p["identifiers"].get("nhs_number", ""), a["lines"][0], a["locality"],
+                            a["postcode"] or "", 1])
+        connector = FileConnector(settings, parse_mapping(MAPPING, "bench"), name="bench")
+        report = connector.load(path, resume=False)
+        connector_rate = report.rows / report.seconds
+
+        lines = path.read_bytes().splitlines()[1:]
+        producer = Producer({"bootstrap.servers": state.bootstrap_servers, "enable.idempotence": True, "acks": "all",
+                             "linger.ms": 5, "compression.type": "lz4", "batch.num.messages": 10000})
+        started = time.perf_counter()
+        for i, line in enumerate(lines):
+            while True:
+                try:
+                    producer.produce("agency.health.person-events", line, key=b"%d" % i)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        producer.flush(60)
+        ceiling = len(lines) / (time.perf_counter() - started)
+        results = {"rows": report.rows, "events": report.events, "dead_letters": report.dead_letters,
+                   "connector_rows_per_s": connector_rate, "bare_producer_rows_per_s": ceiling,
+                   "ratio": connector_rate / ceiling}
+        print(f"file connector: {connector_rate:,.0f} rows/s ({report.events:,} events, {report.dead_letters} dead "
+              f"letters); bare producer loop: {ceiling:,.0f} rows/s; ratio {connector_rate / ceiling:.1%}")
+        print(f"saved {save('connector_throughput', results)}")
+    finally:
+        kafka.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
