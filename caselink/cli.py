@@ -77,6 +77,10 @@ def tail(
     tail_topic(topic, as_json, limit)
 
 
+from caselink.cli_link import link_command  # noqa: E402 - kept beside its registration
+
+app.command("link")(link_command)
+
 review_app = typer.Typer(help="Possible matches: a person's verdict.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
 

@@ -52,10 +52,6 @@ class InfraSettings(BaseModel):
     java_home: Path | None = None
 
 
-class SchemaSettings(BaseModel):
-    registry_url: str | None = None
-
-
 class WorkerSettings(BaseModel):
     """The Faust worker that normalises and links."""
 
@@ -83,7 +79,6 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     infra: InfraSettings = InfraSettings()
-    schemas: SchemaSettings = SchemaSettings()
     consent: ConsentSettings = ConsentSettings()
     worker: WorkerSettings = WorkerSettings()
     agencies: list[str] = ["health", "social_care", "police", "education", "housing"]

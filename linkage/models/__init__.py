@@ -1,6 +1,6 @@
 """Bundled linkage models. ``default.json`` is trained on synthetic multi-agency data by
 ``python -m linkage.models.build`` and is what the demo and a fresh worker use until an operator
-trains one on their own data (``caselink model train``)."""
+trains one on their own data (``caselink link ... --save-model``)."""
 
 from __future__ import annotations
 
