@@ -29,10 +29,12 @@ def blocking_keys(r: LinkRecord) -> list[str]:
     dob = _dob_canonical(r)
     # Postcode characters in sorted order: the same for a code and its transposition typos.
     pc = "".join(sorted(r.postcode.code)) if r.postcode else None
+    # Coarse geography (postcode area) keeps name-based keys from growing with the population.
+    area = (r.postcode.area or r.postcode.code[0]) if r.postcode else (r.locality or "")
     g0 = r.given[0] if r.given else None
     f0 = r.family[0] if r.family else None
     if r.family_phon and r.dob and g0:
-        keys.append(f"fy:{r.family_phon}:{r.dob.year}:{g0}")
+        keys.append(f"fy:{r.family_phon}:{r.dob.year}:{g0}:{area}")
     if g0 and dob:
         keys.append(f"gd:{g0}:{dob}")
     if r.family and dob:
@@ -49,8 +51,6 @@ def blocking_keys(r: LinkRecord) -> list[str]:
             keys.append(f"lf:{r.locality}:{r.family_phon}:{phonetic(r.given_canon)}")
         if r.postcode:
             keys.append(f"pf:{r.postcode.district or r.postcode.code[:-1]}:{r.family_phon}:{g0}")
-    # Coarse geography keeps name-only keys from growing with the population.
-    area = (r.postcode.area or r.postcode.code[0]) if r.postcode else (r.locality or "")
     if r.given_canon and r.family_phon:
         # Sorted, so a record with given and family names swapped shares the key.
         keys.append("nm:" + ":".join(sorted((phonetic(r.given_canon) or "", r.family_phon))) + ":" + area)
@@ -60,7 +60,7 @@ def blocking_keys(r: LinkRecord) -> list[str]:
         if r.given_canon:
             keys.append("nm:" + ":".join(sorted((phonetic(r.given_canon) or "", phonetic(other) or ""))) + ":" + area)
     if r.given_canon and r.dob and f0:
-        keys.append(f"gy:{phonetic(r.given_canon)}:{r.dob.year}:{f0}")
+        keys.append(f"gy:{phonetic(r.given_canon)}:{r.dob.year}:{f0}:{area}")
     initials = "".join(sorted(n[0] for n in (r.given, r.family) if n))
     if len(initials) == 2:
         # Initials in sorted order survive a given/family swap and typos after the first letter.

@@ -48,12 +48,35 @@ SURNAMES = (
 STREETS = (
     "mill church station park victoria high green manor kings queens albert chapel school new north "
     "south west east main london york grove oak elm ash beech cedar willow meadow orchard spring "
-    "windsor castle bridge river hill springfield richmond stanley cromwell nelson wellington"
+    "windsor castle bridge river hill springfield richmond stanley cromwell nelson wellington "
+    "alexandra beaconsfield blenheim brook cambridge chester clarence coronation devonshire eden "
+    "elmfield fairfield farm field forest gladstone grange hawthorn heath highfield holly ivy jubilee "
+    "kingsway lancaster laurel lime linden marlborough mayfield moor mount nursery oxford palmerston "
+    "poplar priory queensway raglan regent rosebery rowan salisbury sandringham shakespeare sherwood "
+    "somerset stafford sycamore thornhill tudor union valley vicarage warwick waterloo well westfield "
+    "wharf whitehall windmill woodland"
 ).split()
 STREET_TYPES = ["road", "street", "lane", "avenue", "close", "drive", "way", "crescent", "gardens", "terrace"]
+# Postcode areas and their post towns: enough of the country that a million people are spread as
+# thinly as in real data (the first version had ten, which made every place-based key huge).
 TOWNS = {
-    "LS": "leeds", "M": "manchester", "B": "birmingham", "S": "sheffield", "L": "liverpool",
-    "BD": "bradford", "NE": "newcastle", "NG": "nottingham", "BS": "bristol", "CF": "cardiff",
+    "AB": "aberdeen", "B": "birmingham", "BA": "bath", "BB": "blackburn", "BD": "bradford",
+    "BH": "bournemouth", "BL": "bolton", "BN": "brighton", "BR": "bromley", "BS": "bristol", "CA": "carlisle",
+    "CB": "cambridge", "CF": "cardiff", "CH": "chester", "CM": "chelmsford", "CO": "colchester",
+    "CR": "croydon", "CT": "canterbury", "CV": "coventry", "CW": "crewe", "DA": "dartford", "DE": "derby",
+    "DH": "durham", "DL": "darlington", "DN": "doncaster", "DT": "dorchester", "DY": "dudley", "E": "london",
+    "EH": "edinburgh", "EX": "exeter", "FY": "blackpool", "G": "glasgow", "GL": "gloucester",
+    "GU": "guildford", "HA": "harrow", "HD": "huddersfield", "HG": "harrogate", "HP": "hemel hempstead",
+    "HR": "hereford", "HU": "hull", "HX": "halifax", "IP": "ipswich", "KT": "kingston", "L": "liverpool",
+    "LA": "lancaster", "LE": "leicester", "LN": "lincoln", "LS": "leeds", "LU": "luton", "M": "manchester",
+    "ME": "rochester", "MK": "milton keynes", "N": "london", "NE": "newcastle", "NG": "nottingham",
+    "NN": "northampton", "NP": "newport", "NR": "norwich", "NW": "london", "OL": "oldham", "OX": "oxford",
+    "PE": "peterborough", "PL": "plymouth", "PO": "portsmouth", "PR": "preston", "RG": "reading",
+    "RH": "redhill", "S": "sheffield", "SA": "swansea", "SE": "london", "SK": "stockport",
+    "SL": "slough", "SN": "swindon", "SO": "southampton", "SR": "sunderland", "SS": "southend",
+    "ST": "stoke", "SW": "london", "SY": "shrewsbury", "TF": "telford", "TN": "tonbridge", "TS": "cleveland",
+    "WA": "warrington", "WD": "watford", "WF": "wakefield", "WN": "wigan", "WR": "worcester",
+    "WS": "walsall", "WV": "wolverhampton", "YO": "york",
 }
 POSTCODE_LETTERS = "ABDEFGHJLNPQRSTUWXYZ"
 NICKNAMES = {
