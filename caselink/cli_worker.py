@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 from rich.markup import escape
 
@@ -13,11 +12,13 @@ from caselink.settings import get_settings
 
 
 def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel: str = "warn") -> None:
-    """Rebuild the index from the link input, then run the Faust worker until stopped."""
+    """Start the linker thread (it rebuilds the index from the link input), then the Faust worker."""
+    import atexit
+
     from linkage.model import LinkageModel
     from linkage.models import default_model
     from streams.app import create_app
-    from streams.recovery import rebuild
+    from streams.linker_loop import LinkerLoop
 
     settings = get_settings()
     if web_port is not None:
@@ -25,17 +26,15 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
     if app_id is not None:
         settings.worker.app_id = app_id
     model = LinkageModel.load(settings.worker.model_path) if settings.worker.model_path else default_model()
-    started = time.monotonic()
-    core, replayed, seconds = rebuild(settings, model, settings.worker.app_id)
-    err_console.print(f"index rebuilt from {replayed} link-input messages in {seconds:.1f}s "
-                      f"({len(core.index.records)} records, {len(core.index.citizens)} citizens; "
-                      f"model {model.version})", highlight=False)
-    app = create_app(settings, core)
+    linker = LinkerLoop(settings, model, f"{settings.worker.app_id}-linker")
+    linker.start()
+    atexit.register(linker.stop)
+    app = create_app(settings, linker)
     settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
     sys.argv = ["caselink-worker", "worker", "--loglevel", loglevel, "--web-port", str(settings.worker.web_port),
                 "--web-host", settings.worker.web_host]
-    err_console.print(f"worker {settings.worker.app_id} starting (web http://{settings.worker.web_host}:"
-                      f"{settings.worker.web_port}); {time.monotonic() - started:.1f}s since launch", highlight=False)
+    err_console.print(f"worker {settings.worker.app_id} starting: model {model.version}, web "
+                      f"http://{settings.worker.web_host}:{settings.worker.web_port}", highlight=False)
     app.main()
 
 

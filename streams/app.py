@@ -1,25 +1,20 @@
-"""The Faust application: normalise agency events, link them, publish citizens.
+"""The Faust application: normalise agency events, serve the web API; the linker runs beside it.
 
-Two agents:
-* ``normalise`` (stateless; scales across the partitions of every agency topic) decodes and
-  validates PersonEvents and forwards them, unchanged, to the single-partition link input;
-  anything undecodable or unlinkable goes to ``caselink.dead-letters`` with its origin.
-* ``link`` (the single writer of the citizen index) applies the link input in order through
-  ``LinkerCore`` and publishes LinkedCases (tombstones for retired citizens), LinkDecisions and
-  ReviewItems.
-
-Both take micro-batches (``take_events``) and produce through one confluent-kafka producer
-(idempotent, acks=all), flushed at the end of every batch, before Faust acknowledges the batch's
-input offsets. So nothing is committed whose outputs are not on the broker, and the per-event cost
-is the work itself: Faust's own ``send_soon`` path moved a message at a time and capped the
-worker near 1,000 events/s on these machines.
+* ``normalise`` (a Faust agent; stateless, scales across the partitions of every agency topic)
+  decodes and validates PersonEvents and forwards them, unchanged, to the single-partition link
+  input; anything undecodable or unlinkable goes to ``caselink.dead-letters`` with its origin. It
+  takes micro-batches and produces through one confluent-kafka producer flushed at the end of each
+  batch, before Faust acknowledges the batch's input, so nothing is committed whose outputs are
+  not on the broker.
+* the linker (``streams.linker_loop.LinkerLoop``, a thread in the same process) is the single
+  writer of the citizen index; see its module for why it is not a Faust agent.
+* the web API: ``/health``, ``/metrics``, ``/citizens/{id}``, ``/records/{agency}/{id}``, ``/review``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,13 +27,12 @@ from connectors.base import dead_letter
 from infra.topics import (
     DEAD_LETTER_TOPIC,
     LINK_INPUT_TOPIC,
-    LINKED_CASES_TOPIC,
     person_events_topic,
 )
 from linkage.record import UnlinkableRecordError, standardise_person
 from schemas import SchemaValidationError, UndecodableEventError, default_serde
 from streams import metrics
-from streams.linker_core import LinkerCore
+from streams.linker_loop import LinkerLoop
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +48,7 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
-def create_app(settings: Settings, core: LinkerCore) -> faust.App:
+def create_app(settings: Settings, linker: LinkerLoop) -> faust.App:
     w = settings.worker
     app = faust.App(
         w.app_id,
@@ -83,7 +77,6 @@ def create_app(settings: Settings, core: LinkerCore) -> faust.App:
 
     sources = app.topic(*[person_events_topic(a) for a in settings.agencies], value_serializer="raw",
                         key_serializer="raw")
-    link_input = app.topic(LINK_INPUT_TOPIC, value_serializer="raw", key_serializer="raw", internal=False)
 
     def to_dead_letters(event: faust.EventT, stage: str, error: Exception) -> None:
         msg = event.message
@@ -117,27 +110,7 @@ def create_app(settings: Settings, core: LinkerCore) -> faust.App:
                 sink.send(LINK_INPUT_TOPIC, key.encode(), event.value)
             await sink.flush()
 
-    @app.agent(link_input, name="link")
-    async def link(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(w.batch_size, within=w.batch_within_s):
-            for event in events:
-                msg = event.message
-                metrics.EVENTS_IN.labels(msg.topic).inc()
-                try:
-                    out = core.apply(event.value, msg.topic, msg.partition, msg.offset)
-                except (UndecodableEventError, ValueError) as exc:
-                    to_dead_letters(event, "link", exc)
-                    continue
-                for item in out:
-                    sink.send(item.topic, item.key, item.value)
-                    if item.topic == LINKED_CASES_TOPIC and item.value is not None and msg.timestamp:
-                        metrics.LATENCY.observe(max(0.0, time.time() - msg.timestamp))
-            await sink.flush()
-            metrics.INDEX_RECORDS.set(len(core.index.records))
-            metrics.INDEX_CITIZENS.set(len(core.index.citizens))
-            metrics.REVIEW_OPEN.set(len(core.index.review))
-
-    _web(app, core)
+    _web(app, linker)
     return app
 
 
@@ -169,9 +142,7 @@ class BatchSink:
             raise RuntimeError(f"{remaining} output(s) undelivered, errors: {self.errors[-3:]}")
 
 
-def _web(app: faust.App, core: LinkerCore) -> None:
-    index = core.index
-
+def _web(app: faust.App, linker: LinkerLoop) -> None:
     def jsonable(value: Any) -> Any:
         if isinstance(value, datetime):
             return value.astimezone(UTC).isoformat()
@@ -183,9 +154,17 @@ def _web(app: faust.App, core: LinkerCore) -> None:
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "records": len(index.records), "citizens": len(index.citizens),
-                         "review_open": len(index.review), "applied": core.applied,
-                         "model_version": core.model.version})
+        with linker.lock:
+            core = linker.core
+            body = {"status": "ok" if linker.error is None and linker.is_alive() else "failed",
+                    "records": len(core.index.records), "citizens": len(core.index.citizens),
+                    "review_open": len(core.index.review), "applied": core.applied,
+                    "link_input_position": linker.position, "recovering": linker.recovering,
+                    "capped_blocking_keys": len(core.index.blocking.capped),
+                    "model_version": core.model.version}
+        if linker.error is not None:
+            body["error"] = str(linker.error)
+        return web.json(body, status=200 if body["status"] == "ok" else 503)
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
@@ -193,25 +172,31 @@ def _web(app: faust.App, core: LinkerCore) -> None:
 
     @app.page("/citizens/{citizen_id}")
     async def citizen(web: Any, request: Any, citizen_id: str) -> Any:
-        live = index.resolve(citizen_id)
-        if live is None:
+        with linker.lock:
+            live = linker.core.index.resolve(citizen_id)
+            body = jsonable(linker.core.linked_case(live)) if live is not None else None
+        if body is None:
             return web.json({"error": f"no citizen {citizen_id}"}, status=404)
-        body = jsonable(core.linked_case(live))
         if live != citizen_id:
             body["retired_id"] = citizen_id
         return web.json(body)
 
     @app.page("/records/{agency}/{record_id}")
     async def record(web: Any, request: Any, agency: str, record_id: str) -> Any:
-        cid = index.citizen_of(f"{agency}:{record_id}")
+        with linker.lock:
+            cid = linker.core.index.citizen_of(f"{agency}:{record_id}")
         if cid is None:
             return web.json({"error": f"no record {agency}:{record_id}"}, status=404)
         return web.json({"record": f"{agency}:{record_id}", "citizen_id": cid})
 
     @app.page("/review")
     async def review(web: Any, request: Any) -> Any:
-        items = [{"left": a, "right": b, "match_weight": w, "match_probability": core.model.probability(w),
-                  "explanation": [f.__dict__ for f in core.model.explain(index.records[a].record,
-                                                                          index.records[b].record)]}
-                 for (a, b), w in sorted(index.review.items(), key=lambda kv: -kv[1])[:200]]
-        return web.json({"open": len(index.review), "items": items})
+        with linker.lock:
+            core = linker.core
+            index = core.index
+            items = [{"left": a, "right": b, "match_weight": w, "match_probability": core.model.probability(w),
+                      "explanation": [f.__dict__ for f in core.model.explain(index.records[a].record,
+                                                                              index.records[b].record)]}
+                     for (a, b), w in sorted(index.review.items(), key=lambda kv: -kv[1])[:200]]
+            total = len(index.review)
+        return web.json({"open": total, "items": items})
