@@ -213,76 +213,29 @@ class CitizenIndex:
         reviews.sort(key=lambda c: (-c.weight, c.record_key))
         return links, reviews
 
-    def _citizen_ids(self, citizen_id: str) -> dict[str, set[str]]:
-        found: dict[str, set[str]] = {}
-        for member in self.citizens[citizen_id].members:
-            for scheme, value in self.records[member].record.ids.items():
-                found.setdefault(scheme, set()).add(value)
-        return found
-
-    def _accept_links(
-        self, record: LinkRecord, links: list[Candidate], reviews: list[Candidate], own_citizen: str | None = None
-    ) -> list[Candidate]:
-        """Links in weight order, skipping any citizen whose identifiers contradict those accepted so far.
-
-        One person has one NHS number: a link that would put two different valid values of a shared
-        identifier scheme into one citizen is refused and offered for review instead. That stops
-        chains (parent - child - sibling) from collapsing a household into one citizen.
-        """
-        held: dict[str, set[str]] = {s: {v} for s, v in record.ids.items()}
-        accepted: list[Candidate] = []
-        accepted_citizens: set[str] = set()
-        refused_citizens: set[str] = set()
-        for c in links:
-            if c.citizen_id == own_citizen or c.citizen_id in accepted_citizens:
-                accepted.append(c)
-                continue
-            if c.citizen_id in refused_citizens:
-                reviews.append(c)
-                continue
-            theirs = self._citizen_ids(c.citizen_id)
-            if any(scheme in held and held[scheme] != values for scheme, values in theirs.items()):
-                refused_citizens.add(c.citizen_id)
-                reviews.append(c)
-                continue
-            for scheme, values in theirs.items():
-                held.setdefault(scheme, set()).update(values)
-            accepted_citizens.add(c.citizen_id)
-            accepted.append(c)
-        reviews.sort(key=lambda c: (-c.weight, c.record_key))
-        return accepted
-
     def _insert(self, record: LinkRecord, version: int, payload: Any) -> LinkResult:
         keys = blocking_keys(record)
         links, reviews = self._score_candidates(record, keys)
-        links = self._accept_links(record, links, reviews)
         key = record.key
         self.blocking.add(key, keys)
         self.edges[key] = {}
         for c in links:
             self._add_edge(key, c.record_key, c.weight)
-        self._add_reviews(key, reviews, {c.citizen_id for c in links})
-        touched = {c.citizen_id for c in links}
-        if not touched:
+        if not links:
             cid = self._new_id(key)
             self.citizens[cid] = Citizen(self.seq, {key})
             self.records[key] = RecordState(record, cid, self.seq, version, payload)
+            self._add_reviews(key, reviews, set())
             return LinkResult(key, "NEW_CITIZEN", cid, candidates=links + reviews, changed=[cid],
                               review=[(key, c.record_key, c.weight) for c in reviews])
-        if len(touched) == 1:
-            (cid,) = touched
-            self.citizens[cid].members.add(key)
-            self.records[key] = RecordState(record, cid, self.seq, version, payload)
-            return LinkResult(key, "LINKED", cid, candidates=links + reviews, changed=[cid],
-                              review=[(key, c.record_key, c.weight) for c in reviews])
-        placeholder = min(touched, key=lambda c: self.citizens[c].created_seq)
-        self.records[key] = RecordState(record, placeholder, self.seq, version, payload)
-        self.citizens[placeholder].members.add(key)
-        members = set().union(*(self.citizens[c].members for c in touched))
-        changed, retired, _new = self._recluster(touched, members)
-        return LinkResult(key, "MERGED", self.records[key].citizen_id, candidates=links + reviews,
-                          changed=changed, retired=retired,
-                          review=[(key, c.record_key, c.weight) for c in reviews])
+        self.records[key] = RecordState(record, "", self.seq, version, payload)
+        touched = {c.citizen_id for c in links}
+        changed, retired, _new = self._recluster(touched, {key})
+        cid = self.records[key].citizen_id
+        self._add_reviews(key, reviews, {cid})
+        outcome = "MERGED" if retired else ("LINKED" if cid in touched else "NEW_CITIZEN")
+        return LinkResult(key, outcome, cid, candidates=links + reviews, changed=changed, retired=retired,
+                          review=[(key, c.record_key, c.weight) for c in reviews if c.citizen_id != cid])
 
     def _update(self, state: RecordState, record: LinkRecord, version: int, payload: Any) -> LinkResult:
         key = record.key
@@ -298,7 +251,6 @@ class CitizenIndex:
         self._drop_review(key)
         keys = blocking_keys(record)
         links, reviews = self._score_candidates(record, keys)
-        links = self._accept_links(record, links, reviews)
         self.blocking.add(key, keys)
         self.edges[key] = {}
         for c in links:
@@ -332,61 +284,112 @@ class CitizenIndex:
         for pair in [p for p in self.review if key in p]:
             del self.review[pair]
 
-    def _components(self, members: set[str]) -> list[set[str]]:
-        remaining = set(members)
-        components = []
-        while remaining:
-            start = remaining.pop()
-            component = {start}
-            stack = [start]
-            while stack:
-                node = stack.pop()
-                for other in self.edges.get(node, ()):
-                    if other in remaining:
-                        remaining.discard(other)
-                        component.add(other)
-                        stack.append(other)
-            components.append(component)
-        return components
+    def _closure(self, touched: set[str], extra: set[str]) -> tuple[set[str], set[str]]:
+        """Every record reachable by link edges from the touched citizens and ``extra`` records.
 
-    def _recluster(self, touched: set[str], members: set[str]) -> tuple[list[str], dict[str, str | None], bool]:
-        """Recompute the components of ``members`` (all records of the ``touched`` citizens) and name them."""
+        Edges refused by the constraints still connect: the partition of this closure is then a
+        function of its edges alone, whatever order the records arrived in.
+        """
+        members = set(extra)
+        for cid in touched:
+            members |= self.citizens[cid].members
+        stack = list(members)
+        while stack:
+            node = stack.pop()
+            for other in self.edges.get(node, ()):
+                if other not in members:
+                    members.add(other)
+                    stack.append(other)
+        citizens = {self.records[m].citizen_id for m in members} - {""}
+        return citizens, members
+
+    def _components(self, members: set[str]) -> list[set[str]]:
+        """Link edges strongest first, joining two groups unless that would break a constraint.
+
+        One person has one NHS number: a join that would put two different valid values of a
+        shared identifier scheme into one citizen is refused, as is one that would join records a
+        reviewer said are different people. A reviewer's must-link (an infinite weight) overrides
+        the identifier rule. Processing edges in a fixed order (weight, then keys) makes the result
+        independent of arrival order.
+        """
+        parent = {m: m for m in members}
+        groups = {m: {m} for m in members}
+        ids = {m: dict(self.records[m].record.ids) for m in members}
+        apart: dict[str, set[str]] = {}
+        for x, y in self.cannot_link:
+            if x in parent and y in parent:
+                apart.setdefault(x, set()).add(y)
+                apart.setdefault(y, set()).add(x)
+
+        def find(x: str) -> str:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        edges = sorted(((w, a, b) for a in members for b, w in self.edges.get(a, {}).items()
+                        if b in members and a < b), key=lambda e: (-e[0], e[1], e[2]))
+        for weight, a, b in edges:
+            ra, rb = find(a), find(b)
+            if ra == rb:
+                continue
+            ia, ib = ids[ra], ids[rb]
+            if weight != float("inf") and any(ia.get(s, v) != v for s, v in ib.items()):
+                continue
+            if apart and any(p in groups[rb] for x in groups[ra] for p in apart.get(x, ())):
+                continue
+            if len(groups[ra]) < len(groups[rb]):
+                ra, rb = rb, ra
+            parent[rb] = ra
+            groups[ra] |= groups.pop(rb)
+            for scheme, value in ids.pop(rb).items():
+                ia.setdefault(scheme, value)
+        return [groups[r] for r in groups]
+
+    def _recluster(self, touched: set[str], extra: set[str]) -> tuple[list[str], dict[str, str | None], bool]:
+        """Recompute the citizens around a change and name them.
+
+        ``touched`` are the citizens the change involves and ``extra`` any records not yet in a
+        citizen; their edge closure is re-partitioned. Returns (changed citizens, retired ids ->
+        survivor, whether a new id was made).
+        """
+        touched, members = self._closure(touched, extra)
         seq = {k: self.records[k].seq for k in members}
         components = sorted(self._components(members), key=lambda comp: min(seq[k] for k in comp))
         where = {k: i for i, comp in enumerate(components) for k in comp}
         # Each old citizen id goes to the component holding its oldest remaining record.
         claims: dict[int, list[str]] = {}
-        old_seq = {c: self.citizens[c].created_seq for c in touched}
-        old_merged = {c: self.citizens[c].merged_from for c in touched}
-        for cid in touched:
-            own = [k for k in self.citizens[cid].members if k in where]
-            if not own:
-                continue
-            oldest = min(own, key=lambda k: seq[k])
-            claims.setdefault(where[oldest], []).append(cid)
+        old = {c: self.citizens[c] for c in touched}
+        for cid, citizen in old.items():
+            own = [k for k in citizen.members if k in where]
+            if own:
+                claims.setdefault(where[min(own, key=lambda k: seq[k])], []).append(cid)
         for cid in touched:
             del self.citizens[cid]
         changed: list[str] = []
         retired: dict[str, str | None] = {}
         new_ids = False
         for i, comp in enumerate(components):
-            ids = sorted(claims.get(i, []), key=lambda c: old_seq[c])
+            ids = sorted(claims.get(i, []), key=lambda c: old[c].created_seq)
             if ids:
-                survivor, losers = ids[0], ids[1:]
-                citizen = Citizen(old_seq[survivor], comp, list(old_merged[survivor]))
-                for loser in losers:
+                survivor = ids[0]
+                citizen = Citizen(old[survivor].created_seq, comp, list(old[survivor].merged_from))
+                for loser in ids[1:]:
                     citizen.merged_from.append(loser)
                     retired[loser] = survivor
                     self.retired[loser] = survivor
             else:
-                founder = min(comp, key=lambda k: seq[k])
-                survivor = self._new_id(founder)
+                survivor = self._new_id(min(comp, key=lambda k: seq[k]))
                 citizen = Citizen(self.seq, comp)
                 new_ids = True
             self.citizens[survivor] = citizen
             for k in comp:
                 self.records[k].citizen_id = survivor
             changed.append(survivor)
+        for cid in touched:
+            if cid not in self.citizens and cid not in retired:
+                retired[cid] = None  # every member went elsewhere or was deleted
+                self.retired[cid] = None
         return changed, retired, new_ids
 
     def _new_id(self, founder_key: str) -> str:
