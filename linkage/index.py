@@ -201,8 +201,12 @@ class CitizenIndex:
         records = self.records
         for other_key in self.blocking.candidates(keys, exclude=record.key):
             other = records[other_key]
-            weight, levels = model.score(record, other.record)
             pair = (record.key, other_key) if record.key < other_key else (other_key, record.key)
+            scored = model.score_at_least(record, other.record, review_w) if pair not in self.must_link else \
+                model.score(record, other.record)
+            if scored is None:
+                continue
+            weight, levels = scored
             if pair in self.cannot_link:
                 continue
             if weight >= link_w or pair in self.must_link:
@@ -228,8 +232,17 @@ class CitizenIndex:
             self._add_reviews(key, reviews, set())
             return LinkResult(key, "NEW_CITIZEN", cid, candidates=links + reviews, changed=[cid],
                               review=[(key, c.record_key, c.weight) for c in reviews])
-        self.records[key] = RecordState(record, "", self.seq, version, payload)
         touched = {c.citizen_id for c in links}
+        if len(touched) == 1 and self._fits(record, next(iter(touched))):
+            # The usual case, decided without re-partitioning: joining one citizen whose identifiers
+            # agree with the record's leaves every earlier join in the constrained clustering valid.
+            (cid,) = touched
+            self.citizens[cid].members.add(key)
+            self.records[key] = RecordState(record, cid, self.seq, version, payload)
+            self._add_reviews(key, reviews, {cid})
+            return LinkResult(key, "LINKED", cid, candidates=links + reviews, changed=[cid],
+                              review=[(key, c.record_key, c.weight) for c in reviews if c.citizen_id != cid])
+        self.records[key] = RecordState(record, "", self.seq, version, payload)
         changed, retired, _new = self._recluster(touched, {key})
         cid = self.records[key].citizen_id
         self._add_reviews(key, reviews, {cid})
@@ -268,6 +281,18 @@ class CitizenIndex:
         outcome = "MERGED" if retired else ("SPLIT" if new else "UPDATED")
         return LinkResult(key, outcome, state.citizen_id, candidates=links + reviews, changed=changed,
                           retired=retired, review=[(key, c.record_key, c.weight) for c in reviews])
+
+    def _fits(self, record: LinkRecord, citizen_id: str) -> bool:
+        """No identifier of ``record`` contradicts the citizen's, and no reviewer kept it apart."""
+        if any(record.key in pair for pair in self.cannot_link):
+            return False
+        if not record.ids:
+            return True
+        for member in self.citizens[citizen_id].members:
+            theirs = self.records[member].record.ids
+            if any(theirs.get(scheme, value) != value for scheme, value in record.ids.items()):
+                return False
+        return True
 
     def _add_edge(self, a: str, b: str, weight: float) -> None:
         self.edges.setdefault(a, {})[b] = weight

@@ -105,6 +105,14 @@ class LinkageModel:
             else:
                 self._tf.append(None)
         self._plan = tuple(zip(self._comparisons, self._weights, self._tf, strict=True))
+        # The most each comparison can still add, so scoring can stop once a pair cannot reach a threshold.
+        best = []
+        for weights, tf in zip(self._weights, self._tf, strict=True):
+            top = max(max(weights), 0.0)
+            if tf is not None:
+                top = max(top, math.log2(tf[3] / self.tf_minimum))
+            best.append(top)
+        self._still_possible = tuple(sum(best[i + 1:]) for i in range(len(best)))
 
     def score(self, a: LinkRecord, b: LinkRecord) -> tuple[float, list[int]]:
         """(match weight, comparison levels) of one pair."""
@@ -119,6 +127,22 @@ class LinkageModel:
                 total += self._tf_weight(tf, getattr(a, tf[1]))
             else:
                 total += weights[level]
+        return total, levels
+
+    def score_at_least(self, a: LinkRecord, b: LinkRecord, floor: float) -> tuple[float, list[int]] | None:
+        """Like ``score``, but gives up (None) as soon as the pair cannot reach ``floor``."""
+        total = self.prior_weight
+        levels = []
+        for (comparison, weights, tf), possible in zip(self._plan, self._still_possible, strict=True):
+            level = comparison.compare(a, b)
+            levels.append(level)
+            if level != MISSING:
+                if tf is not None and level == 0:
+                    total += self._tf_weight(tf, getattr(a, tf[1]))
+                else:
+                    total += weights[level]
+            if total + possible < floor:
+                return None
         return total, levels
 
     def _tf_weight(self, tf: tuple[int, str, dict[str, float], float], value: str) -> float:

@@ -97,3 +97,23 @@ def test_truncated_model_file_names_the_position(tmp_path: Path) -> None:
     path.write_text(json.dumps(trained_model().to_json())[:200])
     with pytest.raises(ModelError, match="not valid JSON at line 1"):
         LinkageModel.load(path)
+
+
+def test_early_exit_scoring_agrees_with_full_scoring() -> None:
+    import random
+
+    records, _, _ = synthetic_data()
+    model = trained_model()
+    rng = random.Random(1)
+    pairs = [(rng.choice(records), rng.choice(records)) for _ in range(3000)]
+    pairs += [(r, records[i + 1]) for i, r in enumerate(records[:-1])]  # neighbours: often the same person
+    exits = 0
+    for a, b in pairs:
+        full = model.score(a, b)
+        quick = model.score_at_least(a, b, model.review_weight)
+        if quick is None:
+            exits += 1
+            assert full[0] < model.review_weight
+        else:
+            assert quick == full
+    assert exits > len(pairs) / 2  # it does give up early on most non-matches
