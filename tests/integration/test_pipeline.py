@@ -188,3 +188,50 @@ def test_kill_minus_nine_then_restart_loses_and_duplicates_nothing(pipeline_sett
     # Every live citizen's latest published version is the replay's (no stale view left behind).
     lc = read_to_end(settings, [LINKED_CASES_TOPIC])
     assert len(lc) >= len(published)
+
+
+def test_three_broker_cluster_loses_a_broker_mid_stream_and_nothing_is_lost() -> None:
+    directory = Path(tempfile.mkdtemp(prefix="caselink-ha-"))
+    kafka = LocalKafka(Settings().infra, directory, brokers=3)
+    state = kafka.start()
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers, replication_factor=3,
+                                            min_insync_replicas=2))
+    worker = None
+    try:
+        ensure_topics(admin_client(settings), caselink_topics(settings.agencies, settings.purposes),
+                      replication_factor=3, min_insync_replicas=2)
+        total = _publish_synthetic(settings, 4000)
+        worker = start_worker(settings, app_id="ha-test", data_dir=directory / "worker")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if worker.health()["applied"] > total // 5:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        at_stop = worker.health()["applied"]
+        kafka.stop_node(3)  # a broker goes away mid-stream (min ISR 2 still met by the other two)
+        assert at_stop < total, "the broker must go away mid-stream for this test to mean anything"
+        time.sleep(5)
+        kafka.start_node(3)
+        rejected = 0
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            rejected = len(_normaliser_dead_letters(settings))
+            try:
+                if worker.health()["applied"] >= total - rejected:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        wait_until_quiet(settings, [LINKED_CASES_TOPIC])
+        published = latest_linked_cases(settings)
+        members = [m for ms in _members(published).values() for m in ms]
+        assert len(members) == len(set(members)) == total - rejected
+        assert _members(published) == _members(_replayed_state(settings))
+    finally:
+        if worker:
+            worker.stop()
+        kafka.stop()
+        shutil.rmtree(directory, ignore_errors=True)
