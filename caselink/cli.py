@@ -112,6 +112,37 @@ def review_decide(
     emit(decision, False, f"recorded: {left} and {right} are {'the same person' if same else 'different people'}")
 
 
+ingest_app = typer.Typer(help="HTTP ingest for agencies that push changes.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+
+
+@ingest_app.command("serve")
+def ingest_serve(
+    port: Annotated[int | None, typer.Option(help="default from settings (8080)")] = None,
+) -> None:
+    """Serve POST /v1/{agency}/person-events and /v1/{agency}/fhir (tokens from CASELINK_INGEST__TOKENS)."""
+    import uvicorn
+
+    from caselink.settings import get_settings
+    from connectors.http_ingest import create_ingest_app
+
+    settings = get_settings()
+    if not settings.ingest.tokens:
+        fail("no agency tokens: set CASELINK_INGEST__TOKENS='{\"health\": \"...\"}' in the environment")
+    uvicorn.run(create_ingest_app(settings), host=settings.ingest.host, port=port or settings.ingest.port)
+
+
+@ingest_app.command("openapi")
+def ingest_openapi() -> None:
+    """Print the ingest API's OpenAPI document."""
+    import json
+
+    from caselink.settings import get_settings
+    from connectors.http_ingest import create_ingest_app
+
+    typer.echo(json.dumps(create_ingest_app(get_settings()).openapi(), indent=2))
+
+
 def main() -> None:
     app()
 

@@ -22,7 +22,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-SECRET_FIELDS = {("kafka", "sasl_password"), ("consent", "pseudonym_key")}
+SECRET_FIELDS = {("kafka", "sasl_password"), ("consent", "pseudonym_key"), ("ingest", "tokens")}
 
 
 class KafkaSettings(BaseModel):
@@ -65,6 +65,17 @@ class WorkerSettings(BaseModel):
     max_block_size: int = 200
 
 
+class IngestSettings(BaseModel):
+    """The HTTP ingest endpoint. Tokens (agency -> bearer token) come from the environment only:
+    CASELINK_INGEST__TOKENS='{"health": "...", "police": "..."}'."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 5_000_000
+    max_events_per_request: int = 10_000
+    tokens: dict[str, SecretStr] = {}
+
+
 class ConsentSettings(BaseModel):
     pseudonym_key: SecretStr | None = None
     pseudonym_key_id: str = "k1"
@@ -81,6 +92,7 @@ class Settings(BaseSettings):
     infra: InfraSettings = InfraSettings()
     consent: ConsentSettings = ConsentSettings()
     worker: WorkerSettings = WorkerSettings()
+    ingest: IngestSettings = IngestSettings()
     agencies: list[str] = ["health", "social_care", "police", "education", "housing"]
     purposes: list[str] = ["direct_care", "safeguarding", "research", "planning"]
 

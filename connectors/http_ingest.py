@@ -1,0 +1,175 @@
+"""HTTP ingest: agencies push PersonEvents (canonical JSON or FHIR R4) over HTTPS-terminated HTTP.
+
+* Each agency has its own bearer token and may write only its own topic (401 without a valid
+  token, 403 for another agency's path).
+* A request is one event or a batch; it is validated whole (422 with the path of every bad field,
+  nothing produced) and answered 202 only once Kafka has acknowledged every event (503 if not).
+* Bodies over ``ingest.max_body_bytes`` get 413. The OpenAPI document is at ``/openapi.json``.
+"""
+
+
+import asyncio
+import hmac
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, field_validator
+
+from caselink.kafka import idempotent_producer
+from caselink.settings import Settings
+from connectors.base import event_id
+from connectors.fhir import bundle_rows, patient_to_row
+from connectors.mapping import MappedRow, RowError
+from infra.topics import person_events_topic
+from schemas import SchemaValidationError, default_serde
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class AddressIn(BaseModel):
+    lines: list[str] = []
+    locality: str | None = None
+    region: str | None = None
+    postcode: str | None = None
+    country: str | None = None
+    valid_from: str | None = None
+    valid_to: str | None = None
+
+
+class PersonIn(BaseModel):
+    given_names: str | None = None
+    family_name: str | None = None
+    other_names: list[str] = []
+    date_of_birth: str | None = Field(default=None, description="ISO 8601 date, YYYY-MM-DD")
+    sex: Literal["F", "M", "X", "U"] | None = None
+    identifiers: dict[str, str] = {}
+    addresses: list[AddressIn] = []
+    phones: list[str] = []
+    emails: list[str] = []
+
+    @field_validator("date_of_birth")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not _DATE.match(value):
+            raise ValueError("must be an ISO date YYYY-MM-DD")
+        date.fromisoformat(value)  # raises on 2015-02-31
+        return value
+
+
+class CaseIn(BaseModel):
+    case_id: str = Field(min_length=1)
+    case_type: str | None = None
+    status: str | None = None
+    opened_at: str | None = None
+    closed_at: str | None = None
+    sensitivity: Literal["normal", "restricted", "sealed"] = "normal"
+
+
+class EventIn(BaseModel):
+    source_record_id: str = Field(min_length=1, max_length=200)
+    source_version: int | None = Field(default=None, ge=0, description="monotonic per record; default: now in ms")
+    op: Literal["UPSERT", "DELETE"] = "UPSERT"
+    occurred_at: datetime | None = None
+    person: PersonIn | None = None
+    cases: list[CaseIn] = []
+
+
+class Accepted(BaseModel):
+    accepted: int
+    event_ids: list[str]
+
+
+def create_ingest_app(settings: Settings) -> FastAPI:
+    app = FastAPI(title="caselink ingest", version="1",
+                  description="Push person changes from an agency's system into caselink.")
+    bearer = HTTPBearer(auto_error=False)
+    producer = idempotent_producer(settings, **{"linger.ms": 2})
+    serde = default_serde()
+    tokens = {agency: token.get_secret_value() for agency, token in settings.ingest.tokens.items()}
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.ingest.max_body_bytes:
+            return JSONResponse({"detail": f"body of {length} bytes exceeds {settings.ingest.max_body_bytes}"},
+                                status_code=413)
+        return await call_next(request)
+
+    def authorise(agency: str, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+        if agency not in settings.agencies:
+            raise HTTPException(404, f"unknown agency {agency!r}")
+        if credentials is None:
+            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        owner = next((a for a, t in tokens.items() if hmac.compare_digest(t, credentials.credentials)), None)
+        if owner is None:
+            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+        if owner != agency:
+            raise HTTPException(403, f"this token may write only to {owner}")
+        return agency
+
+    async def produce(agency: str, rows: list[tuple[MappedRow, list[dict[str, Any]], datetime | None]]) -> Accepted:
+        now = datetime.now(UTC)
+        encoded = []
+        for row, cases, occurred in rows:
+            version = row.version if row.version is not None else int(now.timestamp() * 1000)
+            op = "DELETE" if row.deleted else "UPSERT"
+            event = {"event_id": event_id(agency, row.record_id, version, op), "agency": agency,
+                     "source_record_id": row.record_id, "source_version": version, "op": op,
+                     "occurred_at": occurred or now, "emitted_at": now,
+                     "person": None if row.deleted else row.person, "cases": [] if row.deleted else cases,
+                     "source": {"connector": "http"}}
+            try:
+                encoded.append((f"{agency}:{row.record_id}".encode(), serde.encode("PersonEvent", event, check=True),
+                                event["event_id"]))
+            except SchemaValidationError as exc:
+                raise HTTPException(422, [{"loc": [row.record_id], "msg": e} for e in exc.errors]) from None
+        errors: list[str] = []
+        for key, value, _ in encoded:
+            producer.produce(person_events_topic(agency), value, key=key,
+                             on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
+        remaining = await asyncio.get_running_loop().run_in_executor(None, producer.flush, 30.0)
+        if remaining or errors:
+            raise HTTPException(503, f"Kafka did not acknowledge {remaining or len(errors)} event(s); retry")
+        return Accepted(accepted=len(encoded), event_ids=[e for _, _, e in encoded])
+
+    @app.post("/v1/{agency}/person-events", status_code=202, response_model=Accepted)
+    async def person_events(agency: Annotated[str, Depends(authorise)], body: EventIn | list[EventIn]) -> Accepted:
+        """One event or a batch, in the canonical PersonEvent layout."""
+        events = body if isinstance(body, list) else [body]
+        if len(events) > settings.ingest.max_events_per_request:
+            raise HTTPException(413, f"at most {settings.ingest.max_events_per_request} events per request")
+        rows = []
+        for i, e in enumerate(events):
+            if e.op == "UPSERT" and e.person is None:
+                raise HTTPException(422, [{"loc": ["body", i, "person"], "msg": "required for UPSERT"}])
+            person = e.person.model_dump() if e.person else {}
+            rows.append((MappedRow(e.source_record_id, e.source_version, e.op == "DELETE", person, []),
+                         [c.model_dump() for c in e.cases], e.occurred_at))
+        return await produce(agency, rows)
+
+    @app.post("/v1/{agency}/fhir", status_code=202, response_model=Accepted)
+    async def fhir(agency: Annotated[str, Depends(authorise)], resource: dict[str, Any]) -> Accepted:
+        """A FHIR R4 Patient, or a Bundle of Patients (DELETE entries retract records)."""
+        try:
+            if resource.get("resourceType") == "Bundle":
+                results = list(bundle_rows(resource))
+            else:
+                results = [("", patient_to_row(resource))]
+        except RowError as exc:
+            raise HTTPException(422, [{"loc": [exc.field], "msg": exc.reason}]) from None
+        bad = [r for _, r in results if isinstance(r, RowError)]
+        if bad:
+            raise HTTPException(422, [{"loc": [e.field], "msg": e.reason} for e in bad])
+        return await produce(agency, [(r, [], None) for _, r in results])  # type: ignore[misc]
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
