@@ -27,10 +27,10 @@ def test_port_taken_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_missing_java_says_how_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings().infra.model_copy(update={"java_home": None})
+    resolve_jars(settings)  # while Maven is still on the PATH, so only Java is missing below
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    settings = Settings().infra.model_copy(update={"java_home": None})
-    resolve_jars(settings)  # cached already by the session broker
     with pytest.raises(KafkaRuntimeError, match="Java was not found"):
         LocalKafka(settings, tmp_path).start()
 
