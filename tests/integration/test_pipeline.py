@@ -120,6 +120,33 @@ def _normaliser_dead_letters(settings: Settings) -> list[dict]:
     return [x for x in letters if x["stage"] == "normalise"]
 
 
+def _applied(worker) -> int:
+    try:
+        return int(worker.health()["applied"])
+    except (OSError, ValueError):
+        return -1
+
+
+def _wait_for(condition, timeout: float, pause: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(pause)
+
+
+def _wait_for_everything(settings: Settings, worker, total: int) -> int:
+    """Until the linker has applied every event the normaliser let through; returns how many it rejected."""
+    def done() -> bool:
+        n_input = len(read_to_end(settings, [LINK_INPUT_TOPIC]))
+        rejected = len(_normaliser_dead_letters(settings))
+        return n_input + rejected >= total and _applied(worker) >= n_input
+
+    _wait_for(done, 180, pause=0.5)
+    wait_until_quiet(settings, [LINKED_CASES_TOPIC])
+    return len(_normaliser_dead_letters(settings))
+
+
 def _publish_synthetic(settings: Settings, n: int) -> int:
     serde = default_serde()
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True,
@@ -148,16 +175,8 @@ def test_kill_minus_nine_then_restart_loses_and_duplicates_nothing(pipeline_sett
     total = _publish_synthetic(settings, 6000)
     data_dir = Path(tempfile.mkdtemp(prefix="caselink-worker-"))
     worker = start_worker(settings, app_id="kill-test", data_dir=data_dir)
-    deadline = time.monotonic() + 120
-    applied = 0
-    while time.monotonic() < deadline:
-        try:
-            applied = worker.health()["applied"]
-        except (OSError, ValueError):
-            applied = 0
-        if applied > total // 5:
-            break
-        time.sleep(0.05)
+    _wait_for(lambda: _applied(worker) > total // 5, 120, pause=0.05)
+    applied = _applied(worker)
     worker.proc.send_signal(signal.SIGKILL)
     worker.proc.wait()
     assert 0 < applied < total, "the kill must land mid-stream for this test to mean anything"
@@ -165,17 +184,7 @@ def test_kill_minus_nine_then_restart_loses_and_duplicates_nothing(pipeline_sett
     restarted = start_worker(settings, app_id="kill-test", data_dir=data_dir)
     try:
         # After the restart the linker has applied every link-input message (duplicates included).
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            n_input = len(read_to_end(settings, [LINK_INPUT_TOPIC]))
-            rejected = len(_normaliser_dead_letters(settings))
-            try:
-                if n_input + rejected >= total and restarted.health()["applied"] >= n_input:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.5)
-        wait_until_quiet(settings, [LINKED_CASES_TOPIC])
+        _wait_for_everything(settings, restarted, total)
         published = latest_linked_cases(settings)
     finally:
         restarted.stop()
@@ -202,30 +211,13 @@ def test_three_broker_cluster_loses_a_broker_mid_stream_and_nothing_is_lost() ->
                       replication_factor=3, min_insync_replicas=2)
         total = _publish_synthetic(settings, 4000)
         worker = start_worker(settings, app_id="ha-test", data_dir=directory / "worker")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if worker.health()["applied"] > total // 5:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        at_stop = worker.health()["applied"]
+        _wait_for(lambda: _applied(worker) > total // 5, 120)
+        at_stop = _applied(worker)
         kafka.stop_node(3)  # a broker goes away mid-stream (min ISR 2 still met by the other two)
         assert at_stop < total, "the broker must go away mid-stream for this test to mean anything"
         time.sleep(5)
         kafka.start_node(3)
-        rejected = 0
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            rejected = len(_normaliser_dead_letters(settings))
-            try:
-                if worker.health()["applied"] >= total - rejected:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.5)
-        wait_until_quiet(settings, [LINKED_CASES_TOPIC])
+        rejected = _wait_for_everything(settings, worker, total)
         published = latest_linked_cases(settings)
         members = [m for ms in _members(published).values() for m in ms]
         assert len(members) == len(set(members)) == total - rejected
