@@ -1,5 +1,6 @@
 # The two commands: `make demo` and `make test`. Both install what is missing first
-# (a virtualenv with the Python packages; Kafka's jars are fetched by Maven on first start).
+# (a virtualenv with the Python packages; Kafka's jars are fetched by Maven on first start;
+# `make test` also installs Debian's PostgreSQL server when it is missing, for the CDC tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,6 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: lint
+	bash infra/ensure-postgres.sh
 	$(BIN)/pytest
 
 bench: $(STAMP)

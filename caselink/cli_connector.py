@@ -21,7 +21,7 @@ def run(
     mapping_file: Path,
     path: Annotated[Path | None, typer.Option(help="file or folder (default: the mapping's source.path)")] = None,
     name: Annotated[str | None, typer.Option(help="connector name (checkpoint key)")] = None,
-    watch: Annotated[bool, typer.Option(help="keep watching a folder for new files")] = False,
+    watch: Annotated[bool, typer.Option(help="keep watching a folder (files) or streaming changes (postgres)")] = False,
     pattern: Annotated[str, typer.Option(help="file glob when watching")] = "*",
     restart: Annotated[bool, typer.Option(help="ignore the checkpoint and load from the start")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -36,8 +36,21 @@ def run(
         fail(str(exc))
         return
     kind = mapping.source.get("kind", "csv")
+    if kind == "postgres":
+        from connectors.postgres import PostgresCdcConnector
+
+        src = mapping.source
+        missing = [k for k in ("dsn", "table", "slot") if not src.get(k)]
+        if missing:
+            fail(f"{mapping_file}: source needs {', '.join(missing)} for kind postgres "
+                 "(the password comes from PGPASSWORD, never the file)")
+        cdc = PostgresCdcConnector(settings, mapping, src["dsn"], src["table"], src["slot"], name=name)
+        stats = cdc.run(until_idle=not watch)
+        emit(stats.__dict__, as_json, f"snapshot {stats.snapshot_rows} rows, {stats.changes} changes -> "
+             f"{stats.events} events, {stats.dead_letters} dead letters, {stats.reconnects} reconnects")
+        return
     if kind not in ("csv", "jsonl"):
-        fail(f"{mapping_file}: source.kind {kind!r} has no runner yet (csv, jsonl)")
+        fail(f"{mapping_file}: source.kind {kind!r} is not one of csv, jsonl, postgres")
     connector = FileConnector(settings, mapping, name=name)
     target = resolve_source_path(mapping, path)
     if watch or target.is_dir():
@@ -49,6 +62,20 @@ def run(
          f"{report.path}: {report.rows} rows -> {report.events} events, {report.dead_letters} dead letters "
          f"in {report.seconds:.1f}s ({report.rows / max(report.seconds, 1e-9):,.0f} rows/s)"
          + (f"; resumed after row {report.resumed_from}" if report.resumed_from else ""))
+
+
+@connector_app.command("slots")
+def slots(
+    dsn: Annotated[str, typer.Option(help="libpq connection string (password from PGPASSWORD)")],
+    prefix: Annotated[str, typer.Option(help="only slots whose name starts with this")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Logical replication slots and the WAL each holds back; inactive ones were left behind."""
+    from connectors.postgres import leftover_slots
+
+    rows = leftover_slots(dsn, prefix)
+    emit(rows, as_json, "\n".join(f"{r['slot']}: {'active' if r['active'] else 'INACTIVE (left behind?)'}, "
+                                  f"holding {r['retained_wal_bytes']:,} bytes of WAL" for r in rows) or "no slots")
 
 
 @connector_app.command("status")
