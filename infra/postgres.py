@@ -2,7 +2,8 @@
 
 Uses Debian's ``postgresql`` package (``initdb`` and ``pg_ctl`` on the PATH or under
 ``/usr/lib/postgresql/<version>/bin``). PostgreSQL refuses to run as root, so as root the server
-runs as the ``postgres`` user the package creates.
+runs as the ``postgres`` user the package creates (give it a folder of its own, such as a fresh
+``tempfile.mkdtemp()``: it is handed to that user, but its parents must let it through).
 """
 
 from __future__ import annotations
