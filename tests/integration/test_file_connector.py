@@ -108,3 +108,20 @@ def test_sigkill_half_way_then_restart_loses_nothing(settings, topics, tmp_path:
     for e in events:
         by_id.setdefault(e["source_record_id"], set()).add((e["event_id"], e["source_version"]))
     assert all(len(v) == 1 for v in by_id.values())
+
+
+def test_watch_mode_loads_each_new_file_once(settings, topics, tmp_path: Path) -> None:
+    mapping_path = tmp_path / "loadtest.yaml"
+    mapping_path.write_text(LOAD_MAPPING)
+    from connectors.mapping import load_mapping as load
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    _write_load_file(folder / "a.csv", 50)
+    connector = FileConnector(settings, load(mapping_path), name="t-watch")
+    first = connector.watch(folder, "*.csv", poll_seconds=0.2, stop_after=2)
+    assert [Path(r.path).name for r in first] == ["a.csv"] and first[0].events == 50
+    _write_load_file(folder / "b.csv", 20)
+    second = FileConnector(settings, load(mapping_path), name="t-watch").watch(folder, "*.csv", poll_seconds=0.2,
+                                                                               stop_after=2)
+    assert [Path(r.path).name for r in second] == ["b.csv"] and second[0].events == 20
