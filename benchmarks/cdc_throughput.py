@@ -17,15 +17,11 @@ import time
 from pathlib import Path
 
 import psycopg
-from common import save
+from common import local_broker, save
 
-from caselink.kafka import admin_client
-from caselink.settings import KafkaSettings, Settings
 from connectors.mapping import parse_mapping
 from connectors.postgres import PostgresCdcConnector
-from infra.kafka_runtime import LocalKafka
 from infra.postgres import LocalPostgres
-from infra.topics import caselink_topics, ensure_topics
 
 MAPPING = {"agency": "housing", "record_id": "tenant_id",
            "fields": {"given_names": "forename", "family_name": "surname", "date_of_birth": "dob",
@@ -36,39 +32,33 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=50_000)
     args = parser.parse_args()
-    directory = Path(tempfile.mkdtemp(prefix="caselink-cdc-"))
-    kafka = LocalKafka(Settings().infra, directory / "kafka")
-    state = kafka.start()
     pg_dir = Path(tempfile.mkdtemp(prefix="caselink-cdc-pg-"))  # its own folder: the server may run as postgres
     pg = LocalPostgres(pg_dir).start()
     try:
-        settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
-        ensure_topics(admin_client(settings), caselink_topics(["housing"], []))
-        with psycopg.connect(pg.dsn, autocommit=True) as conn:
-            conn.execute("CREATE TABLE tenant (tenant_id integer PRIMARY KEY, forename text, surname text, "
-                         "dob date, address text, postcode text)")
-        connector = PostgresCdcConnector(settings, parse_mapping(MAPPING, "bench"), pg.dsn, "tenant", "bench")
-        connector.run(until_idle=True)
-        with psycopg.connect(pg.dsn) as conn:
-            for start in range(0, args.rows, 1000):
-                conn.execute("INSERT INTO tenant SELECT i, 'Ann', 'Lee' || i::text, date '1990-01-01' + (i %% 9000), "
-                             "i::text || ' High Street', 'LS1 1AA' FROM generate_series(%s::int, %s::int) i",
-                             (start, min(start + 999, args.rows - 1)))
+        with local_broker(["housing"]) as (settings, _directory):
+            with psycopg.connect(pg.dsn, autocommit=True) as conn:
+                conn.execute("CREATE TABLE tenant (tenant_id integer PRIMARY KEY, forename text, surname text, "
+                             "dob date, address text, postcode text)")
+            connector = PostgresCdcConnector(settings, parse_mapping(MAPPING, "bench"), pg.dsn, "tenant", "bench")
+            connector.run(until_idle=True)
+            with psycopg.connect(pg.dsn) as conn:
+                for start in range(0, args.rows, 1000):
+                    conn.execute("INSERT INTO tenant SELECT i, 'Ann', 'Lee' || i::text, date '1990-01-01' + "
+                                 "(i %% 9000), i::text || ' High Street', 'LS1 1AA' "
+                                 "FROM generate_series(%s::int, %s::int) i", (start, min(start + 999, args.rows - 1)))
+                    conn.commit()
+                conn.execute("UPDATE tenant SET surname = surname || 'x'")
                 conn.commit()
-            conn.execute("UPDATE tenant SET surname = surname || 'x'")
-            conn.commit()
-        started = time.perf_counter()
-        stats = connector.run(until_idle=True)
-        seconds = time.perf_counter() - started
-        rate = stats.changes / seconds
-        print(f"PostgreSQL CDC: {stats.changes:,} changes -> {stats.events:,} events in {seconds:.1f}s = "
-              f"{rate:,.0f} changes/s")
-        print(f"saved {save('cdc_throughput', {'changes': stats.changes, 'seconds': seconds, 'changes_per_s': rate})}")
+            started = time.perf_counter()
+            stats = connector.run(until_idle=True)
+            seconds = time.perf_counter() - started
     finally:
         pg.stop()
-        kafka.stop()
-        shutil.rmtree(directory, ignore_errors=True)
         shutil.rmtree(pg_dir, ignore_errors=True)
+    rate = stats.changes / seconds
+    print(f"PostgreSQL CDC: {stats.changes:,} changes -> {stats.events:,} events in {seconds:.1f}s = "
+          f"{rate:,.0f} changes/s")
+    print(f"saved {save('cdc_throughput', {'changes': stats.changes, 'seconds': seconds, 'changes_per_s': rate})}")
 
 
 if __name__ == "__main__":

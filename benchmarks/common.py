@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,3 +75,23 @@ def percentile(values: list[float], p: float) -> float:
     lo = int(k)
     hi = min(lo + 1, len(values) - 1)
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+@contextmanager
+def local_broker(agencies: list[str] | None = None, prefix: str = "caselink-bench-") -> Iterator[tuple[Any, Path]]:
+    """A fresh single-node Kafka with the caselink topics: (settings pointing at it, a scratch folder)."""
+    from caselink.kafka import admin_client
+    from caselink.settings import KafkaSettings, Settings
+    from infra.kafka_runtime import LocalKafka
+    from infra.topics import caselink_topics, ensure_topics
+
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    kafka = LocalKafka(Settings().infra, directory / "kafka")
+    state = kafka.start()
+    try:
+        settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
+        ensure_topics(admin_client(settings), caselink_topics(agencies or settings.agencies, settings.purposes))
+        yield settings, directory
+    finally:
+        kafka.stop()
+        shutil.rmtree(directory, ignore_errors=True)

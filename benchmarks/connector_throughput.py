@@ -12,20 +12,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
-from common import save
+from common import local_broker, save
 from confluent_kafka import Producer
 
-from caselink.kafka import admin_client
-from caselink.settings import KafkaSettings, Settings
 from connectors.files import FileConnector
 from connectors.mapping import parse_mapping
-from infra.kafka_runtime import LocalKafka
-from infra.topics import caselink_topics, ensure_topics
 from linkage.synthetic import records_for_size
 
 MAPPING = {
@@ -41,12 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
-    directory = Path(tempfile.mkdtemp(prefix="caselink-bench-"))
-    kafka = LocalKafka(Settings().infra, directory)
-    state = kafka.start()
-    try:
-        settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
-        ensure_topics(admin_client(settings), caselink_topics(["health"], []))
+    with local_broker(["health"]) as (settings, directory):
         path = directory / "rows.csv"
         with path.open("w", newline="") as f:
             w = csv.writer(f)
@@ -62,8 +50,8 @@ def main() -> None:
         connector_rate = report.rows / report.seconds
 
         lines = path.read_bytes().splitlines()[1:]
-        producer = Producer({"bootstrap.servers": state.bootstrap_servers, "enable.idempotence": True, "acks": "all",
-                             "linger.ms": 5, "compression.type": "lz4", "batch.num.messages": 10000})
+        producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True,
+                             "acks": "all", "linger.ms": 5, "compression.type": "lz4", "batch.num.messages": 10000})
         started = time.perf_counter()
         for i, line in enumerate(lines):
             while True:
@@ -81,9 +69,6 @@ def main() -> None:
         print(f"file connector: {connector_rate:,.0f} rows/s ({report.events:,} events, {report.dead_letters} dead "
               f"letters); bare producer loop: {ceiling:,.0f} rows/s; ratio {connector_rate / ceiling:.1%}")
         print(f"saved {save('connector_throughput', results)}")
-    finally:
-        kafka.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

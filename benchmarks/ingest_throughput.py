@@ -14,21 +14,15 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 import httpx
-from common import percentile, save
+from common import local_broker, percentile, save
 
-from caselink.kafka import admin_client
-from caselink.settings import KafkaSettings, Settings
-from infra.kafka_runtime import LocalKafka, free_port
-from infra.topics import caselink_topics, ensure_topics
+from infra.kafka_runtime import free_port
 
 
 async def load(url: str, token: str, seconds: float, concurrency: int, batch: int) -> tuple[list[float], int]:
@@ -62,44 +56,36 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
-    directory = Path(tempfile.mkdtemp(prefix="caselink-ingest-"))
-    kafka = LocalKafka(Settings().infra, directory)
-    state = kafka.start()
-    server = None
-    try:
-        settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
-        ensure_topics(admin_client(settings), caselink_topics(settings.agencies, []))
+    with local_broker(["health"]) as (settings, _directory):
         port = free_port()
         token = "bench-token"
-        env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": state.bootstrap_servers,
+        env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
                "CASELINK_INGEST__TOKENS": json.dumps({"health": token}), "CASELINK_INGEST__PORT": str(port)}
         server = subprocess.Popen([sys.executable, "-m", "caselink.cli", "ingest", "serve"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        url = f"http://127.0.0.1:{port}/v1/health/person-events"
-        asyncio.run(load(url, token, 2, args.concurrency, args.batch))  # warm up
-        started = time.perf_counter()
-        latencies, failures = asyncio.run(load(url, token, args.seconds, args.concurrency, args.batch))
-        elapsed = time.perf_counter() - started
-        results = {"concurrency": args.concurrency, "batch": args.batch, "requests": len(latencies),
-                   "failures": failures, "requests_per_s": len(latencies) / elapsed,
-                   "events_per_s": len(latencies) * args.batch / elapsed,
-                   "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000}
-        print(f"HTTP ingest, {args.concurrency} in flight, {args.batch} event(s)/request: "
-              f"{results['requests_per_s']:,.0f} requests/s ({results['events_per_s']:,.0f} events/s), "
-              f"p50 {results['p50_ms']:.1f} ms, p99 {results['p99_ms']:.1f} ms, {failures} failures")
-        print(f"saved {save(f'ingest_throughput_b{args.batch}', results)}")
-    finally:
-        if server:
+        try:
+            for _ in range(100):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            url = f"http://127.0.0.1:{port}/v1/health/person-events"
+            asyncio.run(load(url, token, 2, args.concurrency, args.batch))  # warm up
+            started = time.perf_counter()
+            latencies, failures = asyncio.run(load(url, token, args.seconds, args.concurrency, args.batch))
+            elapsed = time.perf_counter() - started
+        finally:
             server.terminate()
             server.wait(10)
-        kafka.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    results = {"concurrency": args.concurrency, "batch": args.batch, "requests": len(latencies),
+               "failures": failures, "requests_per_s": len(latencies) / elapsed,
+               "events_per_s": len(latencies) * args.batch / elapsed,
+               "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000}
+    print(f"HTTP ingest, {args.concurrency} in flight, {args.batch} event(s)/request: "
+          f"{results['requests_per_s']:,.0f} requests/s ({results['events_per_s']:,.0f} events/s), "
+          f"p50 {results['p50_ms']:.1f} ms, p99 {results['p99_ms']:.1f} ms, {failures} failures")
+    print(f"saved {save(f'ingest_throughput_b{args.batch}', results)}")
 
 
 if __name__ == "__main__":

@@ -15,21 +15,18 @@ Starts and stops its own broker and worker. Results: benchmarks/results/pipeline
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import percentile, save
+from common import local_broker, percentile, save
 from confluent_kafka import Consumer, Producer
 
 from caselink.demo import start_worker, wait_for_worker, wait_until_quiet
 from caselink.kafka import admin_client, read_to_end
-from caselink.settings import KafkaSettings, Settings
-from infra.kafka_runtime import LocalKafka
-from infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, caselink_topics, ensure_topics, person_events_topic
+from caselink.settings import Settings
+from infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, person_events_topic
 from linkage.synthetic import records_for_size
 from schemas import default_serde
 
@@ -118,24 +115,26 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=1000.0)
     args = parser.parse_args()
-    directory = Path(tempfile.mkdtemp(prefix="caselink-bench-"))
-    kafka = LocalKafka(Settings().infra, directory)
-    state = kafka.start()
-    settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
     results: dict[str, Any] = {"preload": args.preload, "latency_events": args.events, "rate": args.rate}
+    with local_broker() as (settings, directory):
+        run(settings, directory, args, results)
+    print(f"saved {save('pipeline_throughput', results)}")
+
+
+def run(settings: Any, directory: Path, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    bootstrap = settings.kafka.bootstrap_servers
     worker = None
     try:
         admin = admin_client(settings)
-        ensure_topics(admin, caselink_topics(settings.agencies, settings.purposes))
         from confluent_kafka.admin import NewTopic
         for f in admin.create_topics([NewTopic("bench.ceiling", 1, 1)]).values():
             f.result()
         items = records_for_size(args.preload + args.events, seed=31)
         preload = encode_events(items[: args.preload])
         print(f"publishing {len(preload):,} events ...", flush=True)
-        publish(state.bootstrap_servers, preload)
+        publish(bootstrap, preload)
         topics = [person_events_topic(a) for a in settings.agencies]
-        results["ceiling_msgs_per_s"] = ceiling(state.bootstrap_servers, topics, len(preload))
+        results["ceiling_msgs_per_s"] = ceiling(bootstrap, topics, len(preload))
         print(f"ceiling (confluent-kafka consume->produce, no work): {results['ceiling_msgs_per_s']:,.0f} msgs/s",
               flush=True)
 
@@ -152,7 +151,7 @@ def main() -> None:
 
         steady = encode_events(items[args.preload:], start=args.preload)
         print(f"publishing {len(steady):,} events at {args.rate:,.0f}/s into the loaded index ...", flush=True)
-        sent = publish(state.bootstrap_servers, steady, rate=args.rate)
+        sent = publish(bootstrap, steady, rate=args.rate)
         wait_for_worker(worker, len(preload) + len(steady), timeout=600)
         wait_until_quiet(settings, [LINK_DECISIONS_TOPIC])
         lat = input_to_output_latencies(settings, {k for _, k, _ in steady}, sent)
@@ -164,9 +163,6 @@ def main() -> None:
     finally:
         if worker:
             worker.stop()
-        kafka.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-    print(f"saved {save('pipeline_throughput', results)}")
 
 
 if __name__ == "__main__":
