@@ -8,6 +8,7 @@ import typer
 
 from caselink.cli_connector import connector_app
 from caselink.cli_infra import infra_app, topics_app
+from caselink.cli_link import link_command
 from caselink.output import emit, fail
 
 app = typer.Typer(help="caselink: link public-sector case records around the citizen.", no_args_is_help=True,
@@ -76,8 +77,6 @@ def tail(
 
     tail_topic(topic, as_json, limit)
 
-
-from caselink.cli_link import link_command  # noqa: E402 - kept beside its registration
 
 app.command("link")(link_command)
 

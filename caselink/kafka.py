@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer
@@ -25,7 +26,7 @@ class NoBrokerError(RuntimeError):
     pass
 
 
-def state_file(settings: Settings):
+def state_file(settings: Settings) -> Path:
     return settings.infra.run_dir / "state.json"
 
 

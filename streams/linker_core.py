@@ -87,6 +87,7 @@ class LinkerCore:
         return out
 
     def _decision(self, result: LinkResult, event_id: str, version: int, at: datetime) -> Outgoing:
+        record = self._record(result.record_key)
         decision = {
             "decision_id": str(uuid.uuid5(DECISION_NAMESPACE, f"{event_id}:{result.outcome}")),
             "record_key": result.record_key,
@@ -99,8 +100,8 @@ class LinkerCore:
                 {"record_key": c.record_key, "citizen_id": c.citizen_id, "match_weight": _finite(c.weight),
                  "match_probability": c.probability,
                  "field_weights": [{"field": f.field, "level": f.level, "weight": f.weight}
-                                   for f in self.model.explain_levels(c.levels, self._record(result.record_key))]}
-                for c in result.candidates if self._record(result.record_key) is not None
+                                   for f in self.model.explain_levels(c.levels, record)]}
+                for c in result.candidates if record is not None
             ],
             "reason": result.reason,
             "model_version": self.model.version,
