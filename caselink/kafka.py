@@ -96,6 +96,18 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(conf)
 
 
+def produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None,
+            on_delivery: Any = None) -> None:
+    """Produce, waiting for deliveries to drain when the local queue is full, instead of failing."""
+    while True:
+        try:
+            producer.produce(topic, value, key=key, on_delivery=on_delivery)
+            break
+        except BufferError:
+            producer.poll(0.05)
+    producer.poll(0)
+
+
 def watermarks(c: Consumer, tp: Any, timeout: float = 30.0) -> tuple[int, int]:
     """Low and high offsets, waiting out the moments after creation when a partition has no leader yet."""
     from confluent_kafka import KafkaException

@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message
 from prometheus_client import Counter
 
-from caselink.kafka import idempotent_producer, read_to_end
+from caselink.kafka import idempotent_producer, produce, read_to_end
 from caselink.settings import Settings
 from connectors.mapping import AgencyMapping, MappedRow
 from infra.topics import CONNECTOR_CHECKPOINTS_TOPIC, DEAD_LETTER_TOPIC, person_events_topic
@@ -114,13 +114,7 @@ class ConnectorSink:
         DEAD_LETTERS.labels(self.name, letter["error_type"]).inc()
 
     def _produce(self, topic: str, key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key=key, on_delivery=self._on_delivery)
-                break
-            except BufferError:  # local queue full: let deliveries drain
-                self.producer.poll(0.1)
-        self.producer.poll(0)
+        produce(self.producer, topic, key, value, self._on_delivery)
 
     def flush(self, timeout: float = 60.0) -> None:
         remaining = self.producer.flush(timeout)

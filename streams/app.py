@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from caselink.kafka import bootstrap_servers, idempotent_producer
+from caselink.kafka import bootstrap_servers
 from caselink.settings import Settings
 from connectors.base import dead_letter
 from infra.topics import (
@@ -33,6 +32,7 @@ from linkage.record import UnlinkableRecordError, standardise_person
 from schemas import SchemaValidationError, UndecodableEventError, default_serde
 from streams import metrics
 from streams.linker_loop import LinkerLoop
+from streams.sink import BatchSink
 
 log = logging.getLogger(__name__)
 
@@ -112,34 +112,6 @@ def create_app(settings: Settings, linker: LinkerLoop) -> faust.App:
 
     _web(app, linker)
     return app
-
-
-class BatchSink:
-    """Outputs of one micro-batch, made durable before the batch's input is acknowledged."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.producer = idempotent_producer(settings, **{"linger.ms": 2})
-        self.errors: list[str] = []
-
-    def _delivered(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self.errors.append(str(err))
-
-    def send(self, topic: str, key: bytes, value: bytes | None) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key=key, on_delivery=self._delivered)
-                break
-            except BufferError:
-                self.producer.poll(0.05)
-        metrics.EVENTS_OUT.labels(topic).inc()
-
-    async def flush(self) -> None:
-        remaining = await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 60.0)
-        if remaining or self.errors:
-            # Crash rather than acknowledge input whose outputs are not on the broker; the restart
-            # replays from the last commit.
-            raise RuntimeError(f"{remaining} output(s) undelivered, errors: {self.errors[-3:]}")
 
 
 def _web(app: faust.App, linker: LinkerLoop) -> None:

@@ -17,11 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from caselink.kafka import client_config, idempotent_producer
+from caselink.kafka import client_config
 from caselink.settings import Settings
 from connectors.base import dead_letter
 from infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC
@@ -29,6 +28,7 @@ from linkage.model import LinkageModel
 from schemas import UndecodableEventError, default_serde
 from streams import metrics
 from streams.linker_core import LinkerCore
+from streams.sink import BatchSink
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ class LinkerLoop(threading.Thread):
         self.started_at = time.monotonic()
         self.error: BaseException | None = None
         self._stop = threading.Event()
-        self._delivery_errors: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, timeout: float = 30.0) -> None:
@@ -89,13 +88,9 @@ class LinkerLoop(threading.Thread):
             "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000, "fetch.wait.max.ms": 10,
             "max.poll.interval.ms": 600000,
         }))
-        producer = idempotent_producer(self.settings, **{"linger.ms": 2})
+        sink = BatchSink(self.settings)
         serde = default_serde()
         consumer.subscribe([LINK_INPUT_TOPIC], on_assign=self._on_assign, on_revoke=self._on_revoke)
-
-        def delivered(err: object, _msg: object) -> None:
-            if err is not None:
-                self._delivery_errors.append(str(err))
 
         try:
             while not self._stop.is_set():
@@ -119,14 +114,13 @@ class LinkerLoop(threading.Thread):
                             origin = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
                             letter = dead_letter(origin, "link", exc, msg.value() or b"", topic=msg.topic(),
                                                  partition=msg.partition(), offset=msg.offset(), key=msg.key())
-                            self._produce(producer, DEAD_LETTER_TOPIC, origin.encode(),
-                                          serde.encode("DeadLetter", letter), delivered)
+                            sink.send(DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter))
                             metrics.DEAD_LETTERS.labels("link", type(exc).__name__).inc()
                         continue
                     if not live:
                         continue
                     for item in out:
-                        self._produce(producer, item.topic, item.key, item.value, delivered)
+                        sink.send(item.topic, item.key, item.value)
                     _kind, ts = msg.timestamp()
                     if ts > 0:
                         metrics.LATENCY.observe(max(0.0, time.time() - ts / 1000))
@@ -136,9 +130,7 @@ class LinkerLoop(threading.Thread):
                 if self.recovered_at is None and not self.recovering:
                     self.recovered_at = time.monotonic()
                 if self.position > (self.publish_from or 0):
-                    remaining = producer.flush(60)
-                    if remaining or self._delivery_errors:
-                        raise RuntimeError(f"{remaining} output(s) undelivered: {self._delivery_errors[-3:]}")
+                    sink.flush_now()
                     consumer.commit(offsets=[TopicPartition(LINK_INPUT_TOPIC, 0, self.position)],
                                     asynchronous=False)
                 with self.lock:
@@ -146,16 +138,5 @@ class LinkerLoop(threading.Thread):
                     metrics.INDEX_CITIZENS.set(len(self.core.index.citizens))
                     metrics.REVIEW_OPEN.set(len(self.core.index.review))
         finally:
-            producer.flush(30)
+            sink.producer.flush(30)
             consumer.close()
-
-    @staticmethod
-    def _produce(producer: object, topic: str, key: bytes, value: bytes | None,
-                 delivered: Callable[[object, object], None]) -> None:
-        while True:
-            try:
-                producer.produce(topic, value, key=key, on_delivery=delivered)  # type: ignore[attr-defined]
-                break
-            except BufferError:
-                producer.poll(0.05)  # type: ignore[attr-defined]
-        metrics.EVENTS_OUT.labels(topic).inc()
