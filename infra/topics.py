@@ -164,6 +164,7 @@ def ensure_topics(
             for res, fut in admin.incremental_alter_configs(alter).items():
                 fut.result(timeout=timeout)
                 report.reconfigured.append(res.name)
+            _wait_until_effective(admin, [spec for spec, _ in drifted], min_isr, timeout)
     return report
 
 
