@@ -84,44 +84,71 @@ def blocking_keys(r: LinkRecord) -> list[str]:
 
 @dataclass
 class BlockingIndex:
-    """key -> record keys, with a cap per key."""
+    """key -> record keys, with a cap per key.
+
+    Memory is most of the index at scale (about fifteen keys a record), so keys are stored as
+    their in-process hash and a block of one record holds the record key itself rather than a
+    list. A hash collision can only add candidates, never lose one; the index lives in one process
+    and is rebuilt on restart, so per-process string hashing is fine.
+    """
 
     max_block_size: int = 200
-    blocks: dict[str, list[str]] = field(default_factory=dict)
-    capped: set[str] = field(default_factory=set)
+    blocks: dict[int, str | list[str]] = field(default_factory=dict)
+    capped: set[int] = field(default_factory=set)
+    capped_names: dict[int, str] = field(default_factory=dict)
 
     def candidates(self, keys: Iterable[str], exclude: str | None = None) -> set[str]:
         found: set[str] = set()
-        blocks = self.blocks
+        blocks, capped = self.blocks, self.capped
         for key in keys:
-            members = blocks.get(key)
-            if members and key not in self.capped:
+            h = hash(key)
+            members = blocks.get(h)
+            if members is None or h in capped:
+                continue
+            if type(members) is str:
+                found.add(members)
+            else:
                 found.update(members)
         found.discard(exclude)  # type: ignore[arg-type]
         return found
 
     def add(self, record_key: str, keys: Iterable[str]) -> None:
+        blocks = self.blocks
         for key in keys:
-            members = self.blocks.get(key)
+            h = hash(key)
+            members = blocks.get(h)
             if members is None:
-                self.blocks[key] = [record_key]
+                blocks[h] = record_key
+            elif type(members) is str:
+                blocks[h] = [members, record_key]
             else:
                 members.append(record_key)
-                if len(members) > self.max_block_size:
-                    self.capped.add(key)
+                if len(members) > self.max_block_size and h not in self.capped:
+                    self.capped.add(h)
+                    self.capped_names[h] = key
 
     def remove(self, record_key: str, keys: Iterable[str]) -> None:
+        blocks = self.blocks
         for key in keys:
-            members = self.blocks.get(key)
-            if not members:
+            h = hash(key)
+            members = blocks.get(h)
+            if members is None:
+                continue
+            if type(members) is str:
+                if members == record_key:
+                    del blocks[h]
                 continue
             try:
                 members.remove(record_key)
             except ValueError:
                 continue
-            if not members:
-                del self.blocks[key]
+            if len(members) == 1:
+                blocks[h] = members[0]
+
+    def size(self, key: str) -> int:
+        members = self.blocks.get(hash(key))
+        return 0 if members is None else 1 if type(members) is str else len(members)
 
     def report(self, top: int = 20) -> list[tuple[str, int]]:
         """The capped keys with their sizes, largest first (for operators)."""
-        return sorted(((k, len(self.blocks.get(k, ()))) for k in self.capped), key=lambda kv: -kv[1])[:top]
+        return sorted(((name, self.size(name)) for name in self.capped_names.values()), key=lambda kv: -kv[1])[:top]

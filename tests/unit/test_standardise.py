@@ -89,3 +89,20 @@ def test_record_with_nothing_linkable_is_rejected_with_reason() -> None:
         standardise_person("p:2", {"given_names": "Ann", "family_name": "Lee"})
     ok = standardise_person("p:3", {"identifiers": {"nhs_number": "9434765919"}})
     assert ok.ids == {"nhs_number": "9434765919"}
+
+
+def test_blocking_index_caps_and_reports_common_keys() -> None:
+    from linkage.blocking import BlockingIndex
+
+    index = BlockingIndex(max_block_size=3)
+    for i in range(5):
+        index.add(f"r{i}", ["common", f"own{i}"])
+    assert index.candidates(["own2"]) == {"r2"}
+    assert index.candidates(["common", "own1"], exclude="r1") == set()  # capped: no candidates from it
+    assert index.report() == [("common", 5)]
+    index.add("r9", ["pair"])
+    index.add("r8", ["pair"])
+    index.remove("r9", ["pair"])
+    assert index.candidates(["pair"]) == {"r8"} and index.size("pair") == 1
+    index.remove("r8", ["pair"])
+    assert index.size("pair") == 0
