@@ -234,7 +234,6 @@ SEPARATE_ADDRESS_COMPARISONS: tuple[Comparison, ...] = (
     IDENTIFIER, GIVEN, FAMILY, DOB, SEX, POSTCODE, ADDRESS, LOCALITY, CONTACT,
 )
 BY_NAME = {c.name: c for c in (*SEPARATE_ADDRESS_COMPARISONS, LOCATION)}
-COMPARISON_SETS = {"default": DEFAULT_COMPARISONS, "separate_address": SEPARATE_ADDRESS_COMPARISONS}
 
 
 def comparison_vector(a: LinkRecord, b: LinkRecord,

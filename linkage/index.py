@@ -17,7 +17,7 @@ All state is plain dicts of plain values, so the streaming app can keep it in ke
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -426,10 +426,6 @@ class CitizenIndex:
                 self._used_ids.add(cid)
                 return cid
             n += 1
-
-    # ----------------------------------------------------------------- bulk
-    def upsert_many(self, items: Iterable[tuple[str, Mapping[str, Any] | LinkRecord]]) -> list[LinkResult]:
-        return [self.upsert(key, person) for key, person in items]
 
 
 def _same_values(a: LinkRecord, b: LinkRecord) -> bool:

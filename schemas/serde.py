@@ -84,14 +84,6 @@ def _load(path: Path) -> SchemaVersion:
     return SchemaVersion(name, raw, parsed, fp, path)
 
 
-def current_schema_paths() -> dict[str, Path]:
-    return {name: SCHEMA_DIR / f"{name}.avsc" for name in SCHEMA_NAMES}
-
-
-def history_paths(name: str) -> list[Path]:
-    return sorted((HISTORY_DIR / name).glob("*.avsc"))
-
-
 class AvroSerde:
     """Encodes and decodes caselink events; one instance serves every schema."""
 

@@ -1,7 +1,7 @@
 import pandas as pd
 
 from linkage.batch import link_dataframe, person_from_row
-from linkage.evaluate import cross_pairs, pairwise_scores, scores
+from linkage.evaluate import cluster_scores, cross_pairs, pairwise_scores, scores
 from tests.linkage_fixtures import trained_model
 
 
@@ -45,3 +45,10 @@ def test_link_dataframe_clusters_pairs_and_rejections() -> None:
     assert list(result.rejected.record_key) == ["x:9"]
     linked = result.pairs[result.pairs.linked]
     assert {tuple(sorted(x)) for x in linked[["left", "right"]].values} == {("h:1", "p:1")}
+
+
+def test_cluster_scores_count_only_exact_clusters() -> None:
+    predicted = {"1": "x", "2": "x", "3": "y", "4": "z"}
+    truth = {"1": "p", "2": "p", "3": "q", "4": "q"}
+    s = cluster_scores(predicted, truth)
+    assert (s.true_positives, s.predicted, s.actual) == (1, 3, 2)
