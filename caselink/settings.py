@@ -77,8 +77,14 @@ class IngestSettings(BaseModel):
 
 
 class ConsentSettings(BaseModel):
+    """The consent gate. The pseudonymisation key comes from the environment only
+    (CASELINK_CONSENT__PSEUDONYM_KEY); without it, pseudonymised purposes release nothing."""
+
+    policy_path: Path | None = None  # None: the bundled example policy
     pseudonym_key: SecretStr | None = None
     pseudonym_key_id: str = "k1"
+    enabled: bool = True
+    policy_poll_s: float = 1.0
 
 
 class Settings(BaseSettings):

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from caselink.yaml_lines import line_of as _line
+from caselink.yaml_lines import load_yaml_with_lines
 from linkage.standardise import is_missing
 
 FIELD_KEYS = {"from", "value", "join", "split", "format", "map", "default", "required", "lower", "upper", "strip"}
@@ -37,34 +37,6 @@ class RowError(ValueError):
         self.field = field_path
         self.reason = reason
         super().__init__(f"{field_path}: {reason}")
-
-
-# --------------------------------------------------------------------------- YAML with line numbers
-class _LineLoader(yaml.SafeLoader):
-    pass
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    mapping = _LineDict(loader.construct_mapping(node, deep=True))
-    mapping.line = node.start_mark.line + 1
-    mapping.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
-    return mapping
-
-
-class _LineDict(dict):  # type: ignore[type-arg]
-    line: int = 0
-    key_lines: dict[str, int]
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _line(node: Any, key: str | None = None) -> int:
-    if isinstance(node, _LineDict):
-        if key is not None and key in getattr(node, "key_lines", {}):
-            return node.key_lines[key]
-        return node.line
-    return 0
 
 
 # --------------------------------------------------------------------------- field specs
@@ -284,12 +256,7 @@ def _version_number(value: Any) -> int | None:
 
 def load_mapping(path: str | Path) -> AgencyMapping:
     path = Path(path)
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"{mark.line + 1}" if mark else "?"
-        raise MappingError(f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    data = load_yaml_with_lines(path.read_text(encoding="utf-8"), path, MappingError)
     return parse_mapping(data, str(path))
 
 

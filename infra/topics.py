@@ -31,6 +31,8 @@ LINK_DECISIONS_TOPIC = "caselink.link-decisions"
 REVIEW_TOPIC = "caselink.review"
 DISCLOSURES_TOPIC = "caselink.disclosures"
 CONNECTOR_CHECKPOINTS_TOPIC = "caselink.connector-checkpoints"
+CONSENT_EVENTS_TOPIC = "caselink.consent-events"  # consents recorded centrally: CLI, national opt-outs
+GATE_RELEASED_TOPIC = "caselink.gate-released"  # the gate's own record of what is on each purpose topic
 
 
 def person_events_topic(agency: str) -> str:
@@ -81,6 +83,8 @@ def caselink_topics(
         TopicSpec(LINK_DECISIONS_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
         TopicSpec(REVIEW_TOPIC, 1, cleanup_policy="compact", extra=compacted),
         TopicSpec(DISCLOSURES_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
+        TopicSpec(CONSENT_EVENTS_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
+        TopicSpec(GATE_RELEASED_TOPIC, partitions, cleanup_policy="compact", extra=compacted),
         TopicSpec(DEAD_LETTER_TOPIC, 1, retention_ms=30 * DAY_MS),
         # Where each connector got to in its source; one key per connector, latest wins.
         TopicSpec(CONNECTOR_CHECKPOINTS_TOPIC, 1, cleanup_policy="compact", extra=compacted),

@@ -1,0 +1,236 @@
+"""The gate's state and decisions between Kafka messages: inputs in, messages to publish out.
+
+It holds the latest LinkedCase of every citizen, the consent register and what has been
+released to each purpose topic. Any input marks the citizens it may affect as dirty; ``flush``
+evaluates each dirty citizen for every purpose and publishes the difference from what was
+released before: a new or corrected view, or a tombstone (retraction), each with its audit record
+on ``caselink.disclosures`` and its bookkeeping on the compacted ``caselink.gate-released``.
+Publishing only differences makes the gate idempotent: replaying its inputs changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, purpose_topic
+from schemas import default_serde
+from streams.consent.evaluate import Refusal, View, evaluate, subjects_of
+from streams.consent.policy import Policy
+from streams.consent.pseudonym import Pseudonymiser
+from streams.consent.register import ConsentRegister
+from streams.linker_core import Outgoing
+
+
+@dataclass(frozen=True)
+class Released:
+    ref: str
+    digest: str
+    agencies: tuple[str, ...]
+    fields: tuple[str, ...]
+    basis: str
+    policy: str
+
+    def dump(self) -> bytes:
+        return json.dumps(self.__dict__, sort_keys=True).encode()
+
+    @classmethod
+    def load(cls, data: bytes) -> Released:
+        raw = json.loads(data)
+        return cls(raw["ref"], raw["digest"], tuple(raw["agencies"]), tuple(raw["fields"]), raw["basis"],
+                   raw["policy"])
+
+
+class GateCore:
+    def __init__(self, policy: Policy | None, pseudonymiser: Pseudonymiser | None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.policy = policy
+        self.pseudonymiser = pseudonymiser
+        self.clock = clock
+        self.serde = default_serde()
+        self.register = ConsentRegister()
+        self.cases: dict[str, dict[str, Any]] = {}
+        self.subjects: dict[str, set[str]] = {}  # citizen id -> subject keys of its current case
+        self.owners: dict[str, set[str]] = {}  # subject key -> citizen ids holding it
+        self.merged_into: dict[str, str] = {}  # retired citizen id -> the citizen it merged into
+        self.absorbed: dict[str, set[str]] = {}  # the reverse: citizen id -> ids merged into it
+        self.released: dict[tuple[str, str], Released] = {}  # (purpose, citizen id) -> what is out
+        self.released_purposes: dict[str, set[str]] = {}  # citizen id -> purposes with a release
+        self.dirty: set[str] = set()
+        self.stats = {"releases": 0, "retractions": 0, "unchanged": 0, "consents": 0, "rejected": 0}
+
+    # ------------------------------------------------------------------ inputs
+    def load_released(self, key: bytes, value: bytes | None) -> None:
+        """Bootstrap from ``caselink.gate-released``: what earlier runs put on the purpose topics."""
+        purpose, citizen_id = key.decode().split("|", 1)
+        if value is None:
+            self.released.pop((purpose, citizen_id), None)
+            self.released_purposes.get(citizen_id, set()).discard(purpose)
+        else:
+            self.released[(purpose, citizen_id)] = Released.load(value)
+            self.released_purposes.setdefault(citizen_id, set()).add(purpose)
+        self.dirty.add(citizen_id)
+
+    def apply_linked_case(self, citizen_id: str, value: bytes | None, topic: str | None = None,
+                          partition: int | None = None, offset: int | None = None) -> None:
+        old = self.subjects.pop(citizen_id, set())
+        for subject in old:
+            holders = self.owners.get(subject)
+            if holders is not None:
+                holders.discard(citizen_id)
+                if not holders:
+                    del self.owners[subject]
+        if value is None:
+            self.cases.pop(citizen_id, None)
+        else:
+            _, case = self.serde.decode(value, expect="LinkedCase", topic=topic, partition=partition, offset=offset)
+            self.cases[citizen_id] = case
+            for retired in case["merged_from"]:
+                self.merged_into[retired] = citizen_id
+                self.absorbed.setdefault(citizen_id, set()).add(retired)
+            subjects = subjects_of(case, self.ancestry(citizen_id))
+            self.subjects[citizen_id] = subjects
+            for subject in subjects:
+                self.owners.setdefault(subject, set()).add(citizen_id)
+        self.dirty.add(citizen_id)
+
+    def apply_consent(self, event: dict[str, Any]) -> None:
+        """Apply a decoded ConsentEvent; raises ``ConsentRejected`` and changes nothing if it is bad."""
+        for subject in self.register.apply(event, self.policy):
+            self.dirty.update(self.citizens_about(subject))
+        self.stats["consents"] += 1
+
+    def set_policy(self, policy: Policy | None) -> None:
+        """A new policy (or None: the file is broken, release nothing) re-evaluates everyone."""
+        self.policy = policy
+        self.dirty.update(self.cases)
+        self.dirty.update(self.released_purposes)
+
+    def set_pseudonymiser(self, pseudonymiser: Pseudonymiser | None) -> None:
+        self.pseudonymiser = pseudonymiser
+        self.dirty.update(self.cases)
+
+    def tick(self, after: datetime, until: datetime) -> None:
+        """Consents that started or expired in (after, until] change what may flow."""
+        for subject in self.register.boundaries_between(after, until):
+            self.dirty.update(self.citizens_about(subject))
+
+    # ------------------------------------------------------------------ lookups
+    def resolve(self, citizen_id: str) -> str:
+        seen = 0
+        while citizen_id in self.merged_into and citizen_id not in self.cases and seen < 1000:
+            citizen_id, seen = self.merged_into[citizen_id], seen + 1
+        return citizen_id
+
+    def ancestry(self, citizen_id: str) -> set[str]:
+        """Every retired id whose records now live in ``citizen_id`` (merges of merges included)."""
+        found: set[str] = set()
+        frontier = [citizen_id]
+        while frontier:
+            for retired in self.absorbed.get(frontier.pop(), ()):
+                if retired not in found:
+                    found.add(retired)
+                    frontier.append(retired)
+        return found
+
+    def citizens_about(self, subject: str) -> set[str]:
+        holders = set(self.owners.get(subject, ()))
+        if subject.startswith("citizen:"):
+            cid = self.resolve(subject.split(":", 1)[1])
+            if cid in self.cases:
+                holders.add(cid)
+        return holders
+
+    def decide(self, citizen_id: str, purpose: str, now: datetime | None = None) -> View | Refusal:
+        case = self.cases.get(citizen_id)
+        if case is None:
+            return Refusal("citizen retired (merged into another) or has no records left")
+        provisions = self.register.about(self.subjects.get(citizen_id, set()))
+        return evaluate(case, purpose, self.policy, provisions, now or self.clock(), self.pseudonymiser)
+
+    # ------------------------------------------------------------------ output
+    def flush(self) -> list[Outgoing]:
+        """Evaluate every dirty citizen for every purpose; the messages that make the topics right."""
+        now = self.clock()
+        out: list[Outgoing] = []
+        purposes = sorted(self.policy.purposes) if self.policy else []
+        for citizen_id in sorted(self.dirty):
+            for purpose in sorted(set(purposes) | self.released_purposes.get(citizen_id, set())):
+                out.extend(self._reconcile(citizen_id, purpose, now))
+        self.dirty.clear()
+        return out
+
+    def _reconcile(self, citizen_id: str, purpose: str, now: datetime) -> list[Outgoing]:
+        decision = self.decide(citizen_id, purpose, now)
+        before = self.released.get((purpose, citizen_id))
+        label = self.policy.label if self.policy else "none"
+        out: list[Outgoing] = []
+        if isinstance(decision, Refusal):
+            if before is not None:
+                out += self._retract(citizen_id, purpose, before, decision.reason, label, now)
+            return out
+        if before is not None and before.ref == decision.citizen_ref and before.digest == decision.digest:
+            self.stats["unchanged"] += 1
+            return out
+        reason = "first release"
+        if before is not None and before.ref != decision.citizen_ref:
+            out += self._retract(citizen_id, purpose, before, "released again under a new reference "
+                                 f"(pseudonymisation key {decision.key_id})", label, now)
+            reason = "re-released under a new reference"
+        elif before is not None:
+            reason = _change(before, decision)
+        out += self._release(decision, reason, label, now)
+        return out
+
+    def _release(self, view: View, reason: str, label: str, now: datetime) -> list[Outgoing]:
+        topic = purpose_topic(view.purpose)
+        released = Released(view.citizen_ref, view.digest, tuple(view.agencies), tuple(view.fields), view.basis, label)
+        self.released[(view.purpose, view.citizen_id)] = released
+        self.released_purposes.setdefault(view.citizen_id, set()).add(view.purpose)
+        self.stats["releases"] += 1
+        return [
+            Outgoing(topic, view.citizen_ref.encode(), self.serde.encode("GatedCase", view.record(label, now))),
+            self._disclosure(view.citizen_id, view.purpose, "RELEASE", view.agencies, view.fields, view.basis,
+                             reason, label, topic, view.citizen_ref, now),
+            Outgoing(GATE_RELEASED_TOPIC, f"{view.purpose}|{view.citizen_id}".encode(), released.dump()),
+        ]
+
+    def _retract(self, citizen_id: str, purpose: str, before: Released, reason: str, label: str,
+                 now: datetime) -> list[Outgoing]:
+        topic = purpose_topic(purpose)
+        del self.released[(purpose, citizen_id)]
+        self.released_purposes.get(citizen_id, set()).discard(purpose)
+        self.stats["retractions"] += 1
+        return [
+            Outgoing(topic, before.ref.encode(), None),
+            self._disclosure(citizen_id, purpose, "RETRACT", list(before.agencies), list(before.fields), before.basis,
+                             reason, label, topic, before.ref, now),
+            Outgoing(GATE_RELEASED_TOPIC, f"{purpose}|{citizen_id}".encode(), None),
+        ]
+
+    def _disclosure(self, citizen_id: str, purpose: str, action: str, agencies: list[str], fields: list[str],
+                    basis: str | None, reason: str, label: str, topic: str, ref: str, now: datetime) -> Outgoing:
+        record = {"disclosure_id": str(uuid.uuid4()), "citizen_id": citizen_id, "purpose": purpose,
+                  "action": action, "agencies": agencies, "fields": fields, "basis": basis, "reason": reason,
+                  "policy_version": label, "recipient_topic": topic, "recipient_key": ref, "at": now}
+        return Outgoing(DISCLOSURES_TOPIC, citizen_id.encode(), self.serde.encode("Disclosure", record))
+
+
+def _change(before: Released, view: View) -> str:
+    parts = []
+    lost_agencies = sorted(set(before.agencies) - set(view.agencies))
+    lost_fields = sorted(set(before.fields) - set(view.fields))
+    if lost_agencies:
+        parts.append(f"no longer agencies {lost_agencies}")
+    if lost_fields:
+        parts.append(f"no longer fields {lost_fields}")
+    gained = sorted(set(view.agencies) - set(before.agencies))
+    if gained:
+        parts.append(f"now also agencies {gained}")
+    if before.basis != view.basis:
+        parts.append(f"basis now {view.basis!r}")
+    return "corrected view: " + ("; ".join(parts) if parts else "records changed")
