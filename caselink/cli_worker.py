@@ -29,7 +29,15 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
     linker = LinkerLoop(settings, model, f"{settings.worker.app_id}-linker")
     linker.start()
     atexit.register(linker.stop)
-    app = create_app(settings, linker)
+    gate = None
+    if settings.consent.enabled:
+        from streams.consent.gate_loop import GateLoop
+
+        # The gate runs where the linker runs: one active gate per app, fenced by its transactions.
+        gate = GateLoop(settings, is_leader=lambda: linker.publish_from is not None)
+        gate.start()
+        atexit.register(gate.stop)
+    app = create_app(settings, linker, gate)
     settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
     sys.argv = ["caselink-worker", "worker", "--loglevel", loglevel, "--web-port", str(settings.worker.web_port),
                 "--web-host", settings.worker.web_host]

@@ -150,6 +150,11 @@ def read_to_end(settings: Settings, topics: list[str], timeout: float = 30.0) ->
         while remaining and time.monotonic() < deadline:
             msg = c.poll(0.5)
             if msg is None:
+                # Transactional topics end in commit markers, which are never delivered: the
+                # position, not the last message, says whether a partition has been read.
+                for tp in c.position([TopicPartition(t, p) for (t, p) in remaining]):
+                    if tp.offset >= remaining[(tp.topic, tp.partition)]:
+                        del remaining[(tp.topic, tp.partition)]
                 continue
             if msg.error():
                 if msg.error().code() != KafkaError._PARTITION_EOF:

@@ -31,6 +31,7 @@ from infra.topics import (
 from linkage.record import UnlinkableRecordError, standardise_person
 from schemas import SchemaValidationError, UndecodableEventError, default_serde
 from streams import metrics
+from streams.consent.gate_loop import GateLoop
 from streams.linker_loop import LinkerLoop
 from streams.sink import BatchSink
 
@@ -48,7 +49,7 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
-def create_app(settings: Settings, linker: LinkerLoop) -> faust.App:
+def create_app(settings: Settings, linker: LinkerLoop, gate: GateLoop | None = None) -> faust.App:
     w = settings.worker
     app = faust.App(
         w.app_id,
@@ -110,11 +111,11 @@ def create_app(settings: Settings, linker: LinkerLoop) -> faust.App:
                 sink.send(LINK_INPUT_TOPIC, key.encode(), event.value)
             await sink.flush()
 
-    _web(app, linker)
+    _web(app, linker, gate)
     return app
 
 
-def _web(app: faust.App, linker: LinkerLoop) -> None:
+def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None) -> None:
     def jsonable(value: Any) -> Any:
         if isinstance(value, datetime):
             return value.astimezone(UTC).isoformat()
@@ -136,6 +137,12 @@ def _web(app: faust.App, linker: LinkerLoop) -> None:
                     "model_version": core.model.version}
         if linker.error is not None:
             body["error"] = str(linker.error)
+        if gate is not None:
+            body["gate"] = gate.status()
+            if gate.error is not None or not gate.is_alive():
+                body["status"] = "failed"
+            elif gate.policy_error and body["status"] == "ok":
+                body["status"] = "degraded"  # linking goes on; nothing is released until the policy is fixed
         return web.json(body, status=200 if body["status"] == "ok" else 503)
 
     @app.page("/metrics")

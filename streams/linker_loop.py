@@ -46,11 +46,11 @@ class LinkerLoop(threading.Thread):
         self.recovered_at: float | None = None
         self.started_at = time.monotonic()
         self.error: BaseException | None = None
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
+        self._stopping.set()
         if self.is_alive():
             self.join(timeout)
 
@@ -93,7 +93,7 @@ class LinkerLoop(threading.Thread):
         consumer.subscribe([LINK_INPUT_TOPIC], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 batch = consumer.consume(w.batch_size, timeout=0.1)
                 if not batch or self.publish_from is None:
                     continue

@@ -13,3 +13,11 @@ LATENCY = Histogram(
 INDEX_RECORDS = Gauge("caselink_index_records", "records in the citizen index")
 INDEX_CITIZENS = Gauge("caselink_index_citizens", "live citizens in the citizen index")
 REVIEW_OPEN = Gauge("caselink_review_open", "possible matches waiting for a person")
+GATE_OUTPUT = Counter("caselink_gate_output_total", "views released to or retracted from purpose topics",
+                      ["purpose", "action"])
+GATE_CONSENTS = Counter("caselink_gate_consents_total", "consent events applied by the gate", ["outcome"])
+GATE_CITIZENS = Gauge("caselink_gate_citizens", "citizens the consent gate holds")
+GATE_LATENCY = Histogram(
+    "caselink_gate_seconds", "from an input reaching the gate's topics to its effect being committed",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+)

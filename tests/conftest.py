@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from caselink.kafka import admin_client
 from caselink.settings import KafkaSettings, Settings
 from infra.kafka_runtime import LocalKafka
+from infra.topics import caselink_topics, ensure_topics
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +65,23 @@ def make_topic(admin: AdminClient, request: pytest.FixtureRequest) -> Callable[.
         return name
 
     return create
+
+
+@pytest.fixture
+def pipeline_settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """A broker of the test's own with every caselink topic: for tests that read whole topics."""
+    directory = Path(tempfile.mkdtemp(prefix="caselink-pipeline-"))
+    kafka = LocalKafka(Settings().infra, directory)
+    state = kafka.start()
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
+    ensure_topics(admin_client(settings), caselink_topics(settings.agencies, settings.purposes))
+    failed = False
+    try:
+        yield settings
+        failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else False
+    finally:
+        kafka.stop()
+        if not failed:
+            shutil.rmtree(directory, ignore_errors=True)
+
+

@@ -12,7 +12,6 @@ import signal
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,23 +38,6 @@ from schemas import default_serde
 from streams.linker_core import LinkerCore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def pipeline_settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
-    directory = Path(tempfile.mkdtemp(prefix="caselink-pipeline-"))
-    kafka = LocalKafka(Settings().infra, directory)
-    state = kafka.start()
-    settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
-    ensure_topics(admin_client(settings), caselink_topics(settings.agencies, settings.purposes))
-    failed = False
-    try:
-        yield settings
-        failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else False
-    finally:
-        kafka.stop()
-        if not failed:
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _replayed_state(settings: Settings) -> dict[str, dict]:
