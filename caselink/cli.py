@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from caselink.cli_connector import connector_app
+from caselink.cli_consent import audit_command, consent_app, policy_app
 from caselink.cli_infra import infra_app, topics_app
 from caselink.cli_link import link_command
 from caselink.output import emit, fail
@@ -16,6 +17,9 @@ app = typer.Typer(help="caselink: link public-sector case records around the cit
 app.add_typer(infra_app, name="infra")
 app.add_typer(topics_app, name="topics")
 app.add_typer(connector_app, name="connector")
+app.add_typer(policy_app, name="policy")
+app.add_typer(consent_app, name="consent")
+app.command("audit")(audit_command)
 schemas_app = typer.Typer(help="Event contracts: compatibility check and release snapshots.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 

@@ -105,3 +105,66 @@ def bundle_rows(bundle: Mapping[str, Any], systems: Mapping[str, str] | None = N
                 yield where, patient_to_row(resource, systems)
         except RowError as exc:
             yield where, RowError(f"{where}.{exc.field}", exc.reason)
+
+
+CONSENT_STATUS = {"active": False, "inactive": True, "rejected": True, "entered-in-error": True}
+NATIONAL_OPT_OUT_CODE = "national-opt-out"
+
+
+def consent_to_event(resource: Mapping[str, Any], agency: str,
+                     systems: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A FHIR R4 Consent (one top-level provision) as a ConsentEvent; RowError names the bad element.
+
+    ``patient`` is a reference to the agency's own Patient (a RECORD subject) or an identifier
+    (an IDENTIFIER subject, e.g. an NHS number); ``provision.type`` permit/deny; the first
+    ``provision.purpose`` code is the caselink purpose (none: every purpose); ``provision.period``
+    bounds it; a ``category`` coded ``national-opt-out`` marks a national opt-out. Status ``active``
+    records it, ``inactive``/``rejected``/``entered-in-error`` withdraw it.
+    """
+    from streams.consent.events import consent_event
+
+    systems = {**DEFAULT_SYSTEMS, **(systems or {})}
+    if resource.get("resourceType") != "Consent":
+        raise RowError("resourceType", f"expected Consent, got {resource.get('resourceType')!r}")
+    if not resource.get("id"):
+        raise RowError("id", "a Consent needs its logical id")
+    status = resource.get("status")
+    if status not in CONSENT_STATUS:
+        raise RowError("status", f"{status!r} is not in force; expected one of {', '.join(CONSENT_STATUS)}")
+    patient = resource.get("patient") or {}
+    reference = str(patient.get("reference") or "")
+    identifier = patient.get("identifier") or {}
+    if reference.startswith("Patient/"):
+        subject = {"kind": "RECORD", "citizen_id": None, "agency": agency,
+                   "source_record_id": reference.split("/", 1)[1], "scheme": None, "value": None}
+    elif identifier.get("system") and identifier.get("value"):
+        subject = {"kind": "IDENTIFIER", "citizen_id": None, "agency": None, "source_record_id": None,
+                   "scheme": _scheme(identifier["system"], systems), "value": str(identifier["value"])}
+    else:
+        raise RowError("patient", "needs a Patient/<id> reference or an identifier with system and value")
+    provision = resource.get("provision") or {}
+    kind = provision.get("type")
+    if kind not in ("permit", "deny"):
+        raise RowError("provision.type", f"expected permit or deny, got {kind!r}")
+    purposes = [c.get("code") for c in provision.get("purpose") or [] if c.get("code")]
+    period = provision.get("period") or {}
+    opt_out = any(c.get("code") == NATIONAL_OPT_OUT_CODE for cat in resource.get("category") or []
+                  for c in cat.get("coding") or [])
+    return consent_event(
+        subject, purposes[0] if purposes else "*", kind == "permit", recorded_by=agency,
+        consent_id=f"{agency}:{resource['id']}", national_opt_out=opt_out, withdrawn=CONSENT_STATUS[status],
+        basis=(resource.get("policyRule") or {}).get("text"),
+        valid_from=_instant(period.get("start"), "provision.period.start"),
+        valid_to=_instant(period.get("end"), "provision.period.end"),
+        recorded_at=_instant(resource.get("dateTime"), "dateTime"),
+    )
+
+
+def _instant(value: Any, where: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise RowError(where, f"{value!r} is not a date or instant") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -5,6 +5,9 @@
 * A request is one event or a batch; it is validated whole (422 with the path of every bad field,
   nothing produced) and answered 202 only once Kafka has acknowledged every event (503 if not).
 * Bodies over ``ingest.max_body_bytes`` get 413. The OpenAPI document is at ``/openapi.json``.
+* Consents (``/v1/{agency}/consent-events``, or a FHIR ``Consent`` on ``/v1/{agency}/fhir``) are
+  checked against the consent policy (422 with the reasons) and published to the agency's
+  consent topic for the gate.
 """
 
 
@@ -22,9 +25,9 @@ from pydantic import BaseModel, Field, field_validator
 from caselink.kafka import idempotent_producer
 from caselink.settings import Settings
 from connectors.base import event_id
-from connectors.fhir import bundle_rows, patient_to_row
+from connectors.fhir import bundle_rows, consent_to_event, patient_to_row
 from connectors.mapping import MappedRow, RowError
-from infra.topics import person_events_topic
+from infra.topics import consent_events_topic, person_events_topic
 from schemas import SchemaValidationError, default_serde
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -78,6 +81,31 @@ class EventIn(BaseModel):
     occurred_at: datetime | None = None
     person: PersonIn | None = None
     cases: list[CaseIn] = []
+
+
+class SubjectIn(BaseModel):
+    citizen_id: str | None = None
+    source_record_id: str | None = Field(default=None, description="a record of the posting agency")
+    scheme: str | None = None
+    value: str | None = None
+
+
+class ConsentIn(BaseModel):
+    """A consent, objection or opt-out (after FHIR R4 Consent provisions); see docs/policy-language.md."""
+
+    consent_id: str | None = Field(default=None, description="the agency's id; repeat it to replace or withdraw")
+    status: Literal["ACTIVE", "WITHDRAWN"] = "ACTIVE"
+    subject: SubjectIn
+    purpose: str = Field(description="a purpose of the policy, or * for all")
+    decision: Literal["PERMIT", "DENY"]
+    national_opt_out: bool = False
+    basis: str | None = None
+    agencies: list[str] = []
+    fields: list[str] = []
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    recorded_by: str = Field(min_length=1)
+    recorded_at: datetime | None = None
 
 
 class Accepted(BaseModel):
@@ -155,7 +183,12 @@ def create_ingest_app(settings: Settings) -> FastAPI:
 
     @app.post("/v1/{agency}/fhir", status_code=202, response_model=Accepted)
     async def fhir(agency: Annotated[str, Depends(authorise)], resource: dict[str, Any]) -> Accepted:
-        """A FHIR R4 Patient, or a Bundle of Patients (DELETE entries retract records)."""
+        """A FHIR R4 Patient, a Bundle of Patients (DELETE entries retract records), or a Consent."""
+        if resource.get("resourceType") == "Consent":
+            try:
+                return await produce_consents(agency, [consent_to_event(resource, agency)])
+            except RowError as exc:
+                raise HTTPException(422, [{"loc": [exc.field], "msg": exc.reason}]) from None
         try:
             if resource.get("resourceType") == "Bundle":
                 results = list(bundle_rows(resource))
@@ -167,6 +200,60 @@ def create_ingest_app(settings: Settings) -> FastAPI:
         if bad:
             raise HTTPException(422, [{"loc": [e.field], "msg": e.reason} for e in bad])
         return await produce(agency, [(r, [], None) for _, r in results])  # type: ignore[misc]
+
+    def policy() -> Any:
+        from streams.consent.gate_loop import policy_path
+        from streams.consent.policy import PolicyError, load_policy
+
+        try:
+            return load_policy(policy_path(settings))
+        except PolicyError:
+            raise HTTPException(503, "the consent policy is invalid; consents cannot be checked now") from None
+
+    async def produce_consents(agency: str, events: list[dict[str, Any]]) -> Accepted:
+        from streams.consent.register import validate_consent
+
+        current = policy()
+        problems = [{"loc": ["body", i], "msg": p} for i, e in enumerate(events) for p in validate_consent(e, current)]
+        if problems:
+            raise HTTPException(422, problems)
+        errors: list[str] = []
+        for e in events:
+            e = {**e, "consent_id": e["consent_id"] if e["consent_id"].startswith(f"{agency}:")
+                 else f"{agency}:{e['consent_id']}"}
+            producer.produce(consent_events_topic(agency), serde.encode("ConsentEvent", e, check=True),
+                             key=e["consent_id"].encode(),
+                             on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
+        remaining = await asyncio.get_running_loop().run_in_executor(None, producer.flush, 30.0)
+        if remaining or errors:
+            raise HTTPException(503, f"Kafka did not acknowledge {remaining or len(errors)} consent(s); retry")
+        return Accepted(accepted=len(events), event_ids=[e["event_id"] for e in events])
+
+    @app.post("/v1/{agency}/consent-events", status_code=202, response_model=Accepted)
+    async def consent_events(agency: Annotated[str, Depends(authorise)], body: ConsentIn | list[ConsentIn]) -> Accepted:
+        """One consent or a batch. Record subjects are the posting agency's records; consent ids are
+        namespaced by agency so agencies cannot overwrite each other's consents."""
+        from streams.consent.events import consent_event
+
+        items = body if isinstance(body, list) else [body]
+        if len(items) > settings.ingest.max_events_per_request:
+            raise HTTPException(413, f"at most {settings.ingest.max_events_per_request} consents per request")
+        events = []
+        for i, c in enumerate(items):
+            s = c.subject
+            kinds = [k for k, v in (("CITIZEN", s.citizen_id), ("RECORD", s.source_record_id),
+                                    ("IDENTIFIER", s.scheme or s.value)) if v]
+            if len(kinds) != 1:
+                raise HTTPException(422, [{"loc": ["body", i, "subject"],
+                                           "msg": "give exactly one of citizen_id, source_record_id, scheme+value"}])
+            subject = {"kind": kinds[0], "citizen_id": s.citizen_id, "agency": agency if s.source_record_id else None,
+                       "source_record_id": s.source_record_id, "scheme": s.scheme, "value": s.value}
+            events.append(consent_event(
+                subject, c.purpose, c.decision == "PERMIT", c.recorded_by, consent_id=c.consent_id,
+                national_opt_out=c.national_opt_out, basis=c.basis, agencies=c.agencies, fields=c.fields,
+                valid_from=c.valid_from, valid_to=c.valid_to, withdrawn=c.status == "WITHDRAWN",
+                recorded_at=c.recorded_at))
+        return await produce_consents(agency, events)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

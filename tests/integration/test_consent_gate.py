@@ -152,3 +152,43 @@ def test_gate_releases_retracts_audits_and_survives_restart(pipeline_settings: S
     assert sorted(sent) == sorted(recorded)
     for where in {(t, k) for t, k, _ in sent}:
         assert [s for s in sent if s[:2] == where] == [r for r in recorded if r[:2] == where]
+
+
+def test_consent_cli_records_shows_withdraws_and_audits(pipeline_settings: Settings, monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from caselink.cli import app
+    from caselink.settings import get_settings
+
+    key = "cli-test-key-0123456789abcdef"
+    monkeypatch.setenv("CASELINK_KAFKA__BOOTSTRAP_SERVERS", pipeline_settings.kafka.bootstrap_servers)
+    monkeypatch.setenv("CASELINK_CONSENT__PSEUDONYM_KEY", key)
+    get_settings.cache_clear()
+    settings = get_settings()
+    publish(settings, [(LINKED_CASES_TOPIC, b"C9", encode_case(linked_case("C9", [member("health", "H9")])))])
+    runner = CliRunner()
+    gate = start(settings)
+    try:
+        result = runner.invoke(app, ["consent", "record", "--record", "health:H9", "--purpose", "research",
+                                     "--by", "clinic 4", "--id", "cli-1", "--json"])
+        assert result.exit_code == 0, result.output
+        wait_for(lambda: latest(settings, "research"))
+        shown = json.loads(runner.invoke(app, ["consent", "show", "C9", "--json"]).output)
+        assert shown["purposes"]["research"]["released"] is True
+        assert [c["consent_id"] for c in shown["consents"]] == ["cli-1"]
+        bad = runner.invoke(app, ["consent", "record", "--citizen", "C9", "--purpose", "marketing", "--by", "x"])
+        assert bad.exit_code == 1 and "marketing" in bad.output
+
+        assert runner.invoke(app, ["consent", "withdraw", "cli-1", "--by", "clinic 4"]).exit_code == 0
+        wait_for(lambda: all(v is None for v in latest(settings, "research").values()))
+        history = json.loads(runner.invoke(app, ["audit", "C9", "--json"]).output)
+        research = [(h["action"], h["reason"]) for h in history if h["purpose"] == "research"]
+        assert [a for a, _ in research] == ["RELEASE", "RETRACT"]
+        assert "no consent" in research[1][1]
+        table = runner.invoke(app, ["audit", "C9"], env={"COLUMNS": "200"}).output
+        assert "RETRACT" in table and "direct_care" in table
+    finally:
+        gate.stop()
+        get_settings.cache_clear()

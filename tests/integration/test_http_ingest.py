@@ -89,3 +89,43 @@ def test_fhir_patient_and_bundle(client: TestClient, settings: Settings) -> None
 def test_openapi_document(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert "/v1/{agency}/person-events" in spec["paths"] and "/v1/{agency}/fhir" in spec["paths"]
+
+
+def _consents(settings: Settings, agency: str) -> dict[str, dict]:
+    from infra.topics import consent_events_topic
+
+    serde = default_serde()
+    return {m.key().decode(): serde.decode(m.value())[1]
+            for m in read_to_end(settings, [consent_events_topic(agency)])}
+
+
+def test_consents_are_checked_against_the_policy_then_published(client: TestClient, settings: Settings) -> None:
+    good = {"consent_id": "c-77", "subject": {"source_record_id": "H-9"}, "purpose": "research",
+            "decision": "PERMIT", "recorded_by": "ward 7", "fields": ["year_of_birth"]}
+    r = client.post("/v1/health/consent-events", json=good, headers=HEALTH)
+    assert r.status_code == 202, r.text
+    stored = _consents(settings, "health")["health:c-77"]
+    assert stored["subject"] == {"kind": "RECORD", "citizen_id": None, "agency": "health",
+                                 "source_record_id": "H-9", "scheme": None, "value": None}
+    assert stored["fields"] == ["year_of_birth"] and stored["status"] == "ACTIVE"
+
+    bad = [{**good, "purpose": "marketing"}, {**good, "subject": {}},
+           {**good, "decision": "PERMIT", "national_opt_out": True}]
+    for body, words in zip(bad, ["not in policy", "exactly one", "must have decision DENY"], strict=True):
+        r = client.post("/v1/health/consent-events", json=body, headers=HEALTH)
+        assert r.status_code == 422 and words in r.text, r.text
+    assert client.post("/v1/health/consent-events", json=good, headers=POLICE).status_code == 403
+
+
+def test_fhir_consent_resource_becomes_a_consent_event(client: TestClient, settings: Settings) -> None:
+    resource = {"resourceType": "Consent", "id": "opt-1", "status": "active", "dateTime": "2026-11-20T10:00:00Z",
+                "category": [{"coding": [{"code": "national-opt-out"}]}],
+                "patient": {"identifier": {"system": NHS_NUMBER_SYSTEM, "value": "9434765919"}},
+                "provision": {"type": "deny", "period": {"start": "2026-11-20"}}}
+    r = client.post("/v1/health/fhir", json=resource, headers=HEALTH)
+    assert r.status_code == 202, r.text
+    stored = _consents(settings, "health")["health:opt-1"]
+    assert stored["national_opt_out"] and stored["decision"] == "DENY" and stored["purpose"] == "*"
+    assert stored["subject"]["kind"] == "IDENTIFIER" and stored["subject"]["scheme"] == "nhs_number"
+    r = client.post("/v1/health/fhir", json={**resource, "provision": {"type": "maybe"}}, headers=HEALTH)
+    assert r.status_code == 422 and "provision.type" in r.text

@@ -54,3 +54,18 @@ def test_errors_name_file_line_and_problem(text: str, line: int, words: str) -> 
 def test_missing_file_is_a_policy_error(tmp_path) -> None:
     with pytest.raises(PolicyError, match="cannot read"):
         load_policy(tmp_path / "nope.yaml")
+
+
+def test_policy_check_command_exit_codes(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from caselink.cli import app
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(GOOD)
+    bad.write_text(GOOD.replace("consent: required", "consent: maybe"))
+    runner = CliRunner()
+    ok = runner.invoke(app, ["policy", "check", str(good), "--json"])
+    assert ok.exit_code == 0 and '"valid": true' in ok.output
+    wrong = runner.invoke(app, ["policy", "check", str(bad)])
+    assert wrong.exit_code == 1 and f"{bad}:5:" in wrong.output.replace("\n", "")

@@ -1,0 +1,243 @@
+"""`caselink policy check`, `caselink consent record|withdraw|show` and `caselink audit`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from caselink.output import console, emit, fail
+from caselink.settings import get_settings
+
+policy_app = typer.Typer(help="The consent policy: which purposes may receive what.", no_args_is_help=True)
+consent_app = typer.Typer(help="Consents, objections and opt-outs.", no_args_is_help=True)
+
+
+@policy_app.command("check")
+def policy_check(
+    path: Annotated[Path | None, typer.Argument(help="policy file (default: the configured one)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Validate a policy file; errors name their line. Exit 1 when it is invalid."""
+    from streams.consent.gate_loop import policy_path
+    from streams.consent.policy import PolicyError, load_policy
+
+    path = path or policy_path(get_settings())
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        emit({"valid": False, "problems": exc.problems}, as_json, "\n".join(escape(p) for p in exc.problems))
+        raise typer.Exit(1) from None
+    if as_json:
+        emit({"valid": True, "version": policy.version, "label": policy.label,
+              "purposes": {n: p.model_dump() for n, p in policy.purposes.items()}}, True)
+        return
+    table = Table(title=f"{path}: policy {policy.label}")
+    for column in ("purpose", "legal basis", "consent", "opt-outs", "override", "agencies", "fields", "min weight",
+                   "pseudonymised"):
+        table.add_column(column, overflow="fold")
+    for name, p in policy.purposes.items():
+        table.add_row(name, p.legal_basis, p.consent, "apply" if p.national_opt_out else "-",
+                      "yes" if p.statutory_override else "-", ", ".join(p.agencies), ", ".join(p.fields),
+                      f"{p.min_match_weight:g}", "yes" if p.pseudonymise else "no")
+    console.print(table)
+
+
+def _publish(event: dict[str, Any], topic: str) -> None:
+    from caselink.kafka import idempotent_producer
+    from schemas import default_serde
+
+    producer = idempotent_producer(get_settings())
+    producer.produce(topic, default_serde().encode("ConsentEvent", event, check=True),
+                     key=event["consent_id"].encode())
+    if producer.flush(30):
+        fail("the consent was not acknowledged by Kafka")
+
+
+def _consent_topics() -> list[str]:
+    from infra.topics import CONSENT_EVENTS_TOPIC, consent_events_topic
+
+    return [CONSENT_EVENTS_TOPIC, *(consent_events_topic(a) for a in get_settings().agencies)]
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@consent_app.command("record")
+def consent_record(
+    purpose: Annotated[str, typer.Option(help="a purpose of the policy, or * for all")],
+    by: Annotated[str, typer.Option(help="who recorded it (kept in the consent)")],
+    citizen: Annotated[str | None, typer.Option(help="subject: a citizen id")] = None,
+    record: Annotated[str | None, typer.Option(help="subject: agency:record_id")] = None,
+    identifier: Annotated[str | None, typer.Option(help="subject: scheme:value, e.g. nhs_number:9434765919")] = None,
+    permit: Annotated[bool, typer.Option("--permit/--deny", help="consent, or an objection")] = True,
+    opt_out: Annotated[bool, typer.Option("--national-opt-out", help="a national data opt-out (a deny)")] = False,
+    agencies: Annotated[str, typer.Option(help="comma-separated agencies it covers (default all)")] = "",
+    fields: Annotated[str, typer.Option(help="comma-separated fields it covers (default all)")] = "",
+    valid_from: Annotated[str | None, typer.Option("--from", help="ISO date or time it starts")] = None,
+    valid_to: Annotated[str | None, typer.Option("--to", help="ISO date or time it ends")] = None,
+    basis: Annotated[str | None, typer.Option(help="e.g. the form or conversation it came from")] = None,
+    consent_id: Annotated[str | None, typer.Option("--id", help="reuse an id to replace a consent")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Record a consent, objection or national opt-out; the gate applies it within seconds."""
+    from infra.topics import CONSENT_EVENTS_TOPIC
+    from streams.consent.events import consent_event, subject_from
+    from streams.consent.gate_loop import policy_path
+    from streams.consent.policy import PolicyError, load_policy
+    from streams.consent.register import validate_consent
+
+    try:
+        event = consent_event(
+            subject_from(citizen, record, identifier), purpose, permit and not opt_out, by, consent_id=consent_id,
+            national_opt_out=opt_out, basis=basis, agencies=[a for a in agencies.split(",") if a],
+            fields=[f for f in fields.split(",") if f], valid_from=_date(valid_from), valid_to=_date(valid_to))
+        problems = validate_consent(event, load_policy(policy_path(get_settings())))
+    except (ValueError, PolicyError) as exc:
+        fail(str(exc))
+    if problems:
+        fail("; ".join(problems))
+    _publish(event, CONSENT_EVENTS_TOPIC)
+    emit(event, as_json, f"recorded consent {event['consent_id']}: {event['decision']} {purpose}")
+
+
+@consent_app.command("withdraw")
+def consent_withdraw(
+    consent_id: str,
+    by: Annotated[str, typer.Option(help="who withdrew it")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Withdraw a consent (or lift an objection or opt-out) by its id; the gate retracts what it allowed."""
+    from caselink.kafka import read_to_end
+    from schemas import UndecodableEventError, default_serde
+    from streams.consent.events import withdrawal_of
+
+    serde = default_serde()
+    found = None
+    for msg in read_to_end(get_settings(), _consent_topics()):
+        try:
+            _, event = serde.decode(msg.value(), expect="ConsentEvent")
+        except (UndecodableEventError, ValueError):
+            continue
+        if event["consent_id"] == consent_id and (found is None or event["recorded_at"] >= found[0]["recorded_at"]):
+            found = (event, msg.topic())
+    if found is None:
+        fail(f"no consent {consent_id} on the consent topics")
+    if found[0]["status"] == "WITHDRAWN":
+        fail(f"consent {consent_id} is already withdrawn")
+    withdrawal = withdrawal_of(found[0], by)
+    _publish(withdrawal, found[1])
+    emit(withdrawal, as_json, f"withdrew consent {consent_id}")
+
+
+def _offline_gate() -> Any:
+    """A GateCore rebuilt from the topics, as the live gate sees them (same policy and key)."""
+    from caselink.kafka import read_to_end
+    from infra.topics import LINKED_CASES_TOPIC
+    from schemas import UndecodableEventError
+    from streams.consent.gate_core import GateCore
+    from streams.consent.gate_loop import policy_path, pseudonymiser_from
+    from streams.consent.policy import PolicyError, load_policy
+    from streams.consent.register import ConsentRejected
+
+    settings = get_settings()
+    try:
+        policy = load_policy(policy_path(settings))
+    except PolicyError as exc:
+        fail(f"the consent policy is invalid:\n{exc}")
+    core = GateCore(policy, pseudonymiser_from(settings))
+    for msg in read_to_end(settings, [LINKED_CASES_TOPIC, *_consent_topics()]):
+        try:
+            if msg.topic() == LINKED_CASES_TOPIC:
+                core.apply_linked_case(msg.key().decode(), msg.value())
+            else:
+                core.apply_consent(core.serde.decode(msg.value(), expect="ConsentEvent")[1])
+        except (UndecodableEventError, ConsentRejected, ValueError):
+            continue
+    return core
+
+
+@consent_app.command("show")
+def consent_show(
+    citizen_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The consents that apply to a citizen and what each purpose may see of them now."""
+    from streams.consent.evaluate import Refusal
+
+    core = _offline_gate()
+    live = core.resolve(citizen_id)
+    if live not in core.cases:
+        fail(f"no live citizen {citizen_id}")
+    provisions = sorted(core.register.about(core.subjects[live]), key=lambda p: p.recorded_at)
+    decisions = {name: core.decide(live, name) for name in sorted(core.policy.purposes)}
+    data = {
+        "citizen_id": live, "retired_id": citizen_id if live != citizen_id else None,
+        "consents": [{"consent_id": p.consent_id, "subject": p.subject, "purpose": p.purpose,
+                      "decision": "PERMIT" if p.permit else "DENY", "national_opt_out": p.national_opt_out,
+                      "agencies": sorted(p.agencies), "fields": sorted(p.fields),
+                      "valid_from": p.valid_from, "valid_to": p.valid_to, "recorded_at": p.recorded_at}
+                     for p in provisions],
+        "purposes": {n: ({"released": False, "reason": d.reason} if isinstance(d, Refusal) else
+                         {"released": True, "basis": d.basis, "agencies": d.agencies, "fields": d.fields,
+                          "reference": d.citizen_ref}) for n, d in decisions.items()},
+    }
+    if as_json:
+        emit(data, True)
+        return
+    console.print(f"[bold]citizen {live}[/]" + (f" (asked for retired id {citizen_id})" if live != citizen_id else ""))
+    table = Table(title="consents, objections and opt-outs that apply")
+    for column in ("id", "about", "purpose", "decision", "agencies", "fields", "valid", "recorded"):
+        table.add_column(column, overflow="fold")
+    for c in data["consents"]:
+        decision = "OPT-OUT" if c["national_opt_out"] else c["decision"]
+        valid = f"{c['valid_from'] or '…'} → {c['valid_to'] or '…'}"
+        table.add_row(c["consent_id"], c["subject"], c["purpose"], decision, ", ".join(c["agencies"]) or "all",
+                      ", ".join(c["fields"]) or "all", valid, str(c["recorded_at"])[:19])
+    console.print(table if data["consents"] else "no consents recorded")
+    table = Table(title=f"what each purpose may see now (policy {core.policy.label})")
+    for column in ("purpose", "released", "agencies", "fields / reason", "basis"):
+        table.add_column(column, overflow="fold")
+    for name, d in data["purposes"].items():
+        if d["released"]:
+            table.add_row(name, "[green]yes[/]", ", ".join(d["agencies"]), ", ".join(d["fields"]), d["basis"])
+        else:
+            table.add_row(name, "[red]no[/]", "", d["reason"], "")
+    console.print(table)
+
+
+def audit_command(
+    citizen_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Everything released to or retracted from purpose topics about a citizen, in order."""
+    from caselink.kafka import read_to_end
+    from infra.topics import DISCLOSURES_TOPIC
+    from schemas import default_serde
+
+    serde = default_serde()
+    rows = [serde.decode(m.value(), expect="Disclosure")[1]
+            for m in read_to_end(get_settings(), [DISCLOSURES_TOPIC]) if m.key() == citizen_id.encode()]
+    rows.sort(key=lambda r: r["at"])
+    if as_json:
+        emit(rows, True)
+        return
+    if not rows:
+        console.print(f"nothing has been released about {citizen_id}")
+        return
+    table = Table(title=f"disclosures about {citizen_id}")
+    for column in ("when", "purpose", "action", "agencies", "fields", "basis", "why", "policy"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        colour = "green" if r["action"] == "RELEASE" else "red"
+        table.add_row(str(r["at"])[:19], r["purpose"], f"[{colour}]{r['action']}[/]", ", ".join(r["agencies"]),
+                      ", ".join(r["fields"]), r["basis"] or "", r["reason"] or "", r["policy_version"])
+    console.print(table)
