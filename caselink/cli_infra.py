@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +12,7 @@ import typer
 from caselink.kafka import admin_client, local_cluster, state_file
 from caselink.output import console, emit, fail
 from caselink.settings import get_settings
-from infra.kafka_runtime import ClusterState, KafkaRuntimeError, LocalKafka, pid_alive
+from infra.kafka_runtime import SASL_MECHANISM, ClusterState, KafkaRuntimeError, LocalKafka, pid_alive
 from infra.topics import caselink_topics, ensure_topics
 
 infra_app = typer.Typer(
@@ -22,12 +23,13 @@ topics_app = typer.Typer(
 )
 
 
-def start_local(brokers: int = 1, port: int | None = None, directory: Path | None = None) -> tuple[ClusterState, float]:
+def start_local(brokers: int = 1, port: int | None = None, directory: Path | None = None,
+                admin_password: str | None = None) -> tuple[ClusterState, float]:
     """Start a detached local cluster and record it, so later commands find it."""
     settings = get_settings()
     started = time.monotonic()
     run_dir = directory or settings.infra.run_dir / time.strftime("run-%Y%m%d-%H%M%S")
-    kafka = LocalKafka(settings.infra, run_dir, brokers=brokers, port=port,
+    kafka = LocalKafka(settings.infra, run_dir, brokers=brokers, port=port, admin_password=admin_password,
                        progress=lambda m: console.print(f"[dim]{m}[/]"))
     state = kafka.start()
     state.save(state_file(settings))
@@ -38,6 +40,7 @@ def start_local(brokers: int = 1, port: int | None = None, directory: Path | Non
 def up(
     brokers: Annotated[int, typer.Option(help="nodes (3 gives RF 3, min ISR 2)")] = 1,
     port: Annotated[int | None, typer.Option(help="first listener port; free ports when omitted")] = None,
+    secure: Annotated[bool, typer.Option("--secure", help="SASL/SCRAM logins and ACLs (StandardAuthorizer)")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Start Kafka in KRaft combined mode and wait until it answers metadata."""
@@ -47,8 +50,9 @@ def up(
         emit({"status": "already running", "bootstrap_servers": running.bootstrap_servers}, as_json,
              f"Kafka already running at [bold]{running.bootstrap_servers}[/] (caselink infra down to stop)")
         return
+    admin_password = secrets.token_urlsafe(24) if secure else None
     try:
-        state, seconds = start_local(brokers, port)
+        state, seconds = start_local(brokers, port, admin_password=admin_password)
     except KafkaRuntimeError as exc:
         fail(str(exc))
         return
@@ -56,6 +60,10 @@ def up(
           "directory": state.directory, "kafka_version": settings.infra.kafka_version}, as_json,
          f"Kafka {settings.infra.kafka_version} ready at [bold]{state.bootstrap_servers}[/] "
          f"in {seconds:.1f}s ({brokers} node(s); data and logs in {state.directory})")
+    if admin_password is not None:
+        env = _write_private(Path(state.directory) / "admin.env", _env_lines("admin", admin_password))
+        console.print(f"SASL/SCRAM is on. Admin credentials: [bold]source {env}[/] "
+                      "(then `caselink infra principals` creates the other principals and their ACLs)")
 
 
 @infra_app.command("down")
@@ -93,6 +101,42 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                     for n in nodes]))
     if not healthy:
         raise typer.Exit(1)
+
+
+def _env_lines(user: str, password: str) -> str:
+    return (f"export CASELINK_KAFKA__SECURITY_PROTOCOL=SASL_PLAINTEXT\n"
+            f"export CASELINK_KAFKA__SASL_MECHANISM={SASL_MECHANISM}\n"
+            f"export CASELINK_KAFKA__SASL_USERNAME={user}\n"
+            f"export CASELINK_KAFKA__SASL_PASSWORD={password}\n")
+
+
+def _write_private(path: Path, text: str) -> Path:
+    """Write a secret file readable only by its owner."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+    return path
+
+
+@infra_app.command("principals")
+def principals(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Create the worker, ingest, connector-<agency> and analyst-<purpose> logins and their ACLs.
+
+    Needs admin credentials in the environment (see `infra up --secure`). Each principal's
+    credentials are written to an owner-only env file beside the cluster's data.
+    """
+    from infra.acls import provision, standard_principals
+
+    settings = get_settings()
+    if not settings.kafka.sasl_username:
+        fail("set the admin credentials first: source the admin.env that `caselink infra up --secure` wrote")
+    created = standard_principals(settings.agencies, settings.purposes, settings.worker.app_id)
+    provision(admin_client(settings), created)
+    state = local_cluster(settings)
+    folder = Path(state.directory) / "principals" if state else Path.cwd() / "principals"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files = {p.name: str(_write_private(folder / f"{p.name}.env", _env_lines(p.name, p.password))) for p in created}
+    emit({"principals": files}, as_json, "\n".join(f"{name:<28} {path}" for name, path in files.items()))
 
 
 @topics_app.command("ensure")

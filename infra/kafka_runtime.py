@@ -37,6 +37,10 @@ class KafkaRuntimeError(RuntimeError):
         super().__init__(message + (f" (log: {log_path})" if log_path else ""))
 
 
+SASL_ADMIN = "admin"
+SASL_MECHANISM = "SCRAM-SHA-512"
+
+
 def find_java(settings: InfraSettings) -> str:
     """The java executable: settings, then JAVA_HOME, then PATH."""
     candidates = []
@@ -146,6 +150,7 @@ class ClusterState:
     directory: str
     cluster_id: str
     nodes: list[Node] = field(default_factory=list)
+    sasl: bool = False  # SASL/SCRAM on the client listener, StandardAuthorizer with ACLs
 
     @property
     def bootstrap_servers(self) -> str:
@@ -162,6 +167,7 @@ class ClusterState:
             directory=data["directory"],
             cluster_id=data["cluster_id"],
             nodes=[Node(**n) for n in data["nodes"]],
+            sasl=bool(data.get("sasl", False)),
         )
 
 
@@ -192,7 +198,9 @@ class LocalKafka:
         brokers: int = 1,
         port: int | None = None,
         progress: Callable[[str], None] | None = None,
+        admin_password: str | None = None,
     ) -> None:
+        """``admin_password`` turns on SASL/SCRAM-SHA-512 and ACLs, with ``admin`` as super user."""
         if brokers < 1:
             raise ValueError("brokers must be at least 1")
         self.settings = settings
@@ -200,6 +208,7 @@ class LocalKafka:
         self.brokers = brokers
         self.requested_port = port
         self.progress = progress or (lambda _msg: None)
+        self.admin_password = admin_password
         self.state: ClusterState | None = None
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -252,7 +261,41 @@ class LocalKafka:
             props["controller.quorum.bootstrap.servers"] = f"127.0.0.1:{node.controller_port}"
         else:
             props["controller.quorum.voters"] = voters
+        if self.admin_password is not None:
+            props.update(self._sasl_properties(node))
         return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _sasl_properties(self, node: Node) -> dict[str, object]:
+        """Clients and brokers authenticate with SCRAM; the StandardAuthorizer enforces ACLs.
+
+        The controller listener stays PLAINTEXT on loopback (KRaft controllers cannot use SCRAM,
+        whose credentials live in the metadata they serve), so its ANONYMOUS principal is a super
+        user; it is never advertised to clients. A production cluster would put TLS or
+        SASL/PLAIN on that listener too (docs/operations.md).
+        """
+        jaas = ('org.apache.kafka.common.security.scram.ScramLoginModule required '
+                f'username="{SASL_ADMIN}" password="{self.admin_password}";')
+        return {
+            "listeners": f"SASL_PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{node.port}",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": SASL_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SASL_MECHANISM,
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": jaas,
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{SASL_ADMIN};User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def admin_config(self) -> dict[str, str]:
+        """librdkafka settings for the ``admin`` super user (empty extras without SASL)."""
+        assert self.state is not None
+        conf = {"bootstrap.servers": self.state.bootstrap_servers}
+        if self.admin_password is not None:
+            conf.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": SASL_MECHANISM,
+                         "sasl.username": SASL_ADMIN, "sasl.password": self.admin_password})
+        return conf
 
     def _java_cmd(self, node: Node, main: list[str]) -> list[str]:
         libs = resolve_jars(self.settings, self.progress)
@@ -274,14 +317,18 @@ class LocalKafka:
         """Format storage, launch every node and wait until all brokers answer metadata."""
         nodes = self._plan_nodes()
         cluster_id = kafka_uuid()
-        self.state = ClusterState(str(self.directory), cluster_id, nodes)
+        self.state = ClusterState(str(self.directory), cluster_id, nodes, sasl=self.admin_password is not None)
         self.directory.mkdir(parents=True, exist_ok=True)
         for node in nodes:
             node_dir = Path(node.directory)
             (node_dir / "logs").mkdir(parents=True, exist_ok=True)
             props = node_dir / "server.properties"
             props.write_text(self._properties(node, nodes))
+            props.chmod(0o600)  # it holds the admin password when SASL is on
             fmt = ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", f"--config={props}"]
+            if self.admin_password is not None:
+                # The first SCRAM credential must exist before any client can log in to create more.
+                fmt += ["--add-scram", f"{SASL_MECHANISM}=[name={SASL_ADMIN},password={self.admin_password}]"]
             if len(nodes) == 1:
                 fmt.append("--standalone")
             fmt_log = node_dir / "logs" / "format.log"
@@ -327,7 +374,7 @@ class LocalKafka:
         timeout = timeout or self.settings.ready_timeout_s
         started = time.monotonic()
         want = len(self.state.nodes)
-        admin = AdminClient({"bootstrap.servers": self.state.bootstrap_servers, "logger": _QUIET})
+        admin = AdminClient({**self.admin_config(), "logger": _QUIET})
         while True:
             for node in self.state.nodes:
                 if not pid_alive(node.pid):
