@@ -3,13 +3,16 @@
 Starts a local Kafka (unless one is configured or already running), creates the topics, loads the
 three sample agencies' extracts through their mappings, reads the events back from Kafka, runs the
 stream processor (the Faust worker, in its own process) that links them into citizens, and shows
-from ``caselink.linked-cases`` who is known to more than one agency, and why one link was made.
+from ``caselink.linked-cases`` who is known to more than one agency, and why one link was made;
+then what the consent gate releases to each purpose topic, before and after a consent and an
+objection are recorded, with the audit trail.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,12 +31,15 @@ from connectors.files import FileConnector, resolve_source_path
 from connectors.mapping import load_mapping
 from infra.kafka_runtime import LocalKafka, free_port
 from infra.topics import (
+    CONSENT_EVENTS_TOPIC,
     DEAD_LETTER_TOPIC,
+    DISCLOSURES_TOPIC,
     LINK_DECISIONS_TOPIC,
     LINKED_CASES_TOPIC,
     caselink_topics,
     ensure_topics,
     person_events_topic,
+    purpose_topic,
 )
 from schemas import default_serde
 
@@ -125,8 +131,98 @@ def _run(settings: Settings) -> None:
         console.print(f"{len(cases)} live citizens on {LINKED_CASES_TOPIC} (compacted, keyed by citizen id)")
         _show_citizens(cases)
         _show_one_decision(settings)
+        console.rule("[bold]5. The consent gate releases what each purpose may see")
+        _show_gate(settings, worker, cases)
     finally:
         worker.stop()
+
+
+def _purpose_views(settings: Settings) -> dict[str, dict[str, dict]]:
+    serde = default_serde()
+    views: dict[str, dict[str, dict]] = {}
+    for purpose in settings.purposes:
+        latest: dict[str, dict | None] = {}
+        for msg in read_to_end(settings, [purpose_topic(purpose)]):
+            latest[msg.key().decode()] = None if msg.value() is None else serde.decode(msg.value())[1]
+        views[purpose] = {k: v for k, v in latest.items() if v is not None}
+    return views
+
+
+def _wait_for_gate(settings: Settings, worker: WorkerProcess) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        gate = worker.health().get("gate") or {}
+        if gate.get("caught_up"):
+            break
+        time.sleep(0.3)
+    wait_until_quiet(settings, [DISCLOSURES_TOPIC])
+
+
+def _show_gate(settings: Settings, worker: WorkerProcess, cases: dict[str, dict]) -> None:
+    from caselink.kafka import idempotent_producer
+    from streams.consent.events import consent_event, subject_from
+
+    _wait_for_gate(settings, worker)
+    gate = worker.health().get("gate") or {}
+    console.print(f"gate policy {gate.get('policy')}; pseudonymisation key id {gate.get('pseudonym_key_id')}")
+    _gate_table(settings, "before any consent is recorded")
+
+    multi = sorted((c for c in cases.values() if len({m["agency"] for m in c["members"]}) > 1),
+                   key=lambda c: c["citizen_id"])
+    if len(multi) < 2:
+        return
+    consenting, objecting = multi[0], multi[1]
+    health = next((m for m in consenting["members"] if m["agency"] == "health"), consenting["members"][0])
+    record = f"{health['agency']}:{health['source_record_id']}"
+    events = [
+        consent_event(subject_from(record=record), "research", True, "demo: research clinic"),
+        consent_event(subject_from(citizen=objecting["citizen_id"]), "*", False, "demo: objection letter"),
+    ]
+    producer = idempotent_producer(settings)
+    serde = default_serde()
+    for event in events:
+        producer.produce(CONSENT_EVENTS_TOPIC, serde.encode("ConsentEvent", event, check=True),
+                         key=event["consent_id"].encode())
+    producer.flush(30)
+    console.print(f"recorded: [bold]{record}[/] consents to research; citizen [bold]{objecting['citizen_id']}[/] "
+                  "objects to every use of their records")
+    time.sleep(1.0)
+    wait_until_quiet(settings, [DISCLOSURES_TOPIC])
+    views = _gate_table(settings, "after the consent and the objection")
+    research = next(iter(views["research"].values()), None)
+    if research:
+        t = Table(title=f"what research sees of citizen {consenting['citizen_id']}: pseudonym "
+                        f"{research['citizen_ref']} (key {research['key_id']})", title_justify="left")
+        for column in ("agency", "record", "fields", "cases"):
+            t.add_column(column, overflow="fold")
+        for m in research["members"]:
+            t.add_row(m["agency"], m["record_ref"][:20] + "…", json.dumps(m["fields"]),
+                      ", ".join(c["case_type"] or "?" for c in m["cases"]))
+        console.print(t)
+    safeguarding = views["safeguarding"].get(objecting["citizen_id"])
+    if safeguarding:
+        console.print(f"safeguarding still sees {objecting['citizen_id']}: [italic]{safeguarding['basis']}[/]")
+    disclosures = [serde.decode(m.value())[1] for m in read_to_end(settings, [DISCLOSURES_TOPIC])
+                   if m.key() == objecting["citizen_id"].encode()]
+    t = Table(title=f"caselink audit {objecting['citizen_id']}", title_justify="left")
+    for column in ("purpose", "action", "agencies", "why"):
+        t.add_column(column, overflow="fold")
+    for d in disclosures:
+        t.add_row(d["purpose"], d["action"], ", ".join(d["agencies"]), d["reason"] or "")
+    console.print(t)
+
+
+def _gate_table(settings: Settings, when: str) -> dict[str, dict[str, dict]]:
+    views = _purpose_views(settings)
+    t = Table(title=f"purpose topics {when}", title_justify="left")
+    for column in ("topic", "citizens", "agencies", "pseudonymised"):
+        t.add_column(column)
+    for purpose, released in views.items():
+        agencies = sorted({m["agency"] for v in released.values() for m in v["members"]})
+        pseudo = "yes" if any(v["pseudonymised"] for v in released.values()) else "-"
+        t.add_row(purpose_topic(purpose), str(len(released)), ", ".join(agencies), pseudo)
+    console.print(t)
+    return views
 
 
 class WorkerProcess:
@@ -157,6 +253,11 @@ def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path |
            "CASELINK_WORKER__WEB_PORT": str(port),
            "CASELINK_WORKER__DATA_DIR": str(data_dir),
            "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id}
+    if not env.get("CASELINK_CONSENT__PSEUDONYM_KEY"):
+        # A throwaway key, so the pseudonymised purposes have something to show; real deployments
+        # set their own, kept in a secret store.
+        env["CASELINK_CONSENT__PSEUDONYM_KEY"] = secrets.token_urlsafe(32)
+        env["CASELINK_CONSENT__PSEUDONYM_KEY_ID"] = "demo"
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "worker.log"
     with log_path.open("wb") as log:
