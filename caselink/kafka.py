@@ -108,6 +108,19 @@ def produce(producer: Producer, topic: str, key: bytes | None, value: bytes | No
     producer.poll(0)
 
 
+def drain(c: Consumer, max_messages: int, wait_s: float) -> list[Any]:
+    """Wait up to ``wait_s`` for one message, then take whatever else is already fetched.
+
+    ``Consumer.consume(n, timeout)`` waits for the whole timeout unless n messages arrive, which
+    adds the timeout to every message's latency at low rates; this returns as soon as there is
+    work, and still batches under load.
+    """
+    first = c.poll(wait_s)
+    if first is None:
+        return []
+    return [first, *c.consume(max_messages - 1, timeout=0)] if max_messages > 1 else [first]
+
+
 def watermarks(c: Consumer, tp: Any, timeout: float = 30.0) -> tuple[int, int]:
     """Low and high offsets, waiting out the moments after creation when a partition has no leader yet."""
     from confluent_kafka import KafkaException

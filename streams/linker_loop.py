@@ -20,7 +20,7 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from caselink.kafka import client_config
+from caselink.kafka import client_config, drain
 from caselink.settings import Settings
 from connectors.base import dead_letter
 from infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC
@@ -94,7 +94,7 @@ class LinkerLoop(threading.Thread):
 
         try:
             while not self._stopping.is_set():
-                batch = consumer.consume(w.batch_size, timeout=0.1)
+                batch = drain(consumer, w.batch_size, wait_s=0.1)
                 if not batch or self.publish_from is None:
                     continue
                 last = None

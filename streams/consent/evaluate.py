@@ -166,7 +166,6 @@ def _project(member: dict[str, Any], fields: set[str], purpose: Purpose, purpose
 def _field_values(person: dict[str, Any], name: str) -> list[tuple[str, str | None]]:
     addresses = person.get("addresses") or []
     first = addresses[0] if addresses else {}
-    postcode = standardise_postcode(first.get("postcode")) if first else None
     dob = person.get("date_of_birth")
     identifiers = person.get("identifiers") or {}
     match name:
@@ -179,6 +178,7 @@ def _field_values(person: dict[str, Any], name: str) -> list[tuple[str, str | No
         case "postcode":
             return [(name, first.get("postcode"))]
         case "postcode_district":
+            postcode = standardise_postcode(first.get("postcode")) if first else None
             return [(name, postcode.district if postcode else None)]
         case "address":
             return [(name, " | ".join(_address_text(a) for a in addresses) or None)]

@@ -31,7 +31,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from caselink.kafka import admin_client, client_config, watermarks
+from caselink.kafka import admin_client, client_config, drain, watermarks
 from caselink.settings import Settings
 from connectors.base import dead_letter
 from infra.topics import (
@@ -79,6 +79,7 @@ class GateLoop(threading.Thread):
         self.policy_label: str | None = None
         self.active = False
         self.caught_up = False
+        self.inputs_committed = 0  # inputs whose effects are committed (for benchmarks and status)
         self.error: BaseException | None = None
         self._stopping = threading.Event()
         self._policy_mtime: float | None = None
@@ -97,7 +98,7 @@ class GateLoop(threading.Thread):
                 if self.settings.consent.pseudonym_key else None,
                 "citizens": len(core.cases) if core else 0, "released": len(core.released) if core else 0,
                 "consents": len(core.register.by_id) if core else 0, **(core.stats if core else {}),
-                "error": str(self.error) if self.error else None,
+                "inputs_committed": self.inputs_committed, "error": str(self.error) if self.error else None,
             }
 
     # ------------------------------------------------------------------ policy
@@ -168,6 +169,7 @@ class GateLoop(threading.Thread):
             with self.lock:
                 out = dead + self.core.flush()
             self._publish(producer, out, positions)
+            self.inputs_committed = sum(positions.values())
             self.caught_up = True
             log.info("consent gate caught up: %d citizens, %d releases out", len(self.core.cases),
                      len(self.core.released))
@@ -273,7 +275,7 @@ class GateLoop(threading.Thread):
                     with self.lock:
                         core.set_policy(policy)
                     log.info("consent gate: policy %s loaded", policy.label)
-            batch = consumer.consume(2000, timeout=0.05)
+            batch = drain(consumer, 2000, wait_s=0.05)
             dead: list[Outgoing] = []
             oldest: float | None = None
             with self.lock:
@@ -296,6 +298,7 @@ class GateLoop(threading.Thread):
                 metrics.GATE_CITIZENS.set(len(core.cases))
             if out or batch:
                 self._publish(producer, out, positions)
+                self.inputs_committed = sum(positions.values())
                 if oldest is not None:
                     metrics.GATE_LATENCY.observe(max(0.0, time.time() - oldest))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,12 +104,12 @@ class Policy(BaseModel):
             raise ValueError(f"purpose names must be lower-case letters, digits and _: {bad}")
         return purposes
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """Changes whenever anything in the policy changes, even if the version was not bumped."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
-    @property
+    @cached_property
     def label(self) -> str:
         return f"{self.version}#{self.fingerprint}"
 
