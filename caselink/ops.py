@@ -1,0 +1,293 @@
+"""What operators ask of a running caselink: health and lag, replays, dead letters.
+
+Plain functions over the Kafka admin and consumer APIs, returning data; the CLI (``cli_ops``)
+prints them for people or as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import ConsumerGroupTopicPartitions
+
+from caselink.kafka import admin_client, consumer, idempotent_producer, watermarks
+from caselink.settings import Settings
+
+EPHEMERAL_GROUPS = ("caselink-reader-", "caselink-quiet-probe", "caselink-ops-")
+
+
+# --------------------------------------------------------------------------- status
+@dataclass
+class GroupLag:
+    group: str
+    state: str
+    partitions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(p["lag"] for p in self.partitions)
+
+
+def group_lags(settings: Settings, timeout: float = 10.0) -> list[GroupLag]:
+    """Committed offset and lag for every partition of every (non-ephemeral) consumer group."""
+    admin = admin_client(settings)
+    listed = admin.list_consumer_groups(request_timeout=timeout).result(timeout=timeout)
+    groups = sorted((g for g in listed.valid if not g.group_id.startswith(EPHEMERAL_GROUPS)),
+                    key=lambda g: g.group_id)
+    probe = consumer(settings, "caselink-ops-lag")
+    out = []
+    try:
+        for g in groups:
+            future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(g.group_id)],
+                                                       request_timeout=timeout)[g.group_id]
+            lag = GroupLag(g.group_id, str(getattr(g.state, "name", g.state)))
+            for tp in future.result(timeout=timeout).topic_partitions:
+                if tp.offset < 0:
+                    continue
+                _lo, hi = watermarks(probe, TopicPartition(tp.topic, tp.partition), timeout)
+                lag.partitions.append({"topic": tp.topic, "partition": tp.partition, "committed": tp.offset,
+                                       "end": hi, "lag": max(0, hi - tp.offset)})
+            out.append(lag)
+    finally:
+        probe.close()
+    return out
+
+
+def topic_ends(settings: Settings, topics: list[str], timeout: float = 10.0) -> dict[str, int]:
+    """Sum of the high watermarks of each topic (messages ever written, for rates)."""
+    c = consumer(settings, "caselink-ops-ends")
+    try:
+        md = c.list_topics(timeout=timeout)
+        return {t: sum(watermarks(c, TopicPartition(t, p), timeout)[1] for p in md.topics[t].partitions)
+                for t in topics if t in md.topics}
+    finally:
+        c.close()
+
+
+def worker_health(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:
+    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return {"url": url, **json.loads(response.read())}
+    except urllib.error.HTTPError as exc:  # 503 still carries the body
+        return {"url": url, **json.loads(exc.read() or b"{}")}
+    except (OSError, ValueError) as exc:
+        return {"url": url, "status": "unreachable", "error": str(exc)}
+
+
+# --------------------------------------------------------------------------- replay
+@dataclass
+class ReplayPlan:
+    topic: str
+    target: str
+    start: dict[int, int]  # partition -> first offset to replay
+    end: dict[int, int]  # partition -> current end
+
+    @property
+    def count(self) -> int:
+        return sum(max(0, self.end[p] - self.start[p]) for p in self.start)
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """``2026-11-01T00:00`` (UTC unless an offset is given) or a duration such as ``90m``, ``2h``, ``7d``."""
+    now = now or datetime.now(UTC)
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    if value[:-1].replace(".", "", 1).isdigit() and value[-1] in units:
+        return now - timedelta(**{units[value[-1]]: float(value[:-1])})
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is neither an ISO time nor a duration like 30m, 2h, 7d") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def plan_replay(settings: Settings, topic: str, since: datetime | None = None,
+                offsets: dict[int, int] | None = None, target: str | None = None,
+                timeout: float = 10.0) -> ReplayPlan:
+    """Where a replay of ``topic`` would start (by time or explicit offsets) and end (now)."""
+    c = consumer(settings, "caselink-ops-replay")
+    try:
+        md = c.list_topics(timeout=timeout)
+        if topic not in md.topics or md.topics[topic].error is not None:
+            raise ValueError(f"no topic {topic}")
+        partitions = sorted(md.topics[topic].partitions)
+        ends = {p: watermarks(c, TopicPartition(topic, p), timeout)[1] for p in partitions}
+        if offsets is not None:
+            unknown = set(offsets) - set(partitions)
+            if unknown:
+                raise ValueError(f"{topic} has no partition(s) {sorted(unknown)}")
+            start = {p: offsets.get(p, ends[p]) for p in partitions}
+        elif since is not None:
+            ms = int(since.timestamp() * 1000)
+            found = c.offsets_for_times([TopicPartition(topic, p, ms) for p in partitions], timeout=timeout)
+            start = {tp.partition: (tp.offset if tp.offset >= 0 else ends[tp.partition]) for tp in found}
+        else:
+            start = {p: watermarks(c, TopicPartition(topic, p), timeout)[0] for p in partitions}
+        return ReplayPlan(topic, target or topic, start, ends)
+    finally:
+        c.close()
+
+
+def read_range(settings: Settings, topic: str, start: dict[int, int], end: dict[int, int],
+               timeout: float = 30.0) -> Iterator[Any]:
+    """The messages of ``topic`` in [start, end) per partition."""
+    wanted = {p: (start[p], end[p]) for p in start if end[p] > start[p]}
+    if not wanted:
+        return
+    c = consumer(settings, "caselink-ops-read")
+    try:
+        c.assign([TopicPartition(topic, p, lo) for p, (lo, _hi) in wanted.items()])
+        remaining = dict(wanted)
+        deadline = time.monotonic() + timeout
+        while remaining:
+            batch = c.consume(1000, timeout=0.5)
+            if not batch and time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} partitions {sorted(remaining)} within {timeout}s")
+            for msg in batch:
+                if msg.error():
+                    continue
+                p = msg.partition()
+                if p in remaining and msg.offset() < remaining[p][1]:
+                    deadline = time.monotonic() + timeout
+                    yield msg
+                    if msg.offset() + 1 >= remaining[p][1]:
+                        del remaining[p]
+            for tp in c.position([TopicPartition(topic, p) for p in remaining]):
+                if tp.offset >= remaining[tp.partition][1]:
+                    del remaining[tp.partition]
+    finally:
+        c.close()
+
+
+def replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int], None] | None = None) -> int:
+    """Re-publish the planned messages (key, value, timestamp) to the target topic, in order per partition.
+
+    Safe into the live pipeline: every event keeps its ``event_id`` and ``source_version``, which
+    the linker uses to ignore what it has already applied.
+    """
+    producer = idempotent_producer(settings, **{"linger.ms": 20})
+    errors: list[str] = []
+    sent = 0
+    for msg in read_range(settings, plan.topic, plan.start, plan.end):
+        headers = [*(msg.headers() or []), ("caselink-replayed-from",
+                                             f"{msg.topic()}[{msg.partition()}]@{msg.offset()}".encode())]
+        partition = msg.partition() if plan.target == plan.topic else -1
+        while True:
+            try:
+                producer.produce(plan.target, msg.value(), key=msg.key(), headers=headers,
+                                 timestamp=msg.timestamp()[1], partition=partition,
+                                 on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        sent += 1
+        if progress and sent % 1000 == 0:
+            progress(sent)
+            producer.poll(0)
+    if producer.flush(60) or errors:
+        raise RuntimeError(f"replay not fully acknowledged: {errors[:3]}")
+    if progress:
+        progress(sent)
+    return sent
+
+
+# --------------------------------------------------------------------------- dead letters
+def dead_letters(settings: Settings) -> list[tuple[Any, dict[str, Any]]]:
+    """Every dead letter now on the topic, with its message (for its offset)."""
+    from caselink.kafka import read_to_end
+    from infra.topics import DEAD_LETTER_TOPIC
+    from schemas import default_serde
+
+    serde = default_serde()
+    return [(m, serde.decode(m.value(), expect="DeadLetter")[1]) for m in read_to_end(settings, [DEAD_LETTER_TOPIC])]
+
+
+def letter_id(msg: Any) -> str:
+    return f"{msg.partition()}@{msg.offset()}"
+
+
+def summarise(letters: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]:
+    counts = Counter((d["stage"], d["error_type"], d["origin_topic"] or "(file)") for _m, d in letters)
+    return [{"stage": s, "error_type": e, "origin_topic": t, "count": n}
+            for (s, e, t), n in counts.most_common()]
+
+
+def redriven(settings: Settings) -> set[str]:
+    from caselink.kafka import read_to_end
+    from infra.topics import DLQ_REDRIVEN_TOPIC
+
+    done = set()
+    for msg in read_to_end(settings, [DLQ_REDRIVEN_TOPIC]):
+        if msg.value() is not None:
+            done.add(msg.key().decode())
+    return done
+
+
+class RedriveError(ValueError):
+    """A dead letter that cannot be re-driven as it is (the reason says why)."""
+
+
+def redrive(settings: Settings, letters: list[tuple[Any, dict[str, Any]]], mapping_path: str | None = None,
+            dry_run: bool = False) -> dict[str, Any]:
+    """Send dead letters back where they came from, once each.
+
+    Events that failed in the pipeline (their payload is the original event) go back to their
+    origin topic unchanged; rows a connector could not map are mapped again with ``mapping_path``
+    (the fixed mapping) and published as PersonEvents. Each re-driven letter is recorded on
+    ``caselink.dlq-redriven`` so a second redrive skips it.
+    """
+    from connectors.base import ConnectorSink, person_event
+    from connectors.mapping import RowError, load_mapping
+    from infra.topics import DLQ_REDRIVEN_TOPIC
+
+    done = redriven(settings)
+    mapping = load_mapping(mapping_path) if mapping_path else None
+    report: dict[str, Any] = {"redriven": [], "skipped_already": [], "failed": []}
+    producer = idempotent_producer(settings)
+    sink = ConnectorSink(settings, "redrive", mapping.agency) if mapping else None
+    for msg, letter in letters:
+        lid = letter_id(msg)
+        if lid in done:
+            report["skipped_already"].append(lid)
+            continue
+        try:
+            if letter["origin_topic"]:
+                target, key, value = letter["origin_topic"], letter["origin_key"], letter["payload"]
+            else:
+                if mapping is None:
+                    raise RedriveError("a connector row: give the fixed mapping with --mapping")
+                row = json.loads(letter["payload"])
+                try:
+                    mapped = mapping.apply(row)
+                except RowError as exc:
+                    raise RedriveError(f"still cannot be mapped: {exc}") from None
+                event = person_event(mapping.agency, mapped, {"connector": "redrive", "dead_letter": lid})
+                target = None
+        except (RedriveError, ValueError) as exc:
+            report["failed"].append({"id": lid, "reason": str(exc)})
+            continue
+        if not dry_run:
+            if target is None:
+                assert sink is not None
+                sink.send_event(event)
+                sink.flush()
+            else:
+                producer.produce(target, value, key=key)
+            producer.produce(DLQ_REDRIVEN_TOPIC, json.dumps({"at": datetime.now(UTC).isoformat()}).encode(),
+                             key=lid.encode())
+            if producer.flush(30):
+                raise KafkaException("redrive not acknowledged by Kafka")
+        report["redriven"].append(lid)
+    return report
+
+
+def _unused(_: Consumer, __: int = OFFSET_BEGINNING) -> None:  # keep imports honest for type checkers
+    return None
