@@ -10,6 +10,7 @@ from caselink.cli_connector import connector_app
 from caselink.cli_consent import audit_command, consent_app, policy_app
 from caselink.cli_infra import infra_app, topics_app
 from caselink.cli_link import link_command
+from caselink.cli_ops import dlq_app, export_command, replay_command, status_command
 from caselink.output import emit, fail
 
 app = typer.Typer(help="caselink: link public-sector case records around the citizen.", no_args_is_help=True,
@@ -20,6 +21,10 @@ app.add_typer(connector_app, name="connector")
 app.add_typer(policy_app, name="policy")
 app.add_typer(consent_app, name="consent")
 app.command("audit")(audit_command)
+app.command("status")(status_command)
+app.command("replay")(replay_command)
+app.command("export")(export_command)
+app.add_typer(dlq_app, name="dlq")
 schemas_app = typer.Typer(help="Event contracts: compatibility check and release snapshots.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 

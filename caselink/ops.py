@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import ConsumerGroupTopicPartitions
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
 from caselink.kafka import admin_client, consumer, idempotent_producer, watermarks
 from caselink.settings import Settings
@@ -269,7 +268,9 @@ def redrive(settings: Settings, letters: list[tuple[Any, dict[str, Any]]], mappi
                     mapped = mapping.apply(row)
                 except RowError as exc:
                     raise RedriveError(f"still cannot be mapped: {exc}") from None
-                event = person_event(mapping.agency, mapped, {"connector": "redrive", "dead_letter": lid})
+                now = datetime.now(UTC)
+                event = person_event(mapping, mapped, int(now.timestamp() * 1000),
+                                     {"connector": "redrive", "dead_letter": lid}, now)
                 target = None
         except (RedriveError, ValueError) as exc:
             report["failed"].append({"id": lid, "reason": str(exc)})
@@ -287,7 +288,3 @@ def redrive(settings: Settings, letters: list[tuple[Any, dict[str, Any]]], mappi
                 raise KafkaException("redrive not acknowledged by Kafka")
         report["redriven"].append(lid)
     return report
-
-
-def _unused(_: Consumer, __: int = OFFSET_BEGINNING) -> None:  # keep imports honest for type checkers
-    return None

@@ -166,7 +166,10 @@ class FileConnector:
                     self.sink.send_event(event)
                     report.events += 1
                 except (RowError, ValueError) as exc:
-                    self.sink.send_dead_letter(dead_letter(origin, "connector", exc, row.raw))
+                    # The parsed row as JSON (not the raw line): `caselink dlq redrive --mapping`
+                    # can map it again once the mapping is fixed.
+                    self.sink.send_dead_letter(dead_letter(origin, "connector", exc,
+                                                           json.dumps(row.data, default=str).encode()))
                     report.dead_letters += 1
             last = row.number
             if report.rows % CHECKPOINT_EVERY == 0:

@@ -1,0 +1,219 @@
+"""Operators' and analysts' commands: status, replay, dlq, export."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Table
+
+from caselink.output import console, emit, fail
+from caselink.settings import get_settings
+
+dlq_app = typer.Typer(help="Dead letters: what failed, why, and sending it again after a fix.", no_args_is_help=True)
+
+
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    max_lag: Annotated[int, typer.Option(help="a consumer group lagging more than this is unhealthy")] = 100_000,
+    interval: Annotated[float, typer.Option(help="seconds over which throughput is measured")] = 1.0,
+    worker: Annotated[bool, typer.Option("--worker/--no-worker", help="check the worker's /health")] = True,
+) -> None:
+    """Broker, topics, consumer-group lag per partition, throughput, worker and index. Exit 1 when unhealthy."""
+    from caselink.kafka import admin_client, bootstrap_servers
+    from caselink.ops import group_lags, topic_ends, worker_health
+    from infra.topics import LINKED_CASES_TOPIC, person_events_topic
+
+    settings = get_settings()
+    problems: list[str] = []
+    report: dict[str, Any] = {"bootstrap_servers": bootstrap_servers(settings)}
+    try:
+        admin = admin_client(settings)  # keep a reference: a collected client cancels its futures
+        cluster = admin.describe_cluster(request_timeout=5).result(timeout=6)
+        md = admin.list_topics(timeout=5)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "broker unreachable"
+        report["broker"] = {"status": "unreachable", "error": str(exc)}
+        emit(report, as_json, f"[red]broker unreachable[/] at {report['bootstrap_servers']}: {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    report["broker"] = {"status": "ok", "brokers": len(cluster.nodes), "controller": cluster.controller.id,
+                        "topics": len([t for t in md.topics if not t.startswith("__")])}
+    offline = [f"{t}[{p}]" for t, tm in md.topics.items() for p, pm in tm.partitions.items() if pm.leader < 0]
+    if offline:
+        problems.append(f"partitions without a leader: {', '.join(offline[:5])}")
+    watched = [*(person_events_topic(a) for a in settings.agencies), LINKED_CASES_TOPIC]
+    before = topic_ends(settings, watched)
+    time.sleep(interval)
+    after = topic_ends(settings, watched)
+    report["throughput_per_s"] = {t: round((after[t] - before[t]) / interval, 1) for t in after}
+    lags = group_lags(settings)
+    report["groups"] = [{"group": g.group, "state": g.state, "lag": g.total, "partitions": g.partitions}
+                        for g in lags]
+    problems += [f"group {g.group} lags {g.total:,} messages" for g in lags if g.total > max_lag]
+    if worker:
+        health = worker_health(settings)
+        report["worker"] = health
+        if health.get("status") != "ok":
+            problems.append(f"worker {health.get('url')}: {health.get('status')} {health.get('error', '')}".strip())
+    report["healthy"] = not problems
+    report["problems"] = problems
+    if as_json:
+        emit(report, True)
+    else:
+        _print_status(report)
+    if problems:
+        raise typer.Exit(1)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    b = report["broker"]
+    console.print(f"broker [green]ok[/]: {b['brokers']} node(s), controller {b['controller']}, {b['topics']} topics "
+                  f"at {report['bootstrap_servers']}")
+    rates = ", ".join(f"{t} {r:,.0f}/s" for t, r in report["throughput_per_s"].items() if r) or "idle"
+    console.print(f"throughput: {rates}")
+    table = Table(title="consumer groups", title_justify="left")
+    for column in ("group", "state", "topic", "partition", "committed", "end", "lag"):
+        table.add_column(column, justify="right" if column in ("partition", "committed", "end", "lag") else "left")
+    for g in report["groups"]:
+        for p in g["partitions"] or [{"topic": "-", "partition": "", "committed": "", "end": "", "lag": 0}]:
+            colour = "red" if p["lag"] else "green"
+            table.add_row(g["group"], g["state"], p["topic"], str(p["partition"]), str(p["committed"]), str(p["end"]),
+                          f"[{colour}]{p['lag']}[/]")
+    console.print(table)
+    w = report.get("worker")
+    if w:
+        colour = "green" if w.get("status") == "ok" else "red"
+        detail = (f"{w.get('records', '?')} records, {w.get('citizens', '?')} citizens, "
+                  f"{w.get('review_open', '?')} open reviews" if "records" in w else w.get("error", ""))
+        console.print(f"worker [{colour}]{w.get('status')}[/] ({w['url']}): {escape(str(detail))}")
+        gate = w.get("gate")
+        if gate:
+            console.print(f"consent gate: {'active' if gate['active'] else 'standby'}, policy {gate['policy']}, "
+                          f"{gate['released']} views out" + (", [red]policy error[/]" if gate["policy_error"] else ""))
+    for problem in report["problems"]:
+        console.print(f"[red]unhealthy:[/] {escape(problem)}")
+
+
+def replay_command(
+    topic: Annotated[str, typer.Argument(help="the source topic, e.g. agency.health.person-events")],
+    since: Annotated[str | None, typer.Option("--from", help="ISO time (UTC unless given) or a duration: 30m, 2h, 7d")]
+    = None,
+    offsets: Annotated[str | None, typer.Option(help="partition:offset,... to start from instead of a time")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="a sandbox topic (default: back onto the same topic)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would move, move nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Re-deliver a topic's events from a time or offsets. Safe into the live pipeline (idempotent by
+    event id and source version); use --to to replay into a sandbox topic instead."""
+    from caselink.ops import parse_since, plan_replay, replay
+
+    settings = get_settings()
+    try:
+        start_offsets = ({int(p): int(o) for p, o in (x.split(":") for x in offsets.split(","))}
+                         if offsets else None)
+        plan = plan_replay(settings, topic, parse_since(since) if since else None, start_offsets, to)
+    except ValueError as exc:
+        fail(str(exc))
+    summary = {"topic": plan.topic, "target": plan.target, "messages": plan.count,
+               "partitions": {p: {"from": plan.start[p], "to": plan.end[p]} for p in plan.start}, "dry_run": dry_run}
+    if dry_run or plan.count == 0:
+        emit(summary, as_json, f"{'would replay' if dry_run else 'nothing to replay:'} {plan.count:,} messages "
+             f"from {plan.topic} to {plan.target} "
+             + " ".join(f"p{p}:{plan.start[p]}..{plan.end[p]}" for p in plan.start))
+        return
+    if plan.target != plan.topic:
+        from caselink.kafka import admin_client
+        from infra.topics import TopicSpec, ensure_topics
+
+        ensure_topics(admin_client(settings), [TopicSpec(plan.target, len(plan.start))],
+                      settings.kafka.replication_factor, settings.kafka.min_insync_replicas)
+    with Progress(console=console, disable=as_json) as progress:
+        task = progress.add_task(f"replaying {plan.topic}", total=plan.count)
+        sent = replay(settings, plan, lambda n: progress.update(task, completed=n))
+    emit({**summary, "sent": sent}, as_json, f"replayed {sent:,} messages from {plan.topic} to {plan.target}")
+
+
+@dlq_app.command("list")
+def dlq_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Dead letters grouped by stage, error type and origin, with counts."""
+    from caselink.ops import dead_letters, redriven, summarise
+
+    letters = dead_letters(get_settings())
+    done = redriven(get_settings())
+    rows = summarise(letters)
+    if as_json:
+        emit({"total": len(letters), "redriven": len(done), "groups": rows}, True)
+        return
+    table = Table(title=f"{len(letters)} dead letters ({len(done)} already re-driven)", title_justify="left")
+    for column in ("stage", "error", "origin topic", "count"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for r in rows:
+        table.add_row(r["stage"], r["error_type"], r["origin_topic"], str(r["count"]))
+    console.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    stage: Annotated[str | None, typer.Option(help="connector, normalise, link or consent-gate")] = None,
+    limit: Annotated[int, typer.Option(help="the most recent N")] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The dead letters themselves: id, origin, reason and the start of the payload."""
+    from caselink.ops import dead_letters, letter_id
+
+    letters = [(m, d) for m, d in dead_letters(get_settings()) if stage is None or d["stage"] == stage][-limit:]
+    if as_json:
+        emit([{"id": letter_id(m), **{k: v for k, v in d.items() if k != "payload"},
+               "payload": d["payload"].decode("utf-8", "replace")} for m, d in letters], True)
+        return
+    table = Table(title="dead letters", title_justify="left")
+    for column in ("id", "origin", "stage", "error", "payload"):
+        table.add_column(column, overflow="fold")
+    for m, d in letters:
+        table.add_row(letter_id(m), d["origin"], d["stage"], d["error"][:160],
+                      escape(d["payload"][:80].decode("utf-8", "replace")))
+    console.print(table)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    ids: Annotated[list[str] | None, typer.Argument(help="dead-letter ids (partition@offset); default: all")] = None,
+    stage: Annotated[str | None, typer.Option(help="only this stage")] = None,
+    mapping: Annotated[Path | None, typer.Option(help="the fixed mapping, for rows a connector could not map")]
+    = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Send dead letters again: events to their origin topic, connector rows through the fixed mapping.
+    Each is sent once; a second redrive skips what was already sent."""
+    from caselink.ops import dead_letters, letter_id, redrive
+
+    letters = [(m, d) for m, d in dead_letters(get_settings())
+               if (stage is None or d["stage"] == stage) and (not ids or letter_id(m) in ids)]
+    report = redrive(get_settings(), letters, str(mapping) if mapping else None, dry_run=dry_run)
+    emit(report, as_json, f"{'would re-drive' if dry_run else 're-drove'} {len(report['redriven'])}, "
+         f"skipped {len(report['skipped_already'])} already re-driven, {len(report['failed'])} failed"
+         + "".join(f"\n  {f['id']}: {escape(f['reason'])}" for f in report["failed"]))
+    if report["failed"]:
+        raise typer.Exit(1)
+
+
+def export_command(
+    purpose: str,
+    out: Annotated[Path, typer.Option(help="a .parquet or .csv file")],
+    since: Annotated[str | None, typer.Option("--from", help="only views released since: ISO time or 7d, 2h")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Write a purpose topic's current views (one row per member record) to Parquet or CSV."""
+    from caselink.analyst import export, read_purpose
+
+    try:
+        frame = read_purpose(purpose, since)
+        path = export(frame, out)
+    except ValueError as exc:
+        fail(str(exc))
+    emit({"path": str(path), "rows": len(frame), "citizens": int(frame["citizen_ref"].nunique())}, as_json,
+         f"wrote {len(frame):,} member rows of {frame['citizen_ref'].nunique():,} citizens to {path}")
