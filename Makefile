@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 test: lint
 	bash infra/ensure-postgres.sh
+	bash infra/ensure-chromium.sh
 	$(BIN)/pytest
 
 bench: $(STAMP)

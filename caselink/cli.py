@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from caselink.cli_chart import chart_app
 from caselink.cli_connector import connector_app
 from caselink.cli_consent import audit_command, consent_app, policy_app
 from caselink.cli_infra import infra_app, topics_app
@@ -25,6 +26,7 @@ app.command("status")(status_command)
 app.command("replay")(replay_command)
 app.command("export")(export_command)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(chart_app, name="chart")
 schemas_app = typer.Typer(help="Event contracts: compatibility check and release snapshots.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 

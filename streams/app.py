@@ -13,14 +13,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from caselink.kafka import bootstrap_servers
+from caselink.kafka import bootstrap_servers, idempotent_producer
 from caselink.settings import Settings
 from connectors.base import dead_letter
 from infra.topics import (
@@ -33,6 +36,7 @@ from schemas import SchemaValidationError, UndecodableEventError, default_serde
 from streams import metrics
 from streams.consent.gate_loop import GateLoop
 from streams.linker_loop import LinkerLoop
+from streams.review_page import render_review_page, threshold_weight
 from streams.sink import BatchSink
 
 log = logging.getLogger(__name__)
@@ -116,6 +120,7 @@ def create_app(settings: Settings, linker: LinkerLoop, gate: GateLoop | None = N
 
 
 def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None) -> None:
+    serde = default_serde()
     def jsonable(value: Any) -> Any:
         if isinstance(value, datetime):
             return value.astimezone(UTC).isoformat()
@@ -167,6 +172,54 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None) -> None:
         if cid is None:
             return web.json({"error": f"no record {agency}:{record_id}"}, status=404)
         return web.json({"record": f"{agency}:{record_id}", "citizen_id": cid})
+
+    def open_pairs(limit: int = 200) -> tuple[list[dict[str, Any]], int]:
+        with linker.lock:
+            core = linker.core
+            index = core.index
+            items = []
+            for (a, b), w in sorted(index.review.items(), key=lambda kv: -kv[1])[:limit]:
+                people = [{k: v for k, v in (index.records[x].person or {}).items() if not k.startswith("_")}
+                          for x in (a, b)]
+                items.append({"left": a, "right": b, "match_weight": w, "match_probability": core.model.probability(w),
+                              "explanation": [f.__dict__ for f in core.model.explain(index.records[a].record,
+                                                                                     index.records[b].record)],
+                              "left_person": people[0], "right_person": people[1]})
+            return items, len(index.review)
+
+    @app.page("/review/ui")
+    async def review_ui(web: Any, request: Any) -> Any:
+        items, total = open_pairs()
+        model = linker.core.model
+        return web.html(render_review_page(items, total, threshold_weight(model.link_threshold),
+                                           threshold_weight(model.review_threshold)))
+
+    decisions_out = idempotent_producer(linker.settings)
+
+    @app.page("/review/decide")
+    class Decide(View):
+        async def post(self, request: Any) -> Any:
+            try:
+                body = await request.json()
+                left, right, by = str(body["left"]), str(body["right"]), str(body["by"]).strip()
+                same = body["same_person"]
+                if not isinstance(same, bool) or not by:
+                    raise ValueError("same_person must be true or false, and by must name the reviewer")
+            except (KeyError, ValueError, TypeError) as exc:
+                return self.json({"error": f"bad request: {exc}"}, status=400)
+            with linker.lock:
+                pair = tuple(sorted((left, right)))
+                if pair not in linker.core.index.review and not all(k in linker.core.index.records for k in pair):
+                    return self.json({"error": f"no open pair {left} / {right}"}, status=404)
+            decision = {"decision_id": str(uuid.uuid4()), "left_record": pair[0], "right_record": pair[1],
+                        "same_person": same, "decided_by": by, "reason": body.get("reason"),
+                        "decided_at": datetime.now(UTC)}
+            decisions_out.produce(LINK_INPUT_TOPIC, serde.encode("ReviewDecision", decision, check=True),
+                                  key=pair[0].encode())
+            remaining = await asyncio.get_running_loop().run_in_executor(None, decisions_out.flush, 30.0)
+            if remaining:
+                return self.json({"error": "Kafka did not acknowledge the decision; try again"}, status=503)
+            return self.json({"decision_id": decision["decision_id"], "status": "published"}, status=202)
 
     @app.page("/review")
     async def review(web: Any, request: Any) -> Any:
