@@ -24,12 +24,17 @@ def run(
     watch: Annotated[bool, typer.Option(help="keep watching a folder (files) or streaming changes (postgres)")] = False,
     pattern: Annotated[str, typer.Option(help="file glob when watching")] = "*",
     restart: Annotated[bool, typer.Option(help="ignore the checkpoint and load from the start")] = False,
+    metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics on this port (0: off)")] = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Load a CSV/JSONL extract (or watch a folder) through the agency's mapping."""
     from connectors.files import FileConnector, resolve_source_path
 
     settings = get_settings()
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=settings.worker.web_host)
     try:
         mapping = load_mapping(mapping_file)
     except MappingError as exc:

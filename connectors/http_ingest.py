@@ -255,6 +255,13 @@ def create_ingest_app(settings: Settings) -> FastAPI:
                 recorded_at=c.recorded_at))
         return await produce_consents(agency, events)
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Any:
+        from fastapi.responses import Response
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}

@@ -39,6 +39,7 @@ class LinkerCore:
         self.serde = default_serde()
         self.citizen_versions: dict[str, int] = {}
         self.applied = 0
+        self.last_outcome = ""
 
     # ------------------------------------------------------------------ input
     def apply(self, value: bytes, topic: str | None = None, partition: int | None = None,
@@ -74,6 +75,7 @@ class LinkerCore:
 
     # ------------------------------------------------------------------ output
     def _outputs(self, result: LinkResult, event_id: str, version: int, at: datetime) -> list[Outgoing]:
+        self.last_outcome = result.outcome
         out = [self._decision(result, event_id, version, at)]
         if result.outcome in ("IGNORED_STALE", "REJECTED"):
             return out

@@ -119,6 +119,7 @@ class LinkerLoop(threading.Thread):
                         continue
                     if not live:
                         continue
+                    metrics.DECISIONS.labels(self.core.last_outcome).inc()
                     for item in out:
                         sink.send(item.topic, item.key, item.value)
                     _kind, ts = msg.timestamp()
@@ -133,6 +134,9 @@ class LinkerLoop(threading.Thread):
                     sink.flush_now()
                     consumer.commit(offsets=[TopicPartition(LINK_INPUT_TOPIC, 0, self.position)],
                                     asynchronous=False)
+                _lo, hi = consumer.get_watermark_offsets(TopicPartition(LINK_INPUT_TOPIC, 0), cached=True)
+                if hi >= 0:
+                    metrics.LINKER_LAG.set(max(0, hi - self.position))
                 with self.lock:
                     metrics.INDEX_RECORDS.set(len(self.core.index.records))
                     metrics.INDEX_CITIZENS.set(len(self.core.index.citizens))

@@ -21,3 +21,5 @@ GATE_LATENCY = Histogram(
     "caselink_gate_seconds", "from an input reaching the gate's topics to its effect being committed",
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
 )
+GATE_POLICY_OK = Gauge("caselink_gate_policy_ok", "1 while the consent policy is valid, 0 while the gate is paused")
+LINKER_LAG = Gauge("caselink_linker_lag", "link-input messages not yet applied by the linker")

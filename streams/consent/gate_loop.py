@@ -111,11 +111,13 @@ class GateLoop(threading.Thread):
         try:
             policy = load_policy(path)
         except PolicyError as exc:
+            metrics.GATE_POLICY_OK.set(0)
             if self.policy_error != str(exc):
                 log.error("consent policy %s is invalid; the gate releases nothing until it is fixed:\n%s", path, exc)
             self.policy_error = str(exc)
             return None
         self.policy_error, self.policy_label = None, policy.label
+        metrics.GATE_POLICY_OK.set(1)
         return policy
 
     def _policy_changed(self) -> bool:
