@@ -11,7 +11,7 @@ from caselink.cli_connector import connector_app
 from caselink.cli_consent import audit_command, consent_app, policy_app
 from caselink.cli_infra import infra_app, topics_app
 from caselink.cli_link import link_command
-from caselink.cli_ops import dlq_app, export_command, replay_command, status_command
+from caselink.cli_ops import dlq_app, export_command, rebuild_command, replay_command, status_command
 from caselink.output import emit, fail
 
 app = typer.Typer(help="caselink: link public-sector case records around the citizen.", no_args_is_help=True,
@@ -25,6 +25,7 @@ app.command("audit")(audit_command)
 app.command("status")(status_command)
 app.command("replay")(replay_command)
 app.command("export")(export_command)
+app.command("rebuild")(rebuild_command)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(chart_app, name="chart")
 schemas_app = typer.Typer(help="Event contracts: compatibility check and release snapshots.", no_args_is_help=True)
@@ -83,7 +84,7 @@ def tail(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     limit: Annotated[int, typer.Option(help="only the last N messages")] = 0,
 ) -> None:
-    """Show a topic's messages decoded (LinkedCase, LinkDecision, DeadLetter ...)."""
+    """Show a topic's messages decoded (LinkedCase, LinkDecision, DeadLetter ...); a purpose name shows its topic."""
     from caselink.cli_worker import tail as tail_topic
 
     tail_topic(topic, as_json, limit)

@@ -217,3 +217,49 @@ def export_command(
         fail(str(exc))
     emit({"path": str(path), "rows": len(frame), "citizens": int(frame["citizen_ref"].nunique())}, as_json,
          f"wrote {len(frame):,} member rows of {frame['citizen_ref'].nunique():,} citizens to {path}")
+
+
+def rebuild_command(
+    model: Annotated[Path | None, typer.Option(help="model JSON (default: the bundled model)")] = None,
+    do_switch: Annotated[bool, typer.Option("--switch", help="after the report: retire ids the new index lacks and "
+                                            "rewind the linker, for workers restarted with this model")] = False,
+    examples: Annotated[int, typer.Option(help="examples per kind of difference")] = 5,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rebuild the index from the retained link input under a model, beside the live one, and compare."""
+    from caselink.rebuild import compare, live_members, rebuild_members_for, switch
+    from linkage.model import LinkageModel
+    from linkage.models import default_model
+
+    settings = get_settings()
+    chosen = LinkageModel.load(model) if model else default_model()
+    with Progress(console=console, disable=as_json) as progress:
+        task = progress.add_task(f"replaying the link input with model {chosen.version}", total=None)
+        rebuilt = rebuild_members_for(settings, chosen, lambda done, total: progress.update(task, completed=done,
+                                                                                           total=total))
+    result = compare(live_members(settings), rebuilt)
+    report = {"model": chosen.version, **result.summary(examples)}
+    if do_switch:
+        try:
+            report["switch"] = switch(settings, live_members(settings), rebuilt)
+        except RuntimeError as exc:
+            fail(str(exc))
+    if as_json:
+        emit(report, True)
+        return
+    table = Table(title=f"live index vs rebuilt with {chosen.version}", title_justify="left")
+    table.add_column("")
+    table.add_column("citizens", justify="right")
+    for label, key in (("live citizens", "live_citizens"), ("rebuilt citizens", "rebuilt_citizens"),
+                       ("unchanged", "unchanged"), ("merged with others", "merged"), ("split apart", "split"),
+                       ("otherwise changed", "changed"), ("records only in the rebuild", "new_records"),
+                       ("records only in the live index", "missing_records")):
+        table.add_row(label, f"{report[key]:,}")
+    console.print(table)
+    for kind in ("merged", "split", "changed"):
+        for ex in report["examples"][kind]:
+            console.print(f"[bold]{kind}[/] {escape(str(ex))}")
+    if "switch" in report:
+        done = report["switch"]
+        console.print(f"switched: retired {done['retired']} ids, rewound {done['group_rewound']}; "
+                      "start the workers with this model (CASELINK_WORKER__MODEL_PATH)")

@@ -52,6 +52,10 @@ def tail(topic: str, as_json: bool = False, limit: int = 0) -> None:
     from schemas import UndecodableEventError, default_serde
 
     serde = default_serde()
+    if "." not in topic:  # a purpose name: its topic
+        from infra.topics import purpose_topic
+
+        topic = purpose_topic(topic)
     messages = read_to_end(get_settings(), [topic])
     if limit:
         messages = messages[-limit:]
@@ -94,6 +98,12 @@ def _summary(name: str, record: object) -> str:
         return f"{record['op']} v{record['source_version']} {p.get('given_names')} {p.get('family_name')}"
     if name == "DeadLetter":
         return f"{record['stage']}: {record['error']}"
+    if name == "GatedCase":
+        members = ", ".join(f"{m['agency']}:{m['record_ref'][:16]}({len(m['fields'])} fields, {len(m['cases'])} cases)"
+                            for m in record["members"])
+        return f"{record['basis'][:60]} [{members}]"
+    if name == "Disclosure":
+        return f"{record['action']} {record['purpose']} {record['agencies']}: {record['reason']}"
     return json.dumps(record, default=_default)[:200]
 
 

@@ -86,14 +86,38 @@ def test_sample_agencies_become_linked_cases_and_poison_goes_to_dead_letters(pip
             assert json.loads(r.read())["citizen_id"] == some["citizen_id"]
         with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics") as r:
             assert b"caselink_events_in_total" in r.read()
+        # Switching to a rebuilt index is refused while a worker is linking.
+        code, out = _cli(settings, "rebuild", "--switch")
+        assert code == 1 and "still linking" in out
     finally:
         worker.stop()
+
+    # A rebuild with the same model from the retained link input reproduces the live index.
+    code, out = _cli(settings, "rebuild", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["identical"], report
+    assert report["unchanged"] == report["live_citizens"] == len(cases)
 
     poisoned = _normaliser_dead_letters(settings)
     assert len(poisoned) == 1
     assert poisoned[0]["origin_topic"] == person_events_topic("health")
     assert poisoned[0]["payload"] == b"\x00\x01 not an event"
     assert poisoned[0]["error_type"] == "UndecodableEventError"
+
+
+def _cli(settings: Settings, *args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from caselink.cli import app
+    from caselink.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, list(args), env={
+            "CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers, "COLUMNS": "200"})
+    finally:
+        get_settings.cache_clear()
+    return result.exit_code, result.output
 
 
 def _normaliser_dead_letters(settings: Settings) -> list[dict]:
