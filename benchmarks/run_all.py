@@ -15,6 +15,7 @@ SCRIPTS = [
     ["cdc_throughput.py"],
     ["ingest_throughput.py"],
     ["ingest_throughput.py", "--batch", "100"],
+    ["gate_throughput.py"],
 ]
 
 
