@@ -138,6 +138,8 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None) -> None:
                     "records": len(core.index.records), "citizens": len(core.index.citizens),
                     "review_open": len(core.index.review), "applied": core.applied,
                     "link_input_position": linker.position, "recovering": linker.recovering,
+                    "role": "linker" if linker.publish_from is not None else "standby",
+                    "standby_position": linker.standby_position, "last_takeover": linker.last_takeover,
                     "capped_blocking_keys": len(core.index.blocking.capped),
                     "model_version": core.model.version}
         if linker.error is not None:

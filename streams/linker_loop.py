@@ -6,9 +6,12 @@ events/s; this loop is the linker's own limit. It keeps Faust's guarantees in it
 
 * exclusivity: it subscribes to the one-partition ``caselink.link-input`` in the consumer group
   ``<app id>-linker``, so one worker links while any others wait to take over;
-* recovery: on every assignment it rebuilds the index by replaying the link input from the start,
-  publishing nothing until it passes the group's committed offset (the index is a deterministic
-  function of that log);
+* recovery: the index is a deterministic function of the link-input log. A worker that does not
+  hold the partition is a *hot standby*: it follows the log up to the group's committed offset
+  and applies it to its own index, publishing nothing. When it is assigned the partition (the
+  linker died or left) it carries on from where it followed to, replaying silently only the gap
+  up to the committed offset; a worker with no standby state (the first start) replays the log
+  from the beginning. Either way nothing is published below the committed offset;
 * at-least-once output: a batch's outputs are flushed to the broker before its offset is committed.
 """
 
@@ -18,7 +21,7 @@ import logging
 import threading
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from caselink.kafka import client_config, drain
 from caselink.settings import Settings
@@ -43,6 +46,8 @@ class LinkerLoop(threading.Thread):
         self.core = LinkerCore(model, max_block_size=settings.worker.max_block_size)
         self.publish_from: int | None = None  # None: not assigned; replaying below this offset
         self.position = 0
+        self.standby_position = 0  # how far the standby index has followed the committed log
+        self.last_takeover: dict[str, int] = {}  # from where the last assignment resumed, and the gap replayed
         self.recovered_at: float | None = None
         self.started_at = time.monotonic()
         self.error: BaseException | None = None
@@ -59,19 +64,72 @@ class LinkerLoop(threading.Thread):
         return self.publish_from is None or self.position < self.publish_from
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:  # another worker got the partition: stay (or become) the standby
+            self.publish_from = None
+            consumer.assign([])
+            return
         committed = consumer.committed(partitions, timeout=30)
         offset = max((tp.offset for tp in committed if tp.offset >= 0), default=0)
+        resume = self.standby_position
+        if resume > offset:  # the group was rewound (e.g. `caselink rebuild --switch`): start over
+            resume = 0
         with self.lock:
-            self.core = LinkerCore(self.model, max_block_size=self.settings.worker.max_block_size)
-        self.publish_from, self.position, self.recovered_at = offset, 0, None
-        log.info("linker assigned %s; replaying up to offset %d before publishing", partitions, offset)
+            if resume == 0:
+                self.core = LinkerCore(self.model, max_block_size=self.settings.worker.max_block_size)
+        self.publish_from, self.position, self.recovered_at = offset, resume, None
+        self.last_takeover = {"resumed_from": resume, "replayed_silently": offset - resume, "committed": offset}
+        log.info("linker assigned %s; resuming at %d, replaying up to %d before publishing", partitions, resume,
+                 offset)
         for tp in partitions:
-            tp.offset = OFFSET_BEGINNING
+            tp.offset = resume if resume > 0 else OFFSET_BEGINNING
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.publish_from is not None:
+            # Every batch applied so far was flushed and committed, so the index is a valid standby.
+            self.standby_position = self.position
         self.publish_from = None
         consumer.unassign()
+
+    def _follow(self, consumer: Consumer, follower: Consumer, state: dict[str, float]) -> None:
+        """While another worker links: apply the log up to its committed offset, silently."""
+        now = time.monotonic()
+        if now - state.get("checked", 0.0) > 0.5:
+            state["checked"] = now
+            try:
+                tp = consumer.committed([TopicPartition(LINK_INPUT_TOPIC, 0)], timeout=10)[0]
+            except KafkaException as exc:  # the group coordinator is moving or loading: ask again later
+                log.debug("standby could not read the committed offset: %s", exc)
+                return
+            state["limit"] = max(tp.offset, 0)
+            if self.standby_position > state["limit"]:  # rewound: follow again from the start
+                with self.lock:
+                    self.core = LinkerCore(self.model, max_block_size=self.settings.worker.max_block_size)
+                self.standby_position = 0
+                state.pop("assigned_at", None)
+        limit = int(state.get("limit", 0))
+        if self.standby_position >= limit:
+            time.sleep(0.05)
+            return
+        if state.get("assigned_at") != self.standby_position:
+            follower.assign([TopicPartition(LINK_INPUT_TOPIC, 0, self.standby_position)])
+        overshot = False
+        for msg in drain(follower, self.settings.worker.batch_size, wait_s=0.1):
+            if msg.error():
+                continue
+            if msg.offset() >= limit:  # beyond what the leader has committed: not yet
+                overshot = True
+                break
+            with self.lock:
+                try:
+                    self.core.apply(msg.value(), msg.topic(), msg.partition(), msg.offset())
+                except (UndecodableEventError, ValueError):
+                    pass  # the leader dead-lettered it
+            self.standby_position = msg.offset() + 1
+        if overshot:
+            state.pop("assigned_at", None)  # seek back to standby_position next time
+        else:
+            state["assigned_at"] = self.standby_position
 
     def run(self) -> None:
         try:
@@ -91,10 +149,22 @@ class LinkerLoop(threading.Thread):
         sink = BatchSink(self.settings)
         serde = default_serde()
         consumer.subscribe([LINK_INPUT_TOPIC], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        follower = Consumer(client_config(self.settings, **{
+            "group.id": f"{self.group_id}-standby", "enable.auto.commit": False, "fetch.wait.max.ms": 10,
+        }))
+        follow_state: dict[str, float] = {}
 
         try:
             while not self._stopping.is_set():
-                batch = drain(consumer, w.batch_size, wait_s=0.1)
+                if self.publish_from is None:
+                    # Not the linker (yet): poll the group (to be assigned) and follow the log meanwhile.
+                    batch = drain(consumer, w.batch_size, wait_s=0.0)
+                    if self.publish_from is None:
+                        self._follow(consumer, follower, follow_state)
+                        continue
+                    follow_state.clear()
+                else:
+                    batch = drain(consumer, w.batch_size, wait_s=0.1)
                 if not batch or self.publish_from is None:
                     continue
                 last = None
@@ -143,4 +213,5 @@ class LinkerLoop(threading.Thread):
                     metrics.REVIEW_OPEN.set(len(self.core.index.review))
         finally:
             sink.producer.flush(30)
+            follower.close()
             consumer.close()

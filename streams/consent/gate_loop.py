@@ -80,6 +80,7 @@ class GateLoop(threading.Thread):
         self.active = False
         self.caught_up = False
         self.inputs_committed = 0  # inputs whose effects are committed (for benchmarks and status)
+        self.restarts = 0
         self.error: BaseException | None = None
         self._stopping = threading.Event()
         self._policy_mtime: float | None = None
@@ -98,7 +99,8 @@ class GateLoop(threading.Thread):
                 if self.settings.consent.pseudonym_key else None,
                 "citizens": len(core.cases) if core else 0, "released": len(core.released) if core else 0,
                 "consents": len(core.register.by_id) if core else 0, **(core.stats if core else {}),
-                "inputs_committed": self.inputs_committed, "error": str(self.error) if self.error else None,
+                "inputs_committed": self.inputs_committed, "restarts": self.restarts,
+                "error": str(self.error) if self.error else None,
             }
 
     # ------------------------------------------------------------------ policy
@@ -133,7 +135,15 @@ class GateLoop(threading.Thread):
                 if not self.is_leader():
                     time.sleep(0.2)
                     continue
-                self._serve()
+                try:
+                    self._serve()
+                except KafkaException as exc:
+                    # Fenced by a newer gate (the linker moved to another worker, perhaps only for a
+                    # moment), or a transaction that had to be aborted: nothing of it is visible to
+                    # read_committed readers. Stand down and start afresh if this worker still leads.
+                    self.restarts += 1
+                    log.warning("consent gate restarting after %s", exc)
+                    time.sleep(1.0)
         except BaseException as exc:  # surfaced through /health
             self.error = exc
             log.exception("consent gate stopped")

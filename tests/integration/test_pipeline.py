@@ -153,13 +153,13 @@ def _wait_for_everything(settings: Settings, worker, total: int) -> int:
     return len(_normaliser_dead_letters(settings))
 
 
-def _publish_synthetic(settings: Settings, n: int) -> int:
+def _publish_synthetic(settings: Settings, n: int, start: int = 0) -> int:
     serde = default_serde()
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True,
                          "linger.ms": 5})
     now = datetime(2026, 11, 1, tzinfo=UTC)
     errors: list = []
-    for i, item in enumerate(records_for_size(n, seed=5)):
+    for i, item in enumerate(records_for_size(n, seed=5)[start:], start=start):
         value = serde.encode("PersonEvent", {
             "event_id": f"e{i}", "agency": item["agency"], "source_record_id": item["source_record_id"],
             "source_version": 1, "op": "UPSERT", "occurred_at": now, "emitted_at": now, "person": item["person"],
@@ -233,3 +233,53 @@ def test_three_broker_cluster_loses_a_broker_mid_stream_and_nothing_is_lost() ->
             worker.stop()
         kafka.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _role(worker) -> str | None:
+    try:
+        return worker.health()["role"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _events_in(worker) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("caselink_events_in_total{") and 'topic="agency.' in line)
+
+
+def test_two_workers_share_the_stream_and_the_standby_takes_over_without_a_rebuild(pipeline_settings: Settings) -> None:
+    settings = pipeline_settings
+    workers = [start_worker(settings, app_id="pair", data_dir=Path(tempfile.mkdtemp(prefix="caselink-pair-")))
+               for _ in range(2)]
+    try:
+        _wait_for(lambda: sorted(str(_role(w)) for w in workers) == ["linker", "standby"], 90, pause=0.3)
+        time.sleep(3)  # let Faust spread the agency partitions over both workers
+        first = _publish_synthetic(settings, 4000)
+        leader = next(w for w in workers if _role(w) == "linker")
+        standby = next(w for w in workers if w is not leader)
+        _wait_for_everything(settings, leader, first)
+        assert _events_in(leader) > 0 and _events_in(standby) > 0, "both workers normalise"
+        committed = leader.health()["link_input_position"]
+        _wait_for(lambda: standby.health()["standby_position"] >= committed, 60, pause=0.2)
+
+        leader.proc.send_signal(signal.SIGKILL)
+        leader.proc.wait()
+        _wait_for(lambda: _role(standby) == "linker", 60, pause=0.2)
+        takeover = standby.health()["last_takeover"]
+        # The standby carried on from its own index: it replayed nothing (or only the last batch), not the log.
+        assert takeover["resumed_from"] >= committed > 0, takeover
+        assert takeover["replayed_silently"] <= settings.worker.batch_size, takeover
+
+        total = _publish_synthetic(settings, 6000, start=4000)  # the survivor normalises and links it all
+        _wait_for_everything(settings, standby, total)
+        published = latest_linked_cases(settings)
+    finally:
+        for w in workers:
+            w.stop()
+    expected = _replayed_state(settings)
+    assert _members(published) == _members(expected)
+    members = [m for ms in _members(published).values() for m in ms]
+    rejected = {x["origin_key"].decode() for x in _normaliser_dead_letters(settings)}
+    assert len(members) == len(set(members)) == total - len(rejected)
