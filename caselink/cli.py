@@ -79,6 +79,18 @@ def worker(
 
 
 @app.command()
+def gate(
+    web_port: Annotated[int | None, typer.Option(help="/health and /metrics port (default from settings: 6067)")]
+    = None,
+    app_id: Annotated[str | None, typer.Option(help="the app id of the workers it serves")] = None,
+) -> None:
+    """Run the consent gate: release to purpose topics what policy and consent allow, with the audit."""
+    from caselink.cli_worker import run_gate
+
+    run_gate(web_port, app_id)
+
+
+@app.command()
 def tail(
     topic: str,
     as_json: Annotated[bool, typer.Option("--json")] = False,

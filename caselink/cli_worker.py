@@ -30,7 +30,7 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
     linker.start()
     atexit.register(linker.stop)
     gate = None
-    if settings.consent.enabled:
+    if settings.consent.in_worker:
         from streams.consent.gate_loop import GateLoop
 
         # The gate runs where the linker runs: one active gate per app, fenced by its transactions.
@@ -107,3 +107,19 @@ def _summary(name: str, record: object) -> str:
     return json.dumps(record, default=_default)[:200]
 
 
+
+
+def run_gate(web_port: int | None = None, app_id: str | None = None) -> None:
+    """The consent gate in its own process (see streams/consent/gate_process.py)."""
+    import logging
+
+    from streams.consent.gate_process import serve
+
+    settings = get_settings()
+    if app_id is not None:
+        settings.worker.app_id = app_id
+    port = web_port or settings.consent.web_port
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    err_console.print(f"consent gate for app {settings.worker.app_id} starting; health http://"
+                      f"{settings.worker.web_host}:{port}/health", highlight=False)
+    serve(settings, port)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -123,6 +124,7 @@ def _run(settings: Settings) -> None:
     console.rule("[bold]4. The stream processor links them into citizens")
     expected = sum(per_agency.values())
     worker = start_worker(settings)
+    gate = start_gate(settings)
     try:
         applied = wait_for_worker(worker, expected)
         wait_until_quiet(settings, [LINKED_CASES_TOPIC, LINK_DECISIONS_TOPIC])
@@ -132,8 +134,9 @@ def _run(settings: Settings) -> None:
         _show_citizens(cases)
         _show_one_decision(settings)
         console.rule("[bold]5. The consent gate releases what each purpose may see")
-        _show_gate(settings, worker, cases)
+        _show_gate(settings, gate, cases)
     finally:
+        gate.stop()
         worker.stop()
 
 
@@ -148,23 +151,34 @@ def _purpose_views(settings: Settings) -> dict[str, dict[str, dict]]:
     return views
 
 
-def _wait_for_gate(settings: Settings, worker: WorkerProcess) -> None:
+def _gate_health(gate: WorkerProcess) -> dict:
+    try:
+        return gate.health()
+    except urllib.error.HTTPError as exc:  # 503 still says why
+        return json.loads(exc.read() or b"{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait_for_gate(settings: Settings, gate: WorkerProcess) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        gate = worker.health().get("gate") or {}
-        if gate.get("caught_up"):
+        if gate.proc.poll() is not None:
+            raise RuntimeError(f"the consent gate exited with {gate.proc.returncode}; see {gate.log_path}")
+        if _gate_health(gate).get("caught_up"):
             break
         time.sleep(0.3)
     wait_until_quiet(settings, [DISCLOSURES_TOPIC])
 
 
-def _show_gate(settings: Settings, worker: WorkerProcess, cases: dict[str, dict]) -> None:
+def _show_gate(settings: Settings, gate_process: WorkerProcess, cases: dict[str, dict]) -> None:
     from caselink.kafka import idempotent_producer
     from streams.consent.events import consent_event, subject_from
 
-    _wait_for_gate(settings, worker)
-    gate = worker.health().get("gate") or {}
-    console.print(f"gate policy {gate.get('policy')}; pseudonymisation key id {gate.get('pseudonym_key_id')}")
+    _wait_for_gate(settings, gate_process)
+    gate = _gate_health(gate_process)
+    console.print(f"`caselink gate` (its own process): policy {gate.get('policy')}; pseudonymisation key id "
+                  f"{gate.get('pseudonym_key_id')}")
     _gate_table(settings, "before any consent is recorded")
 
     multi = sorted((c for c in cases.values() if len({m["agency"] for m in c["members"]}) > 1),
@@ -253,15 +267,30 @@ def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path |
            "CASELINK_WORKER__WEB_PORT": str(port),
            "CASELINK_WORKER__DATA_DIR": str(data_dir),
            "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "worker.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "caselink.cli", "worker"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return WorkerProcess(proc, port, log_path)
+
+
+def start_gate(settings: Settings, app_id: str | None = None) -> WorkerProcess:
+    """`caselink gate` in its own process, beside the worker."""
+    port = free_port()
+    folder = Path(tempfile.mkdtemp(prefix="caselink-gate-"))
+    env = {**os.environ,
+           "CASELINK_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers(settings),
+           "CASELINK_CONSENT__WEB_PORT": str(port),
+           "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id}
     if not env.get("CASELINK_CONSENT__PSEUDONYM_KEY"):
         # A throwaway key, so the pseudonymised purposes have something to show; real deployments
         # set their own, kept in a secret store.
         env["CASELINK_CONSENT__PSEUDONYM_KEY"] = secrets.token_urlsafe(32)
         env["CASELINK_CONSENT__PSEUDONYM_KEY_ID"] = "demo"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "worker.log"
+    log_path = folder / "gate.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "caselink.cli", "worker"], env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "caselink.cli", "gate"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return WorkerProcess(proc, port, log_path)
 
@@ -272,7 +301,10 @@ def wait_for_worker(worker: WorkerProcess, expected: int, timeout: float = 120.0
     applied = -1
     while time.monotonic() < deadline:
         if worker.proc.poll() is not None:
-            raise RuntimeError(f"the worker exited with {worker.proc.returncode}; see {worker.log_path}")
+            tail = [line for line in worker.log_path.read_text(errors="replace").splitlines()
+                    if not line.startswith("%")][-15:]
+            raise RuntimeError(f"the worker exited with {worker.proc.returncode}; see {worker.log_path}:\n"
+                               + "\n".join(tail))
         try:
             applied = worker.health()["applied"]
             if applied >= expected:

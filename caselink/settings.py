@@ -61,7 +61,7 @@ class WorkerSettings(BaseModel):
     data_dir: Path = Path.home() / ".local" / "state" / "caselink" / "worker"
     model_path: Path | None = None  # None: the bundled default model
     batch_size: int = 500
-    batch_within_s: float = 0.05
+    batch_within_s: float = 0.01
     max_block_size: int = 200
 
 
@@ -83,7 +83,8 @@ class ConsentSettings(BaseModel):
     policy_path: Path | None = None  # None: the bundled example policy
     pseudonym_key: SecretStr | None = None
     pseudonym_key_id: str = "k1"
-    enabled: bool = True
+    in_worker: bool = False  # run the gate inside `caselink worker` instead of `caselink gate` (small setups)
+    web_port: int = 6067  # `caselink gate` serves /health and /metrics here
     policy_poll_s: float = 1.0
 
 

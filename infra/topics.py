@@ -33,6 +33,7 @@ DISCLOSURES_TOPIC = "caselink.disclosures"
 CONNECTOR_CHECKPOINTS_TOPIC = "caselink.connector-checkpoints"
 CONSENT_EVENTS_TOPIC = "caselink.consent-events"  # consents recorded centrally: CLI, national opt-outs
 DLQ_REDRIVEN_TOPIC = "caselink.dlq-redriven"  # dead letters already re-driven, so a redrive sends each once
+GATE_ELECTION_TOPIC = "caselink.gate-election"  # never written: its one partition elects the active gate
 GATE_RELEASED_TOPIC = "caselink.gate-released"  # the gate's own record of what is on each purpose topic
 
 
@@ -87,6 +88,7 @@ def caselink_topics(
         TopicSpec(CONSENT_EVENTS_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
         TopicSpec(GATE_RELEASED_TOPIC, partitions, cleanup_policy="compact", extra=compacted),
         TopicSpec(DLQ_REDRIVEN_TOPIC, 1, cleanup_policy="compact", extra=compacted),
+        TopicSpec(GATE_ELECTION_TOPIC, 1, cleanup_policy="compact", extra=compacted),
         TopicSpec(DEAD_LETTER_TOPIC, 1, retention_ms=30 * DAY_MS),
         # Where each connector got to in its source; one key per connector, latest wins.
         TopicSpec(CONNECTOR_CHECKPOINTS_TOPIC, 1, cleanup_policy="compact", extra=compacted),

@@ -192,3 +192,45 @@ def test_consent_cli_records_shows_withdraws_and_audits(pipeline_settings: Setti
     finally:
         gate.stop()
         get_settings.cache_clear()
+
+
+def test_gate_processes_elect_one_and_a_standby_takes_over(pipeline_settings: Settings, monkeypatch) -> None:
+    import json
+    import signal
+    import urllib.error
+    import urllib.request
+
+    from caselink.demo import start_gate
+
+    def health(p) -> dict:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{p.port}/health", timeout=2) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return json.loads(exc.read() or b"{}")
+        except (OSError, ValueError):
+            return {}
+
+    settings = pipeline_settings
+    monkeypatch.setenv("CASELINK_CONSENT__PSEUDONYM_KEY", "shared-by-every-gate-0123456789")  # as in production
+    publish(settings, [(LINKED_CASES_TOPIC, b"C1", encode_case(linked_case("C1", [member("health", "H1")])))])
+    gates = [start_gate(settings, app_id="gate-pair") for _ in range(2)]
+    try:
+        wait_for(lambda: sorted(str(health(g).get("role")) for g in gates) == ["active", "standby"], 90)
+        active = next(g for g in gates if health(g)["role"] == "active")
+        standby = next(g for g in gates if g is not active)
+        wait_for(lambda: "C1" in latest(settings, "direct_care"))
+        assert health(standby)["released"] == 0  # the standby publishes nothing
+
+        active.proc.send_signal(signal.SIGKILL)
+        active.proc.wait()
+        wait_for(lambda: health(standby).get("role") == "active" and health(standby).get("caught_up"), 60)
+        publish(settings, [(CONSENT_EVENTS_TOPIC, b"C1", serde.encode("ConsentEvent", consent(
+            "CITIZEN", citizen_id="C1", purpose="research")))])
+        wait_for(lambda: latest(settings, "research"), 30)
+        # One release per purpose and citizen: the takeover re-released nothing that was already out.
+        releases = [(a["purpose"], a["action"]) for a in audit(settings)]
+        assert sorted(releases) == sorted({*releases}), releases
+    finally:
+        for g in gates:
+            g.stop()
