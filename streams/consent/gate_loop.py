@@ -1,10 +1,11 @@
-"""The consent gate on Kafka: a confluent-kafka loop with transactions, beside the linker.
+"""The consent gate on Kafka: a confluent-kafka loop with transactions (run by `caselink gate`).
 
 Why this shape:
 
-* **one active gate**: it runs only in the worker that holds the linker's partition (the linker's
-  consumer group elects it), and its transactional id ``<app id>-gate`` fences any older instance
-  that has not noticed it lost that role, so two gates never write at once;
+* **one active gate**: it runs only while ``is_leader`` says so (``gate_process.Election``: a
+  consumer group on a one-partition topic; or, with ``consent.in_worker``, the worker holding the
+  linker's partition), and its transactional id ``<app id>-gate`` fences any older instance that
+  has not noticed it lost that role, so two gates never write at once;
 * **atomic release and audit**: each batch's purpose-topic records, their ``caselink.disclosures``
   audit records and the gate's own bookkeeping (``caselink.gate-released``, including how far it
   has read each input) are committed in one Kafka transaction, so the audit matches the releases
