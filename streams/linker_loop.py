@@ -101,7 +101,9 @@ class LinkerLoop(threading.Thread):
             except KafkaException as exc:  # the group coordinator is moving or loading: ask again later
                 log.debug("standby could not read the committed offset: %s", exc)
                 return
-            state["limit"] = max(tp.offset, 0)
+            if tp.offset < 0:  # no answer yet (or nothing committed): keep the last limit
+                return
+            state["limit"] = tp.offset
             if self.standby_position > state["limit"]:  # rewound: follow again from the start
                 with self.lock:
                     self.core = LinkerCore(self.model, max_block_size=self.settings.worker.max_block_size)

@@ -258,11 +258,16 @@ def test_two_workers_share_the_stream_and_the_standby_takes_over_without_a_rebui
         time.sleep(3)  # let Faust spread the agency partitions over both workers
         first = _publish_synthetic(settings, 4000)
         leader = next(w for w in workers if _role(w) == "linker")
-        standby = next(w for w in workers if w is not leader)
         _wait_for_everything(settings, leader, first)
+        leader = next(w for w in workers if _role(w) == "linker")  # roles may have moved meanwhile
+        standby = next(w for w in workers if w is not leader)
         assert _events_in(leader) > 0 and _events_in(standby) > 0, "both workers normalise"
         committed = leader.health()["link_input_position"]
-        _wait_for(lambda: standby.health()["standby_position"] >= committed, 60, pause=0.2)
+        try:
+            _wait_for(lambda: standby.health()["standby_position"] >= committed, 120, pause=0.2)
+        except AssertionError:
+            raise AssertionError(f"standby {standby.health()} never followed to {committed}; "
+                                 f"leader {leader.health()}") from None
 
         leader.proc.send_signal(signal.SIGKILL)
         leader.proc.wait()

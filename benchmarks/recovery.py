@@ -1,0 +1,112 @@
+"""Restart and takeover of a worker whose index holds N records (default 1,000,000), and its memory.
+
+    python benchmarks/recovery.py [--records 1000000]
+
+1. N synthetic PersonEvents are put on ``caselink.link-input`` (as the normaliser forwards them)
+   and the linker group's committed offset is set to the end, as if a worker had linked them all
+   and died;
+2. cold restart: a worker starts; time until it has rebuilt the index by replay and is live
+   (``/health`` recovering false), and its resident memory then;
+3. hot standby: a second worker starts, follows the log to the committed offset (time measured),
+   the first is killed with SIGKILL; time from the kill until the standby is the linker and live,
+   and how much of the log it had to replay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from datetime import UTC, datetime
+
+import psutil
+from common import local_broker, save
+from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
+
+from caselink.demo import start_worker
+from caselink.kafka import admin_client
+from infra.topics import LINK_INPUT_TOPIC
+from linkage.synthetic import records_for_size
+from schemas import default_serde
+
+
+def health(worker) -> dict:  # type: ignore[no-untyped-def]
+    try:
+        return worker.health()
+    except (OSError, ValueError):
+        return {}
+
+
+def wait(condition, timeout: float = 3600) -> float:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError("not within the timeout")
+        time.sleep(0.2)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=1_000_000)
+    args = parser.parse_args()
+    serde = default_serde()
+    results: dict = {"records": args.records}
+    with local_broker() as (settings, directory):
+        print(f"generating and publishing {args.records:,} events to {LINK_INPUT_TOPIC} ...", flush=True)
+        producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 50,
+                             "enable.idempotence": True, "compression.type": "lz4"})
+        now = datetime.now(UTC)
+        for i, item in enumerate(records_for_size(args.records, seed=9)):
+            key = f"{item['agency']}:{item['source_record_id']}"
+            value = serde.encode("PersonEvent", {
+                "event_id": f"rec-{i}", "agency": item["agency"], "source_record_id": item["source_record_id"],
+                "source_version": 1, "op": "UPSERT", "occurred_at": now, "emitted_at": now,
+                "person": item["person"], "cases": [], "source": {}})
+            while True:
+                try:
+                    producer.produce(LINK_INPUT_TOPIC, value, key=key.encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        producer.flush(300)
+        app = "recovery"
+        admin = admin_client(settings)
+        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(
+            f"{app}-linker", [TopicPartition(LINK_INPUT_TOPIC, 0, args.records)])])[f"{app}-linker"].result(60)
+
+        print("cold restart of a worker ...", flush=True)
+        first = start_worker(settings, app_id=app, data_dir=directory / "w1")
+        started = time.perf_counter()
+        wait(lambda: health(first).get("role") == "linker" and health(first).get("recovering") is False)
+        cold = time.perf_counter() - started
+        rss = psutil.Process(first.proc.pid).memory_info().rss
+        h = health(first)
+        results["cold_restart"] = {"seconds": round(cold, 1), "records_per_s": round(args.records / cold),
+                                   "index_records": h["records"], "citizens": h["citizens"],
+                                   "rss_gb": round(rss / 1e9, 2)}
+        print(f"cold restart: live after {cold:.1f}s ({args.records / cold:,.0f} records/s of replay), "
+              f"{h['records']:,} records / {h['citizens']:,} citizens, RSS {rss / 1e9:.2f} GB", flush=True)
+
+        print("starting a hot standby ...", flush=True)
+        second = start_worker(settings, app_id=app, data_dir=directory / "w2")
+        follow = wait(lambda: health(second).get("standby_position", 0) >= args.records)
+        print(f"standby followed the log in {follow:.1f}s", flush=True)
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait()
+        started = time.perf_counter()
+        wait(lambda: health(second).get("role") == "linker" and health(second).get("recovering") is False)
+        takeover = time.perf_counter() - started
+        h = health(second)
+        results["hot_standby"] = {"follow_seconds": round(follow, 1), "takeover_seconds_after_kill": round(takeover, 1),
+                                  "replayed_silently": h["last_takeover"].get("replayed_silently"),
+                                  "rss_gb": round(psutil.Process(second.proc.pid).memory_info().rss / 1e9, 2)}
+        print(f"takeover after kill -9: live in {takeover:.1f}s (session timeout 10 s included), replayed "
+              f"{h['last_takeover'].get('replayed_silently')} messages", flush=True)
+        second.stop()
+    print(f"saved {save(f'recovery_{args.records}', results)}")
+
+
+if __name__ == "__main__":
+    main()
