@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 
 import psutil
 from common import local_broker, save
-from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from caselink.demo import start_worker
-from caselink.kafka import admin_client
+from caselink.kafka import admin_client, set_group_offsets
 from infra.topics import LINK_INPUT_TOPIC
 from linkage.synthetic import records_for_size
 from schemas import default_serde
@@ -73,8 +73,7 @@ def main() -> None:
         producer.flush(300)
         app = "recovery"
         admin = admin_client(settings)
-        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(
-            f"{app}-linker", [TopicPartition(LINK_INPUT_TOPIC, 0, args.records)])])[f"{app}-linker"].result(60)
+        set_group_offsets(admin, f"{app}-linker", [TopicPartition(LINK_INPUT_TOPIC, 0, args.records)])
 
         print("cold restart of a worker ...", flush=True)
         first = start_worker(settings, app_id=app, data_dir=directory / "w1")

@@ -107,9 +107,9 @@ def switch(settings: Settings, live: dict[str, frozenset[str]], rebuilt: dict[st
 
     Refuses while a worker is linking (the linker's consumer group has members): stop it first.
     """
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    from caselink.kafka import admin_client, idempotent_producer
+    from caselink.kafka import admin_client, idempotent_producer, set_group_offsets
     from infra.topics import LINK_INPUT_TOPIC, LINKED_CASES_TOPIC
 
     group = f"{settings.worker.app_id}-linker"
@@ -124,8 +124,7 @@ def switch(settings: Settings, live: dict[str, frozenset[str]], rebuilt: dict[st
         producer.produce(LINKED_CASES_TOPIC, None, key=cid.encode())
     if producer.flush(60):
         raise RuntimeError("tombstones not acknowledged by Kafka")
-    admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, [TopicPartition(LINK_INPUT_TOPIC, 0, 0)])],
-                                       request_timeout=10)[group].result(timeout=15)
+    set_group_offsets(admin, group, [TopicPartition(LINK_INPUT_TOPIC, 0, 0)])
     return {"retired": len(stale), "group_rewound": group}
 
 
