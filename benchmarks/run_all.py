@@ -1,4 +1,4 @@
-"""Every benchmark in turn (about 25 minutes on the 2-core machine): python benchmarks/run_all.py"""
+"""Every benchmark in turn (about 40 minutes on the 2-core machine): python benchmarks/run_all.py"""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ SCRIPTS = [
     ["ingest_throughput.py"],
     ["ingest_throughput.py", "--batch", "100"],
     ["gate_throughput.py"],
+    ["recovery.py"],
 ]
 
 
