@@ -59,9 +59,9 @@ def _publish(event: dict[str, Any], topic: str) -> None:
 
 
 def _consent_topics() -> list[str]:
-    from infra.topics import CONSENT_EVENTS_TOPIC, consent_events_topic
+    from infra.topics import consent_topics
 
-    return [CONSENT_EVENTS_TOPIC, *(consent_events_topic(a) for a in get_settings().agencies)]
+    return consent_topics(get_settings().agencies)
 
 
 def _date(value: str | None) -> datetime | None:
@@ -142,11 +142,9 @@ def _offline_gate() -> Any:
     """A GateCore rebuilt from the topics, as the live gate sees them (same policy and key)."""
     from caselink.kafka import read_to_end
     from infra.topics import LINKED_CASES_TOPIC
-    from schemas import UndecodableEventError
-    from streams.consent.gate_core import GateCore
+    from streams.consent.gate_core import INPUT_ERRORS, GateCore
     from streams.consent.gate_loop import policy_path, pseudonymiser_from
     from streams.consent.policy import PolicyError, load_policy
-    from streams.consent.register import ConsentRejected
 
     settings = get_settings()
     try:
@@ -156,12 +154,9 @@ def _offline_gate() -> Any:
     core = GateCore(policy, pseudonymiser_from(settings))
     for msg in read_to_end(settings, [LINKED_CASES_TOPIC, *_consent_topics()]):
         try:
-            if msg.topic() == LINKED_CASES_TOPIC:
-                core.apply_linked_case(msg.key().decode(), msg.value())
-            else:
-                core.apply_consent(core.serde.decode(msg.value(), expect="ConsentEvent")[1])
-        except (UndecodableEventError, ConsentRejected, ValueError):
-            continue
+            core.apply_input(msg.topic(), msg.key(), msg.value())
+        except INPUT_ERRORS:
+            continue  # the live gate dead-letters these
     return core
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,14 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
 
 
 def produce(producer: Producer, topic: str, key: bytes | None, value: bytes | None,
-            on_delivery: Any = None) -> None:
-    """Produce, waiting for deliveries to drain when the local queue is full, instead of failing."""
+            on_delivery: Any = None, **extra: Any) -> None:
+    """Produce, waiting for deliveries to drain when the local queue is full, instead of failing.
+
+    ``extra`` goes to ``Producer.produce`` as it is (headers, timestamp, partition).
+    """
     while True:
         try:
-            producer.produce(topic, value, key=key, on_delivery=on_delivery)
+            producer.produce(topic, value, key=key, on_delivery=on_delivery, **extra)
             break
         except BufferError:
             producer.poll(0.05)
@@ -137,65 +141,56 @@ def watermarks(c: Consumer, tp: Any, timeout: float = 30.0) -> tuple[int, int]:
             time.sleep(0.2)
 
 
+def iter_to_end(c: Consumer, topics: list[str], timeout: float = 30.0, deadline_s: float | None = 30.0,
+                stop: Callable[[], bool] | None = None,
+                error: Callable[[Any], Exception] | None = None) -> Iterator[Any]:
+    """Stream every message now on ``topics``, from the beginning to the end they had when asked.
+
+    ``c`` is assigned the partitions (and unassigned after); ``deadline_s`` bounds the whole read
+    (None: no bound, for reads that may be long, such as a gate catching up); ``stop`` ends it early.
+    A message carrying an error raises ``error(message)`` (default: ``KafkaException``).
+    """
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    md = c.list_topics(timeout=timeout)
+    ends = {}
+    for topic in topics:
+        if topic not in md.topics:
+            continue
+        for p in md.topics[topic].partitions:
+            lo, hi = watermarks(c, TopicPartition(topic, p), timeout)
+            if hi > lo:
+                ends[(topic, p)] = hi
+    if not ends:
+        return
+    c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for (t, p) in ends])
+    deadline = None if deadline_s is None else time.monotonic() + deadline_s
+    try:
+        while ends:
+            if stop is not None and stop():
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"could not read to the end of {sorted(ends)} within {deadline_s}s")
+            for msg in c.consume(5000, timeout=0.5):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise error(msg) if error is not None else KafkaException(msg.error())
+                yield msg
+            # Transactional topics end in commit markers, which are never delivered: the position,
+            # not the last message, says whether a partition has been read.
+            for tp in c.position([TopicPartition(t, p) for (t, p) in ends]):
+                if tp.offset >= ends[(tp.topic, tp.partition)]:
+                    del ends[(tp.topic, tp.partition)]
+    finally:
+        c.unassign()
+
+
 def read_to_end(settings: Settings, topics: list[str], timeout: float = 30.0) -> list[Any]:
     """Every message now on ``topics`` (from the beginning up to the current end), in partition order."""
-    from confluent_kafka import KafkaError, TopicPartition
-
     c = consumer(settings, f"caselink-reader-{uuid.uuid4().hex[:12]}")
     try:
-        parts: list[TopicPartition] = []
-        md = c.list_topics(timeout=timeout)
-        for topic in topics:
-            if topic not in md.topics:
-                continue
-            parts += [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]
-        ends = {}
-        for tp in parts:
-            lo, hi = watermarks(c, tp, timeout)
-            if hi > lo:
-                ends[(tp.topic, tp.partition)] = hi
-        if not ends:
-            return []
-        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for (t, p) in ends])
-        out = []
-        deadline = time.monotonic() + timeout
-        remaining = dict(ends)
-        while remaining and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is None:
-                # Transactional topics end in commit markers, which are never delivered: the
-                # position, not the last message, says whether a partition has been read.
-                for tp in c.position([TopicPartition(t, p) for (t, p) in remaining]):
-                    if tp.offset >= remaining[(tp.topic, tp.partition)]:
-                        del remaining[(tp.topic, tp.partition)]
-                continue
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(f"reading {msg.topic()}: {msg.error()}")
-                continue
-            out.append(msg)
-            tp = (msg.topic(), msg.partition())
-            if tp in remaining and msg.offset() + 1 >= remaining[tp]:
-                del remaining[tp]
-        if remaining:
-            raise TimeoutError(f"could not read to the end of {sorted(remaining)} within {timeout}s")
-        return out
+        return list(iter_to_end(c, topics, timeout, deadline_s=timeout,
+                                error=lambda msg: RuntimeError(f"reading {msg.topic()}: {msg.error()}")))
     finally:
         c.close()
-
-
-def set_group_offsets(admin: AdminClient, group: str, partitions: list[Any], timeout: float = 60.0) -> None:
-    """Commit offsets for a consumer group that is not running, retrying while the group
-    coordinator is still loading or moving (errors are reported per partition, not raised)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
-
-    deadline = time.monotonic() + timeout
-    while True:
-        result = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)],
-                                                    request_timeout=10)[group].result(timeout=15)
-        errors = [tp.error for tp in result.topic_partitions if tp.error is not None]
-        if not errors:
-            return
-        if time.monotonic() > deadline or not all(e.retriable() or e.code() in (14, 15, 16) for e in errors):
-            raise RuntimeError(f"could not set offsets of group {group}: {errors[0]}")
-        time.sleep(0.5)

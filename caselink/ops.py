@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
-from caselink.kafka import admin_client, consumer, idempotent_producer, watermarks
+from caselink.kafka import admin_client, consumer, idempotent_producer, produce, watermarks
 from caselink.settings import Settings
 
 EPHEMERAL_GROUPS = ("caselink-reader-", "caselink-quiet-probe", "caselink-ops-")
@@ -179,18 +179,12 @@ def replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int], None]
         headers = [*(msg.headers() or []), ("caselink-replayed-from",
                                              f"{msg.topic()}[{msg.partition()}]@{msg.offset()}".encode())]
         partition = msg.partition() if plan.target == plan.topic else -1
-        while True:
-            try:
-                producer.produce(plan.target, msg.value(), key=msg.key(), headers=headers,
-                                 timestamp=msg.timestamp()[1], partition=partition,
-                                 on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, plan.target, msg.key(), msg.value(),
+                lambda err, _m: errors.append(str(err)) if err else None,
+                headers=headers, timestamp=msg.timestamp()[1], partition=partition)
         sent += 1
         if progress and sent % 1000 == 0:
             progress(sent)
-            producer.poll(0)
     if producer.flush(60) or errors:
         raise RuntimeError(f"replay not fully acknowledged: {errors[:3]}")
     if progress:

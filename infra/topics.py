@@ -45,6 +45,11 @@ def consent_events_topic(agency: str) -> str:
     return f"agency.{agency}.consent-events"
 
 
+def consent_topics(agencies: Iterable[str]) -> list[str]:
+    """Where consents arrive: the central topic and every agency's own."""
+    return [CONSENT_EVENTS_TOPIC, *(consent_events_topic(a) for a in agencies)]
+
+
 def purpose_topic(purpose: str) -> str:
     return f"caselink.cases.{purpose}"
 
@@ -68,11 +73,13 @@ class TopicSpec:
         return conf
 
 
+COMPACTED = {"min.cleanable.dirty.ratio": "0.1", "delete.retention.ms": str(DAY_MS)}
+
+
 def caselink_topics(
     agencies: Iterable[str], purposes: Iterable[str], partitions: int = 3
 ) -> list[TopicSpec]:
     """The design's topic table, expanded for the configured agencies and purposes."""
-    compacted = {"min.cleanable.dirty.ratio": "0.1", "delete.retention.ms": str(DAY_MS)}
     specs: list[TopicSpec] = []
     for agency in agencies:
         specs.append(TopicSpec(person_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS))
@@ -81,21 +88,25 @@ def caselink_topics(
         # The linker is the single writer of the citizen index, so its input has one partition;
         # the index is rebuilt by replaying it, so it is kept indefinitely.
         TopicSpec(LINK_INPUT_TOPIC, 1, retention_ms=LONG_RETENTION_MS),
-        TopicSpec(LINKED_CASES_TOPIC, partitions, cleanup_policy="compact", extra=compacted),
+        TopicSpec(LINKED_CASES_TOPIC, partitions, cleanup_policy="compact", extra=COMPACTED),
         TopicSpec(LINK_DECISIONS_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
-        TopicSpec(REVIEW_TOPIC, 1, cleanup_policy="compact", extra=compacted),
+        TopicSpec(REVIEW_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
         TopicSpec(DISCLOSURES_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
         TopicSpec(CONSENT_EVENTS_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
-        TopicSpec(GATE_RELEASED_TOPIC, partitions, cleanup_policy="compact", extra=compacted),
-        TopicSpec(DLQ_REDRIVEN_TOPIC, 1, cleanup_policy="compact", extra=compacted),
-        TopicSpec(GATE_ELECTION_TOPIC, 1, cleanup_policy="compact", extra=compacted),
+        TopicSpec(GATE_RELEASED_TOPIC, partitions, cleanup_policy="compact", extra=COMPACTED),
+        TopicSpec(DLQ_REDRIVEN_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
+        TopicSpec(GATE_ELECTION_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
         TopicSpec(DEAD_LETTER_TOPIC, 1, retention_ms=30 * DAY_MS),
         # Where each connector got to in its source; one key per connector, latest wins.
-        TopicSpec(CONNECTOR_CHECKPOINTS_TOPIC, 1, cleanup_policy="compact", extra=compacted),
+        TopicSpec(CONNECTOR_CHECKPOINTS_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
     ]
-    for purpose in purposes:
-        specs.append(TopicSpec(purpose_topic(purpose), partitions, cleanup_policy="compact", extra=compacted))
+    specs += purpose_topic_specs(purposes, partitions)
     return specs
+
+
+def purpose_topic_specs(purposes: Iterable[str], partitions: int = 3) -> list[TopicSpec]:
+    """The compacted ``caselink.cases.<purpose>`` topics (also created by the gate for its policy's purposes)."""
+    return [TopicSpec(purpose_topic(p), partitions, cleanup_policy="compact", extra=COMPACTED) for p in purposes]
 
 
 @dataclass

@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, purpose_topic
-from schemas import default_serde
+from infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, LINKED_CASES_TOPIC, purpose_topic
+from schemas import SchemaValidationError, UndecodableEventError, default_serde
 from streams.consent.evaluate import Refusal, View, evaluate, subjects_of
 from streams.consent.policy import Policy
 from streams.consent.pseudonym import Pseudonymiser
-from streams.consent.register import ConsentRegister
+from streams.consent.register import ConsentRegister, ConsentRejected
 from streams.linker_core import Outgoing
+
+# What a bad input message raises from ``GateCore.apply_input`` (it changes nothing).
+INPUT_ERRORS = (UndecodableEventError, SchemaValidationError, ConsentRejected, ValueError, AttributeError)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,18 @@ class GateCore:
             for subject in subjects:
                 self.owners.setdefault(subject, set()).add(citizen_id)
         self.dirty.add(citizen_id)
+
+    def apply_input(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+                    offset: int | None = None) -> None:
+        """One message from the gate's inputs: a linked case, or a consent from a consent topic.
+
+        Raises one of ``INPUT_ERRORS`` for a message that cannot be applied.
+        """
+        if topic == LINKED_CASES_TOPIC:
+            self.apply_linked_case(key.decode(), value, topic, partition, offset)  # type: ignore[union-attr]
+            return
+        _, event = self.serde.decode(value, expect="ConsentEvent", topic=topic, partition=partition, offset=offset)
+        self.apply_consent(event)
 
     def apply_consent(self, event: dict[str, Any]) -> None:
         """Apply a decoded ConsentEvent; raises ``ConsentRejected`` and changes nothing if it is bad."""

@@ -32,25 +32,21 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from caselink.kafka import admin_client, client_config, drain, watermarks
+from caselink.kafka import admin_client, client_config, drain, iter_to_end, produce
 from caselink.settings import Settings
 from connectors.base import dead_letter
 from infra.topics import (
-    CONSENT_EVENTS_TOPIC,
     DEAD_LETTER_TOPIC,
     GATE_RELEASED_TOPIC,
     LINKED_CASES_TOPIC,
-    TopicSpec,
-    consent_events_topic,
+    consent_topics,
     ensure_topics,
-    purpose_topic,
+    purpose_topic_specs,
 )
-from schemas import SchemaValidationError, UndecodableEventError
 from streams import metrics
-from streams.consent.gate_core import GateCore
+from streams.consent.gate_core import INPUT_ERRORS, GateCore
 from streams.consent.policy import Policy, PolicyError, bundled_policy_path, load_policy
 from streams.consent.pseudonym import Pseudonymiser
-from streams.consent.register import ConsentRejected
 from streams.linker_core import Outgoing
 
 log = logging.getLogger(__name__)
@@ -153,7 +149,7 @@ class GateLoop(threading.Thread):
             self.active = False
 
     def _inputs(self) -> list[str]:
-        return [LINKED_CASES_TOPIC, CONSENT_EVENTS_TOPIC, *(consent_events_topic(a) for a in self.settings.agencies)]
+        return [LINKED_CASES_TOPIC, *consent_topics(self.settings.agencies)]
 
     def _serve(self) -> None:
         policy = self._load_policy()
@@ -182,7 +178,6 @@ class GateLoop(threading.Thread):
             with self.lock:
                 out = dead + self.core.flush()
             self._publish(producer, out, positions)
-            self.inputs_committed = sum(positions.values())
             self.caught_up = True
             log.info("consent gate caught up: %d citizens, %d releases out", len(self.core.cases),
                      len(self.core.released))
@@ -194,10 +189,8 @@ class GateLoop(threading.Thread):
 
     def _ensure_purpose_topics(self, policy: Policy) -> None:
         k = self.settings.kafka
-        ensure_topics(admin_client(self.settings), [
-            TopicSpec(purpose_topic(p), k.default_partitions, cleanup_policy="compact",
-                      extra={"min.cleanable.dirty.ratio": "0.1", "delete.retention.ms": str(24 * 3600 * 1000)})
-            for p in policy.purposes], k.replication_factor, k.min_insync_replicas)
+        ensure_topics(admin_client(self.settings), purpose_topic_specs(policy.purposes, k.default_partitions),
+                      k.replication_factor, k.min_insync_replicas)
 
     def _catch_up(self, consumer: Consumer) -> tuple[dict[str, int], list[Outgoing]]:
         """Rebuild state from the gate's bookkeeping and its inputs.
@@ -222,39 +215,15 @@ class GateLoop(threading.Thread):
 
     def _read_all(self, consumer: Consumer, topics: list[str]) -> Iterator[Any]:
         """Every message now on ``topics``, streamed (linked cases may not fit in memory twice)."""
-        md = consumer.list_topics(timeout=30)
-        parts = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
-        ends = {}
-        for tp in parts:
-            lo, hi = watermarks(consumer, tp)
-            if hi > lo:
-                ends[(tp.topic, tp.partition)] = hi
-        if not ends:
-            return
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for (t, p) in ends])
-        while ends and not self._stopping.is_set():
-            for msg in consumer.consume(5000, timeout=0.5):
-                if msg.error():
-                    raise KafkaException(msg.error())
-                yield msg
-            # Transactional inputs end in commit markers that are never delivered: go by position.
-            for tp in consumer.position([TopicPartition(t, p) for (t, p) in ends]):
-                if tp.offset >= ends[(tp.topic, tp.partition)]:
-                    del ends[(tp.topic, tp.partition)]
-        consumer.unassign()
+        return iter_to_end(consumer, topics, deadline_s=None, stop=self._stopping.is_set)
 
     def _apply(self, msg: Any, core: GateCore, live: bool, dead: list[Outgoing]) -> None:
         """One input message into the core; a bad one becomes a dead letter (only when live)."""
         try:
-            if msg.topic() == LINKED_CASES_TOPIC:
-                core.apply_linked_case(msg.key().decode(), msg.value(), msg.topic(), msg.partition(), msg.offset())
-                return
-            _, event = core.serde.decode(msg.value(), expect="ConsentEvent", topic=msg.topic(),
-                                         partition=msg.partition(), offset=msg.offset())
-            core.apply_consent(event)
-            if live:
+            core.apply_input(msg.topic(), msg.key(), msg.value(), msg.partition(), msg.offset())
+            if live and msg.topic() != LINKED_CASES_TOPIC:
                 metrics.GATE_CONSENTS.labels("applied").inc()
-        except (UndecodableEventError, SchemaValidationError, ConsentRejected, ValueError, AttributeError) as exc:
+        except INPUT_ERRORS as exc:
             core.stats["rejected"] += 1
             if not live:
                 return
@@ -311,7 +280,6 @@ class GateLoop(threading.Thread):
                 metrics.GATE_CITIZENS.set(len(core.cases))
             if out or batch:
                 self._publish(producer, out, positions)
-                self.inputs_committed = sum(positions.values())
                 if oldest is not None:
                     metrics.GATE_LATENCY.observe(max(0.0, time.time() - oldest))
 
@@ -321,20 +289,12 @@ class GateLoop(threading.Thread):
         for i, chunk in enumerate(chunks):
             producer.begin_transaction()
             for item in chunk:
-                self._produce(producer, item.topic, item.key, item.value)
+                produce(producer, item.topic, item.key, item.value)
                 if item.topic.startswith("caselink.cases."):
                     metrics.GATE_OUTPUT.labels(item.topic.rsplit(".", 1)[1],
                                                "release" if item.value is not None else "retract").inc()
                 metrics.EVENTS_OUT.labels(item.topic).inc()
             if i == len(chunks) - 1:
-                self._produce(producer, GATE_RELEASED_TOPIC, POSITIONS_KEY, json.dumps(positions).encode())
+                produce(producer, GATE_RELEASED_TOPIC, POSITIONS_KEY, json.dumps(positions).encode())
             producer.commit_transaction(60)
-
-    @staticmethod
-    def _produce(producer: Producer, topic: str, key: bytes, value: bytes | None) -> None:
-        while True:
-            try:
-                producer.produce(topic, value, key=key)
-                return
-            except BufferError:
-                producer.poll(0.05)
+        self.inputs_committed = sum(positions.values())
