@@ -194,3 +194,20 @@ def read_to_end(settings: Settings, topics: list[str], timeout: float = 30.0) ->
                                 error=lambda msg: RuntimeError(f"reading {msg.topic()}: {msg.error()}")))
     finally:
         c.close()
+
+
+def set_group_offsets(admin: AdminClient, group: str, partitions: list[Any], timeout: float = 60.0) -> None:
+    """Commit offsets for a consumer group that is not running, retrying while the group
+    coordinator is still loading or moving (errors are reported per partition, not raised)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)],
+                                                    request_timeout=10)[group].result(timeout=15)
+        errors = [tp.error for tp in result.topic_partitions if tp.error is not None]
+        if not errors:
+            return
+        if time.monotonic() > deadline or not all(e.retriable() or e.code() in (14, 15, 16) for e in errors):
+            raise RuntimeError(f"could not set offsets of group {group}: {errors[0]}")
+        time.sleep(0.5)
