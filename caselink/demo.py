@@ -259,40 +259,35 @@ class WorkerProcess:
                 self.proc.wait()
 
 
+def _spawn(command: str, settings: Settings, folder: Path, port: int, env: dict[str, str]) -> WorkerProcess:
+    """``caselink <command>`` in its own process, logging to ``folder/<command>.log``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers(settings), **env}
+    log_path = folder / f"{command}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "caselink.cli", command], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return WorkerProcess(proc, port, log_path)
+
+
 def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path | None = None) -> WorkerProcess:
     port = free_port()
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="caselink-worker-"))
-    env = {**os.environ,
-           "CASELINK_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers(settings),
-           "CASELINK_WORKER__WEB_PORT": str(port),
-           "CASELINK_WORKER__DATA_DIR": str(data_dir),
-           "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id}
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "caselink.cli", "worker"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return WorkerProcess(proc, port, log_path)
+    return _spawn("worker", settings, data_dir, port, {
+        "CASELINK_WORKER__WEB_PORT": str(port), "CASELINK_WORKER__DATA_DIR": str(data_dir),
+        "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id})
 
 
 def start_gate(settings: Settings, app_id: str | None = None) -> WorkerProcess:
     """`caselink gate` in its own process, beside the worker."""
     port = free_port()
-    folder = Path(tempfile.mkdtemp(prefix="caselink-gate-"))
-    env = {**os.environ,
-           "CASELINK_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers(settings),
-           "CASELINK_CONSENT__WEB_PORT": str(port),
-           "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id}
-    if not env.get("CASELINK_CONSENT__PSEUDONYM_KEY"):
+    env = {"CASELINK_CONSENT__WEB_PORT": str(port), "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id}
+    if not os.environ.get("CASELINK_CONSENT__PSEUDONYM_KEY"):
         # A throwaway key, so the pseudonymised purposes have something to show; real deployments
         # set their own, kept in a secret store.
         env["CASELINK_CONSENT__PSEUDONYM_KEY"] = secrets.token_urlsafe(32)
         env["CASELINK_CONSENT__PSEUDONYM_KEY_ID"] = "demo"
-    log_path = folder / "gate.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "caselink.cli", "gate"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return WorkerProcess(proc, port, log_path)
+    return _spawn("gate", settings, Path(tempfile.mkdtemp(prefix="caselink-gate-")), port, env)
 
 
 def wait_for_worker(worker: WorkerProcess, expected: int, timeout: float = 120.0) -> int:

@@ -43,7 +43,7 @@ class LinkerLoop(threading.Thread):
         self.model = model
         self.group_id = group_id
         self.lock = threading.RLock()  # the web API reads the index while this thread writes it
-        self.core = LinkerCore(model, max_block_size=settings.worker.max_block_size)
+        self.core = self._new_core()
         self.publish_from: int | None = None  # None: not assigned; replaying below this offset
         self.position = 0
         self.standby_position = 0  # how far the standby index has followed the committed log
@@ -52,6 +52,10 @@ class LinkerLoop(threading.Thread):
         self.started_at = time.monotonic()
         self.error: BaseException | None = None
         self._stopping = threading.Event()
+
+    def _new_core(self) -> LinkerCore:
+        """An empty index, to rebuild by replaying the link input."""
+        return LinkerCore(self.model, max_block_size=self.settings.worker.max_block_size)
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, timeout: float = 30.0) -> None:
@@ -75,7 +79,7 @@ class LinkerLoop(threading.Thread):
             resume = 0
         with self.lock:
             if resume == 0:
-                self.core = LinkerCore(self.model, max_block_size=self.settings.worker.max_block_size)
+                self.core = self._new_core()
         self.publish_from, self.position, self.recovered_at = offset, resume, None
         self.last_takeover = {"resumed_from": resume, "replayed_silently": offset - resume, "committed": offset}
         log.info("linker assigned %s; resuming at %d, replaying up to %d before publishing", partitions, resume,
@@ -106,7 +110,7 @@ class LinkerLoop(threading.Thread):
             state["limit"] = tp.offset
             if self.standby_position > state["limit"]:  # rewound: follow again from the start
                 with self.lock:
-                    self.core = LinkerCore(self.model, max_block_size=self.settings.worker.max_block_size)
+                    self.core = self._new_core()
                 self.standby_position = 0
                 state.pop("assigned_at", None)
         limit = int(state.get("limit", 0))

@@ -89,6 +89,14 @@ def run(policy: Policy, cases: list[dict[str, Any]], events: list[dict[str, Any]
     return core, core.flush()
 
 
+def scenario(data: Any) -> tuple[Policy, list[dict[str, Any]], list[dict[str, Any]], GateCore, list]:
+    """A generated policy, citizens and consents, applied: (policy, cases, events, core, outputs)."""
+    policy = data.draw(policies)
+    cases = data.draw(citizens())
+    events = data.draw(consents(policy, cases))
+    return (policy, cases, events, *run(policy, cases, events))
+
+
 def secrets_of(case: dict[str, Any]) -> set[str]:
     found = {case["citizen_id"]}
     for m in case["members"]:
@@ -102,10 +110,7 @@ def secrets_of(case: dict[str, Any]) -> set[str]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_outputs_never_exceed_policy_and_consent(data: Any) -> None:
-    policy = data.draw(policies)
-    cases = data.draw(citizens())
-    events = data.draw(consents(policy, cases))
-    core, out = run(policy, cases, events)
+    policy, cases, _events, core, out = scenario(data)
     by_ref = {}
     for o in out:
         if o.topic.startswith("caselink.cases.") and o.value is not None:
@@ -136,10 +141,7 @@ def test_outputs_never_exceed_policy_and_consent(data: Any) -> None:
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_audit_matches_releases_and_withdrawal_retracts(data: Any) -> None:
-    policy = data.draw(policies)
-    cases = data.draw(citizens())
-    events = data.draw(consents(policy, cases))
-    core, out = run(policy, cases, events)
+    policy, _cases, events, core, out = scenario(data)
     # Withdraw every consent: what needed consent must be retracted.
     later = T0 + timedelta(days=2)
     for event in events:
