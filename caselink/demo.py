@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -152,12 +151,9 @@ def _purpose_views(settings: Settings) -> dict[str, dict[str, dict]]:
 
 
 def _gate_health(gate: WorkerProcess) -> dict:
-    try:
-        return gate.health()
-    except urllib.error.HTTPError as exc:  # 503 still says why
-        return json.loads(exc.read() or b"{}")
-    except (OSError, ValueError):
-        return {}
+    from caselink.ops import http_health
+
+    return http_health(f"http://127.0.0.1:{gate.port}/health")
 
 
 def _wait_for_gate(settings: Settings, gate: WorkerProcess) -> None:

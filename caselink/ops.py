@@ -71,15 +71,19 @@ def topic_ends(settings: Settings, topics: list[str], timeout: float = 10.0) -> 
         c.close()
 
 
-def worker_health(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:
-    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}/health"
+def http_health(url: str, timeout: float = 3.0) -> dict[str, Any]:
+    """A /health document; a 503 still carries its body; no answer is ``status: unreachable``."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return {"url": url, **json.loads(response.read())}
-    except urllib.error.HTTPError as exc:  # 503 still carries the body
+    except urllib.error.HTTPError as exc:
         return {"url": url, **json.loads(exc.read() or b"{}")}
     except (OSError, ValueError) as exc:
         return {"url": url, "status": "unreachable", "error": str(exc)}
+
+
+def worker_health(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:
+    return http_health(f"http://{settings.worker.web_host}:{settings.worker.web_port}/health", timeout)
 
 
 # --------------------------------------------------------------------------- replay
