@@ -25,6 +25,8 @@ def run(
     pattern: Annotated[str, typer.Option(help="file glob when watching")] = "*",
     restart: Annotated[bool, typer.Option(help="ignore the checkpoint and load from the start")] = False,
     metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics on this port (0: off)")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="file loads: processes to map and encode in "
+                                                    "(each takes the records that hash to it)")] = 1,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Load a CSV/JSONL extract (or watch a folder) through the agency's mapping."""
@@ -59,13 +61,14 @@ def run(
     connector = FileConnector(settings, mapping, name=name)
     target = resolve_source_path(mapping, path)
     if watch or target.is_dir():
-        reports = connector.watch(target, pattern)
+        reports = connector.watch(target, pattern, workers=workers)
         emit([r.__dict__ for r in reports], as_json, f"{len(reports)} file(s) loaded")
         return
-    report = connector.load(target, progress=not as_json, resume=not restart)
+    report = connector.load_parallel(target, workers, progress=not as_json, resume=not restart)
     emit(report.__dict__, as_json,
          f"{report.path}: {report.rows} rows -> {report.events} events, {report.dead_letters} dead letters "
-         f"in {report.seconds:.1f}s ({report.rows / max(report.seconds, 1e-9):,.0f} rows/s)"
+         f"in {report.seconds:.1f}s ({report.rows / max(report.seconds, 1e-9):,.0f} rows/s"
+         + (f", {report.workers} workers)" if report.workers > 1 else ")")
          + (f"; resumed after row {report.resumed_from}" if report.resumed_from else ""))
 
 

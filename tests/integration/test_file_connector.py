@@ -56,6 +56,34 @@ def test_bad_rows_become_dead_letters_and_the_rest_arrive(settings, topics, tmp_
     assert "missing record id" in mine["health_patients.csv:row 162"]["error"]
 
 
+def _kill_once_a_quarter_is_on_the_topic(settings, proc: subprocess.Popen, rows: int, group: bool = False) -> None:
+    """SIGKILL ``proc`` (or its whole process group) once a quarter of ``rows`` more are on the
+    loadtest topic; watermarks are cheap to poll, so the kill lands mid-load however fast it runs."""
+    from confluent_kafka import TopicPartition
+
+    from caselink.kafka import consumer, watermarks
+
+    c = consumer(settings, "t-watermarks")
+    topic = person_events_topic("loadtest")
+    parts = list(c.list_topics(topic, timeout=30).topics[topic].partitions)
+
+    def end() -> int:
+        return sum(watermarks(c, TopicPartition(topic, p))[1] for p in parts)
+
+    try:
+        start = end()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and end() - start < rows // 4:
+            time.sleep(0.02)
+    finally:
+        c.close()
+    if group:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def _write_load_file(path: Path, rows: int) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
@@ -85,17 +113,10 @@ def test_sigkill_half_way_then_restart_loses_nothing(settings, topics, tmp_path:
            "CASELINK_CONFIG": "/nonexistent"}
     cmd = [sys.executable, "-m", "caselink.cli", "connector", "run", str(mapping_path), "--path", str(data),
            "--name", "t-sigkill", "--json"]
+    before = len(_events(settings, "loadtest"))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # Kill it once some, but not all, events are on the topic.
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        n = len(read_to_end(settings, [person_events_topic("loadtest")]))
-        if n > rows // 4:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    partial = len(read_to_end(settings, [person_events_topic("loadtest")]))
+    _kill_once_a_quarter_is_on_the_topic(settings, proc, rows)
+    partial = len(read_to_end(settings, [person_events_topic("loadtest")])) - before
     assert 0 < partial < rows, "the kill must land mid-load for this test to mean anything"
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -125,3 +146,71 @@ def test_watch_mode_loads_each_new_file_once(settings, topics, tmp_path: Path) -
     second = FileConnector(settings, load(mapping_path), name="t-watch").watch(folder, "*.csv", poll_seconds=0.2,
                                                                                stop_after=2)
     assert [Path(r.path).name for r in second] == ["b.csv"] and second[0].events == 20
+
+
+def test_parallel_load_keeps_each_records_order_and_records_completion(settings, topics, tmp_path: Path) -> None:
+    """Two worker processes: every row once, each record's versions in order, bad rows dead-lettered once."""
+    data = tmp_path / "twice.csv"
+    records = 3_000
+    with data.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "first", "last", "dob", "updated"])
+        for i in range(records):  # each record twice, version 1 then 2, a few hundred rows apart
+            w.writerow([f"P{i:05d}", "Ann", f"Lee{i}", "1990-01-01", 1])
+            if i >= 200:
+                w.writerow([f"P{i - 200:05d}", "Ann", f"Lee{i - 200}", "1990-01-01", 2])
+        for i in range(records - 200, records):
+            w.writerow([f"P{i:05d}", "Ann", f"Lee{i}", "1990-01-01", 2])
+        w.writerow(["P-BAD", "Ann", "Lee", "1990-01-01", "not-a-version"])
+    mapping_path = tmp_path / "loadtest.yaml"
+    mapping_path.write_text(LOAD_MAPPING)
+    connector = FileConnector(settings, load_mapping(mapping_path), name="t-parallel")
+    report = connector.load_parallel(data, workers=2)
+    assert (report.rows, report.events, report.dead_letters, report.workers) == (2 * records + 1, 2 * records, 1, 2)
+
+    versions: dict[str, list[int]] = {}
+    for e in _events(settings, "loadtest"):
+        if not e["source_record_id"].startswith("P"):
+            continue
+        versions.setdefault(e["source_record_id"], []).append(e["source_version"])
+    assert versions == {f"P{i:05d}": [1, 2] for i in range(records)}
+    serde = default_serde()
+    letters = [serde.decode(m.value(), expect="DeadLetter")[1] for m in read_to_end(settings, [DEAD_LETTER_TOPIC])]
+    assert [x["origin"] for x in letters if x["origin"].startswith("twice.csv")] == [f"twice.csv:row {2 * records + 1}"]
+
+    again = FileConnector(settings, load_mapping(mapping_path), name="t-parallel").load(data)
+    assert again.rows == 0 and again.resumed_from == 2 * records + 1  # the parallel run recorded completion
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_parallel_load_then_restart_loses_nothing(settings, topics, tmp_path: Path) -> None:
+    rows = 100_000
+    data = tmp_path / "load2.csv"
+    with data.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "first", "last", "dob", "updated"])
+        for i in range(rows):
+            w.writerow([f"Q{i:06d}", "Ann", f"Lee{i}", "1990-01-01", 1])
+    mapping_path = tmp_path / "loadtest.yaml"
+    mapping_path.write_text(LOAD_MAPPING)
+    env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+           "CASELINK_CONFIG": "/nonexistent"}
+    cmd = [sys.executable, "-m", "caselink.cli", "connector", "run", str(mapping_path), "--path", str(data),
+           "--name", "t-sigkill-parallel", "--workers", "2", "--json"]
+
+    def mine() -> list[dict]:
+        return [e for e in _events(settings, "loadtest") if e["source_record_id"].startswith("Q")]
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    # The parent and both workers, as a machine failure would.
+    _kill_once_a_quarter_is_on_the_topic(settings, proc, rows, group=True)
+    partial = len(mine())
+    assert 0 < partial < rows, "the kill must land mid-load for this test to mean anything"
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    by_id: dict[str, set] = {}
+    for e in mine():
+        by_id.setdefault(e["source_record_id"], set()).add((e["event_id"], e["source_version"]))
+    assert set(by_id) == {f"Q{i:06d}" for i in range(rows)}  # every row arrived
+    assert all(len(v) == 1 for v in by_id.values())  # re-sent rows are exact duplicates

@@ -1,0 +1,101 @@
+"""The compiled mapping (what the connectors run) against the reference semantics, and the
+bookkeeping of parallel loads."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.files import resume_point, shard_of
+from connectors.mapping import FieldSpec, RowError
+
+COLUMNS = ["a", "b", "n.x"]
+cell = st.one_of(
+    st.none(), st.just(""), st.just("  "), st.just(math.nan), st.integers(-5, 5),
+    st.sampled_from(["F", "m", " x ", "Ann ", "2020-02-30", "2020-01-31", "31/01/2020", "a;b", " ; "]),
+    st.lists(st.sampled_from(["", " Ann", "Lee ", "F"]), max_size=3),
+)
+rows = st.fixed_dictionaries({}, optional={"a": cell, "b": cell, "n": st.fixed_dictionaries({}, optional={"x": cell})})
+specs = st.builds(
+    FieldSpec,
+    sources=st.lists(st.sampled_from(COLUMNS), min_size=1, max_size=2).map(tuple),
+    split=st.sampled_from([None, None, ";"]),
+    date_format=st.sampled_from([None, None, "%Y-%m-%d", "%d/%m/%Y"]),
+    value_map=st.sampled_from([None, None, {"F": "F", "M": "M"}, {"f": "F", "*": "U"}]),
+    default=st.sampled_from([None, None, "Z", " Z "]),
+    required=st.booleans(),
+    case=st.sampled_from([None, "lower", "upper"]),
+)
+
+
+def _outcome(fn: Any, *args: Any) -> Any:
+    try:
+        return ("ok", fn(*args))
+    except RowError as exc:
+        return ("row error", str(exc))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@settings(max_examples=600, deadline=None)
+@given(spec=specs, row=rows)
+def test_compiled_scalar_agrees_with_the_reference(spec: FieldSpec, row: dict[str, Any]) -> None:
+    assert _same(_outcome(spec.compile_scalar("f"), row), _outcome(spec.scalar, row, "f"))
+
+
+@settings(max_examples=600, deadline=None)
+@given(spec=specs, row=rows)
+def test_compiled_many_agrees_with_the_reference(spec: FieldSpec, row: dict[str, Any]) -> None:
+    assert _same(_outcome(spec.compile_many("f"), row), _outcome(spec.many, row, "f"))
+
+
+def test_a_compiled_mapping_survives_pickling_for_worker_processes() -> None:
+    import pickle
+
+    from connectors.mapping import parse_mapping
+
+    mapping = parse_mapping({"agency": "health", "record_id": "id",
+                             "fields": {"family_name": {"from": "last", "upper": True}}})
+    copy = pickle.loads(pickle.dumps(mapping))
+    assert copy.apply({"id": "1", "last": "lee"}).person["family_name"] == "LEE"
+
+
+IDENTITY = {"file": "/x.csv", "size": 10, "mtime_ns": 5}
+
+
+def _cp(rows: int, identity: dict[str, Any] = IDENTITY) -> dict[str, Any]:
+    return {"files": {identity["file"]: {**identity, "rows": rows}}}
+
+
+def test_resume_point_prefers_the_connectors_own_checkpoint() -> None:
+    cps = {"file:h": _cp(100), "file:h#0/2": _cp(700), "file:h#1/2": _cp(400)}
+    assert resume_point(cps, "file:h#0/2", IDENTITY) == 700
+    assert resume_point(cps, "file:h", IDENTITY) == 100
+
+
+def test_resume_point_without_its_own_takes_the_smallest_related_position() -> None:
+    cps = {"file:h#0/2": _cp(700), "file:h#1/2": _cp(400), "file:other": _cp(10)}
+    assert resume_point(cps, "file:h", IDENTITY) == 400  # after a parallel run, single-process
+    assert resume_point(cps, "file:h#2/3", IDENTITY) == 400  # a different number of workers
+    assert resume_point({"file:h": _cp(300)}, "file:h#1/2", IDENTITY) == 300
+
+
+def test_resume_point_ignores_a_changed_file() -> None:
+    changed = {**IDENTITY, "size": 11}
+    assert resume_point({"file:h": _cp(300)}, "file:h", changed) == 0
+    assert resume_point({}, "file:h", IDENTITY) == 0
+
+
+def test_shard_of_is_stable_and_spreads() -> None:
+    owners = [shard_of(f"R{i}", 2) for i in range(1000)]
+    assert owners == [shard_of(f"R{i}", 2) for i in range(1000)]
+    assert 400 < owners.count(0) < 600
