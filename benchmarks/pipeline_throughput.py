@@ -148,6 +148,12 @@ def run(settings: Any, directory: Path, args: argparse.Namespace, results: dict[
         print(f"end to end, {len(preload):,} events into an empty index: {results['throughput_events_per_s']:,.0f} "
               f"events/s ({results['throughput_ratio_to_ceiling']:.1%} of the ceiling; includes worker start-up)",
               flush=True)
+        stamps = sorted(m.timestamp()[1] for m in read_to_end(settings, [LINK_DECISIONS_TOPIC]))
+        steady = len(stamps) / max((stamps[-1] - stamps[0]) / 1000, 1e-9)
+        results["steady_events_per_s"] = steady
+        results["steady_ratio_to_ceiling"] = steady / results["ceiling_msgs_per_s"]
+        print(f"  once running (first to last link decision): {steady:,.0f} events/s "
+              f"({results['steady_ratio_to_ceiling']:.1%} of the ceiling)", flush=True)
 
         steady = encode_events(items[args.preload:], start=args.preload)
         print(f"publishing {len(steady):,} events at {args.rate:,.0f}/s into the loaded index ...", flush=True)

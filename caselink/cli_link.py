@@ -47,6 +47,9 @@ def link_command(
     from linkage.models import default_model
 
     items: list[tuple[str, dict[str, Any]]] = []
+    from linkage.runtime import tune_gc_for_large_index
+
+    tune_gc_for_large_index()
     row_errors: list[str] = []
     try:
         for mapping in mappings:

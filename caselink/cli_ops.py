@@ -233,6 +233,9 @@ def rebuild_command(
 
     settings = get_settings()
     chosen = LinkageModel.load(model) if model else default_model()
+    from linkage.runtime import tune_gc_for_large_index
+
+    tune_gc_for_large_index()
     with Progress(console=console, disable=as_json) as progress:
         task = progress.add_task(f"replaying the link input with model {chosen.version}", total=None)
         rebuilt = rebuild_members_for(settings, chosen, lambda done, total: progress.update(task, completed=done,

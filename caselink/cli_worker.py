@@ -13,6 +13,9 @@ from caselink.settings import get_settings
 
 def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel: str = "warn") -> None:
     """Start the linker thread (it rebuilds the index from the link input), then the Faust worker."""
+    from linkage.runtime import tune_gc_for_large_index
+
+    tune_gc_for_large_index()
     import atexit
 
     from linkage.model import LinkageModel
@@ -37,7 +40,14 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
         gate = GateLoop(settings, is_leader=lambda: linker.publish_from is not None)
         gate.start()
         atexit.register(gate.stop)
-    app = create_app(settings, linker, gate)
+    normalisers = None
+    if settings.worker.normaliser_processes > 0:
+        from streams.normalisers import NormaliserProcesses
+
+        normalisers = NormaliserProcesses(settings, settings.worker.normaliser_processes, loglevel)
+        normalisers.start()
+        atexit.register(normalisers.stop)
+    app = create_app(settings, linker, gate, normalise=normalisers is None, normalisers=normalisers)
     settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
     sys.argv = ["caselink-worker", "worker", "--loglevel", loglevel, "--web-port", str(settings.worker.web_port),
                 "--web-host", settings.worker.web_host]
@@ -113,7 +123,10 @@ def run_gate(web_port: int | None = None, app_id: str | None = None) -> None:
     """The consent gate in its own process (see streams/consent/gate_process.py)."""
     import logging
 
+    from linkage.runtime import tune_gc_for_large_index
     from streams.consent.gate_process import serve
+
+    tune_gc_for_large_index()
 
     settings = get_settings()
     if app_id is not None:

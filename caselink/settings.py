@@ -63,6 +63,8 @@ class WorkerSettings(BaseModel):
     batch_size: int = 500
     batch_within_s: float = 0.01
     max_block_size: int = 200
+    # Normaliser agents in processes of their own (0: inside the worker process); see streams.normalisers.
+    normaliser_processes: int = Field(default=1, ge=0)
 
 
 class IngestSettings(BaseModel):

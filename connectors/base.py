@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message
 from prometheus_client import Counter
 
+from caselink.ids import uuid5_text
 from caselink.kafka import idempotent_producer, produce, read_to_end
 from caselink.settings import Settings
 from connectors.mapping import AgencyMapping, MappedRow
@@ -33,7 +34,7 @@ DEAD_LETTERS = Counter("caselink_connector_dead_letters_total", "rows sent to de
 
 def event_id(agency: str, record_id: str, version: int, op: str) -> str:
     """Deterministic, so a re-sent row is recognisably the same event."""
-    return str(uuid.uuid5(EVENT_NAMESPACE, f"{agency}:{record_id}:{version}:{op}"))
+    return uuid5_text(EVENT_NAMESPACE, f"{agency}:{record_id}:{version}:{op}")
 
 
 def now_utc() -> datetime:

@@ -10,6 +10,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 _NON_ALPHA = re.compile(r"[^a-z ]+")
 _SPACES = re.compile(r"\s+")
@@ -139,12 +140,17 @@ def standardise_date(value: object, fmt: str | None = None) -> StdDate | None:
         digits = text
     if digits is None or len(digits) != 8:
         return None
+    return StdDate(digits, _real_date(digits))
+
+
+@lru_cache(maxsize=100_000)
+def _real_date(digits: str) -> bool:
+    """``YYYYMMDD`` names a day on the calendar (cached: dates of birth repeat, strptime is slow)."""
     try:
         datetime.strptime(digits, "%Y%m%d")
-        valid = True
+        return True
     except ValueError:
-        valid = False
-    return StdDate(digits, valid)
+        return False
 
 
 @dataclass(frozen=True, slots=True)

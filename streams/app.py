@@ -6,8 +6,11 @@
   takes micro-batches and produces through one confluent-kafka producer flushed at the end of each
   batch, before Faust acknowledges the batch's input, so nothing is committed whose outputs are
   not on the broker.
-* the linker (``streams.linker_loop.LinkerLoop``, a thread in the same process) is the single
+* the linker (``streams.linker_loop.LinkerLoop``, a thread of the worker process) is the single
   writer of the citizen index; see its module for why it is not a Faust agent.
+* where they run: by default ``caselink worker`` starts the normaliser in processes of its own
+  (``worker.normaliser_processes``, ``streams.normalisers``), so Faust's per-event work and the
+  linker do not take turns on one interpreter lock; with 0 the agent runs in the worker process.
 * the web API: ``/health``, ``/metrics``, ``/citizens/{id}``, ``/records/{agency}/{id}``, ``/review``.
 """
 
@@ -36,6 +39,7 @@ from schemas import SchemaValidationError, UndecodableEventError, default_serde
 from streams import metrics
 from streams.consent.gate_loop import GateLoop
 from streams.linker_loop import LinkerLoop
+from streams.normalisers import MergedRegistry, NormaliserProcesses
 from streams.review_page import render_review_page, threshold_weight
 from streams.sink import BatchSink
 
@@ -53,7 +57,11 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
-def create_app(settings: Settings, linker: LinkerLoop, gate: GateLoop | None = None) -> faust.App:
+def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | None = None,
+               normalise: bool = True, normalisers: NormaliserProcesses | None = None) -> faust.App:
+    """The worker's Faust app: the web API over ``linker``'s index (when given) and, with
+    ``normalise``, the normaliser agent. A normaliser process (``streams.normalisers``) is the
+    same app id with the agent and no web server; the worker process then has the web API only."""
     w = settings.worker
     app = faust.App(
         w.app_id,
@@ -63,6 +71,7 @@ def create_app(settings: Settings, linker: LinkerLoop, gate: GateLoop | None = N
         key_serializer="raw",
         store="memory://",
         datadir=str(w.data_dir),
+        web_enabled=linker is not None,
         web_host=w.web_host,
         web_port=w.web_port,
         web_bind=w.web_host,
@@ -77,9 +86,17 @@ def create_app(settings: Settings, linker: LinkerLoop, gate: GateLoop | None = N
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
     )
+    if normalise:
+        _normaliser(app, settings)
+    if linker is not None:
+        _web(app, linker, gate, normalisers)
+    return app
+
+
+def _normaliser(app: faust.App, settings: Settings) -> None:
+    w = settings.worker
     serde = default_serde()
     sink = BatchSink(settings)
-
     sources = app.topic(*[person_events_topic(a) for a in settings.agencies], value_serializer="raw",
                         key_serializer="raw")
 
@@ -115,11 +132,10 @@ def create_app(settings: Settings, linker: LinkerLoop, gate: GateLoop | None = N
                 sink.send(LINK_INPUT_TOPIC, key.encode(), event.value)
             await sink.flush()
 
-    _web(app, linker, gate)
-    return app
 
-
-def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None) -> None:
+def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
+         normalisers: NormaliserProcesses | None) -> None:
+    registry = MergedRegistry(normalisers)
     serde = default_serde()
     def jsonable(value: Any) -> Any:
         if isinstance(value, datetime):
@@ -144,6 +160,8 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None) -> None:
                     "model_version": core.model.version}
         if linker.error is not None:
             body["error"] = str(linker.error)
+        if normalisers is not None:
+            body["normalisers"] = normalisers.status()
         if gate is not None:
             body["gate"] = gate.status()
             if gate.error is not None or not gate.is_alive():
@@ -154,7 +172,8 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None) -> None:
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        return web.bytes(generate_latest(registry),  # type: ignore[arg-type]
+                         content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/citizens/{citizen_id}")
     async def citizen(web: Any, request: Any, citizen_id: str) -> Any:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from caselink.ids import uuid5_text
 from infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC
 from linkage.index import CitizenIndex, LinkResult
 from linkage.model import LinkageModel
@@ -91,7 +92,7 @@ class LinkerCore:
     def _decision(self, result: LinkResult, event_id: str, version: int, at: datetime) -> Outgoing:
         record = self._record(result.record_key)
         decision = {
-            "decision_id": str(uuid.uuid5(DECISION_NAMESPACE, f"{event_id}:{result.outcome}")),
+            "decision_id": uuid5_text(DECISION_NAMESPACE, f"{event_id}:{result.outcome}"),
             "record_key": result.record_key,
             "event_id": event_id,
             "source_version": version,

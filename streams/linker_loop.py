@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -159,6 +160,8 @@ class LinkerLoop(threading.Thread):
             "group.id": f"{self.group_id}-standby", "enable.auto.commit": False, "fetch.wait.max.ms": 10,
         }))
         follow_state: dict[str, float] = {}
+        events_in = metrics.EVENTS_IN.labels(LINK_INPUT_TOPIC)
+        decisions: dict[str, Any] = {}
 
         try:
             while not self._stopping.is_set():
@@ -181,7 +184,7 @@ class LinkerLoop(threading.Thread):
                         continue
                     last = msg.offset()
                     live = msg.offset() >= self.publish_from
-                    metrics.EVENTS_IN.labels(LINK_INPUT_TOPIC).inc()
+                    events_in.inc()
                     try:
                         with self.lock:
                             out = self.core.apply(msg.value(), msg.topic(), msg.partition(), msg.offset())
@@ -195,7 +198,11 @@ class LinkerLoop(threading.Thread):
                         continue
                     if not live:
                         continue
-                    metrics.DECISIONS.labels(self.core.last_outcome).inc()
+                    outcome = self.core.last_outcome
+                    counter = decisions.get(outcome)
+                    if counter is None:
+                        counter = decisions[outcome] = metrics.DECISIONS.labels(outcome)
+                    counter.inc()
                     for item in out:
                         sink.send(item.topic, item.key, item.value)
                     _kind, ts = msg.timestamp()

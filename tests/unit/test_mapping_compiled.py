@@ -99,3 +99,14 @@ def test_shard_of_is_stable_and_spreads() -> None:
     owners = [shard_of(f"R{i}", 2) for i in range(1000)]
     assert owners == [shard_of(f"R{i}", 2) for i in range(1000)]
     assert 400 < owners.count(0) < 600
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(max_size=40))
+def test_uuid5_text_is_uuid5(name: str) -> None:
+    import uuid
+
+    from caselink.ids import uuid5_text
+
+    namespace = uuid.UUID("6f1c3a52-7d1e-4c55-9a38-1d2f6a9e4b10")
+    assert uuid5_text(namespace, name) == str(uuid.uuid5(namespace, name))
