@@ -7,6 +7,7 @@ and two workers on one set of topics would share their link input.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -210,6 +211,54 @@ def test_kill_minus_nine_then_restart_loses_and_duplicates_nothing(pipeline_sett
     # Every live citizen's latest published version is the replay's (no stale view left behind).
     lc = read_to_end(settings, [LINKED_CASES_TOPIC])
     assert len(lc) >= len(published)
+
+
+def _link_input_end(settings: Settings) -> int:
+    from confluent_kafka import TopicPartition
+
+    from caselink.kafka import consumer, watermarks
+
+    c = consumer(settings, "t-watermarks")
+    try:
+        return watermarks(c, TopicPartition(LINK_INPUT_TOPIC, 0))[1]
+    finally:
+        c.close()
+
+
+def _forwarded_events_in(worker) -> float:
+    """The worker's /metrics count of agency events consumed: its normaliser processes' counters."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith('caselink_events_in_total{topic="agency.'))
+
+
+def test_a_killed_normaliser_process_is_restarted_and_nothing_is_lost(pipeline_settings: Settings) -> None:
+    settings = pipeline_settings
+    total = _publish_synthetic(settings, 20000)
+    worker = start_worker(settings, app_id="normaliser-kill")
+    try:
+        _wait_for(lambda: _link_input_end(settings) > 500 and _forwarded_events_in(worker) > 0, 120, pause=0.02)
+        counted_before = _forwarded_events_in(worker)
+        victim = worker.health()["normalisers"]["processes"][0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        assert _link_input_end(settings) < total, "the kill must land mid-stream for this test to mean anything"
+
+        def replaced() -> bool:
+            status = worker.health()["normalisers"]
+            return status["restarts"] == 1 and all(p["alive"] and p["pid"] != victim for p in status["processes"])
+
+        _wait_for(replaced, 60, pause=0.2)
+        _wait_for_everything(settings, worker, total)
+        published = latest_linked_cases(settings)
+        time.sleep(1.5)  # one more counter report from the normaliser process
+        # The dead process's last report is kept, so the counter never goes back (what it counted in the
+        # moment between its last report and the kill is lost, as with any scrape of a dead process).
+        assert _forwarded_events_in(worker) > counted_before
+        assert worker.health()["status"] == "ok"
+    finally:
+        worker.stop()
+    _assert_nothing_lost_or_duplicated(settings, published, total)
 
 
 def test_three_broker_cluster_loses_a_broker_mid_stream_and_nothing_is_lost() -> None:
