@@ -93,7 +93,7 @@ class BlockingIndex:
     """
 
     max_block_size: int = 200
-    blocks: dict[int, str | list[str]] = field(default_factory=dict)
+    blocks: dict[int, str | tuple[str, ...] | list[str]] = field(default_factory=dict)
     capped: set[int] = field(default_factory=set)
     capped_names: dict[int, str] = field(default_factory=dict)
 
@@ -113,6 +113,10 @@ class BlockingIndex:
         return found
 
     def add(self, record_key: str, keys: Iterable[str]) -> None:
+        """A block holds one member as the key itself, up to ``max_block_size`` as a tuple, and
+        beyond that (capped: no longer used for candidates) as a list. Tuples are exact-size where
+        lists over-allocate, which was a fifth of a million-record index's memory; copying one
+        on growth is bounded by the cap."""
         blocks = self.blocks
         for key in keys:
             h = hash(key)
@@ -120,12 +124,17 @@ class BlockingIndex:
             if members is None:
                 blocks[h] = record_key
             elif type(members) is str:
-                blocks[h] = [members, record_key]
+                blocks[h] = (members, record_key)
+            elif type(members) is tuple:
+                if len(members) < self.max_block_size:
+                    blocks[h] = (*members, record_key)
+                else:
+                    blocks[h] = [*members, record_key]
+                    if h not in self.capped:
+                        self.capped.add(h)
+                        self.capped_names[h] = key
             else:
                 members.append(record_key)
-                if len(members) > self.max_block_size and h not in self.capped:
-                    self.capped.add(h)
-                    self.capped_names[h] = key
 
     def remove(self, record_key: str, keys: Iterable[str]) -> None:
         blocks = self.blocks
@@ -139,9 +148,14 @@ class BlockingIndex:
                     del blocks[h]
                 continue
             try:
-                members.remove(record_key)
+                i = members.index(record_key)
             except ValueError:
                 continue
+            if type(members) is tuple:
+                members = members[:i] + members[i + 1:]
+                blocks[h] = members
+            else:
+                del members[i]
             if len(members) == 1:
                 blocks[h] = members[0]
 

@@ -222,7 +222,6 @@ class CitizenIndex:
         links, reviews = self._score_candidates(record, keys)
         key = record.key
         self.blocking.add(key, keys)
-        self.edges[key] = {}
         for c in links:
             self._add_edge(key, c.record_key, c.weight)
         if not links:
@@ -265,7 +264,6 @@ class CitizenIndex:
         keys = blocking_keys(record)
         links, reviews = self._score_candidates(record, keys)
         self.blocking.add(key, keys)
-        self.edges[key] = {}
         for c in links:
             self._add_edge(key, c.record_key, c.weight)
         for pair in self.must_link:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import jellyfish
 
@@ -27,6 +27,30 @@ from linkage.standardise import (
 # Identifier schemes shared across agencies: agreement or disagreement on these is evidence.
 # Local schemes (a council's case number, a force's nominal id) are never compared across records.
 DEFAULT_SHARED_SCHEMES = frozenset({"nhs_number", "ni_number", "upn", "chi_number", "passport"})
+
+
+T = TypeVar("T")
+_SHARED: dict[Any, Any] = {}
+_SHARED_LIMIT = 2_000_000
+
+
+def _share(value: T) -> T:
+    """One object per distinct value: names, dates, postcodes and places repeat across a million
+    records, and a LinkRecord holding its own copy of each cost ~40% of the index's memory. The
+    values are immutable (str, tuple, frozen dataclasses), so sharing them is invisible. The table
+    is emptied if it ever reaches ``_SHARED_LIMIT`` distinct values (sharing is then rebuilt)."""
+    if value is None:
+        return value
+    found = _SHARED.get(value)
+    if found is None:
+        if len(_SHARED) >= _SHARED_LIMIT:
+            _SHARED.clear()
+        _SHARED[value] = found = value
+    return found  # type: ignore[no-any-return]
+
+
+_NO_IDS: dict[str, str] = {}
+_NOTHING: frozenset[str] = frozenset()
 
 
 class UnlinkableRecordError(ValueError):
@@ -103,36 +127,43 @@ def standardise_person(
     """
     r = LinkRecord()
     r.key = key
-    r.given, r.middle = standardise_given(person.get("given_names"))
-    r.given_canon = canonical_given_name(r.given) if r.given else None
-    r.given_phon = phonetic(r.given)
-    r.family, r.family_parts = standardise_family(person.get("family_name"))
-    r.family_phon = phonetic(r.family)
+    given, middle = standardise_given(person.get("given_names"))
+    r.given, r.middle = _share(given), _share(middle)
+    r.given_canon = _share(canonical_given_name(given)) if given else None
+    r.given_phon = _share(phonetic(given))
+    family, parts = standardise_family(person.get("family_name"))
+    r.family, r.family_parts = _share(family), _share(parts)
+    r.family_phon = _share(phonetic(family))
     others = []
     for other in person.get("other_names") or ():
         std, _parts = standardise_family(other)
         if std and std != r.family:
             others.append(std)
-    r.other_families = tuple(others)
-    r.dob = standardise_date(person.get("date_of_birth"), date_format)
-    r.sex = standardise_sex(person.get("sex"))
+    r.other_families = _share(tuple(others))
+    r.dob = _share(standardise_date(person.get("date_of_birth"), date_format))
+    r.sex = _share(standardise_sex(person.get("sex")))
     addresses = person.get("addresses") or ()
     current = _current_address(addresses)
-    r.postcode = standardise_postcode(current.get("postcode")) if current else None
+    r.postcode = _share(standardise_postcode(current.get("postcode"))) if current else None
     r.address = standardise_address(current.get("lines") or ()) if current else None
-    r.locality = clean_text(current.get("locality")) if current else None
-    r.ids, r.invalid_ids = {}, {}
+    r.locality = _share(clean_text(current.get("locality"))) if current else None
+    ids: dict[str, str] = {}
+    invalid: dict[str, str] = {}
     for scheme, raw in (person.get("identifiers") or {}).items():
         value = clean_identifier(scheme, raw)
         if not value:
             continue
         if identifier_valid(scheme, value):
             if scheme in shared_schemes:
-                r.ids[scheme] = value
+                ids[scheme] = value
         else:
-            r.invalid_ids[scheme] = value
-    r.phones = frozenset(p for p in map(clean_phone, person.get("phones") or ()) if p)
-    r.emails = frozenset(e for e in map(clean_email, person.get("emails") or ()) if e)
+            invalid[scheme] = value
+    # Most records have no invalid identifier, phone or e-mail: one shared empty value each saves
+    # about 500 bytes a record (half a gigabyte in a million-record index). Never mutated after this.
+    r.ids = ids or _NO_IDS
+    r.invalid_ids = invalid or _NO_IDS
+    r.phones = frozenset(p for p in map(clean_phone, person.get("phones") or ()) if p) or _NOTHING
+    r.emails = frozenset(e for e in map(clean_email, person.get("emails") or ()) if e) or _NOTHING
     _check_linkable(r)
     return r
 
