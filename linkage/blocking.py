@@ -35,9 +35,10 @@ def blocking_keys(r: LinkRecord) -> list[str]:
     f0 = r.family[0] if r.family else None
     if r.family_phon and r.dob and g0:
         keys.append(f"fy:{r.family_phon}:{r.dob.year}:{g0}:{area}")
-    # Initial + date of birth blocks grow with the population (about five records each at a
-    # million); split by sex they halve. A record without a sex joins both halves, so missing sex
-    # never loses a candidate; only a record whose sex was recorded wrongly relies on the other keys.
+    # Keys of one or two coarse parts (an initial, a date, a town) grow with the population (the
+    # initial + date of birth blocks held about five records each at a million); split by sex
+    # they halve. A record without a sex joins both halves, so missing sex never loses a
+    # candidate; only a record whose sex was recorded wrongly relies on the other keys.
     sexes = (r.sex,) if r.sex else ("F", "M")
     if g0 and dob:
         keys.extend(f"gd:{g0}:{dob}:{sex}" for sex in sexes)
@@ -80,7 +81,7 @@ def blocking_keys(r: LinkRecord) -> list[str]:
                 r.postcode.code if r.postcode else "")
             keys.append(f"ad:{place}:{tokens[0]}:{tokens[1]}")
     if dob and r.locality:
-        keys.append(f"dl:{dob}:{r.locality}")
+        keys.extend(f"dl:{dob}:{r.locality}:{sex}" for sex in sexes)
     if dob and r.postcode:
         keys.append(f"dp:{dob}:{r.postcode.district or r.postcode.code}")
     return keys
