@@ -113,6 +113,13 @@ class LinkageModel:
                 top = max(top, math.log2(tf[3] / self.tf_minimum))
             best.append(top)
         self._still_possible = tuple(sum(best[i + 1:]) for i in range(len(best)))
+        # The same plan flattened for the hot loop: no nested unpacking, no attribute lookups.
+        # Term-frequency weights are worked out once per value here rather than per pair.
+        self._fast_plan = tuple(
+            (c.compare, w, tf[1] if tf else None,
+             {v: self._tf_weight(tf, v) for v in tf[2]} if tf else None,
+             self._tf_weight(tf, None) if tf else 0.0, possible)
+            for (c, w, tf), possible in zip(self._plan, self._still_possible, strict=True))
 
     def score(self, a: LinkRecord, b: LinkRecord) -> tuple[float, list[int]]:
         """(match weight, comparison levels) of one pair."""
@@ -132,13 +139,14 @@ class LinkageModel:
     def score_at_least(self, a: LinkRecord, b: LinkRecord, floor: float) -> tuple[float, list[int]] | None:
         """Like ``score``, but gives up (None) as soon as the pair cannot reach ``floor``."""
         total = self.prior_weight
-        levels = []
-        for (comparison, weights, tf), possible in zip(self._plan, self._still_possible, strict=True):
-            level = comparison.compare(a, b)
-            levels.append(level)
+        levels: list[int] = []
+        append = levels.append
+        for compare, weights, tf_field, tf_weights, tf_default, possible in self._fast_plan:
+            level = compare(a, b)
+            append(level)
             if level != MISSING:
-                if tf is not None and level == 0:
-                    total += self._tf_weight(tf, getattr(a, tf[1]))
+                if level == 0 and tf_field is not None:
+                    total += tf_weights.get(getattr(a, tf_field), tf_default)
                 else:
                     total += weights[level]
             if total + possible < floor:
