@@ -117,4 +117,3 @@ def test_early_exit_scoring_agrees_with_full_scoring() -> None:
         else:
             assert quick == full
     assert exits > len(pairs) / 2  # it does give up early on most non-matches
-
