@@ -32,6 +32,7 @@ def blocking_keys(r: LinkRecord) -> list[str]:
     # Coarse geography (postcode area) keeps name-based keys from growing with the population.
     area = (r.postcode.area or r.postcode.code[0]) if r.postcode else (r.locality or "")
     g0 = r.given[0] if r.given else None
+    given_canon_phon = phonetic(r.given_canon)
     f0 = r.family[0] if r.family else None
     if r.family_phon and r.dob and g0:
         keys.append(f"fy:{r.family_phon}:{r.dob.year}:{g0}:{area}")
@@ -53,19 +54,19 @@ def blocking_keys(r: LinkRecord) -> list[str]:
     if r.family_phon and g0:
         # The same name near the same place: survives typos in the postcode and the date.
         if r.locality:
-            keys.append(f"lf:{r.locality}:{r.family_phon}:{phonetic(r.given_canon)}")
+            keys.append(f"lf:{r.locality}:{r.family_phon}:{given_canon_phon}")
         if r.postcode:
             keys.append(f"pf:{r.postcode.district or r.postcode.code[:-1]}:{r.family_phon}:{g0}")
     if r.given_canon and r.family_phon:
         # Sorted, so a record with given and family names swapped shares the key.
-        keys.append("nm:" + ":".join(sorted((phonetic(r.given_canon) or "", r.family_phon))) + ":" + area)
+        keys.append("nm:" + ":".join(sorted((given_canon_phon or "", r.family_phon))) + ":" + area)
     for other in r.other_families:
         if dob:
             keys.append(f"fd:{other[0]}:{dob}")
         if r.given_canon:
-            keys.append("nm:" + ":".join(sorted((phonetic(r.given_canon) or "", phonetic(other) or ""))) + ":" + area)
+            keys.append("nm:" + ":".join(sorted((given_canon_phon or "", phonetic(other) or ""))) + ":" + area)
     if r.given_canon and r.dob and f0:
-        keys.append(f"gy:{phonetic(r.given_canon)}:{r.dob.year}:{f0}:{area}")
+        keys.append(f"gy:{given_canon_phon}:{r.dob.year}:{f0}:{area}")
     initials = "".join(sorted(n[0] for n in (r.given, r.family) if n))
     if len(initials) == 2:
         # Initials in sorted order survive a given/family swap and typos after the first letter.

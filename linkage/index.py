@@ -199,17 +199,21 @@ class CitizenIndex:
         link_w, review_w = model.link_weight, model.review_weight
         links, reviews = [], []
         records = self.records
-        for other_key in self.blocking.candidates(keys, exclude=record.key):
+        must, cannot = self.must_link, self.cannot_link
+        constrained = bool(must or cannot)  # usually neither: then no pair keys to build
+        key = record.key
+        score_at_least = model.score_at_least
+        for other_key in self.blocking.candidates(keys, exclude=key):
             other = records[other_key]
-            pair = (record.key, other_key) if record.key < other_key else (other_key, record.key)
-            scored = model.score_at_least(record, other.record, review_w) if pair not in self.must_link else \
-                model.score(record, other.record)
+            pair = ((key, other_key) if key < other_key else (other_key, key)) if constrained else None
+            must_link = constrained and pair in must
+            scored = model.score(record, other.record) if must_link else score_at_least(record, other.record, review_w)
             if scored is None:
                 continue
             weight, levels = scored
-            if pair in self.cannot_link:
+            if constrained and pair in cannot:
                 continue
-            if weight >= link_w or pair in self.must_link:
+            if weight >= link_w or must_link:
                 links.append(Candidate(other_key, other.citizen_id, weight, model.probability(weight), levels))
             elif weight >= review_w:
                 reviews.append(Candidate(other_key, other.citizen_id, weight, model.probability(weight), levels))
