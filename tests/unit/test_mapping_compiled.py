@@ -110,3 +110,48 @@ def test_uuid5_text_is_uuid5(name: str) -> None:
 
     namespace = uuid.UUID("6f1c3a52-7d1e-4c55-9a38-1d2f6a9e4b10")
     assert uuid5_text(namespace, name) == str(uuid.uuid5(namespace, name))
+
+
+class _RecordingSink:
+    """Stands in for ConnectorSink: records sends and checkpoints in the order they happen."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, Any]] = []
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        self.log.append(("event", int(event["source"]["row"])))
+
+    def send_dead_letter(self, letter: dict[str, Any]) -> None:
+        self.log.append(("dead letter", letter["origin"]))
+
+    def commit_checkpoint(self, position: dict[str, Any]) -> None:
+        (state,) = position["files"].values()
+        self.log.append(("checkpoint", state["rows"]))
+
+
+def test_a_checkpoint_never_names_a_row_before_it_is_sent(tmp_path: Any, monkeypatch: Any) -> None:
+    """A checkpoint at row N promises rows up to N are sent; a kill right after it must lose nothing."""
+    import connectors.files as files
+    from caselink.settings import Settings
+    from connectors.mapping import parse_mapping
+
+    rows = 3 * files.CHECKPOINT_EVERY + 7
+    data = tmp_path / "rows.csv"
+    data.write_text("id,last\n" + "".join(f"R{i},Lee\n" for i in range(rows)))
+    monkeypatch.setattr(files, "read_checkpoints", lambda settings: {})
+    monkeypatch.setattr(files, "ConnectorSink", lambda settings, name, agency: _RecordingSink())
+    mapping = parse_mapping({"agency": "health", "record_id": "id", "fields": {"family_name": "last"}})
+    for shard in (None, (0, 2), (1, 2)):
+        connector = files.FileConnector(Settings(), mapping, name="t", shard=shard)
+        connector.load(data, resume=False)
+        sent: set[int] = set()
+        mine = {n for n in range(1, rows + 1)
+                if shard is None or files.shard_of(f"R{n - 1}", shard[1]) == shard[0]}
+        checkpoints = 0
+        for kind, what in connector.sink.log:  # type: ignore[attr-defined]
+            if kind == "event":
+                sent.add(what)
+            elif kind == "checkpoint":
+                checkpoints += 1
+                assert {n for n in mine if n <= what} <= sent, f"checkpoint at row {what} before its rows were sent"
+        assert sent == mine and checkpoints == 4
