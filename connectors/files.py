@@ -148,19 +148,30 @@ def resume_point(checkpoints: dict[str, dict[str, Any]], name: str, identity: di
     """The data row after which a load of ``identity`` by ``name`` may start.
 
     A connector's own checkpoint says exactly where it got to. Without one (a first parallel run
-    after a single-process one, or the reverse, or a different number of workers) every row up to
-    the smallest position any related checkpoint (``name``'s base and its ``#i/n`` shards) holds
-    for this file was acknowledged, so that is safe; rows after it may be sent again, and the
-    linker absorbs them by (record, source_version).
+    after a single-process one, or the reverse, or a different number of workers) only positions
+    that vouch for *every* row before them count: the base name's checkpoint, or the smallest
+    position of a complete set of ``#i/n`` shard checkpoints (a shard vouches for its own rows
+    only, so a set with a shard missing proves nothing). The furthest such position is safe; rows
+    after it may be sent again, and the linker absorbs them by (record, source_version).
     """
     own = checkpoints.get(name, {}).get("files", {}).get(identity["file"])
     if _matches(own, identity):
         return int(own["rows"])  # type: ignore[index]
     base = name.split("#", 1)[0]
-    related = [cp.get("files", {}).get(identity["file"]) for key, cp in checkpoints.items()
-               if key == base or key.startswith(base + "#")]
-    positions = [int(state["rows"]) for state in related if _matches(state, identity)]
-    return min(positions) if positions else 0
+
+    def position(key: str) -> int | None:
+        state = checkpoints.get(key, {}).get("files", {}).get(identity["file"])
+        return int(state["rows"]) if _matches(state, identity) else None  # type: ignore[index]
+
+    safe = [p for p in [position(base)] if p is not None]
+    shard_counts = {key.rsplit("/", 1)[1] for key in checkpoints if key.startswith(base + "#") and "/" in key}
+    for count in shard_counts:
+        if not count.isdigit() or int(count) < 1:
+            continue
+        shards = [position(f"{base}#{i}/{count}") for i in range(int(count))]
+        if all(p is not None for p in shards):
+            safe.append(min(shards))  # type: ignore[type-var]
+    return max(safe) if safe else 0
 
 
 def read_checkpoints(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -89,6 +89,16 @@ def test_resume_point_without_its_own_takes_the_smallest_related_position() -> N
     assert resume_point({"file:h": _cp(300)}, "file:h#1/2", IDENTITY) == 300
 
 
+def test_resume_point_never_trusts_an_incomplete_set_of_shards() -> None:
+    # Shard 1 of 2 died before its first checkpoint: shard 0's position says nothing about its rows.
+    cps = {"file:h#0/2": _cp(25_000)}
+    assert resume_point(cps, "file:h#1/2", IDENTITY) == 0
+    assert resume_point(cps, "file:h", IDENTITY) == 0
+    # A complete set, or the base, vouches for every row; the furthest of them is used.
+    cps.update({"file:h#1/2": _cp(20_000), "file:h": _cp(5_000)})
+    assert resume_point(cps, "file:h#1/3", IDENTITY) == 20_000
+
+
 def test_resume_point_ignores_a_changed_file() -> None:
     changed = {**IDENTITY, "size": 11}
     assert resume_point({"file:h": _cp(300)}, "file:h", changed) == 0
