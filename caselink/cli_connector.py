@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
-from caselink.kafka import read_to_end
 from caselink.output import emit, fail
 from caselink.settings import get_settings
-from connectors.base import CHECKPOINT_TOPIC
 from connectors.mapping import MappingError, load_mapping
 
 connector_app = typer.Typer(help="Agency connectors: load extracts into Kafka.", no_args_is_help=True)
@@ -89,12 +87,9 @@ def slots(
 @connector_app.command("status")
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every connector's last checkpoint."""
-    import json
+    from connectors.base import read_checkpoints
 
-    latest: dict[str, dict] = {}
-    for msg in read_to_end(get_settings(), [CHECKPOINT_TOPIC]):
-        if msg.value():
-            latest[msg.key().decode()] = json.loads(msg.value())
+    latest = {name: cp for name, cp in read_checkpoints(get_settings()).items() if cp}
     lines = []
     for name, cp in sorted(latest.items()):
         for file, state in cp.get("files", {}).items():

@@ -136,10 +136,16 @@ class ConnectorSink:
         self.flush()
 
 
-def load_checkpoint(settings: Settings, name: str, timeout: float = 30.0) -> dict[str, Any] | None:
-    """The last checkpoint a connector committed (reads the compacted topic to its end)."""
-    found = None
+def read_checkpoints(settings: Settings, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+    """Every connector's last checkpoint, by name (the compacted topic read to its end; a
+    deleted checkpoint reads as an empty one)."""
+    found: dict[str, dict[str, Any]] = {}
     for msg in read_to_end(settings, [CHECKPOINT_TOPIC], timeout=timeout):
-        if msg.key() == name.encode():
-            found = json.loads(msg.value()) if msg.value() else None
+        if msg.key() is not None:
+            found[msg.key().decode()] = json.loads(msg.value()) if msg.value() else {}
     return found
+
+
+def load_checkpoint(settings: Settings, name: str, timeout: float = 30.0) -> dict[str, Any] | None:
+    """The last checkpoint a connector committed."""
+    return read_checkpoints(settings, timeout).get(name) or None

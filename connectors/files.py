@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing as mp
+import os
 import queue
 import re
 import time
@@ -23,11 +24,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from caselink.kafka import read_to_end
 from caselink.settings import Settings
-from connectors.base import ConnectorSink, dead_letter, load_checkpoint, person_event
+from connectors.base import ConnectorSink, dead_letter, load_checkpoint, person_event, read_checkpoints
 from connectors.mapping import AgencyMapping, RowError
-from infra.topics import CONNECTOR_CHECKPOINTS_TOPIC
 
 CHECKPOINT_EVERY = 5_000
 MAX_ROW_BYTES = 1_000_000
@@ -140,6 +139,12 @@ def shard_of(key: str, shards: int) -> int:
     return zlib.crc32(key.encode("utf-8", "surrogateescape")) % shards
 
 
+def _identity(path: Path, stat: os.stat_result | None = None) -> dict[str, Any]:
+    """What a checkpoint is about: a file, as long as its size and modification time stay the same."""
+    stat = stat or path.stat()
+    return {"file": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def _matches(state: dict[str, Any] | None, identity: dict[str, Any]) -> bool:
     return bool(state) and state.get("size") == identity["size"] and state.get("mtime_ns") == identity["mtime_ns"]
 
@@ -154,15 +159,14 @@ def resume_point(checkpoints: dict[str, dict[str, Any]], name: str, identity: di
     only, so a set with a shard missing proves nothing). The furthest such position is safe; rows
     after it may be sent again, and the linker absorbs them by (record, source_version).
     """
-    own = checkpoints.get(name, {}).get("files", {}).get(identity["file"])
-    if _matches(own, identity):
-        return int(own["rows"])  # type: ignore[index]
-    base = name.split("#", 1)[0]
-
     def position(key: str) -> int | None:
         state = checkpoints.get(key, {}).get("files", {}).get(identity["file"])
         return int(state["rows"]) if _matches(state, identity) else None  # type: ignore[index]
 
+    own = position(name)
+    if own is not None:
+        return own
+    base = name.split("#", 1)[0]
     safe = [p for p in [position(base)] if p is not None]
     shard_counts = {key.rsplit("/", 1)[1] for key in checkpoints if key.startswith(base + "#") and "/" in key}
     for count in shard_counts:
@@ -172,14 +176,6 @@ def resume_point(checkpoints: dict[str, dict[str, Any]], name: str, identity: di
         if all(p is not None for p in shards):
             safe.append(min(shards))  # type: ignore[type-var]
     return max(safe) if safe else 0
-
-
-def read_checkpoints(settings: Settings) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    for msg in read_to_end(settings, [CONNECTOR_CHECKPOINTS_TOPIC]):
-        if msg.key() is not None:
-            found[msg.key().decode()] = json.loads(msg.value()) if msg.value() else {}
-    return found
 
 
 class FileConnector:
@@ -214,7 +210,7 @@ class FileConnector:
              progress_counter: Any = None) -> LoadReport:
         path = Path(path)
         stat = path.stat()
-        identity = {"file": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        identity = _identity(path, stat)
         checkpoints = read_checkpoints(self.settings)
         self._files_state = checkpoints.get(self.name, {}).get("files", {})
         skip = resume_point(checkpoints, self.name, identity) if resume else 0
@@ -292,8 +288,9 @@ class FileConnector:
                  for i in range(workers)]
         for proc in procs:
             proc.start()
-        total = path.stat().st_size * workers
-        bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=not progress,
+        identity = _identity(path)
+        total = identity["size"] * workers
+        bar = tqdm(total=identity["size"], unit="B", unit_scale=True, disable=not progress,
                    desc=f"{self.mapping.agency} {path.name} ({workers} workers)")
         outcomes: list[Any] = []
         while len(outcomes) < workers:
@@ -313,8 +310,6 @@ class FileConnector:
             why = "; ".join(failures) or "worker(s) died: " + ", ".join(lost)
             raise RuntimeError(f"{path}: parallel load failed ({why}); run it again to resume from the checkpoints")
         reports = [o for o in outcomes if isinstance(o, LoadReport)]
-        stat = path.stat()
-        identity = {"file": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         self._files_state = read_checkpoints(self.settings).get(self.name, {}).get("files", {})
         self._checkpoint(identity, max(r.last_row for r in reports), complete=True)
         return LoadReport(str(path), rows=sum(r.rows for r in reports), events=sum(r.events for r in reports),
@@ -337,10 +332,9 @@ class FileConnector:
             for path in sorted(folder.glob(pattern)):
                 if not path.is_file() or path.name.startswith("."):
                     continue
-                stat = path.stat()
-                seen = state.get(str(path.resolve()))
-                if seen and seen.get("complete") and seen.get("size") == stat.st_size and \
-                        seen.get("mtime_ns") == stat.st_mtime_ns:
+                identity = _identity(path)
+                seen = state.get(identity["file"])
+                if _matches(seen, identity) and seen.get("complete"):  # type: ignore[union-attr]
                     continue
                 reports.append(self.load_parallel(path, workers))
             time.sleep(poll_seconds)
