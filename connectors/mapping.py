@@ -64,8 +64,12 @@ class FieldSpec:
         if not values and self.default is not None:
             values = [self.default]
         if not values and self.required:
-            raise RowError(path, f"required but {', '.join(self.sources)} is empty or missing")
+            raise RowError(path, self._missing_reason)
         return values
+
+    @property
+    def _missing_reason(self) -> str:
+        return f"required but {', '.join(self.sources)} is empty or missing"
 
     def scalar(self, row: Mapping[str, Any], path: str) -> Any:
         values = self.raw(row, path)
@@ -89,15 +93,7 @@ class FieldSpec:
             elif self.case == "upper":
                 value = value.upper()
         if self.value_map is not None:
-            key = str(value)
-            if key in self.value_map:
-                value = self.value_map[key]
-            elif key.lower() in self.value_map:
-                value = self.value_map[key.lower()]
-            elif "*" in self.value_map:
-                value = self.value_map["*"]
-            else:
-                raise RowError(path, f"value {key!r} is not in the map ({', '.join(map(str, self.value_map))})")
+            value = self._post_map(value, path)
         if self.date_format and value is not None and value != "":
             try:
                 value = datetime.strptime(str(value), self.date_format).date().isoformat()
@@ -112,9 +108,9 @@ class FieldSpec:
     # row was 70% of the file connector's time per row. tests/unit/test_mapping_compiled.py checks
     # the two agree on generated specs and rows.
     def compile_scalar(self, path: str) -> Callable[[Mapping[str, Any]], Any]:
-        post = self._compile_post(path)
         if self.value is not None or len(self.sources) != 1:
             return lambda row: self.scalar(row, path)
+        post = self._compile_post(path)
         get = _getter(self.sources[0])
         fallback = self._compile_fallback(path, post)
 
@@ -134,8 +130,7 @@ class FieldSpec:
             return lambda row: self.many(row, path)
         post = self._compile_post(path)
         get = _getter(self.sources[0])
-        default, required = self.default, self.required
-        reason = f"required but {', '.join(self.sources)} is empty or missing"
+        default, required, reason = self.default, self.required, self._missing_reason
 
         def many(row: Mapping[str, Any]) -> list[Any]:
             value = get(row)
@@ -162,7 +157,7 @@ class FieldSpec:
             default = self.default
             return lambda: post(default.strip() if isinstance(default, str) else default)
         if self.required:
-            reason = f"required but {', '.join(self.sources)} is empty or missing"
+            reason = self._missing_reason
 
             def missing() -> Any:
                 raise RowError(path, reason)
@@ -358,9 +353,8 @@ def _compile_apply(m: AgencyMapping) -> Callable[[Mapping[str, Any]], MappedRow]
             flag = delete_when(row)
             deleted = flag is not None and str(flag).strip().lower() in delete_values
         person: dict[str, Any] = {}
-        for name, fn in scalars:
-            value = fn(row)
-            person[name] = value if value is None or name not in PERSON_SCALARS else str(value)
+        for name, fn in scalars:  # parse_mapping admits only PERSON_SCALARS here
+            person[name] = _text(fn(row))
         for name in missing_scalars:
             person[name] = None
         for name, many in lists:
