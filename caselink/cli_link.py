@@ -45,11 +45,10 @@ def link_command(
     from linkage.batch import link_records
     from linkage.model import LinkageModel, ModelError
     from linkage.models import default_model
-
-    items: list[tuple[str, dict[str, Any]]] = []
     from linkage.runtime import tune_gc_for_large_index
 
     tune_gc_for_large_index()
+    items: list[tuple[str, dict[str, Any]]] = []
     row_errors: list[str] = []
     try:
         for mapping in mappings:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -161,7 +160,7 @@ class LinkerLoop(threading.Thread):
         }))
         follow_state: dict[str, float] = {}
         events_in = metrics.EVENTS_IN.labels(LINK_INPUT_TOPIC)
-        decisions: dict[str, Any] = {}
+        decisions = metrics.Children(metrics.DECISIONS)
 
         try:
             while not self._stopping.is_set():
@@ -198,11 +197,7 @@ class LinkerLoop(threading.Thread):
                         continue
                     if not live:
                         continue
-                    outcome = self.core.last_outcome
-                    counter = decisions.get(outcome)
-                    if counter is None:
-                        counter = decisions[outcome] = metrics.DECISIONS.labels(outcome)
-                    counter.inc()
+                    decisions(self.core.last_outcome).inc()
                     for item in out:
                         sink.send(item.topic, item.key, item.value)
                     _kind, ts = msg.timestamp()

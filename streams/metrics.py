@@ -1,6 +1,24 @@
 """Prometheus metrics of the worker, served at /metrics."""
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+
+
+class Children:
+    """A labelled metric's children by label value, looked up once: ``labels()`` takes a lock and
+    builds a key on every call, which showed in the linker's per-message profile."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self._children: dict[str, Any] = {}
+
+    def __call__(self, label: str) -> Any:
+        child = self._children.get(label)
+        if child is None:
+            child = self._children[label] = self.metric.labels(label)
+        return child
+
 
 EVENTS_IN = Counter("caselink_events_in_total", "messages consumed", ["topic"])
 EVENTS_OUT = Counter("caselink_events_out_total", "messages produced", ["topic"])

@@ -36,12 +36,16 @@ FORWARDED = ("caselink_events_in", "caselink_events_out", "caselink_dead_letters
 Snapshot = dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]
 
 
+def _sample_key(sample: Sample) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return sample.name, tuple(sorted(sample.labels.items()))
+
+
 def counter_snapshot() -> Snapshot:
     """This process's forwarded counters: family -> (sample name, labels) -> value."""
     found: Snapshot = {}
     for family in REGISTRY.collect():
         if family.name in FORWARDED:
-            found[family.name] = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples
+            found[family.name] = {_sample_key(s): s.value for s in family.samples
                                   if not s.name.endswith("_created")}
     return found
 
@@ -149,7 +153,7 @@ def merged_families(extra: Snapshot) -> Iterator[Any]:
     for family in REGISTRY.collect():
         add = extra.get(family.name)
         if add:
-            merged = {(s.name, tuple(sorted(s.labels.items()))): s for s in family.samples}
+            merged = {_sample_key(s): s for s in family.samples}
             for key, value in add.items():
                 mine = merged.get(key)
                 merged[key] = (mine._replace(value=mine.value + value) if mine is not None

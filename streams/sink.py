@@ -17,7 +17,7 @@ class BatchSink:
         # Reports for failures only: success is what flush() confirms, without a Python call per message.
         self.producer = idempotent_producer(settings, **{"linger.ms": 2, "delivery.report.only.error": True})
         self.errors: list[str] = []
-        self._out: dict[str, Any] = {}  # topic -> its counter child (labels() costs a lock and a lookup)
+        self._out = metrics.Children(metrics.EVENTS_OUT)
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -25,10 +25,7 @@ class BatchSink:
 
     def send(self, topic: str, key: bytes, value: bytes | None) -> None:
         produce(self.producer, topic, key, value, self._delivered)
-        counter = self._out.get(topic)
-        if counter is None:
-            counter = self._out[topic] = metrics.EVENTS_OUT.labels(topic)
-        counter.inc()
+        self._out(topic).inc()
 
     def flush_now(self, timeout: float = 60.0) -> None:
         remaining = self.producer.flush(timeout)
