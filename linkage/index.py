@@ -81,6 +81,9 @@ class CitizenIndex:
         self.must_link: set[tuple[str, str]] = set()
         self.cannot_link: set[tuple[str, str]] = set()
         self.review: dict[tuple[str, str], float] = {}
+        # record -> the records it has an open review pair with, so dropping a record's pairs
+        # costs its own pairs, not a scan of every open pair (2.3 ms an update at a million).
+        self._review_partners: dict[str, set[str]] = {}
         self.seq = 0
         self._used_ids: set[str] = set()
 
@@ -173,7 +176,7 @@ class CitizenIndex:
     def apply_review(self, a: str, b: str, same: bool) -> LinkResult:
         """A reviewer's decision: must-link (an edge that always holds) or cannot-link (never)."""
         pair = (a, b) if a < b else (b, a)
-        self.review.pop(pair, None)
+        self._forget_review(pair)
         if a not in self.records or b not in self.records:
             return LinkResult(a, "REJECTED", self.citizen_of(a), reason="both records must be in the index")
         self.seq += 1
@@ -306,10 +309,29 @@ class CitizenIndex:
                 continue  # already the same citizen through a stronger link
             pair = (key, c.record_key) if key < c.record_key else (c.record_key, key)
             self.review[pair] = c.weight
+            partners = self._review_partners
+            partners.setdefault(key, set()).add(c.record_key)
+            partners.setdefault(c.record_key, set()).add(key)
 
     def _drop_review(self, key: str) -> None:
-        for pair in [p for p in self.review if key in p]:
-            del self.review[pair]
+        for other in self._review_partners.pop(key, ()):
+            self.review.pop((key, other) if key < other else (other, key), None)
+            theirs = self._review_partners.get(other)
+            if theirs is not None:
+                theirs.discard(key)
+                if not theirs:
+                    del self._review_partners[other]
+
+    def _forget_review(self, pair: tuple[str, str]) -> None:
+        if self.review.pop(pair, None) is None:
+            return
+        a, b = pair
+        for x, y in ((a, b), (b, a)):
+            mine = self._review_partners.get(x)
+            if mine is not None:
+                mine.discard(y)
+                if not mine:
+                    del self._review_partners[x]
 
     def _closure(self, touched: set[str], extra: set[str]) -> tuple[set[str], set[str]]:
         """Every record reachable by link edges from the touched citizens and ``extra`` records.

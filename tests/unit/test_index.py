@@ -180,3 +180,24 @@ def test_updates_and_deletes_in_any_order_reach_the_same_partition() -> None:
         return {frozenset(g) for g in groups.values()}
 
     assert partition(baseline) == partition(index)
+
+
+def test_deleted_and_updated_records_leave_no_open_review_pairs() -> None:
+    records, _, people = synthetic_data()
+    model = trained_model()
+    index = _run(records[:1500], model)
+    before = dict(index.review)
+    assert before, "the sample must produce review pairs for this test to mean anything"
+    named = sorted({k for pair in before for k in pair})
+    gone, changed = named[::2], named[1::4]
+    for key in gone:
+        index.delete(key)
+    for key in changed:  # an update to a record far from everyone drops its pairs too
+        index.upsert(key, {**people[key], "given_names": "Zebedee", "family_name": "Quixote-Unmatched"})
+    assert not any(k in pair for pair in index.review for k in (*gone, *changed))
+    assert {pair for pair in before if not set(pair) & {*gone, *changed}} <= set(index.review)
+    # Put back, they are compared again and their pairs reopen.
+    by_key = {r.key: r for r in records}
+    for key in (*gone, *changed):
+        index.upsert(key, by_key[key])
+    assert any(k in pair for pair in index.review for k in gone)
