@@ -7,7 +7,9 @@ index and reports records/s and per-record latency p50/p99. For each synthetic i
 the index, then times linking 10,000 further records into it, and reports the index's memory: the
 resident memory the measuring process gained from before the first record was loaded (records are
 generated in a child process and streamed in, so no generator garbage is counted; the memory of
-the 10,000 probe records and the model is in the baseline). Splink
+the 10,000 probe records and the model is in the baseline). Unpickled records are passed through
+``share_values`` so that equal names, dates and postcodes are one object each, as they are for
+records the worker builds with ``standardise_person``. Splink
 (DuckDB) scoring one new record at a time against the FEBRL4 table (predict_between) is timed
 beside it. Results: benchmarks/results/linkage_speed.json.
 """
@@ -27,7 +29,7 @@ from common import febrl4, febrl_person, percentile, save
 
 from linkage.comparisons import SEPARATE_ADDRESS_COMPARISONS
 from linkage.index import CitizenIndex
-from linkage.record import UnlinkableRecordError, standardise_person
+from linkage.record import UnlinkableRecordError, share_values, standardise_person
 from linkage.runtime import tune_gc_for_large_index
 from linkage.synthetic import records_for_size
 from linkage.training import train_model
@@ -113,7 +115,7 @@ def synthetic_growth(sizes: list[int], probe: int = 10_000, max_block_size: int 
     model = LinkageModel.load(Path(path + ".model.json"))
     # The probe records come from the same population but are never part of the loaded index.
     with open(path + ".probe", "rb") as f:
-        probe_records = pickle.load(f)
+        probe_records = [share_values(r) for r in pickle.load(f)]
     chunks = _chunks(path)
     gc.collect()
     base_rss = rss_mb()
@@ -125,7 +127,7 @@ def synthetic_growth(sizes: list[int], probe: int = 10_000, max_block_size: int 
         started = time.perf_counter()
         while loaded < size:
             for r in next(chunks)[: size - loaded]:
-                index.upsert(r.key, r)
+                index.upsert(r.key, share_values(r))
                 loaded += 1
         load_seconds += time.perf_counter() - started
         # Timed first, without forcing a collection: the first young collection after a full one
