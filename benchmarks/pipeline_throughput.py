@@ -109,6 +109,32 @@ def input_to_output_latencies(settings: Settings, keys: set[bytes], sent: dict[b
     return [decided[k.decode()] - sent[k] for k in keys if k.decode() in decided]
 
 
+def _cpu_seconds(proc: Any) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def broker_cpu(directory: Path) -> float:
+    """CPU seconds so far of the broker started under ``directory`` (found by its command line)."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline"]):
+        command = " ".join(proc.info["cmdline"] or ())
+        if "kafka.Kafka" in command and str(directory) in command:
+            total += _cpu_seconds(proc)
+    return total
+
+
+def worker_cpu(worker_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the worker process and of its normaliser processes."""
+    import psutil
+
+    worker = psutil.Process(worker_pid)
+    children = worker.children(recursive=True)
+    return {"worker": _cpu_seconds(worker), "normalisers": sum(_cpu_seconds(c) for c in children)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preload", type=int, default=100_000)
@@ -138,11 +164,16 @@ def run(settings: Any, directory: Path, args: argparse.Namespace, results: dict[
         print(f"ceiling (confluent-kafka consume->produce, no work): {results['ceiling_msgs_per_s']:,.0f} msgs/s",
               flush=True)
 
+        broker_before = broker_cpu(directory)
         worker = start_worker(settings, data_dir=directory / "worker")
         started = time.perf_counter()
         wait_for_worker(worker, len(preload), timeout=3600)
         wait_until_quiet(settings, [LINKED_CASES_TOPIC])
         elapsed = time.perf_counter() - started
+        cpu = {**worker_cpu(worker.proc.pid), "broker": broker_cpu(directory) - broker_before}
+        # Where the two cores went: CPU microseconds per event, by process (worker start-up included).
+        results["cpu_us_per_event"] = {k: v / len(preload) * 1e6 for k, v in cpu.items()}
+        results["cpu_cores_busy"] = {k: v / elapsed for k, v in cpu.items()}
         results["throughput_events_per_s"] = len(preload) / elapsed
         results["throughput_ratio_to_ceiling"] = results["throughput_events_per_s"] / results["ceiling_msgs_per_s"]
         print(f"end to end, {len(preload):,} events into an empty index: {results['throughput_events_per_s']:,.0f} "
@@ -154,6 +185,8 @@ def run(settings: Any, directory: Path, args: argparse.Namespace, results: dict[
         results["steady_ratio_to_ceiling"] = steady / results["ceiling_msgs_per_s"]
         print(f"  once running (first to last link decision): {steady:,.0f} events/s "
               f"({results['steady_ratio_to_ceiling']:.1%} of the ceiling)", flush=True)
+        print("  CPU per event: " + ", ".join(f"{k} {v:,.0f} µs ({results['cpu_cores_busy'][k]:.2f} cores)"
+                                          for k, v in results["cpu_us_per_event"].items()), flush=True)
 
         steady = encode_events(items[args.preload:], start=args.preload)
         print(f"publishing {len(steady):,} events at {args.rate:,.0f}/s into the loaded index ...", flush=True)

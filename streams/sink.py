@@ -15,7 +15,11 @@ class BatchSink:
 
     def __init__(self, settings: Settings) -> None:
         # Reports for failures only: success is what flush() confirms, without a Python call per message.
-        self.producer = idempotent_producer(settings, **{"linger.ms": 2, "delivery.report.only.error": True})
+        # Every batch ends in flush(), which sends at once whatever linger.ms is (librdkafka >= 1.8),
+        # so a long linger costs no latency and lets a batch's outputs go in a few large produce
+        # requests instead of one every 2 ms: the broker's CPU per event was as much as the
+        # normaliser's (174 µs) with 2 ms.
+        self.producer = idempotent_producer(settings, **{"linger.ms": 100, "delivery.report.only.error": True})
         self.errors: list[str] = []
         self._out = metrics.Children(metrics.EVENTS_OUT)
 
