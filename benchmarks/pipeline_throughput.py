@@ -135,6 +135,36 @@ def worker_cpu(worker_pid: int) -> dict[str, float]:
     return {"worker": _cpu_seconds(worker), "normalisers": sum(_cpu_seconds(c) for c in children)}
 
 
+def gc_pauses(port: int) -> dict[str, dict[str, float]]:
+    """The worker's garbage-collection pauses so far, by generation: count, total and the bucket
+    the longest fell in (from its /metrics)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "caselink_gc_pause_seconds":
+            continue
+        buckets: dict[str, list[tuple[float, float]]] = {}
+        for sample in family.samples:
+            gen = sample.labels.get("generation", "")
+            row = out.setdefault(gen, {"count": 0.0, "total_s": 0.0, "longest_at_most_s": 0.0})
+            if sample.name.endswith("_count"):
+                row["count"] = sample.value
+            elif sample.name.endswith("_sum"):
+                row["total_s"] = sample.value
+            elif sample.name.endswith("_bucket"):
+                buckets.setdefault(gen, []).append((float(sample.labels["le"]), sample.value))
+        for gen, rows in buckets.items():
+            rows.sort()
+            total = out[gen]["count"]
+            out[gen]["longest_at_most_s"] = next((le for le, n in rows if n >= total), float("inf"))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preload", type=int, default=100_000)
@@ -198,6 +228,11 @@ def run(settings: Any, directory: Path, args: argparse.Namespace, results: dict[
                                  "p99": percentile(lat, 99) * 1000, "max": max(lat) * 1000}
         print(f"latency publish -> link decision at {args.rate:,.0f}/s: p50 {results['latency_ms']['p50']:.1f} ms, "
               f"p99 {results['latency_ms']['p99']:.1f} ms ({len(lat):,} events)", flush=True)
+        results["gc_pauses"] = gc_pauses(worker.port)
+        print("  worker GC pauses over the whole run: " + ", ".join(
+            f"gen{g} x{int(v['count'])} total {v['total_s'] * 1000:.0f} ms, "
+            f"longest <= {v['longest_at_most_s'] * 1000:.0f} ms"
+            for g, v in sorted(results["gc_pauses"].items())), flush=True)
         results["worker_health"] = worker.health()
     finally:
         if worker:

@@ -14,8 +14,10 @@ from caselink.settings import get_settings
 def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel: str = "warn") -> None:
     """Start the linker thread (it rebuilds the index from the link input), then the Faust worker."""
     from linkage.runtime import tune_gc_for_large_index
+    from streams.metrics import observe_gc_pauses
 
     tune_gc_for_large_index()
+    observe_gc_pauses()
     import atexit
 
     from linkage.model import LinkageModel
@@ -125,8 +127,10 @@ def run_gate(web_port: int | None = None, app_id: str | None = None) -> None:
 
     from linkage.runtime import tune_gc_for_large_index
     from streams.consent.gate_process import serve
+    from streams.metrics import observe_gc_pauses
 
     tune_gc_for_large_index()
+    observe_gc_pauses()
 
     settings = get_settings()
     if app_id is not None:

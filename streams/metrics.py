@@ -1,5 +1,7 @@
 """Prometheus metrics of the worker, served at /metrics."""
 
+import gc
+import time
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -41,3 +43,29 @@ GATE_LATENCY = Histogram(
 )
 GATE_POLICY_OK = Gauge("caselink_gate_policy_ok", "1 while the consent policy is valid, 0 while the gate is paused")
 LINKER_LAG = Gauge("caselink_linker_lag", "link-input messages not yet applied by the linker")
+GC_PAUSE = Histogram(
+    "caselink_gc_pause_seconds", "pauses of CPython's cyclic garbage collector, by generation",
+    ["generation"], buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+)
+
+
+_observing_gc = False
+
+
+def observe_gc_pauses() -> None:
+    """Time every collection into GC_PAUSE: a full collection of a large index stops every thread
+    and shows as latency, and this is how an operator tells it from a slow broker."""
+    global _observing_gc
+    if _observing_gc:
+        return
+    _observing_gc = True
+    children = [GC_PAUSE.labels(str(g)) for g in range(3)]
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            children[info["generation"]].observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(callback)
