@@ -22,6 +22,11 @@ _SEX_CODES = {
     "x": "X", "i": "X", "indeterminate": "X", "other": "X", "9": "X",
     "u": "U", "unknown": "U", "0": "U", "": "U", "not known": "U", "not specified": "U",
 }
+_NON_POSTCODE = re.compile(r"[^A-Z0-9]")
+_LETTERS = re.compile(r"[A-Z]+")
+_NON_ADDRESS = re.compile(r"[^a-z0-9 ]+")
+_IDENTIFIER_SEPARATORS = re.compile(r"[\s\-/.]")
+_NON_DIGITS = re.compile(r"\D")
 _UK_POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)([0-9][A-Z]{2})$")
 _ADDRESS_ABBREVIATIONS = {
     "rd": "road", "st": "street", "str": "street", "ave": "avenue", "av": "avenue", "ln": "lane",
@@ -33,6 +38,8 @@ _ADDRESS_ABBREVIATIONS = {
 
 
 def strip_accents(text: str) -> str:
+    if text.isascii():  # ASCII is unchanged by NFKD and has no combining marks: most input, at no cost
+        return text
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
@@ -164,13 +171,13 @@ def standardise_postcode(value: object) -> StdPostcode | None:
     """UK postcodes split into sector/district/area; any other postal code kept as cleaned text."""
     if is_missing(value):
         return None
-    code = re.sub(r"[^A-Z0-9]", "", strip_accents(str(value)).upper())
+    code = _NON_POSTCODE.sub("", strip_accents(str(value)).upper())
     if not code:
         return None
     m = _UK_POSTCODE.match(code)
     if m:
         outward, inward = m.groups()
-        area = re.match(r"[A-Z]+", outward).group(0)  # type: ignore[union-attr]
+        area = _LETTERS.match(outward).group(0)  # type: ignore[union-attr]
         return StdPostcode(code, outward + inward[0], outward, area)
     return StdPostcode(code, None, None, None)
 
@@ -182,7 +189,7 @@ def standardise_address(lines: list[object] | tuple[object, ...]) -> str | None:
         if is_missing(line):
             continue
         text = strip_accents(str(line)).lower()
-        text = re.sub(r"[^a-z0-9 ]+", " ", text)
+        text = _NON_ADDRESS.sub(" ", text)
         for token in text.split():
             tokens.append(_ADDRESS_ABBREVIATIONS.get(token, token))
     return " ".join(tokens) or None
@@ -213,7 +220,7 @@ def ni_number_valid(value: str) -> bool:
 def clean_identifier(scheme: str, value: object) -> str | None:
     if is_missing(value):
         return None
-    text = re.sub(r"[\s\-/.]", "", str(value)).upper()
+    text = _IDENTIFIER_SEPARATORS.sub("", str(value)).upper()
     return text or None
 
 
@@ -229,7 +236,7 @@ def identifier_valid(scheme: str, value: str) -> bool:
 def clean_phone(value: object) -> str | None:
     if is_missing(value):
         return None
-    digits = re.sub(r"\D", "", str(value))
+    digits = _NON_DIGITS.sub("", str(value))
     if digits.startswith("44") and len(digits) == 12:
         digits = "0" + digits[2:]
     return digits if len(digits) >= 7 else None

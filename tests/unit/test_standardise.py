@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from linkage.nicknames import canonical_given_name
 from linkage.record import UnlinkableRecordError, standardise_person
@@ -106,3 +108,14 @@ def test_blocking_index_caps_and_reports_common_keys() -> None:
     assert index.candidates(["pair"]) == {"r8"} and index.size("pair") == 1
     index.remove("r8", ["pair"])
     assert index.size("pair") == 0
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text())
+def test_strip_accents_fast_path_agrees_with_nfkd(text: str) -> None:
+    import unicodedata
+
+    from linkage.standardise import strip_accents
+
+    expected = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    assert strip_accents(text) == expected
