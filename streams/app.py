@@ -200,8 +200,7 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
             index = core.index
             items = []
             for (a, b), w in sorted(index.review.items(), key=lambda kv: -kv[1])[:limit]:
-                people = [{k: v for k, v in (index.records[x].person or {}).items() if not k.startswith("_")}
-                          for x in (a, b)]
+                people = [core.person(x) for x in (a, b)]
                 items.append({"left": a, "right": b, "match_weight": w, "match_probability": core.model.probability(w),
                               "explanation": [f.__dict__ for f in core.model.explain(index.records[a].record,
                                                                                      index.records[b].record)],

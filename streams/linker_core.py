@@ -19,9 +19,9 @@ from infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC
 from linkage.index import CitizenIndex, LinkResult
 from linkage.model import LinkageModel
 from schemas import default_serde
+from streams.case_codec import LinkedCaseCodec, MemberParts
 
 DECISION_NAMESPACE = uuid.UUID("0d5f3f0e-2b7a-4c1e-8e55-7f0c2a9b6d41")
-PAYLOAD = "_caselink"  # where the index keeps each record's event details beside the person
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,11 @@ class LinkerCore:
 
     def __init__(self, model: LinkageModel, max_block_size: int = 200) -> None:
         self.model = model
-        self.index = CitizenIndex(model, max_block_size=max_block_size, keep_person=True)
+        self.index = CitizenIndex(model, max_block_size=max_block_size)
         self.serde = default_serde()
+        # Each record's LinkedCase member, Avro-encoded once per change (streams/case_codec.py).
+        self.codec = LinkedCaseCodec(self.serde)
+        self.members: dict[str, MemberParts] = {}
         self.citizen_versions: dict[str, int] = {}
         self.applied = 0
         self.last_outcome = ""
@@ -59,14 +62,15 @@ class LinkerCore:
         version = int(event["source_version"])
         if event["op"] == "DELETE":
             result = self.index.delete(key, version)
+            if key not in self.index.records:
+                self.members.pop(key, None)
         else:
-            previous = self.index.records.get(key)
-            linked_at = previous.person[PAYLOAD]["linked_at"] if previous and previous.person else at
-            payload = {**event["person"], PAYLOAD: {
-                "agency": event["agency"], "source_record_id": event["source_record_id"],
-                "source_version": version, "cases": event["cases"], "linked_at": linked_at,
-            }}
-            result = self.index.upsert(key, payload, version)
+            result = self.index.upsert(key, event["person"], version)
+            if result.outcome not in ("IGNORED_STALE", "REJECTED"):
+                previous = self.members.get(key)
+                self.members[key] = self.codec.member(
+                    event["agency"], event["source_record_id"], version,
+                    previous.linked_at if previous else at, event["person"], event["cases"])
         return self._outputs(result, event["event_id"], version, at)
 
     def _review_decision(self, decision: dict[str, Any]) -> list[Outgoing]:
@@ -116,36 +120,36 @@ class LinkerCore:
         state = self.index.records.get(key)
         return state.record if state else None
 
+    def _weighted_members(self, citizen_id: str) -> list[tuple[MemberParts, float]]:
+        """Each member's parts with its match weight (its strongest link), oldest record first."""
+        out = []
+        for key in self.index.members(citizen_id):
+            edges = self.index.edges.get(key)
+            out.append((self.members[key], _finite(max(edges.values())) if edges else 0.0))
+        return out
+
     def linked_case(self, citizen_id: str, at: datetime | None = None) -> dict[str, Any]:
         """The LinkedCase view of a live citizen (also served by the web API)."""
         citizen = self.index.citizens[citizen_id]
-        members = []
-        for key in self.index.members(citizen_id):
-            state = self.index.records[key]
-            payload = state.person or {}
-            meta = payload.get(PAYLOAD, {})
-            edges = self.index.edges.get(key, {})
-            members.append({
-                "agency": meta.get("agency", key.split(":", 1)[0]),
-                "source_record_id": meta.get("source_record_id", key.split(":", 1)[-1]),
-                "source_version": state.source_version,
-                "match_weight": _finite(max(edges.values())) if edges else 0.0,
-                "linked_at": meta.get("linked_at") or at or datetime.now(UTC),
-                "person": {k: v for k, v in payload.items() if k != PAYLOAD},
-                "cases": meta.get("cases", []),
-            })
         return {
             "citizen_id": citizen_id,
             "version": self.citizen_versions.get(citizen_id, 0),
-            "members": members,
+            "members": [self.codec.decode_member(parts, weight)
+                        for parts, weight in self._weighted_members(citizen_id)],
             "merged_from": list(citizen.merged_from),
             "model_version": self.model.version,
             "updated_at": at or datetime.now(UTC),
         }
 
+    def person(self, record_key: str) -> dict[str, Any]:
+        """The source record's person, as last applied (empty when the record is not held)."""
+        parts = self.members.get(record_key)
+        return self.codec.decode_member(parts, 0.0)["person"] if parts else {}
+
     def _linked_case(self, citizen_id: str, at: datetime) -> Outgoing:
-        self.citizen_versions[citizen_id] = self.citizen_versions.get(citizen_id, 0) + 1
-        value = self.serde.encode("LinkedCase", self.linked_case(citizen_id, at))
+        version = self.citizen_versions[citizen_id] = self.citizen_versions.get(citizen_id, 0) + 1
+        value = self.codec.encode(citizen_id, version, self._weighted_members(citizen_id),
+                                  list(self.index.citizens[citizen_id].merged_from), self.model.version, at)
         return Outgoing(LINKED_CASES_TOPIC, citizen_id.encode(), value)
 
     def _review_item(self, record_key: str, other: str, weight: float, at: datetime) -> Outgoing:
