@@ -38,17 +38,23 @@ class Election(threading.Thread):
         self.leader = False
         self._stopping = threading.Event()
 
+    # Cooperative-sticky, as for the linker: a gate process that joins does not take the active
+    # role from the one holding it. Callbacks receive only the partitions added or taken away (the
+    # client applies them after the callback returns).
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.leader = bool(partitions)
+        if partitions:
+            self.leader = True
         log.info("consent gate election: %s", "active" if self.leader else "standby")
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.leader = False
+        if partitions:
+            self.leader = False
 
     def run(self) -> None:
         consumer = Consumer(client_config(self.settings, **{
             "group.id": f"{self.settings.worker.app_id}-gate", "enable.auto.commit": False,
             "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
+            "partition.assignment.strategy": "cooperative-sticky",
         }))
         consumer.subscribe([GATE_ELECTION_TOPIC], on_assign=self._assigned, on_revoke=self._revoked,
                            on_lost=self._revoked)

@@ -335,6 +335,15 @@ def test_two_workers_share_the_stream_and_the_standby_takes_over_without_a_rebui
 
         total = _publish_synthetic(settings, 6000, start=4000)  # the survivor normalises and links it all
         _wait_for_everything(settings, standby, total)
+
+        # The killed worker comes back (a rolling restart). It joins as the standby and follows the
+        # log; the linker keeps the partition rather than handing it to an empty index to rebuild.
+        returning = start_worker(settings, app_id="pair", data_dir=Path(tempfile.mkdtemp(prefix="caselink-pair-")))
+        workers.append(returning)
+        position = standby.health()["link_input_position"]
+        _wait_for(lambda: _role(returning) == "standby"
+                  and returning.health()["standby_position"] >= position, 120, pause=0.3)
+        assert _role(standby) == "linker" and standby.health()["last_takeover"] == takeover
         published = latest_linked_cases(settings)
     finally:
         for w in workers:
