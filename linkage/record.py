@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import jellyfish
@@ -110,8 +111,14 @@ class LinkRecord:
         return out
 
 
+@lru_cache(maxsize=16_384)
+def _metaphone(token: str) -> str:
+    return jellyfish.metaphone(token)  # type: ignore[no-any-return]
+
+
 def phonetic(token: str | None) -> str | None:
-    return jellyfish.metaphone(token) if token else None
+    """Metaphone, remembered for the names that repeat across records."""
+    return _metaphone(token) if token else None
 
 
 def standardise_person(

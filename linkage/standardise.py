@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, wraps
+from typing import Any, TypeVar
 
 _NON_ALPHA = re.compile(r"[^a-z ]+")
 _SPACES = re.compile(r"\s+")
@@ -37,6 +39,26 @@ _ADDRESS_ABBREVIATIONS = {
 }
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def remembered(func: F) -> F:
+    """Remember results for text input: names, dates, postcodes and towns repeat across records
+    (a few thousand surnames cover most people), and each record is standardised in the normaliser,
+    again in the linker and on every replay. Only for functions that return immutable values; other
+    input types (numbers, NaN) are computed each time."""
+    cached = lru_cache(maxsize=16_384)(func)
+
+    @wraps(func)
+    def wrapper(value: object, *args: Any, **kwargs: Any) -> Any:
+        if type(value) is str and not kwargs:
+            return cached(value, *args)
+        return func(value, *args, **kwargs)
+
+    wrapper.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
 def strip_accents(text: str) -> str:
     if text.isascii():  # ASCII is unchanged by NFKD and has no combining marks: most input, at no cost
         return text
@@ -52,6 +74,7 @@ def is_missing(value: object) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
+@remembered
 def clean_text(value: object) -> str | None:
     """Lower case, no accents or punctuation, single spaces; ``None`` when nothing is left."""
     if is_missing(value):
@@ -80,6 +103,7 @@ def name_tokens(value: object) -> list[str]:
     return merged
 
 
+@remembered
 def standardise_given(value: object) -> tuple[str | None, str | None]:
     """(first given name, middle names joined) from a full given-names field."""
     tokens = name_tokens(value)
@@ -88,6 +112,7 @@ def standardise_given(value: object) -> tuple[str | None, str | None]:
     return tokens[0], " ".join(tokens[1:]) or None
 
 
+@remembered
 def standardise_family(value: object) -> tuple[str | None, tuple[str, ...]]:
     """(family name as one token, its parts) — 'O'Neill-Smith' gives ('oneillsmith', ('oneill','smith'))."""
     tokens = name_tokens(value)
@@ -126,6 +151,7 @@ _ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})")
 _DIGITS8 = re.compile(r"^\d{8}$")
 
 
+@remembered
 def standardise_date(value: object, fmt: str | None = None) -> StdDate | None:
     """ISO ``YYYY-MM-DD``, ``YYYYMMDD`` or an explicit ``strftime`` format; None when unreadable."""
     if is_missing(value):
@@ -167,6 +193,7 @@ class StdPostcode:
     area: str | None  # UK only: leading letters
 
 
+@remembered
 def standardise_postcode(value: object) -> StdPostcode | None:
     """UK postcodes split into sector/district/area; any other postal code kept as cleaned text."""
     if is_missing(value):

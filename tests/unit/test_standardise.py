@@ -119,3 +119,17 @@ def test_strip_accents_fast_path_agrees_with_nfkd(text: str) -> None:
 
     expected = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     assert strip_accents(text) == expected
+
+
+def test_remembered_standardisers_give_the_same_answers_for_any_input() -> None:
+    from linkage.standardise import clean_text, standardise_date, standardise_family, standardise_postcode
+
+    for _ in range(2):  # the second round is answered from the cache
+        assert standardise_family("O'Neill-Smith") == ("oneillsmith", ("oneill", "smith"))
+        assert standardise_date("03/04/1990", "%d/%m/%Y") == standardise_date("1990-04-03")
+        assert standardise_date("1990-04-03", fmt="%Y-%m-%d") == standardise_date("19900403")
+        assert standardise_postcode("m1 1aa").sector == "M11"
+        assert clean_text(12.5) == clean_text("12.5") is None  # not text: computed, not cached
+        assert clean_text(float("nan")) is None
+        assert clean_text(["a list"]) == "a list"  # unhashable input is not an error
+    assert standardise_family.cache_info().hits > 0
