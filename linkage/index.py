@@ -65,14 +65,12 @@ class RecordState:
     citizen_id: str
     seq: int
     source_version: int
-    person: Any = None  # the source payload, kept for publishing LinkedCase views
 
 
 class CitizenIndex:
-    def __init__(self, model: LinkageModel, max_block_size: int = 200, keep_person: bool = False) -> None:
+    def __init__(self, model: LinkageModel, max_block_size: int = 200) -> None:
         self.model = model
         self.blocking = BlockingIndex(max_block_size=max_block_size)
-        self.keep_person = keep_person
         self.records: dict[str, RecordState] = {}
         self.edges: dict[str, dict[str, float]] = {}
         self.citizens: dict[str, Citizen] = {}
@@ -139,10 +137,9 @@ class CitizenIndex:
         self.versions[record_key] = version
         self.seq += 1
         existing = self.records.get(record_key)
-        payload = person if self.keep_person and not isinstance(person, LinkRecord) else None
         if existing is not None:
-            return self._update(existing, record, version, payload)
-        return self._insert(record, version, payload)
+            return self._update(existing, record, version)
+        return self._insert(record, version)
 
     def delete(self, record_key: str, source_version: int | None = None) -> LinkResult:
         if source_version is not None and self.versions.get(record_key, -1) >= source_version:
@@ -224,7 +221,7 @@ class CitizenIndex:
         reviews.sort(key=lambda c: (-c.weight, c.record_key))
         return links, reviews
 
-    def _insert(self, record: LinkRecord, version: int, payload: Any) -> LinkResult:
+    def _insert(self, record: LinkRecord, version: int) -> LinkResult:
         keys = blocking_keys(record)
         links, reviews = self._score_candidates(record, keys)
         key = record.key
@@ -234,7 +231,7 @@ class CitizenIndex:
         if not links:
             cid = self._new_id(key)
             self.citizens[cid] = Citizen(self.seq, {key})
-            self.records[key] = RecordState(record, cid, self.seq, version, payload)
+            self.records[key] = RecordState(record, cid, self.seq, version)
             self._add_reviews(key, reviews, set())
             return LinkResult(key, "NEW_CITIZEN", cid, candidates=links + reviews, changed=[cid],
                               review=[(key, c.record_key, c.weight) for c in reviews])
@@ -244,11 +241,11 @@ class CitizenIndex:
             # agree with the record's leaves every earlier join in the constrained clustering valid.
             (cid,) = touched
             self.citizens[cid].members.add(key)
-            self.records[key] = RecordState(record, cid, self.seq, version, payload)
+            self.records[key] = RecordState(record, cid, self.seq, version)
             self._add_reviews(key, reviews, {cid})
             return LinkResult(key, "LINKED", cid, candidates=links + reviews, changed=[cid],
                               review=[(key, c.record_key, c.weight) for c in reviews if c.citizen_id != cid])
-        self.records[key] = RecordState(record, "", self.seq, version, payload)
+        self.records[key] = RecordState(record, "", self.seq, version)
         changed, retired, _new = self._recluster(touched, {key})
         cid = self.records[key].citizen_id
         self._add_reviews(key, reviews, {cid})
@@ -256,12 +253,10 @@ class CitizenIndex:
         return LinkResult(key, outcome, cid, candidates=links + reviews, changed=changed, retired=retired,
                           review=[(key, c.record_key, c.weight) for c in reviews if c.citizen_id != cid])
 
-    def _update(self, state: RecordState, record: LinkRecord, version: int, payload: Any) -> LinkResult:
+    def _update(self, state: RecordState, record: LinkRecord, version: int) -> LinkResult:
         key = record.key
         if _same_values(state.record, record):
             state.source_version = version
-            if payload is not None:
-                state.person = payload
             return LinkResult(key, "UPDATED", state.citizen_id, changed=[state.citizen_id])
         old_cid = state.citizen_id
         self.blocking.remove(key, blocking_keys(state.record))
@@ -277,8 +272,6 @@ class CitizenIndex:
             if key in pair:
                 self._add_edge(pair[0], pair[1], float("inf"))
         state.record, state.source_version = record, version
-        if payload is not None:
-            state.person = payload
         self._add_reviews(key, reviews, {c.citizen_id for c in links})
         touched = {old_cid} | {c.citizen_id for c in links}
         members = set().union(*(self.citizens[c].members for c in touched))
