@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 from typing import Any, TypeVar
 
 import jellyfish
@@ -17,6 +16,7 @@ from linkage.standardise import (
     clean_phone,
     clean_text,
     identifier_valid,
+    remembered,
     standardise_address,
     standardise_date,
     standardise_family,
@@ -111,14 +111,9 @@ class LinkRecord:
         return out
 
 
-@lru_cache(maxsize=16_384)
-def _metaphone(token: str) -> str:
-    return jellyfish.metaphone(token)  # type: ignore[no-any-return]
-
-
+@remembered
 def phonetic(token: str | None) -> str | None:
-    """Metaphone, remembered for the names that repeat across records."""
-    return _metaphone(token) if token else None
+    return jellyfish.metaphone(token) if token else None
 
 
 def standardise_person(
