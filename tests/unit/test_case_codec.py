@@ -1,12 +1,10 @@
 """LinkedCase bytes assembled from cached member encodings equal a plain encoding of the case."""
 
-from datetime import timedelta
-
 from infra.topics import LINKED_CASES_TOPIC
 from schemas import default_serde
 from streams.linker_core import LinkerCore
 from tests.linkage_fixtures import synthetic_data, trained_model
-from tests.unit.test_linker_core import T0, event
+from tests.unit.test_linker_core import event
 
 
 def _case_events() -> list[bytes]:
@@ -84,11 +82,15 @@ def test_linked_at_survives_updates_and_person_reads_back() -> None:
     key, p = next(iter(people.items()))
     agency, rid = key.split(":")
     core = LinkerCore(trained_model())
-    core.apply(event(agency, rid, 1, p))
-    core.apply(event(agency, rid, 2, {**p, "family_name": "Changed"}))
+    first, second = event(agency, rid, 1, p), event(agency, rid, 2, {**p, "family_name": "Changed"})
+    core.apply(first)
+    core.apply(second)
     cid = core.index.citizen_of(key)
     (member,) = core.linked_case(cid)["members"]
-    assert member["linked_at"] == T0 + timedelta(seconds=1)  # first applied (version 1), kept on update
+    serde = default_serde()
+    # linked_at is the emitted_at of the first event applied, kept when the record is updated.
+    assert member["linked_at"] == serde.decode(first)[1]["emitted_at"]
+    assert member["linked_at"] != serde.decode(second)[1]["emitted_at"]
     assert member["source_version"] == 2
     assert core.person(key)["family_name"] == "Changed"
     core.apply(event(agency, rid, 3, None, op="DELETE"))
