@@ -22,6 +22,8 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import validate
 
+from schemas.compiled_writer import Writer, compile_writer
+
 SCHEMA_DIR = Path(__file__).resolve().parent / "avro"
 HISTORY_DIR = Path(__file__).resolve().parent / "history"
 MAGIC = b"\xc3\x01"
@@ -75,6 +77,7 @@ class SchemaVersion:
     fingerprint: bytes
     source: Path
     optional_records: tuple[tuple[str, str], ...] = ()  # (field, record name) of ["null", record] fields
+    writer: Writer | None = None  # compiled single-object writer; None leaves it to fastavro
 
 
 def _optional_records(raw: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -101,7 +104,7 @@ def _load(path: Path) -> SchemaVersion:
     parsed = fastavro.parse_schema(raw, named_schemas={})
     fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
     name = raw["name"]
-    return SchemaVersion(name, raw, parsed, fp, path, _optional_records(raw))
+    return SchemaVersion(name, raw, parsed, fp, path, _optional_records(raw), compile_writer(raw, MAGIC + fp))
 
 
 class AvroSerde:
@@ -134,6 +137,9 @@ class AvroSerde:
     def encode(self, name: str, record: dict[str, Any], check: bool = False) -> bytes:
         """Single-object encoding of ``record`` under the current ``name`` schema.
 
+        The compiled writer (schemas/compiled_writer.py) writes the same bytes as fastavro in a
+        fraction of the time; a record it refuses goes to fastavro.
+
         The writer itself rejects data that does not fit; only then (or always, with ``check``)
         does the full validator run, to name every offending field path. Validating every message
         up front cost a fifth of the linker's time, for messages that were almost always valid.
@@ -141,6 +147,11 @@ class AvroSerde:
         version = self.schema(name)
         if check:
             self.validate(name, record)
+        if version.writer is not None:
+            try:
+                return version.writer(record)
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError):
+                pass  # a value the compiled writer does not take: fastavro encodes it or says why not
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(version.fingerprint)
