@@ -180,7 +180,9 @@ def iter_to_end(c: Consumer, topics: list[str], timeout: float = 30.0, deadline_
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"could not read to the end of {sorted(ends)} within {deadline_s}s")
-            for msg in c.consume(5000, timeout=0.5):
+            # consume() waits out its whole timeout unless the batch fills: a short one, since
+            # the positions below, not the wait, say when the read is done.
+            for msg in c.consume(5000, timeout=0.05):
                 if msg.error():
                     if msg.error().code() == KafkaError._PARTITION_EOF:
                         continue

@@ -70,6 +70,20 @@ class WorkerSettings(BaseModel):
     normaliser_processes: int = Field(default=1, ge=0)
 
 
+class ConnectorSettings(BaseModel):
+    """How often source connectors record their position.
+
+    A checkpoint waits until everything produced before it is acknowledged, so it stalls the
+    connector for a round trip to the broker. Like Kafka Connect's ``offset.flush.interval.ms``
+    it is taken on a timer (here no more often than every ``checkpoint_interval_s``, and then at
+    the next multiple of ``checkpoint_every_rows``). A crash re-sends at most the rows since the
+    last checkpoint; they carry the same event ids and versions, and the linker absorbs them.
+    """
+
+    checkpoint_every_rows: int = Field(default=5_000, ge=1)
+    checkpoint_interval_s: float = Field(default=1.0, ge=0)
+
+
 class IngestSettings(BaseModel):
     """The HTTP ingest endpoint. Tokens (agency -> bearer token) come from the environment only:
     CASELINK_INGEST__TOKENS='{"health": "...", "police": "..."}'."""
@@ -105,6 +119,7 @@ class Settings(BaseSettings):
     consent: ConsentSettings = ConsentSettings()
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()
+    connector: ConnectorSettings = ConnectorSettings()
     agencies: list[str] = ["health", "social_care", "police", "education", "housing"]
     purposes: list[str] = ["direct_care", "safeguarding", "research", "planning"]
 

@@ -13,9 +13,10 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter
 
 from caselink.ids import uuid5_text
@@ -93,11 +94,20 @@ class ConnectorSink:
         self.agency = agency
         self.topic = person_events_topic(agency)
         self.serde = default_serde()
-        # Delivery reports for failures only: a Python callback per acknowledged message was a
-        # tenth of the file connector's time, and success is what flush() already confirms.
-        self.producer = idempotent_producer(settings, **{"delivery.report.only.error": True, "linger.ms": 50})
         self.stats = DeliveryStats()
         self._events_out = EVENTS_OUT.labels(name, agency)
+
+    @cached_property
+    def producer(self) -> Producer:
+        """Made on first use: a connector that only hands a file to worker processes has none,
+        so it can fork them (librdkafka's threads do not survive a fork)."""
+        # Delivery reports for failures only: a Python callback per acknowledged message was a
+        # tenth of the file connector's time, and success is what flush() already confirms.
+        return idempotent_producer(self.settings, **{"delivery.report.only.error": True, "linger.ms": 50})
+
+    @property
+    def started(self) -> bool:
+        return "producer" in self.__dict__
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
@@ -121,6 +131,8 @@ class ConnectorSink:
         produce(self.producer, topic, key, value, self._on_delivery)
 
     def flush(self, timeout: float = 60.0) -> None:
+        if not self.started:
+            return
         remaining = self.producer.flush(timeout)
         if remaining or self.stats.failed:
             raise KafkaException(

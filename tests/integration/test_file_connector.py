@@ -1,6 +1,7 @@
 """The file connector against the real broker: events, dead letters, and resume after SIGKILL."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -109,8 +110,10 @@ def test_sigkill_half_way_then_restart_loses_nothing(settings, topics, tmp_path:
     _write_load_file(data, rows)
     mapping_path = tmp_path / "loadtest.yaml"
     mapping_path.write_text(LOAD_MAPPING)
+    # Checkpoints every 1,000 rows, whatever the time, so the kill lands after some of them.
     env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-           "CASELINK_CONFIG": "/nonexistent"}
+           "CASELINK_CONFIG": "/nonexistent", "CASELINK_CONNECTOR__CHECKPOINT_EVERY_ROWS": "1000",
+           "CASELINK_CONNECTOR__CHECKPOINT_INTERVAL_S": "0"}
     cmd = [sys.executable, "-m", "caselink.cli", "connector", "run", str(mapping_path), "--path", str(data),
            "--name", "t-sigkill", "--json"]
     before = len(_events(settings, "loadtest"))
@@ -121,6 +124,8 @@ def test_sigkill_half_way_then_restart_loses_nothing(settings, topics, tmp_path:
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    resumed = json.loads(done.stdout)["resumed_from"]
+    assert 0 < resumed <= partial, "the restart resumes from the last checkpoint, which names only rows sent"
     events = _events(settings, "loadtest")
     ids = [e["source_record_id"] for e in events]
     assert set(ids) == {f"R{i:06d}" for i in range(rows)}  # every row arrived

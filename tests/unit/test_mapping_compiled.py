@@ -125,6 +125,8 @@ def test_uuid5_text_is_uuid5(name: str) -> None:
 class _RecordingSink:
     """Stands in for ConnectorSink: records sends and checkpoints in the order they happen."""
 
+    producer = None
+
     def __init__(self) -> None:
         self.log: list[tuple[str, Any]] = []
 
@@ -142,17 +144,19 @@ class _RecordingSink:
 def test_a_checkpoint_never_names_a_row_before_it_is_sent(tmp_path: Any, monkeypatch: Any) -> None:
     """A checkpoint at row N promises rows up to N are sent; a kill right after it must lose nothing."""
     import connectors.files as files
-    from caselink.settings import Settings
+    from caselink.settings import ConnectorSettings, Settings
     from connectors.mapping import parse_mapping
 
-    rows = 3 * files.CHECKPOINT_EVERY + 7
+    every = 5_000
+    settings = Settings(connector=ConnectorSettings(checkpoint_every_rows=every, checkpoint_interval_s=0))
+    rows = 3 * every + 7
     data = tmp_path / "rows.csv"
     data.write_text("id,last\n" + "".join(f"R{i},Lee\n" for i in range(rows)))
     monkeypatch.setattr(files, "read_checkpoints", lambda settings: {})
     monkeypatch.setattr(files, "ConnectorSink", lambda settings, name, agency: _RecordingSink())
     mapping = parse_mapping({"agency": "health", "record_id": "id", "fields": {"family_name": "last"}})
     for shard in (None, (0, 2), (1, 2)):
-        connector = files.FileConnector(Settings(), mapping, name="t", shard=shard)
+        connector = files.FileConnector(settings, mapping, name="t", shard=shard)
         connector.load(data, resume=False)
         sent: set[int] = set()
         mine = {n for n in range(1, rows + 1)
