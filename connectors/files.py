@@ -240,7 +240,7 @@ class FileConnector:
         for row in iter_source(path, self.mapping, skip=skip):
             progressed += len(row.raw) + 1
             if mine is None or self._owner(row) == mine:
-                self._send(row, path, report, fallback_version, occurred_at)
+                self._send(row, path.name, report, fallback_version, occurred_at)
             # Only now is this row done (sent, or another worker's): a checkpoint naming it must
             # come after, or a kill between the two would skip it on restart.
             last = row.number
@@ -260,25 +260,25 @@ class FileConnector:
         report.last_row = last
         return report
 
-    def _send(self, row: SourceRow, path: Path, report: LoadReport, fallback_version: int,
+    def _send(self, row: SourceRow, file_name: str, report: LoadReport, fallback_version: int,
               occurred_at: datetime) -> None:
         report.rows += 1
-        origin = f"{path.name}:row {row.number}"
         if row.data is None:
-            self.sink.send_dead_letter(dead_letter(origin, "connector", RowError("row", row.error or "?"), row.raw))
+            self.sink.send_dead_letter(dead_letter(f"{file_name}:row {row.number}", "connector",
+                                                   RowError("row", row.error or "?"), row.raw))
             report.dead_letters += 1
             return
         try:
             mapped = self.mapping.apply(row.data)
             event = person_event(self.mapping, mapped, fallback_version,
-                                 {"connector": self.base_name, "file": path.name, "row": str(row.number)},
+                                 {"connector": self.base_name, "file": file_name, "row": str(row.number)},
                                  occurred_at)
             self.sink.send_event(event)
             report.events += 1
         except (RowError, ValueError) as exc:
             # The parsed row as JSON (not the raw line): `caselink dlq redrive --mapping`
             # can map it again once the mapping is fixed.
-            self.sink.send_dead_letter(dead_letter(origin, "connector", exc,
+            self.sink.send_dead_letter(dead_letter(f"{file_name}:row {row.number}", "connector", exc,
                                                    json.dumps(row.data, default=str).encode()))
             report.dead_letters += 1
 
