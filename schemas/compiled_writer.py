@@ -27,6 +27,8 @@ from typing import Any
 Writer = Callable[[Any], bytes]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What a compiled writer raises on a value it does not take.
+WRITE_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError, struct.error)
 _PRIMITIVE = {"string", "bytes", "boolean", "int", "long", "float", "double", "null"}
 
 
@@ -263,4 +265,4 @@ def compile_writer(schema: dict[str, Any], prefix: bytes = b"") -> Writer | None
     return scope["write"]  # type: ignore[no-any-return]
 
 
-__all__ = ["Unsupported", "Writer", "compile_writer", "timestamp_millis", "write_int", "write_long"]
+__all__ = ["WRITE_ERRORS", "Unsupported", "Writer", "compile_writer", "timestamp_millis", "write_int", "write_long"]

@@ -22,7 +22,8 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import validate
 
-from schemas.compiled_writer import Writer, compile_writer
+from schemas.compiled_reader import READ_ERRORS, Reader, compile_reader
+from schemas.compiled_writer import WRITE_ERRORS, Writer, compile_writer
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "avro"
 HISTORY_DIR = Path(__file__).resolve().parent / "history"
@@ -78,6 +79,7 @@ class SchemaVersion:
     source: Path
     optional_records: tuple[tuple[str, str], ...] = ()  # (field, record name) of ["null", record] fields
     writer: Writer | None = None  # compiled single-object writer; None leaves it to fastavro
+    reader: Reader | None = None  # compiled reader of bodies written with this very schema
 
 
 def _optional_records(raw: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -104,7 +106,8 @@ def _load(path: Path) -> SchemaVersion:
     parsed = fastavro.parse_schema(raw, named_schemas={})
     fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
     name = raw["name"]
-    return SchemaVersion(name, raw, parsed, fp, path, _optional_records(raw), compile_writer(raw, MAGIC + fp))
+    return SchemaVersion(name, raw, parsed, fp, path, _optional_records(raw), compile_writer(raw, MAGIC + fp),
+                         compile_reader(raw))
 
 
 class AvroSerde:
@@ -150,7 +153,7 @@ class AvroSerde:
         if version.writer is not None:
             try:
                 return version.writer(record)
-            except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError):
+            except WRITE_ERRORS:
                 pass  # a value the compiled writer does not take: fastavro encodes it or says why not
         buf = io.BytesIO()
         buf.write(MAGIC)
@@ -196,6 +199,13 @@ class AvroSerde:
         if expect is not None and writer.name != expect:
             raise fail(f"expected {expect}, got {writer.name}")
         reader = self.current.get(writer.name, writer)
+        if reader is writer and reader.reader is not None:
+            try:
+                record, end = reader.reader(data, HEADER_LEN)
+                if end == len(data):
+                    return writer.name, record
+            except READ_ERRORS:
+                pass  # fastavro reads it, or says what is wrong with it
         buf = io.BytesIO(data[HEADER_LEN:])
         try:
             record = fastavro.schemaless_reader(buf, writer.parsed, reader.parsed)

@@ -10,7 +10,9 @@ it appears in. The one member field that changes without its record changing is 
 (the member's strongest link), so a member is kept as the bytes before it and the bytes after it.
 
 The bytes are exactly what ``AvroSerde.encode("LinkedCase", ...)`` writes for the same case
-(``tests/unit/test_case_codec.py`` holds the two to each other).
+(``tests/unit/test_case_codec.py`` holds the two to each other). Each part is written by a writer
+compiled from its slice of the schema (``schemas/compiled_writer.py``), with fastavro for a value
+that writer does not take.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, NamedTuple
 
 import fastavro
 
+from schemas.compiled_writer import WRITE_ERRORS, compile_writer, write_long
 from schemas.serde import MAGIC, AvroSerde
 
 
@@ -33,15 +36,22 @@ class MemberParts(NamedTuple):
     linked_at: datetime
 
 
-def _long(n: int) -> bytes:
-    """Avro's zig-zag varint."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+class _Part:
+    """A slice of the LinkedCase schema as a record of its own, with its compiled writer."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.parsed = fastavro.parse_schema(raw, named_schemas={})
+        self.compiled = compile_writer(raw)
+
+    def write(self, datum: dict[str, Any]) -> bytes:
+        if self.compiled is not None:
+            try:
+                return self.compiled(datum)
+            except WRITE_ERRORS:
+                pass  # fastavro encodes it, or says what is wrong
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, self.parsed, datum)
+        return buf.getvalue()
 
 
 _DOUBLE = struct.Struct("<d")
@@ -57,9 +67,8 @@ class LinkedCaseCodec:
         weight = [f["name"] for f in member["fields"]].index("match_weight")
         namespace = version.raw.get("namespace", "")
 
-        def part(name: str, part_fields: list[dict[str, Any]]) -> Any:
-            return fastavro.parse_schema({"type": "record", "name": name, "namespace": namespace,
-                                          "fields": part_fields}, named_schemas={})
+        def part(name: str, part_fields: list[dict[str, Any]]) -> _Part:
+            return _Part({"type": "record", "name": name, "namespace": namespace, "fields": part_fields})
 
         self._case_head = part("CaseHead", fields[:at])
         self._case_tail = part("CaseTail", fields[at + 1:])
@@ -67,29 +76,23 @@ class LinkedCaseCodec:
         self._member_tail = part("MemberTail", member["fields"][weight + 1:])
         self._member = fastavro.parse_schema({**member, "namespace": namespace}, named_schemas={})
 
-    @staticmethod
-    def _write(schema: Any, datum: dict[str, Any]) -> bytes:
-        buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, schema, datum)
-        return buf.getvalue()
-
     def member(self, agency: str, source_record_id: str, source_version: int, linked_at: datetime,
                person: dict[str, Any], cases: list[dict[str, Any]]) -> MemberParts:
-        head = self._write(self._member_head, {"agency": agency, "source_record_id": source_record_id,
-                                               "source_version": source_version})
-        tail = self._write(self._member_tail, {"linked_at": linked_at, "person": person, "cases": cases})
+        head = self._member_head.write({"agency": agency, "source_record_id": source_record_id,
+                                        "source_version": source_version})
+        tail = self._member_tail.write({"linked_at": linked_at, "person": person, "cases": cases})
         return MemberParts(head, tail, linked_at)
 
     def encode(self, citizen_id: str, version: int, members: list[tuple[MemberParts, float]],
                merged_from: list[str], model_version: str, updated_at: datetime) -> bytes:
-        out = [self.header, self._write(self._case_head, {"citizen_id": citizen_id, "version": version})]
+        out = [self.header, self._case_head.write({"citizen_id": citizen_id, "version": version})]
         if members:
-            out.append(_long(len(members)))
+            out.append(write_long(len(members)))
             for parts, weight in members:
                 out += (parts.head, _DOUBLE.pack(weight), parts.tail)
         out.append(b"\x00")
-        out.append(self._write(self._case_tail, {"merged_from": merged_from, "model_version": model_version,
-                                                 "updated_at": updated_at}))
+        out.append(self._case_tail.write({"merged_from": merged_from, "model_version": model_version,
+                                          "updated_at": updated_at}))
         return b"".join(out)
 
     def decode_member(self, parts: MemberParts, weight: float) -> dict[str, Any]:
