@@ -92,9 +92,23 @@ class LinkerLoop(threading.Thread):
             tp.offset = resume if resume > 0 else OFFSET_BEGINNING
         consumer.incremental_assign(partitions)
 
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            log.warning("linker could not commit its position (it will replay more on takeover): %s", err)
+
+    def _commit_now(self, consumer: Consumer) -> None:
+        """Commit the position synchronously, on the way out (everything before it is flushed)."""
+        if self.publish_from is None or self.position <= self.publish_from:
+            return
+        try:
+            consumer.commit(offsets=[TopicPartition(LINK_INPUT_TOPIC, 0, self.position)], asynchronous=False)
+        except KafkaException as exc:  # e.g. the group moved on already: the next linker replays more
+            log.warning("linker could not commit its final position %d: %s", self.position, exc)
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
             return
+        self._commit_now(consumer)
         if self.publish_from is not None:
             # Every batch applied so far was flushed and committed, so the index is a valid standby.
             self.standby_position = self.position
@@ -157,6 +171,7 @@ class LinkerLoop(threading.Thread):
             "group.id": self.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000, "fetch.wait.max.ms": 10,
             "max.poll.interval.ms": 600000, "partition.assignment.strategy": "cooperative-sticky",
+            "on_commit": self._on_commit,
         }))
         sink = BatchSink(self.settings)
         serde = default_serde()
@@ -183,6 +198,8 @@ class LinkerLoop(threading.Thread):
                 if not batch or self.publish_from is None:
                     continue
                 last = None
+                applied = 0
+                outcomes: dict[str, int] = {}
                 for msg in batch:
                     if msg.error():
                         if msg.error().code() != KafkaError._PARTITION_EOF:
@@ -190,7 +207,7 @@ class LinkerLoop(threading.Thread):
                         continue
                     last = msg.offset()
                     live = msg.offset() >= self.publish_from
-                    events_in.inc()
+                    applied += 1
                     try:
                         with self.lock:
                             out = self.core.apply(msg.value(), msg.topic(), msg.partition(), msg.offset())
@@ -204,12 +221,16 @@ class LinkerLoop(threading.Thread):
                         continue
                     if not live:
                         continue
-                    decisions(self.core.last_outcome).inc()
+                    outcomes[self.core.last_outcome] = outcomes.get(self.core.last_outcome, 0) + 1
                     for item in out:
                         sink.send(item.topic, item.key, item.value)
                     _kind, ts = msg.timestamp()
                     if ts > 0:
                         metrics.LATENCY.observe(max(0.0, time.time() - ts / 1000))
+                # Counters once a batch: every ``inc`` takes a lock.
+                events_in.inc(applied)
+                for outcome, n in outcomes.items():
+                    decisions(outcome).inc(n)
                 if last is None:
                     continue
                 self.position = last + 1
@@ -217,8 +238,12 @@ class LinkerLoop(threading.Thread):
                     self.recovered_at = time.monotonic()
                 if self.position > (self.publish_from or 0):
                     sink.flush_now()
+                    # Asynchronous: the outputs are on the broker already, so the commit need not
+                    # be waited for (3.8% of the linker's samples were that wait). A commit lost
+                    # with a crash only means replaying a little more, silently, on takeover;
+                    # one that fails is logged by _on_commit.
                     consumer.commit(offsets=[TopicPartition(LINK_INPUT_TOPIC, 0, self.position)],
-                                    asynchronous=False)
+                                    asynchronous=True)
                 _lo, hi = consumer.get_watermark_offsets(TopicPartition(LINK_INPUT_TOPIC, 0), cached=True)
                 if hi >= 0:
                     metrics.LINKER_LAG.set(max(0, hi - self.position))
@@ -227,6 +252,7 @@ class LinkerLoop(threading.Thread):
                     metrics.INDEX_CITIZENS.set(len(self.core.index.citizens))
                     metrics.REVIEW_OPEN.set(len(self.core.index.review))
         finally:
-            sink.producer.flush(30)
+            if sink.producer.flush(30) == 0 and not sink.errors:
+                self._commit_now(consumer)
             follower.close()
             consumer.close()

@@ -22,6 +22,7 @@ class BatchSink:
         self.producer = idempotent_producer(settings, **{"linger.ms": 100, "delivery.report.only.error": True})
         self.errors: list[str] = []
         self._out = metrics.Children(metrics.EVENTS_OUT)
+        self._sent: dict[str, int] = {}
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -29,9 +30,20 @@ class BatchSink:
 
     def send(self, topic: str, key: bytes, value: bytes | None) -> None:
         produce(self.producer, topic, key, value, self._delivered)
-        self._out(topic).inc()
+        self._sent[topic] = self._sent.get(topic, 0) + 1
+
+    def _count(self) -> None:
+        """Add the batch's sends to the Prometheus counters: once a batch, since every ``inc``
+        takes a lock (1.3% of the linker thread's samples when it was once a message)."""
+        sent, self._sent = self._sent, {}
+        for topic, n in sent.items():
+            self._out(topic).inc(n)
 
     def flush_now(self, timeout: float = 60.0) -> None:
+        self._count()
+        self._flush(timeout)
+
+    def _flush(self, timeout: float) -> None:
         remaining = self.producer.flush(timeout)
         if remaining or self.errors:
             # Stop rather than acknowledge input whose outputs are not on the broker; a restart
@@ -40,4 +52,5 @@ class BatchSink:
 
     async def flush(self, timeout: float = 60.0) -> None:
         """``flush_now`` off the event loop, so Faust keeps heartbeating while it waits."""
-        await asyncio.get_running_loop().run_in_executor(None, self.flush_now, timeout)
+        self._count()  # here, on the loop's thread, where ``send`` runs
+        await asyncio.get_running_loop().run_in_executor(None, self._flush, timeout)
