@@ -19,8 +19,10 @@ from typing import Any
 
 from schemas.compiled_writer import _PRIMITIVE, Unsupported
 
-# (record, position after it) from the bytes and the position where the record starts.
-Reader = Callable[[bytes, int], tuple[dict[str, Any], int]]
+# From the bytes and the position where the record starts: the record, the position after it, and
+# where each of its fields starts followed by that end position (so field i is bytes
+# spans[i]:spans[i + 1]: a field's encoding can be copied into another message as it is).
+Reader = Callable[[bytes, int], tuple[dict[str, Any], int, tuple[int, ...]]]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # What a compiled reader raises on bytes it cannot read.
@@ -82,21 +84,28 @@ class _Compiler:
             raise Unsupported(f"unknown named type {schema!r}")
         return schema
 
-    def record_function(self, schema: dict[str, Any], namespace: str | None) -> str:
+    def record_function(self, schema: dict[str, Any], namespace: str | None, top: bool = False) -> str:
+        """A function reading one record; the ``top`` one also returns where each field starts."""
         full = self.full_name(schema, namespace)
-        fn = "_r_" + full.replace(".", "_")
+        fn = ("_top_" if top else "_r_") + full.replace(".", "_")
         if fn in self.functions:
             return fn
-        self.named[full] = schema
+        if not top:
+            self.named[full] = schema
         self.functions[fn] = []
         space = full.rsplit(".", 1)[0] if "." in full else None
         body = [f"def {fn}(data, pos):"]
-        names = []
+        names, starts = [], []
         for spec in schema["fields"]:
             value = self.fresh("v")
             names.append((spec["name"], value))
+            if top:
+                starts.append(self.fresh("s"))
+                body.append(f"    {starts[-1]} = pos")
             body.extend(self.emit(spec["type"], value, space, "    "))
-        body.append("    return {" + ", ".join(f"{name!r}: {value}" for name, value in names) + "}, pos")
+        record = "{" + ", ".join(f"{name!r}: {value}" for name, value in names) + "}"
+        body.append(f"    return {record}, pos, ({''.join(s + ', ' for s in starts)}pos)" if top
+                    else f"    return {record}, pos")
         self.functions[fn] = body
         return fn
 
@@ -211,7 +220,7 @@ def compile_reader(schema: dict[str, Any]) -> Reader | None:
     """A reader of records written with ``schema`` (as written, in JSON); None if not supported."""
     compiler = _Compiler()
     try:
-        top = compiler.record_function(schema, schema.get("namespace"))
+        top = compiler.record_function(schema, schema.get("namespace"), top=True)
     except Unsupported:
         return None
     lines = [line for body in compiler.functions.values() for line in body]

@@ -181,6 +181,20 @@ class AvroSerde:
         offset: int | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """(schema name, record) read with the current schema of the writer's record name."""
+        name, record, _spans = self.decode_spans(data, expect, topic, partition, offset)
+        return name, record
+
+    def decode_spans(
+        self,
+        data: bytes | None,
+        expect: str | None = None,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> tuple[str, dict[str, Any], tuple[int, ...] | None]:
+        """``decode``, plus where in ``data`` each top-level field's encoding lies, when the
+        message was written with the current schema: field i of the schema is
+        ``data[spans[i]:spans[i + 1]]``. None for a message of an older schema version."""
 
         def fail(reason: str) -> UndecodableEventError:
             return UndecodableEventError(reason, topic, partition, offset)
@@ -201,9 +215,9 @@ class AvroSerde:
         reader = self.current.get(writer.name, writer)
         if reader is writer and reader.reader is not None:
             try:
-                record, end = reader.reader(data, HEADER_LEN)
+                record, end, spans = reader.reader(data, HEADER_LEN)
                 if end == len(data):
-                    return writer.name, record
+                    return writer.name, record, spans
             except READ_ERRORS:
                 pass  # fastavro reads it, or says what is wrong with it
         buf = io.BytesIO(data[HEADER_LEN:])
@@ -213,7 +227,7 @@ class AvroSerde:
             raise fail(f"corrupt {writer.name} body: {type(exc).__name__}: {exc}") from None
         if buf.tell() != len(data) - HEADER_LEN:
             raise fail(f"{len(data) - HEADER_LEN - buf.tell()} trailing bytes after the {writer.name} body")
-        return writer.name, record  # type: ignore[return-value]
+        return writer.name, record, None  # type: ignore[return-value]
 
 
 def _describe(error: str) -> str:

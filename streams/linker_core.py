@@ -48,15 +48,16 @@ class LinkerCore:
     # ------------------------------------------------------------------ input
     def apply(self, value: bytes, topic: str | None = None, partition: int | None = None,
               offset: int | None = None) -> list[Outgoing]:
-        name, record = self.serde.decode(value, topic=topic, partition=partition, offset=offset)
+        name, record, spans = self.serde.decode_spans(value, topic=topic, partition=partition, offset=offset)
         self.applied += 1
         if name == "PersonEvent":
-            return self._person_event(record)
+            return self._person_event(record, value, spans)
         if name == "ReviewDecision":
             return self._review_decision(record)
         raise ValueError(f"{name} does not belong on the link input")
 
-    def _person_event(self, event: dict[str, Any]) -> list[Outgoing]:
+    def _person_event(self, event: dict[str, Any], value: bytes | None = None,
+                      spans: tuple[int, ...] | None = None) -> list[Outgoing]:
         key = f"{event['agency']}:{event['source_record_id']}"
         at: datetime = event["emitted_at"]
         version = int(event["source_version"])
@@ -70,7 +71,7 @@ class LinkerCore:
                 previous = self.members.get(key)
                 self.members[key] = self.codec.member(
                     event["agency"], event["source_record_id"], version,
-                    previous.linked_at if previous else at, event["person"], event["cases"])
+                    previous.linked_at if previous else at, event["person"], event["cases"], value, spans)
         return self._outputs(result, event["event_id"], version, at)
 
     def _review_decision(self, decision: dict[str, Any]) -> list[Outgoing]:

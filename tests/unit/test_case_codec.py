@@ -99,8 +99,10 @@ def test_linked_at_survives_updates_and_person_reads_back() -> None:
 
 
 def test_every_part_of_a_linked_case_has_a_compiled_writer() -> None:
-    """The parts are written by compiled writers (fastavro only for values they refuse), so the
-    byte-for-byte test above checks those writers."""
+    """The parts are written by compiled writers (fastavro only for values they refuse), and a
+    member's person and cases are copied from its PersonEvent's bytes, so the byte-for-byte test
+    above checks those writers and that copy."""
     codec = LinkedCaseCodec(default_serde())
     parts = (codec._case_head, codec._case_tail, codec._member_head, codec._member_tail)
     assert all(part.compiled is not None for part in parts)
+    assert codec._event_fields is not None

@@ -56,9 +56,17 @@ def test_compiled_reader_reads_what_fastavro_reads(name: str, data: st.DataObjec
         with pytest.raises(OverflowError):
             reader(body, 0)  # type: ignore[misc]
         return
-    record, end = reader(body, 0)  # type: ignore[misc]
+    record, end, spans = reader(body, 0)  # type: ignore[misc]
     assert end == len(body)
     assert record == expected
+    # Each top-level field's bytes are that field's encoding, as fastavro writes the field alone.
+    fields = default_serde().schema(name).raw["fields"]
+    assert len(spans) == len(fields) + 1 and spans[0] == 0 and spans[-1] == end
+    for i, spec in enumerate(fields):
+        alone = {"type": "record", "name": "One", "namespace": "caselink", "fields": [spec]}
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, fastavro.parse_schema(alone, named_schemas={}), record)
+        assert body[spans[i]:spans[i + 1]] == buf.getvalue()
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -75,7 +83,7 @@ def test_damaged_bytes_the_compiled_reader_accepts_read_as_fastavro_reads_them(n
     else:
         body += data.draw(st.binary(min_size=1, max_size=3))
     try:
-        record, end = default_serde().schema(name).reader(bytes(body), 0)  # type: ignore[misc]
+        record, end, _spans = default_serde().schema(name).reader(bytes(body), 0)  # type: ignore[misc]
     except READ_ERRORS:
         return  # refused: the serde hands it to fastavro
     if end != len(body):
