@@ -233,7 +233,12 @@ def nhs_number_valid(value: str) -> bool:
     """NHS number modulus-11 check digit (weights 10..2); 10 digits, check digit 10 invalid."""
     if len(value) != 10 or not value.isdigit():
         return False
-    total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True))
+    if value.isascii():  # the usual case, as byte arithmetic: the digits are bytes 48-57
+        b = value.encode()
+        total = (10 * b[0] + 9 * b[1] + 8 * b[2] + 7 * b[3] + 6 * b[4] + 5 * b[5] + 4 * b[6] + 3 * b[7]
+                 + 2 * b[8] - 48 * 54)
+    else:  # other scripts' digits, which isdigit() accepts too
+        total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True))
     check = 11 - total % 11
     if check == 11:
         check = 0

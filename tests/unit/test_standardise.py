@@ -133,3 +133,22 @@ def test_remembered_standardisers_give_the_same_answers_for_any_input() -> None:
         assert clean_text(float("nan")) is None
         assert clean_text(["a list"]) == "a list"  # unhashable input is not an error
     assert standardise_family.cache_info().hits > 0
+
+
+def _nhs_reference(value: str) -> bool:
+    """The modulus-11 rule written out plainly."""
+    if len(value) != 10 or not value.isdigit():
+        return False
+    check = 11 - sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True)) % 11
+    check = 0 if check == 11 else check
+    return check != 10 and check == int(value[9])
+
+
+# Mostly ASCII digits (about one in eleven is a valid number), sometimes other scripts' digits.
+_DIGITS = st.sampled_from("0123456789") | st.sampled_from("٠١٢٣٤٥٦٧٨٩०१२")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(value=st.text(_DIGITS, min_size=9, max_size=11) | st.text(max_size=10))
+def test_nhs_number_check_agrees_with_the_plain_rule(value: str) -> None:
+    assert nhs_number_valid(value) == _nhs_reference(value)
