@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import jellyfish
 
@@ -30,24 +30,8 @@ from linkage.standardise import (
 DEFAULT_SHARED_SCHEMES = frozenset({"nhs_number", "ni_number", "upn", "chi_number", "passport"})
 
 
-T = TypeVar("T")
 _SHARED: dict[Any, Any] = {}
 _SHARED_LIMIT = 2_000_000
-
-
-def _share(value: T) -> T:
-    """One object per distinct value: names, dates, postcodes and places repeat across a million
-    records, and a LinkRecord holding its own copy of each cost ~40% of the index's memory. The
-    values are immutable (str, tuple, frozen dataclasses), so sharing them is invisible. The table
-    is emptied if it ever reaches ``_SHARED_LIMIT`` distinct values (sharing is then rebuilt)."""
-    if value is None:
-        return value
-    found = _SHARED.get(value)
-    if found is None:
-        if len(_SHARED) >= _SHARED_LIMIT:
-            _SHARED.clear()
-        _SHARED[value] = found = value
-    return found  # type: ignore[no-any-return]
 
 
 _NO_IDS: dict[str, str] = {}
@@ -174,13 +158,27 @@ _SHARED_SLOTS = ("given", "middle", "given_canon", "given_phon", "family", "fami
 
 def share_values(r: LinkRecord) -> LinkRecord:
     """Point ``r``'s repeating values at one shared object each, and its empty collections at one
-    shared empty value (see ``_share``). ``standardise_person`` does this for every record it
-    builds; records made another way (unpickled, say) can be passed through it to get the same
-    memory footprint. Most records have no invalid identifier, phone or e-mail: the shared empty
-    values save about 500 bytes a record (half a gigabyte in a million-record index). None of
-    them is mutated after this."""
+    shared empty value. Names, dates, postcodes and places repeat across a million records, and a
+    LinkRecord holding its own copy of each cost ~40% of the index's memory; the values are
+    immutable (str, tuple, frozen dataclasses), so sharing them is invisible. The table of shared
+    values is emptied if it ever reaches ``_SHARED_LIMIT`` (sharing is then rebuilt).
+
+    ``standardise_person`` does this for every record it builds; records made another way
+    (unpickled, say) can be passed through it to get the same memory footprint. Most records have
+    no invalid identifier, phone or e-mail: the shared empty values save about 500 bytes a record
+    (half a gigabyte in a million-record index). None of them is mutated after this."""
+    shared = _SHARED
     for name in _SHARED_SLOTS:
-        setattr(r, name, _share(getattr(r, name)))
+        value = getattr(r, name)
+        if value is None:
+            continue
+        found = shared.get(value)
+        if found is None:
+            if len(shared) >= _SHARED_LIMIT:
+                shared.clear()
+            shared[value] = value
+        elif found is not value:  # often the same object already (the standardisers remember)
+            setattr(r, name, found)
     if not r.ids:
         r.ids = _NO_IDS
     if not r.invalid_ids:

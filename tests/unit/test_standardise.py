@@ -152,3 +152,19 @@ _DIGITS = st.sampled_from("0123456789") | st.sampled_from("٠١٢٣٤٥٦٧٨٩�
 @given(value=st.text(_DIGITS, min_size=9, max_size=11) | st.text(max_size=10))
 def test_nhs_number_check_agrees_with_the_plain_rule(value: str) -> None:
     assert nhs_number_valid(value) == _nhs_reference(value)
+
+
+def test_equal_values_of_different_records_are_one_object() -> None:
+    """standardise_person shares repeating values (the index's memory depends on it), whether
+    or not a standardiser's cache already returned the same object."""
+    from linkage.record import share_values
+
+    person = {"given_names": "Ann", "family_name": "Lee", "date_of_birth": "1990-01-02",
+              "addresses": [{"lines": ["1 High St"], "locality": "Leeds", "postcode": "LS1 4AP"}]}
+    a = standardise_person("a:1", person)
+    b = standardise_person("b:1", dict(person))
+    assert a.family is b.family and a.dob is b.dob and a.postcode is b.postcode and a.locality is b.locality
+    c = standardise_person("c:1", person)
+    c.family = "".join(list(a.family))  # equal, but another object
+    assert c.family == a.family and c.family is not a.family
+    assert share_values(c).family is a.family
