@@ -99,6 +99,7 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
     sink = BatchSink(settings)
     sources = app.topic(*[person_events_topic(a) for a in settings.agencies], value_serializer="raw",
                         key_serializer="raw")
+    events_in = metrics.Children(metrics.EVENTS_IN)
 
     def to_dead_letters(event: faust.EventT, stage: str, error: Exception) -> None:
         msg = event.message
@@ -112,9 +113,10 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
     @app.agent(sources, name="normalise")
     async def normalise(stream: faust.StreamT) -> None:
         async for events in stream.take_events(w.batch_size, within=w.batch_within_s):
+            consumed: dict[str, int] = {}  # counted once a batch: every inc takes a lock
             for event in events:
                 msg = event.message
-                metrics.EVENTS_IN.labels(msg.topic).inc()
+                consumed[msg.topic] = consumed.get(msg.topic, 0) + 1
                 try:
                     _, record = serde.decode(event.value, expect="PersonEvent", topic=msg.topic,
                                              partition=msg.partition, offset=msg.offset)
@@ -130,6 +132,8 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
                     to_dead_letters(event, "normalise", exc)
                     continue
                 sink.send(LINK_INPUT_TOPIC, key.encode(), event.value)
+            for topic, n in consumed.items():
+                events_in(topic).inc(n)
             await sink.flush()
 
 
