@@ -12,7 +12,10 @@ events/s; this loop is the linker's own limit. It keeps Faust's guarantees in it
   linker died or left) it carries on from where it followed to, replaying silently only the gap
   up to the committed offset; a worker with no standby state (the first start) replays the log
   from the beginning. Either way nothing is published below the committed offset;
-* at-least-once output: a batch's outputs are flushed to the broker before its offset is committed.
+* at-least-once output: a batch's outputs are acknowledged by the broker before its offset is
+  committed. The acknowledgement of one batch's outputs is awaited in a helper thread while this
+  thread links the next batch, whose outputs are held back until then (so outputs reach the
+  broker in input order, as before); 4% of the linker's samples had been that wait.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -46,6 +50,8 @@ class LinkerLoop(threading.Thread):
         self.core = self._new_core()
         self.publish_from: int | None = None  # None: not assigned; replaying below this offset
         self.position = 0
+        self.committed_position = 0  # how far the outputs are acknowledged (and committed, or about to be)
+        self._pending: Future[int] | None = None  # the last batch's outputs, being acknowledged
         self.standby_position = 0  # how far the standby index has followed the committed log
         self.last_takeover: dict[str, int] = {}  # from where the last assignment resumed, and the gap replayed
         self.recovered_at: float | None = None
@@ -85,6 +91,7 @@ class LinkerLoop(threading.Thread):
             if resume == 0:
                 self.core = self._new_core()
         self.publish_from, self.position, self.recovered_at = offset, resume, None
+        self.committed_position = offset
         self.last_takeover = {"resumed_from": resume, "replayed_silently": offset - resume, "committed": offset}
         log.info("linker assigned %s; resuming at %d, replaying up to %d before publishing", partitions, resume,
                  offset)
@@ -96,21 +103,38 @@ class LinkerLoop(threading.Thread):
         if err is not None:
             log.warning("linker could not commit its position (it will replay more on takeover): %s", err)
 
+    def _settle(self, consumer: Consumer, wait: bool) -> None:
+        """Once the last batch's outputs are acknowledged (``wait``: wait for that), commit its
+        position, asynchronously. Raises if an output could not be delivered."""
+        pending = self._pending
+        if pending is None or (not wait and not pending.done()):
+            return
+        self._pending = None
+        self.committed_position = pending.result()
+        # Asynchronous: the outputs are on the broker already, so the commit need not be waited
+        # for (3.8% of the linker's samples were that wait). A commit lost with a crash only means
+        # replaying a little more, silently, on takeover; one that fails is logged by _on_commit.
+        consumer.commit(offsets=[TopicPartition(LINK_INPUT_TOPIC, 0, self.committed_position)], asynchronous=True)
+
     def _commit_now(self, consumer: Consumer) -> None:
-        """Commit the position synchronously, on the way out (everything before it is flushed)."""
-        if self.publish_from is None or self.position <= self.publish_from:
+        """Commit synchronously how far the outputs are acknowledged, on the way out. Raises,
+        committing nothing more, if the last batch's outputs could not be delivered."""
+        self._settle(consumer, wait=True)
+        if self.publish_from is None or self.committed_position <= self.publish_from:
             return
         try:
-            consumer.commit(offsets=[TopicPartition(LINK_INPUT_TOPIC, 0, self.position)], asynchronous=False)
+            consumer.commit(offsets=[TopicPartition(LINK_INPUT_TOPIC, 0, self.committed_position)],
+                            asynchronous=False)
         except KafkaException as exc:  # e.g. the group moved on already: the next linker replays more
-            log.warning("linker could not commit its final position %d: %s", self.position, exc)
+            log.warning("linker could not commit its final position %d: %s", self.committed_position, exc)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not partitions:
             return
         self._commit_now(consumer)
         if self.publish_from is not None:
-            # Every batch applied so far was flushed and committed, so the index is a valid standby.
+            # Every batch applied so far is acknowledged and committed (_commit_now raises otherwise),
+            # so the index is a valid standby.
             self.standby_position = self.position
         self.publish_from = None
         consumer.incremental_unassign(partitions)
@@ -184,8 +208,10 @@ class LinkerLoop(threading.Thread):
         events_in = metrics.EVENTS_IN.labels(LINK_INPUT_TOPIC)
         decisions = metrics.Children(metrics.DECISIONS)
 
+        acks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caselink-linker-acks")
         try:
             while not self._stopping.is_set():
+                self._settle(consumer, wait=False)
                 if self.publish_from is None:
                     # Not the linker (yet): poll the group (to be assigned) and follow the log meanwhile.
                     batch = drain(consumer, w.batch_size, wait_s=0.0)
@@ -200,6 +226,7 @@ class LinkerLoop(threading.Thread):
                 last = None
                 applied = 0
                 outcomes: dict[str, int] = {}
+                outputs: list[tuple[str, bytes, bytes | None]] = []  # sent once the last batch's are acknowledged
                 for msg in batch:
                     if msg.error():
                         if msg.error().code() != KafkaError._PARTITION_EOF:
@@ -216,14 +243,13 @@ class LinkerLoop(threading.Thread):
                             origin = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
                             letter = dead_letter(origin, "link", exc, msg.value() or b"", topic=msg.topic(),
                                                  partition=msg.partition(), offset=msg.offset(), key=msg.key())
-                            sink.send(DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter))
+                            outputs.append((DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter)))
                             metrics.DEAD_LETTERS.labels("link", type(exc).__name__).inc()
                         continue
                     if not live:
                         continue
                     outcomes[self.core.last_outcome] = outcomes.get(self.core.last_outcome, 0) + 1
-                    for item in out:
-                        sink.send(item.topic, item.key, item.value)
+                    outputs.extend((item.topic, item.key, item.value) for item in out)
                     _kind, ts = msg.timestamp()
                     if ts > 0:
                         metrics.LATENCY.observe(max(0.0, time.time() - ts / 1000))
@@ -237,13 +263,11 @@ class LinkerLoop(threading.Thread):
                 if self.recovered_at is None and not self.recovering:
                     self.recovered_at = time.monotonic()
                 if self.position > (self.publish_from or 0):
-                    sink.flush_now()
-                    # Asynchronous: the outputs are on the broker already, so the commit need not
-                    # be waited for (3.8% of the linker's samples were that wait). A commit lost
-                    # with a crash only means replaying a little more, silently, on takeover;
-                    # one that fails is logged by _on_commit.
-                    consumer.commit(offsets=[TopicPartition(LINK_INPUT_TOPIC, 0, self.position)],
-                                    asynchronous=True)
+                    self._settle(consumer, wait=True)
+                    for topic, key, value in outputs:
+                        sink.send(topic, key, value)
+                    sink.count()
+                    self._pending = acks.submit(_acknowledged, sink, self.position)
                 _lo, hi = consumer.get_watermark_offsets(TopicPartition(LINK_INPUT_TOPIC, 0), cached=True)
                 if hi >= 0:
                     metrics.LINKER_LAG.set(max(0, hi - self.position))
@@ -252,7 +276,17 @@ class LinkerLoop(threading.Thread):
                     metrics.INDEX_CITIZENS.set(len(self.core.index.citizens))
                     metrics.REVIEW_OPEN.set(len(self.core.index.review))
         finally:
-            if sink.producer.flush(30) == 0 and not sink.errors:
+            try:
                 self._commit_now(consumer)
+            except RuntimeError as exc:  # the run is over anyway; a restart replays from the last commit
+                log.error("linker outputs undelivered, position not committed: %s", exc)
+            acks.shutdown()
+            sink.producer.flush(30)
             follower.close()
             consumer.close()
+
+
+def _acknowledged(sink: BatchSink, position: int) -> int:
+    """In the helper thread: ``position`` once every output sent before it is acknowledged."""
+    sink.wait_for_acks()
+    return position
