@@ -63,8 +63,12 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
     ``normalise``, the normaliser agent. A normaliser process (``streams.normalisers``) is the
     same app id with the agent and no web server; the worker process then has the web API only."""
     w = settings.worker
+    # A worker whose normaliser runs in processes of its own (the default) serves only the web API
+    # from this app: it gets a consumer group of its own, so that a normaliser process joining
+    # the app's group does not wait for this app's consumer to rejoin (the first event reached
+    # the link input 5.1 s after the worker started instead of 2.7 s).
     app = faust.App(
-        w.app_id,
+        w.app_id if normalise else f"{w.app_id}-web",
         broker=[f"kafka://{hp}" for hp in bootstrap_servers(settings).split(",")],
         broker_credentials=_credentials(settings),
         value_serializer="raw",
