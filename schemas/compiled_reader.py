@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.compiled_writer import _PRIMITIVE, Unsupported
+from schemas.codegen import PRIMITIVE, SchemaCompiler, Unsupported
 
 # From the bytes and the position where the record starts: the record, the position after it, and
 # where each of its fields starts followed by that end position (so field i is bytes
@@ -51,39 +51,7 @@ def timestamp_millis(ms: int) -> datetime:
     return _EPOCH + timedelta(microseconds=ms * 1000)
 
 
-class _Compiler:
-    def __init__(self) -> None:
-        self.named: dict[str, dict[str, Any]] = {}
-        self.functions: dict[str, list[str]] = {}
-        self.constants: dict[str, Any] = {}
-        self.counter = 0
-
-    def fresh(self, stem: str) -> str:
-        self.counter += 1
-        return f"{stem}{self.counter}"
-
-    def constant(self, value: Any) -> str:
-        name = self.fresh("_c")
-        self.constants[name] = value
-        return name
-
-    @staticmethod
-    def full_name(schema: dict[str, Any], namespace: str | None) -> str:
-        name = schema["name"]
-        if "." in name:
-            return name
-        space = schema.get("namespace", namespace)
-        return f"{space}.{name}" if space else name
-
-    def resolve(self, schema: Any, namespace: str | None) -> Any:
-        if isinstance(schema, str) and schema not in _PRIMITIVE:
-            full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
-            for candidate in (full, schema):
-                if candidate in self.named:
-                    return self.named[candidate]
-            raise Unsupported(f"unknown named type {schema!r}")
-        return schema
-
+class _Compiler(SchemaCompiler):
     def record_function(self, schema: dict[str, Any], namespace: str | None, top: bool = False) -> str:
         """A function reading one record; the ``top`` one also returns where each field starts."""
         full = self.full_name(schema, namespace)
@@ -154,7 +122,7 @@ class _Compiler:
                 else:
                     lines += [*self.emit(schema["items"], item, namespace, inner), f"{inner}{value}.append({item})"]
                 return [*lines, *self.emit("long", count, namespace, pad + "    ")]
-            if kind in _PRIMITIVE:
+            if kind in PRIMITIVE:
                 return self.emit(kind, value, namespace, pad)
             raise Unsupported(f"type {kind}")
         if schema in ("long", "int"):
@@ -223,13 +191,10 @@ def compile_reader(schema: dict[str, Any]) -> Reader | None:
         top = compiler.record_function(schema, schema.get("namespace"), top=True)
     except Unsupported:
         return None
-    lines = [line for body in compiler.functions.values() for line in body]
-    scope: dict[str, Any] = {
+    scope = compiler.build(f"<avro reader {schema.get('name')}>", {
         "_read_long": read_long, "_ts_millis": timestamp_millis, "_BOOLEAN": {0: False, 1: True},
         "_unpack_double": struct.Struct("<d").unpack_from, "_unpack_float": struct.Struct("<f").unpack_from,
-        **compiler.constants,
-    }
-    exec(compile("\n".join(lines), f"<avro reader {schema.get('name')}>", "exec"), scope)
+    })
     return scope[top]  # type: ignore[no-any-return]
 
 

@@ -24,12 +24,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.codegen import PRIMITIVE, SchemaCompiler, Unsupported
+
 Writer = Callable[[Any], bytes]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # What a compiled writer raises on a value it does not take.
 WRITE_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError, struct.error)
-_PRIMITIVE = {"string", "bytes", "boolean", "int", "long", "float", "double", "null"}
 
 
 def _unsigned_varint(z: int) -> bytes:
@@ -91,43 +92,7 @@ def timestamp_millis(value: Any) -> bytes:
     return write_long((delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000)
 
 
-class Unsupported(ValueError):
-    """The schema uses something this compiler does not (fastavro keeps it)."""
-
-
-class _Compiler:
-    def __init__(self, namespace: str | None) -> None:
-        self.namespace = namespace
-        self.named: dict[str, dict[str, Any]] = {}
-        self.functions: dict[str, list[str]] = {}
-        self.constants: dict[str, Any] = {}
-        self.counter = 0
-
-    def fresh(self, stem: str) -> str:
-        self.counter += 1
-        return f"{stem}{self.counter}"
-
-    def constant(self, value: Any) -> str:
-        name = self.fresh("_c")
-        self.constants[name] = value
-        return name
-
-    def full_name(self, schema: dict[str, Any], namespace: str | None) -> str:
-        name = schema["name"]
-        if "." in name:
-            return name
-        space = schema.get("namespace", namespace)
-        return f"{space}.{name}" if space else name
-
-    def resolve(self, schema: Any, namespace: str | None) -> Any:
-        if isinstance(schema, str) and schema not in _PRIMITIVE:
-            full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
-            for candidate in (full, schema):
-                if candidate in self.named:
-                    return self.named[candidate]
-            raise Unsupported(f"unknown named type {schema!r}")
-        return schema
-
+class _Compiler(SchemaCompiler):
     def record_function(self, schema: dict[str, Any], namespace: str | None) -> str:
         full = self.full_name(schema, namespace)
         fn = "_w_" + full.replace(".", "_")
@@ -190,7 +155,7 @@ class _Compiler:
                         *self.emit("string", key, namespace, pad + "        "),
                         *self.emit(schema["values"], item, namespace, pad + "        "),
                         f"{pad}out += b'\\x00'"]
-            if kind in _PRIMITIVE:
+            if kind in PRIMITIVE:
                 return self.emit(kind, value, namespace, pad)
             raise Unsupported(f"type {kind}")
         if schema == "string":
@@ -248,21 +213,17 @@ def compile_writer(schema: dict[str, Any], prefix: bytes = b"") -> Writer | None
 
     ``schema`` is the schema as written (JSON), not fastavro's parsed form.
     """
-    compiler = _Compiler(schema.get("namespace"))
+    compiler = _Compiler()
     try:
         top = compiler.record_function(schema, schema.get("namespace"))
     except Unsupported:
         return None
-    lines = [line for body in compiler.functions.values() for line in body]
-    lines += ["def write(d):", "    out = bytearray(_PREFIX)", f"    {top}(d, out)", "    return bytes(out)"]
-    scope: dict[str, Any] = {
+    scope = compiler.build(f"<avro writer {schema.get('name')}>", {
         "_LENGTHS": _LENGTHS, "_long": write_long, "_int": write_int, "_ts_millis": timestamp_millis,
         "_PREFIX": prefix, "_datetime": datetime,
         "_pack_double": struct.Struct("<d").pack, "_pack_float": struct.Struct("<f").pack,
-        **compiler.constants,
-    }
-    exec(compile("\n".join(lines), f"<avro writer {schema.get('name')}>", "exec"), scope)
+    }, ("def write(d):", "    out = bytearray(_PREFIX)", f"    {top}(d, out)", "    return bytes(out)"))
     return scope["write"]  # type: ignore[no-any-return]
 
 
-__all__ = ["WRITE_ERRORS", "Unsupported", "Writer", "compile_writer", "timestamp_millis", "write_int", "write_long"]
+__all__ = ["WRITE_ERRORS", "Writer", "compile_writer", "timestamp_millis", "write_int", "write_long"]
