@@ -266,12 +266,15 @@ def _spawn(command: str, settings: Settings, folder: Path, port: int, env: dict[
     return WorkerProcess(proc, port, log_path)
 
 
-def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path | None = None) -> WorkerProcess:
+def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path | None = None,
+                 normaliser_processes: int | None = None) -> WorkerProcess:
     port = free_port()
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="caselink-worker-"))
+    processes = settings.worker.normaliser_processes if normaliser_processes is None else normaliser_processes
     return _spawn("worker", settings, data_dir, port, {
         "CASELINK_WORKER__WEB_PORT": str(port), "CASELINK_WORKER__DATA_DIR": str(data_dir),
-        "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id})
+        "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id,
+        "CASELINK_WORKER__NORMALISER_PROCESSES": str(processes)})
 
 
 def start_gate(settings: Settings, app_id: str | None = None) -> WorkerProcess:

@@ -1,16 +1,15 @@
 """The Faust application: normalise agency events, serve the web API; the linker runs beside it.
 
-* ``normalise`` (a Faust agent; stateless, scales across the partitions of every agency topic)
-  decodes and validates PersonEvents and forwards them, unchanged, to the single-partition link
-  input; anything undecodable or unlinkable goes to ``caselink.dead-letters`` with its origin. It
-  takes micro-batches and produces through one confluent-kafka producer flushed at the end of each
-  batch, before Faust acknowledges the batch's input, so nothing is committed whose outputs are
-  not on the broker.
+* the normaliser (stateless, scales across the partitions of every agency topic) decodes and
+  validates PersonEvents and forwards them, unchanged, to the single-partition link input;
+  anything undecodable or unlinkable goes to ``caselink.dead-letters`` with its origin
+  (``streams.normalise``).
 * the linker (``streams.linker_loop.LinkerLoop``, a thread of the worker process) is the single
   writer of the citizen index; see its module for why it is not a Faust agent.
-* where they run: by default ``caselink worker`` starts the normaliser in processes of its own
-  (``worker.normaliser_processes``, ``streams.normalisers``), so Faust's per-event work and the
-  linker do not take turns on one interpreter lock; with 0 the agent runs in the worker process.
+* where it runs: by default ``caselink worker`` starts it in processes of its own
+  (``worker.normaliser_processes``, ``streams.normalisers``), each a confluent-kafka consumer-group
+  loop (``streams.normaliser_loop``: a quarter of the Faust agent's CPU per event); with 0 it is
+  the ``normalise`` Faust agent below, inside the worker process.
 * the web API: ``/health``, ``/metrics``, ``/citizens/{id}``, ``/records/{agency}/{id}``, ``/review``.
 """
 
@@ -28,17 +27,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from caselink.kafka import bootstrap_servers, idempotent_producer
 from caselink.settings import Settings
-from connectors.base import dead_letter
-from infra.topics import (
-    DEAD_LETTER_TOPIC,
-    LINK_INPUT_TOPIC,
-    person_events_topic,
-)
-from linkage.record import UnlinkableRecordError, standardise_person
-from schemas import SchemaValidationError, UndecodableEventError, default_serde
+from infra.topics import LINK_INPUT_TOPIC, person_events_topic
+from schemas import default_serde
 from streams import metrics
 from streams.consent.gate_loop import GateLoop
 from streams.linker_loop import LinkerLoop
+from streams.normalise import Normaliser
 from streams.normalisers import MergedRegistry, NormaliserProcesses
 from streams.review_page import render_review_page, threshold_weight
 from streams.sink import BatchSink
@@ -98,21 +92,15 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
 
 
 def _normaliser(app: faust.App, settings: Settings) -> None:
+    """The Faust agent, for ``worker.normaliser_processes: 0``: the same ``streams.normalise`` work as
+    the normaliser processes' loop, in micro-batches through one producer flushed before Faust
+    acknowledges the batch's input, so nothing is committed whose outputs are not on the broker."""
     w = settings.worker
-    serde = default_serde()
+    normaliser = Normaliser()
     sink = BatchSink(settings)
     sources = app.topic(*[person_events_topic(a) for a in settings.agencies], value_serializer="raw",
                         key_serializer="raw")
     events_in = metrics.Children(metrics.EVENTS_IN)
-
-    def to_dead_letters(event: faust.EventT, stage: str, error: Exception) -> None:
-        msg = event.message
-        origin = f"{msg.topic}[{msg.partition}]@{msg.offset}"
-        letter = dead_letter(origin, stage, error, event.value or b"", topic=msg.topic,
-                             partition=msg.partition, offset=msg.offset, key=msg.key)
-        sink.send(DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter))
-        metrics.DEAD_LETTERS.labels(stage, type(error).__name__).inc()
-        log.warning("dead letter from %s at %s: %s", stage, origin, error)
 
     @app.agent(sources, name="normalise")
     async def normalise(stream: faust.StreamT) -> None:
@@ -121,21 +109,7 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
             for event in events:
                 msg = event.message
                 consumed[msg.topic] = consumed.get(msg.topic, 0) + 1
-                try:
-                    _, record = serde.decode(event.value, expect="PersonEvent", topic=msg.topic,
-                                             partition=msg.partition, offset=msg.offset)
-                    if person_events_topic(record["agency"]) != msg.topic:
-                        raise SchemaValidationError("PersonEvent", [
-                            f"agency {record['agency']!r} published on {msg.topic}"])
-                    key = f"{record['agency']}:{record['source_record_id']}"
-                    if record["op"] == "UPSERT":
-                        if record["person"] is None:
-                            raise SchemaValidationError("PersonEvent", ["person is required for UPSERT"])
-                        standardise_person(key, record["person"])
-                except (UndecodableEventError, SchemaValidationError, UnlinkableRecordError) as exc:
-                    to_dead_letters(event, "normalise", exc)
-                    continue
-                sink.send(LINK_INPUT_TOPIC, key.encode(), event.value)
+                sink.send(*normaliser.route(event.value, msg.topic, msg.partition, msg.offset, msg.key))
             for topic, n in consumed.items():
                 events_in(topic).inc(n)
             await sink.flush()

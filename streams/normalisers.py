@@ -1,10 +1,10 @@
 """The normaliser agents in processes of their own, supervised by the worker.
 
-Why: in one process the Faust normaliser and the linker thread take turns on one interpreter
-lock, and Faust's per-event work cost more than linking did (measured with py-spy: the worker
-topped out near 1,800 events/s with the linker waiting). Each normaliser process is the same
-Faust app id running only the ``normalise`` agent, so the processes share the agency topics'
-partitions through Faust's consumer group, as Faust workers on separate machines would.
+Why: in one process the normaliser and the linker thread take turns on one interpreter lock
+(measured with py-spy when the normaliser was a Faust agent there: the worker topped out near
+1,800 events/s with the linker waiting). Each normaliser process runs one member of the app's
+normaliser consumer group (``streams.normaliser_loop``), so the processes, and those of other
+workers, share the agency topics' partitions.
 
 The worker process keeps the linker and the web API. It restarts a normaliser process that dies
 (its uncommitted input is redelivered to whichever process holds the partition next, and the
@@ -18,7 +18,6 @@ import logging
 import multiprocessing as mp
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -58,15 +57,20 @@ def _add(total: Snapshot, more: Snapshot) -> None:
 
 
 def run_normaliser(settings: Settings, index: int, parent_pid: int, reports: Any, loglevel: str) -> None:
-    """A normaliser process: the worker's Faust app with only the normalise agent."""
-    from streams.app import create_app
+    """A normaliser process: one member of the app's normaliser group (``streams.normaliser_loop``).
 
-    settings.worker.data_dir = settings.worker.data_dir / f"normaliser-{index}"
-    settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, linker=None, normalise=True)
+    SIGTERM (the worker stopping it) ends the loop after its batch: outputs flushed, offsets
+    committed, the group left. A process whose worker is gone (kill -9) exits within a second."""
+    import signal
 
-    @app.timer(1.0)
-    async def report_and_watch_parent() -> None:
+    from streams.normaliser_loop import NormaliserLoop
+
+    logging.basicConfig(level=loglevel.upper(), format=f"[normaliser-{index}] %(levelname)s %(name)s: %(message)s")
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+
+    def report_and_watch_parent() -> None:
         if os.getppid() != parent_pid:  # the worker is gone: so are we (Kafka redelivers what we held)
             os._exit(0)
         try:
@@ -74,8 +78,10 @@ def run_normaliser(settings: Settings, index: int, parent_pid: int, reports: Any
         except queue.Full:
             pass
 
-    sys.argv = ["caselink-normaliser", "worker", "--loglevel", loglevel, "--without-web"]
-    app.main()
+    try:
+        NormaliserLoop(settings).run(stopping.is_set, every_second=report_and_watch_parent)
+    finally:
+        report_and_watch_parent()  # the last counts, so the worker's totals include every event handled
 
 
 class NormaliserProcesses:

@@ -56,7 +56,11 @@ def _members(cases: dict[str, dict]) -> dict[str, set[str]]:
     return {cid: {f"{m['agency']}:{m['source_record_id']}" for m in case["members"]} for cid, case in cases.items()}
 
 
-def test_sample_agencies_become_linked_cases_and_poison_goes_to_dead_letters(pipeline_settings: Settings) -> None:
+# 1: the normaliser in a process of its own (the confluent-kafka loop, the default); 0: the Faust
+# agent inside the worker process.
+@pytest.mark.parametrize("normaliser_processes", [1, 0], ids=["normaliser-process", "faust-agent-in-worker"])
+def test_sample_agencies_become_linked_cases_and_poison_goes_to_dead_letters(pipeline_settings: Settings,
+                                                                             normaliser_processes: int) -> None:
     settings = pipeline_settings
     sent = 0
     for agency in ("health", "social_care", "police"):
@@ -66,9 +70,10 @@ def test_sample_agencies_become_linked_cases_and_poison_goes_to_dead_letters(pip
     poison.produce(person_events_topic("health"), b"\x00\x01 not an event", key=b"health:BAD")
     poison.flush(10)
 
-    worker = start_worker(settings)
+    worker = start_worker(settings, normaliser_processes=normaliser_processes)
     try:
         wait_for_worker(worker, sent)
+        assert ("normalisers" in worker.health()) == (normaliser_processes > 0)
         wait_until_quiet(settings, [LINKED_CASES_TOPIC, DEAD_LETTER_TOPIC])
         cases = latest_linked_cases(settings)
         # Streaming equals a straight replay of its own input (nothing lost, nothing duplicated).

@@ -1,0 +1,62 @@
+"""What the normaliser does with one agency message, apart from how the message was fetched.
+
+Both ways of running the normaliser call it: the confluent-kafka loop of the normaliser processes
+(``streams.normaliser_loop``, the default) and the Faust agent in the worker process
+(``streams.app``, with ``worker.normaliser_processes: 0``). It decodes and validates a PersonEvent
+and says where it goes: unchanged to the single-partition link input, keyed by its record, or to
+the dead letters with its origin, the error and the payload. Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from connectors.base import dead_letter
+from infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
+from linkage.record import UnlinkableRecordError, standardise_person
+from schemas import SchemaValidationError, UndecodableEventError, default_serde
+from streams import metrics
+
+log = logging.getLogger(__name__)
+
+Output = tuple[str, bytes, bytes]  # topic, key, value
+
+REJECTED = (UndecodableEventError, SchemaValidationError, UnlinkableRecordError)
+
+
+class Normaliser:
+    """Routes agency messages; counts dead letters as it makes them (they are rare)."""
+
+    def __init__(self) -> None:
+        self.serde = default_serde()
+
+    def route(self, value: bytes | None, topic: str, partition: int, offset: int, key: bytes | None) -> Output:
+        """Where one message goes: ``(LINK_INPUT_TOPIC, record key, value)`` or a dead letter."""
+        try:
+            return LINK_INPUT_TOPIC, self.check(value, topic, partition, offset).encode(), value  # type: ignore[return-value]
+        except REJECTED as exc:
+            return self.dead_letter(exc, value, topic, partition, offset, key)
+
+    def check(self, value: bytes | None, topic: str, partition: int, offset: int) -> str:
+        """The record key (``agency:source_record_id``) of a PersonEvent fit to link; raises one of
+        ``REJECTED`` otherwise. An UPSERT is standardised here, so a record the linker could not
+        link never reaches it; the linker standardises it again, as the link input carries the
+        event as the agency sent it (a replay must not depend on this process's code)."""
+        _, record = self.serde.decode(value, expect="PersonEvent", topic=topic, partition=partition, offset=offset)
+        if person_events_topic(record["agency"]) != topic:
+            raise SchemaValidationError("PersonEvent", [f"agency {record['agency']!r} published on {topic}"])
+        key = f"{record['agency']}:{record['source_record_id']}"
+        if record["op"] == "UPSERT":
+            if record["person"] is None:
+                raise SchemaValidationError("PersonEvent", ["person is required for UPSERT"])
+            standardise_person(key, record["person"])
+        return key
+
+    def dead_letter(self, error: Exception, value: bytes | None, topic: str, partition: int, offset: int,
+                    key: bytes | None) -> Output:
+        origin = f"{topic}[{partition}]@{offset}"
+        letter = dead_letter(origin, "normalise", error, value or b"", topic=topic, partition=partition,
+                             offset=offset, key=key)
+        metrics.DEAD_LETTERS.labels("normalise", type(error).__name__).inc()
+        log.warning("dead letter from normalise at %s: %s", origin, error)
+        return DEAD_LETTER_TOPIC, origin.encode(), self.serde.encode("DeadLetter", letter)

@@ -1,0 +1,56 @@
+"""The normaliser's routing of one agency message: to the link input unchanged, or a dead letter."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
+from schemas import default_serde
+from streams.normalise import Normaliser
+from tests.linkage_fixtures import person
+from tests.unit.test_linker_core import event
+
+HEALTH = person_events_topic("health")
+
+
+def _letter(out: tuple[str, bytes, bytes]) -> dict:
+    topic, key, value = out
+    assert topic == DEAD_LETTER_TOPIC
+    letter = default_serde().decode(value, expect="DeadLetter")[1]
+    assert key == letter["origin"].encode()
+    return letter
+
+
+def test_a_linkable_upsert_goes_to_the_link_input_unchanged_keyed_by_its_record() -> None:
+    value = event("health", "H1", 3, person("Ann", "Lee", "1990-04-03"))
+    assert Normaliser().route(value, HEALTH, 2, 41, b"whatever") == (LINK_INPUT_TOPIC, b"health:H1", value)
+
+
+def test_a_delete_needs_no_person() -> None:
+    value = event("health", "H1", 4, None, op="DELETE")
+    assert Normaliser().route(value, HEALTH, 0, 7, None) == (LINK_INPUT_TOPIC, b"health:H1", value)
+
+
+@pytest.mark.parametrize(("value", "topic", "error_type", "says"), [
+    (b"\x00\x01 not an event", HEALTH, "UndecodableEventError", "Confluent wire format"),
+    (None, HEALTH, "UndecodableEventError", "tombstone"),
+    (default_serde().encode("DeadLetter", {
+        "origin": "x", "origin_topic": None, "origin_partition": None, "origin_offset": None, "origin_key": None,
+        "stage": "s", "error_type": "E", "error": "e", "payload": b"", "attempts": 1,
+        "failed_at": datetime(2026, 1, 1, tzinfo=UTC)}),
+     HEALTH, "UndecodableEventError", "expected PersonEvent"),
+    (event("police", "P1", 1, person("Ann", "Lee", "1990-04-03")), HEALTH, "SchemaValidationError",
+     "'police' published on"),
+    (event("health", "H1", 1, None), HEALTH, "SchemaValidationError", "person is required"),
+    (event("health", "H1", 1, {"given_names": "Ann", "family_name": "Lee"}), HEALTH, "UnlinkableRecordError",
+     "lacks a date of birth or address"),
+])
+def test_what_cannot_be_linked_becomes_a_dead_letter_with_its_origin_and_payload(
+        value: bytes | None, topic: str, error_type: str, says: str) -> None:
+    letter = _letter(Normaliser().route(value, topic, 1, 99, b"health:H1"))
+    assert letter["error_type"] == error_type and says in letter["error"]
+    assert letter["stage"] == "normalise"
+    assert (letter["origin"], letter["origin_topic"], letter["origin_partition"], letter["origin_offset"]) == (
+        f"{topic}[1]@99", topic, 1, 99)
+    assert letter["origin_key"] == b"health:H1"
+    assert letter["payload"] == (value or b"")
