@@ -164,16 +164,30 @@ class LinkageModel:
         return self.explain_levels(levels, a)
 
     def explain_levels(self, levels: Sequence[int], a: LinkRecord) -> list[FieldWeight]:
-        out = [FieldWeight("prior", "prior", self.prior_weight)]
-        for (comparison, weights, tf), level in zip(self._plan, levels, strict=True):
-            if level == MISSING:
-                out.append(FieldWeight(comparison.name, "missing", 0.0))
-            elif tf is not None and level == 0:
-                out.append(FieldWeight(comparison.name, "exact (term frequency adjusted)",
-                                       self._tf_weight(tf, getattr(a, tf[1]))))
-            else:
-                out.append(FieldWeight(comparison.name, comparison.levels[level], weights[level]))
+        if len(levels) != len(self._plan):
+            raise ValueError(f"{len(levels)} levels for {len(self._plan)} comparisons")
+        out = [self.prior_field_weight()]
+        out.extend(self.field_weight(i, level, a) for i, level in enumerate(levels))
         return out
+
+    def prior_field_weight(self) -> FieldWeight:
+        return FieldWeight("prior", "prior", self.prior_weight)
+
+    def field_weight(self, i: int, level: int, a: LinkRecord) -> FieldWeight:
+        """Comparison ``i``'s contribution at ``level``, for a pair whose first record is ``a``."""
+        comparison, weights, tf = self._plan[i]
+        if level == MISSING:
+            return FieldWeight(comparison.name, "missing", 0.0)
+        if tf is not None and level == 0:
+            return FieldWeight(comparison.name, "exact (term frequency adjusted)",
+                               self._tf_weight(tf, getattr(a, tf[1])))
+        return FieldWeight(comparison.name, comparison.levels[level], weights[level])
+
+    def field_weight_key(self, i: int, level: int, a: LinkRecord) -> tuple[int, int, Any]:
+        """Everything ``field_weight(i, level, a)`` depends on besides the model: the comparison,
+        the level and, for a term-frequency adjusted level, the value (so callers can cache it)."""
+        tf = self._tf[i]
+        return (i, level, getattr(a, tf[1]) if tf is not None and level == 0 else None)
 
     @staticmethod
     def probability(weight: float) -> float:

@@ -37,7 +37,7 @@ class MemberParts(NamedTuple):
     linked_at: datetime
 
 
-class _Part:
+class SchemaPart:
     """A slice of the LinkedCase schema as a record of its own, with its compiled writer."""
 
     def __init__(self, raw: dict[str, Any]) -> None:
@@ -95,8 +95,8 @@ class LinkedCaseCodec:
         weight = [f["name"] for f in member["fields"]].index("match_weight")
         namespace = version.raw.get("namespace", "")
 
-        def part(name: str, part_fields: list[dict[str, Any]]) -> _Part:
-            return _Part({"type": "record", "name": name, "namespace": namespace, "fields": part_fields})
+        def part(name: str, part_fields: list[dict[str, Any]]) -> SchemaPart:
+            return SchemaPart({"type": "record", "name": name, "namespace": namespace, "fields": part_fields})
 
         self._event_fields = _splice_fields(serde, member)
         self._case_head = part("CaseHead", fields[:at])

@@ -20,6 +20,7 @@ from linkage.index import CitizenIndex, LinkResult
 from linkage.model import LinkageModel
 from schemas import default_serde
 from streams.case_codec import LinkedCaseCodec, MemberParts
+from streams.decision_codec import DecisionCodec
 
 DECISION_NAMESPACE = uuid.UUID("0d5f3f0e-2b7a-4c1e-8e55-7f0c2a9b6d41")
 
@@ -40,6 +41,8 @@ class LinkerCore:
         self.serde = default_serde()
         # Each record's LinkedCase member, Avro-encoded once per change (streams/case_codec.py).
         self.codec = LinkedCaseCodec(self.serde)
+        # Each decision's candidates with their field weights, from cached encodings (streams/decision_codec.py).
+        self.decisions = DecisionCodec(self.serde, model)
         self.members: dict[str, MemberParts] = {}
         self.citizen_versions: dict[str, int] = {}
         self.applied = 0
@@ -95,7 +98,6 @@ class LinkerCore:
         return out
 
     def _decision(self, result: LinkResult, event_id: str, version: int, at: datetime) -> Outgoing:
-        record = self._record(result.record_key)
         decision = {
             "decision_id": uuid5_text(DECISION_NAMESPACE, f"{event_id}:{result.outcome}"),
             "record_key": result.record_key,
@@ -104,18 +106,12 @@ class LinkerCore:
             "outcome": result.outcome,
             "citizen_id": result.citizen_id,
             "affected_citizens": sorted(set(result.changed) | set(result.retired)),
-            "candidates": [
-                {"record_key": c.record_key, "citizen_id": c.citizen_id, "match_weight": _finite(c.weight),
-                 "match_probability": c.probability,
-                 "field_weights": [{"field": f.field, "level": f.level, "weight": f.weight}
-                                   for f in self.model.explain_levels(c.levels, record)]}
-                for c in result.candidates if record is not None
-            ],
             "reason": result.reason,
             "model_version": self.model.version,
             "decided_at": at,
         }
-        return Outgoing(LINK_DECISIONS_TOPIC, result.record_key.encode(), self.serde.encode("LinkDecision", decision))
+        value = self.decisions.encode(decision, result.candidates, self._record(result.record_key), _finite)
+        return Outgoing(LINK_DECISIONS_TOPIC, result.record_key.encode(), value)
 
     def _record(self, key: str) -> Any:
         state = self.index.records.get(key)
