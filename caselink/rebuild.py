@@ -49,12 +49,13 @@ def replay_index(settings: Settings, model: LinkageModel, progress: Callable[[in
     from infra.topics import LINK_INPUT_TOPIC
     from schemas import UndecodableEventError
     from streams.linker_core import LinkerCore
+    from streams.normalise import packed_record
 
     core = LinkerCore(model, max_block_size=settings.worker.max_block_size)
     messages = read_to_end(settings, [LINK_INPUT_TOPIC], timeout=120)
     for i, msg in enumerate(messages, 1):
         try:
-            core.apply(msg.value())
+            core.apply(msg.value(), packed=packed_record(msg.headers()))
         except (UndecodableEventError, ValueError):
             pass  # the live linker dead-lettered these too
         if progress and (i % 2000 == 0 or i == len(messages)):

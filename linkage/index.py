@@ -125,7 +125,10 @@ class CitizenIndex:
         record_key: str,
         person: Mapping[str, Any] | LinkRecord,
         source_version: int | None = None,
+        keys: list[str] | None = None,
     ) -> LinkResult:
+        """Add or change a record: a Person mapping, or its LinkRecord (with ``keys``, its
+        ``blocking_keys`` when already worked out, as ``linkage.packed`` carries them)."""
         if source_version is not None and self.versions.get(record_key, -1) >= source_version:
             return LinkResult(record_key, "IGNORED_STALE", self.citizen_of(record_key),
                               reason=f"source_version {source_version} <= {self.versions[record_key]}")
@@ -138,8 +141,8 @@ class CitizenIndex:
         self.seq += 1
         existing = self.records.get(record_key)
         if existing is not None:
-            return self._update(existing, record, version)
-        return self._insert(record, version)
+            return self._update(existing, record, version, keys)
+        return self._insert(record, version, keys)
 
     def delete(self, record_key: str, source_version: int | None = None) -> LinkResult:
         if source_version is not None and self.versions.get(record_key, -1) >= source_version:
@@ -221,8 +224,9 @@ class CitizenIndex:
         reviews.sort(key=lambda c: (-c.weight, c.record_key))
         return links, reviews
 
-    def _insert(self, record: LinkRecord, version: int) -> LinkResult:
-        keys = blocking_keys(record)
+    def _insert(self, record: LinkRecord, version: int, keys: list[str] | None = None) -> LinkResult:
+        if keys is None:
+            keys = blocking_keys(record)
         links, reviews = self._score_candidates(record, keys)
         key = record.key
         self.blocking.add(key, keys)
@@ -253,7 +257,8 @@ class CitizenIndex:
         return LinkResult(key, outcome, cid, candidates=links + reviews, changed=changed, retired=retired,
                           review=[(key, c.record_key, c.weight) for c in reviews if c.citizen_id != cid])
 
-    def _update(self, state: RecordState, record: LinkRecord, version: int) -> LinkResult:
+    def _update(self, state: RecordState, record: LinkRecord, version: int,
+                keys: list[str] | None = None) -> LinkResult:
         key = record.key
         if _same_values(state.record, record):
             state.source_version = version
@@ -263,7 +268,8 @@ class CitizenIndex:
         for other in self.edges.pop(key, {}):
             self.edges[other].pop(key, None)
         self._drop_review(key)
-        keys = blocking_keys(record)
+        if keys is None:
+            keys = blocking_keys(record)
         links, reviews = self._score_candidates(record, keys)
         self.blocking.add(key, keys)
         for c in links:

@@ -18,6 +18,7 @@ from caselink.ids import uuid5_text
 from infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC
 from linkage.index import CitizenIndex, LinkResult
 from linkage.model import LinkageModel
+from linkage.packed import unpack
 from schemas import default_serde
 from streams.case_codec import LinkedCaseCodec, MemberParts
 from streams.decision_codec import DecisionCodec
@@ -50,17 +51,19 @@ class LinkerCore:
 
     # ------------------------------------------------------------------ input
     def apply(self, value: bytes, topic: str | None = None, partition: int | None = None,
-              offset: int | None = None) -> list[Outgoing]:
+              offset: int | None = None, packed: bytes | None = None) -> list[Outgoing]:
+        """``packed``: the normaliser's standardised record and blocking keys (``linkage.packed``),
+        used instead of standardising the event again when they were made by this code."""
         name, record, spans = self.serde.decode_spans(value, topic=topic, partition=partition, offset=offset)
         self.applied += 1
         if name == "PersonEvent":
-            return self._person_event(record, value, spans)
+            return self._person_event(record, value, spans, packed)
         if name == "ReviewDecision":
             return self._review_decision(record)
         raise ValueError(f"{name} does not belong on the link input")
 
     def _person_event(self, event: dict[str, Any], value: bytes | None = None,
-                      spans: tuple[int, ...] | None = None) -> list[Outgoing]:
+                      spans: tuple[int, ...] | None = None, packed: bytes | None = None) -> list[Outgoing]:
         key = f"{event['agency']}:{event['source_record_id']}"
         at: datetime = event["emitted_at"]
         version = int(event["source_version"])
@@ -69,7 +72,11 @@ class LinkerCore:
             if key not in self.index.records:
                 self.members.pop(key, None)
         else:
-            result = self.index.upsert(key, event["person"], version)
+            unpacked = unpack(packed, key) if packed is not None and event["person"] is not None else None
+            if unpacked is not None:
+                result = self.index.upsert(key, unpacked[0], version, keys=unpacked[1])
+            else:
+                result = self.index.upsert(key, event["person"], version)
             if result.outcome not in ("IGNORED_STALE", "REJECTED"):
                 previous = self.members.get(key)
                 self.members[key] = self.codec.member(

@@ -35,6 +35,7 @@ from linkage.model import LinkageModel
 from schemas import UndecodableEventError, default_serde
 from streams import metrics
 from streams.linker_core import LinkerCore
+from streams.normalise import packed_record
 from streams.sink import BatchSink
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,8 @@ class LinkerLoop(threading.Thread):
                 break
             with self.lock:
                 try:
-                    self.core.apply(msg.value(), msg.topic(), msg.partition(), msg.offset())
+                    self.core.apply(msg.value(), msg.topic(), msg.partition(), msg.offset(),
+                                    packed_record(msg.headers()))
                 except (UndecodableEventError, ValueError):
                     pass  # the leader dead-lettered it
             self.standby_position = msg.offset() + 1
@@ -237,7 +239,8 @@ class LinkerLoop(threading.Thread):
                     applied += 1
                     try:
                         with self.lock:
-                            out = self.core.apply(msg.value(), msg.topic(), msg.partition(), msg.offset())
+                            out = self.core.apply(msg.value(), msg.topic(), msg.partition(), msg.offset(),
+                                                  packed_record(msg.headers()))
                     except (UndecodableEventError, ValueError) as exc:
                         if live:
                             origin = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"

@@ -13,13 +13,19 @@ import logging
 
 from connectors.base import dead_letter
 from infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
+from linkage.blocking import blocking_keys
+from linkage.packed import pack
 from linkage.record import UnlinkableRecordError, standardise_person
 from schemas import SchemaValidationError, UndecodableEventError, default_serde
 from streams import metrics
 
 log = logging.getLogger(__name__)
 
-Output = tuple[str, bytes, bytes]  # topic, key, value
+Output = tuple[str, bytes, bytes, list[tuple[str, bytes]] | None]  # topic, key, value, headers
+
+# The header of a link-input message that carries its standardised record and blocking keys
+# (``linkage.packed``): made here, where there is CPU to spare, instead of again in the linker.
+PACKED_HEADER = "caselink-link-record"
 
 REJECTED = (UndecodableEventError, SchemaValidationError, UnlinkableRecordError)
 
@@ -31,17 +37,19 @@ class Normaliser:
         self.serde = default_serde()
 
     def route(self, value: bytes | None, topic: str, partition: int, offset: int, key: bytes | None) -> Output:
-        """Where one message goes: ``(LINK_INPUT_TOPIC, record key, value)`` or a dead letter."""
+        """Where one message goes: ``(LINK_INPUT_TOPIC, record key, value, headers)`` or a dead letter."""
         try:
-            return LINK_INPUT_TOPIC, self.check(value, topic, partition, offset).encode(), value  # type: ignore[return-value]
+            record_key, packed = self.check(value, topic, partition, offset)
         except REJECTED as exc:
             return self.dead_letter(exc, value, topic, partition, offset, key)
+        headers = [(PACKED_HEADER, packed)] if packed is not None else None
+        return LINK_INPUT_TOPIC, record_key.encode(), value, headers  # type: ignore[return-value]
 
-    def check(self, value: bytes | None, topic: str, partition: int, offset: int) -> str:
-        """The record key (``agency:source_record_id``) of a PersonEvent fit to link; raises one of
-        ``REJECTED`` otherwise. An UPSERT is standardised here, so a record the linker could not
-        link never reaches it; the linker standardises it again, as the link input carries the
-        event as the agency sent it (a replay must not depend on this process's code)."""
+    def check(self, value: bytes | None, topic: str, partition: int, offset: int) -> tuple[str, bytes | None]:
+        """The record key (``agency:source_record_id``) of a PersonEvent fit to link, with an
+        UPSERT's standardised record and blocking keys packed; raises one of ``REJECTED``
+        otherwise. The event itself goes on unchanged: the linker uses the packed record only if
+        this very code made it (``linkage.packed``), and standardises the event otherwise."""
         _, record = self.serde.decode(value, expect="PersonEvent", topic=topic, partition=partition, offset=offset)
         if person_events_topic(record["agency"]) != topic:
             raise SchemaValidationError("PersonEvent", [f"agency {record['agency']!r} published on {topic}"])
@@ -49,8 +57,9 @@ class Normaliser:
         if record["op"] == "UPSERT":
             if record["person"] is None:
                 raise SchemaValidationError("PersonEvent", ["person is required for UPSERT"])
-            standardise_person(key, record["person"])
-        return key
+            standardised = standardise_person(key, record["person"])
+            return key, pack(standardised, blocking_keys(standardised))
+        return key, None
 
     def dead_letter(self, error: Exception, value: bytes | None, topic: str, partition: int, offset: int,
                     key: bytes | None) -> Output:
@@ -59,4 +68,13 @@ class Normaliser:
                              offset=offset, key=key)
         metrics.DEAD_LETTERS.labels("normalise", type(error).__name__).inc()
         log.warning("dead letter from normalise at %s: %s", origin, error)
-        return DEAD_LETTER_TOPIC, origin.encode(), self.serde.encode("DeadLetter", letter)
+        return DEAD_LETTER_TOPIC, origin.encode(), self.serde.encode("DeadLetter", letter), None
+
+
+def packed_record(headers: list[tuple[str, bytes]] | None) -> bytes | None:
+    """The packed record among a link-input message's headers (``Message.headers()``), if any."""
+    if headers:
+        for name, value in headers:
+            if name == PACKED_HEADER:
+                return value
+    return None

@@ -28,8 +28,12 @@ class BatchSink:
         if err is not None:
             self.errors.append(str(err))
 
-    def send(self, topic: str, key: bytes, value: bytes | None) -> None:
-        produce(self.producer, topic, key, value, self._delivered)
+    def send(self, topic: str, key: bytes, value: bytes | None,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
+        if headers:
+            produce(self.producer, topic, key, value, self._delivered, headers=headers)
+        else:
+            produce(self.producer, topic, key, value, self._delivered)
         self._sent[topic] = self._sent.get(topic, 0) + 1
 
     def count(self) -> None:

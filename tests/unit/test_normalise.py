@@ -5,30 +5,40 @@ from datetime import UTC, datetime
 import pytest
 
 from infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
+from linkage.blocking import blocking_keys
+from linkage.packed import unpack
+from linkage.record import standardise_person
 from schemas import default_serde
-from streams.normalise import Normaliser
+from streams.normalise import Normaliser, packed_record
 from tests.linkage_fixtures import person
 from tests.unit.test_linker_core import event
 
 HEALTH = person_events_topic("health")
 
 
-def _letter(out: tuple[str, bytes, bytes]) -> dict:
-    topic, key, value = out
-    assert topic == DEAD_LETTER_TOPIC
+def _letter(out: tuple) -> dict:
+    topic, key, value, headers = out
+    assert topic == DEAD_LETTER_TOPIC and headers is None
     letter = default_serde().decode(value, expect="DeadLetter")[1]
     assert key == letter["origin"].encode()
     return letter
 
 
-def test_a_linkable_upsert_goes_to_the_link_input_unchanged_keyed_by_its_record() -> None:
-    value = event("health", "H1", 3, person("Ann", "Lee", "1990-04-03"))
-    assert Normaliser().route(value, HEALTH, 2, 41, b"whatever") == (LINK_INPUT_TOPIC, b"health:H1", value)
+def test_a_linkable_upsert_goes_to_the_link_input_unchanged_with_its_standardised_record() -> None:
+    p = person("Ann", "Lee", "1990-04-03", nhs="9434765919")
+    value = event("health", "H1", 3, p)
+    topic, key, forwarded, headers = Normaliser().route(value, HEALTH, 2, 41, b"whatever")
+    assert (topic, key, forwarded) == (LINK_INPUT_TOPIC, b"health:H1", value)
+    unpacked = unpack(packed_record(headers), "health:H1")
+    assert unpacked is not None
+    record, keys = unpacked
+    expected = standardise_person("health:H1", p)
+    assert record.as_dict() == expected.as_dict() and keys == blocking_keys(expected)
 
 
 def test_a_delete_needs_no_person() -> None:
     value = event("health", "H1", 4, None, op="DELETE")
-    assert Normaliser().route(value, HEALTH, 0, 7, None) == (LINK_INPUT_TOPIC, b"health:H1", value)
+    assert Normaliser().route(value, HEALTH, 0, 7, None) == (LINK_INPUT_TOPIC, b"health:H1", value, None)
 
 
 @pytest.mark.parametrize(("value", "topic", "error_type", "says"), [

@@ -1,0 +1,78 @@
+"""A standardised record and its blocking keys as bytes, so they are worked out once, not twice.
+
+The normaliser standardises every record to check that it can be linked, and the linker, the one
+single-threaded writer of the index, used to do it all again: standardising and making the
+blocking keys was 28 µs of the linker's ~170 µs per event. The normaliser (which has CPU to
+spare, in processes of its own) now sends both along with the event, and the linker unpacks them
+in a few microseconds.
+
+Unpacking never changes a result: the bytes carry a fingerprint of the code that made them (the
+standardisation, nickname and blocking modules and the phonetic library's version), and a record
+packed by different code, or damaged, unpacks to None, so the caller standardises the event as
+it always did. ``marshal`` is used because every value is a str, bool, tuple, frozenset or dict
+of str: it is the fastest exact round trip for those, and it refuses anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from linkage.record import LinkRecord, share_values
+from linkage.standardise import StdDate, StdPostcode
+
+_HERE = Path(__file__).parent
+_SOURCES = ("standardise.py", "nicknames.py", "record.py", "blocking.py", "packed.py")
+
+
+def _fingerprint() -> bytes:
+    digest = hashlib.sha256(f"jellyfish {version('jellyfish')}".encode())
+    for name in _SOURCES:
+        digest.update((_HERE / name).read_bytes())
+    return digest.digest()[:8]
+
+
+FINGERPRINT = _fingerprint()
+_SLOTS = tuple(s for s in LinkRecord.__slots__ if s not in ("dob", "postcode"))
+_CACHE_LIMIT = 100_000
+_dates: dict[tuple[str, bool], StdDate] = {}
+_postcodes: dict[tuple[Any, ...], StdPostcode] = {}
+
+
+def pack(record: LinkRecord, keys: list[str]) -> bytes:
+    dob = (record.dob.digits, record.dob.valid) if record.dob is not None else None
+    pc = record.postcode
+    postcode = (pc.code, pc.sector, pc.district, pc.area) if pc is not None else None
+    return FINGERPRINT + marshal.dumps((tuple(getattr(record, s) for s in _SLOTS), dob, postcode, keys))
+
+
+def unpack(data: bytes | None, key: str) -> tuple[LinkRecord, list[str]] | None:
+    """(record, blocking keys) from ``pack``'s bytes for the record ``key``; None unless they were
+    packed by this very code for that record."""
+    if not data or data[:8] != FINGERPRINT:
+        return None
+    try:
+        values, dob, postcode, keys = marshal.loads(data[8:])
+        r = LinkRecord()
+        for name, value in zip(_SLOTS, values, strict=True):
+            setattr(r, name, value)
+        r.dob = _shared(_dates, dob, StdDate) if dob is not None else None
+        r.postcode = _shared(_postcodes, postcode, StdPostcode) if postcode is not None else None
+    except (ValueError, EOFError, TypeError):
+        return None
+    if r.key != key or type(keys) is not list:
+        return None
+    return share_values(r), keys
+
+
+def _shared(cache: dict[Any, Any], fields: Any, kind: Any) -> Any:
+    """One object per distinct date or postcode (built once: StdDate slices its digits on creation)."""
+    found = cache.get(fields)
+    if found is None:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        found = cache[fields] = kind(*fields)
+    return found

@@ -1,0 +1,76 @@
+"""Packed standardised records: an exact round trip, and refused unless this code packed them."""
+
+import marshal
+
+import pytest
+
+from linkage import packed
+from linkage.blocking import blocking_keys
+from linkage.packed import FINGERPRINT, pack, unpack
+from linkage.record import standardise_person
+from streams.linker_core import LinkerCore
+from tests.linkage_fixtures import person, synthetic_data, trained_model
+from tests.unit.test_case_codec import _case_events
+
+
+def _people() -> list[tuple[str, dict]]:
+    _, _, people = synthetic_data()
+    extra = {"health:X1": person("Mary-Jane", "Smith Jones", "1984-02-30", nhs="9434765919", phones=["07700 900123"],
+                                 emails=["MJ@Example.org"], other_names=["Brown"], sex="F")}
+    return [*list(people.items())[:300], *extra.items()]
+
+
+def test_a_packed_record_unpacks_to_what_standardising_makes() -> None:
+    for key, p in _people():
+        record = standardise_person(key, p)
+        got = unpack(pack(record, blocking_keys(record)), key)
+        assert got is not None
+        assert {s: getattr(got[0], s) for s in record.__slots__} == {s: getattr(record, s) for s in record.__slots__}
+        assert got[1] == blocking_keys(record)
+
+
+def test_records_packed_by_other_code_or_damaged_or_for_another_record_are_refused() -> None:
+    key, p = _people()[-1]
+    record = standardise_person(key, p)
+    data = pack(record, blocking_keys(record))
+    assert unpack(data, "health:OTHER") is None
+    assert unpack(b"\x00" * 8 + data[8:], key) is None  # another version of the code
+    assert unpack(data[:8] + data[8:40], key) is None  # cut short
+    assert unpack(data[:8] + marshal.dumps(("not", "a", "record")), key) is None
+    assert unpack(data[:8] + marshal.dumps(((1,), None, None, [])), key) is None  # too few fields
+    assert unpack(None, key) is None and unpack(b"", key) is None
+    assert data.startswith(FINGERPRINT)
+
+
+def test_the_fingerprint_follows_the_code(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    here = packed._HERE
+    for name in packed._SOURCES:
+        (tmp_path / name).write_bytes((here / name).read_bytes())
+    monkeypatch.setattr(packed, "_HERE", tmp_path)
+    assert packed._fingerprint() == FINGERPRINT
+    (tmp_path / "blocking.py").write_bytes((here / "blocking.py").read_bytes() + b"\n# changed\n")
+    assert packed._fingerprint() != FINGERPRINT
+
+
+def test_the_linker_decides_the_same_with_or_without_the_packed_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    from linkage import index
+    from schemas import default_serde
+
+    standardised = []
+    monkeypatch.setattr(index, "standardise_person", lambda *a: standardised.append(a[0]) or standardise_person(*a))
+    serde = default_serde()
+    plain, fed = LinkerCore(trained_model()), LinkerCore(trained_model())
+    used = 0
+    for value in _case_events():
+        event = serde.decode(value)[1]
+        key = f"{event['agency']}:{event['source_record_id']}"
+        data = None
+        if event["op"] == "UPSERT":
+            record = standardise_person(key, event["person"])
+            data = pack(record, blocking_keys(record))
+            used += 1
+        standardised.clear()
+        from_packed = fed.apply(value, packed=data)
+        assert standardised == []  # the packed record was used, not the event standardised again
+        assert from_packed == plain.apply(value)
+    assert used > 500
