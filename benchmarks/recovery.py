@@ -2,7 +2,7 @@
 
     python benchmarks/recovery.py [--records 1000000]
 
-1. N synthetic PersonEvents are put on ``caselink.link-input`` (as the normaliser forwards them)
+1. N synthetic PersonEvents are put on ``caselink.link-input`` (as the normaliser forwards them: with their packed standardised records)
    and the linker group's committed offset is set to the end, as if a worker had linked them all
    and died;
 2. cold restart: a worker starts; time until it has rebuilt the index by replay and is live
@@ -25,9 +25,10 @@ from confluent_kafka import Producer, TopicPartition
 
 from caselink.demo import start_worker
 from caselink.kafka import admin_client, set_group_offsets
-from infra.topics import LINK_INPUT_TOPIC
+from infra.topics import LINK_INPUT_TOPIC, person_events_topic
 from linkage.synthetic import records_for_size
 from schemas import default_serde
+from streams.normalise import Normaliser
 
 
 def health(worker) -> dict:  # type: ignore[no-untyped-def]
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     args = parser.parse_args()
     serde = default_serde()
+    normaliser = Normaliser()
     results: dict = {"records": args.records}
     with local_broker() as (settings, directory):
         print(f"generating and publishing {args.records:,} events to {LINK_INPUT_TOPIC} ...", flush=True)
@@ -58,14 +60,17 @@ def main() -> None:
                              "enable.idempotence": True, "compression.type": "lz4"})
         now = datetime.now(UTC)
         for i, item in enumerate(records_for_size(args.records, seed=9)):
-            key = f"{item['agency']}:{item['source_record_id']}"
             value = serde.encode("PersonEvent", {
                 "event_id": f"rec-{i}", "agency": item["agency"], "source_record_id": item["source_record_id"],
                 "source_version": 1, "op": "UPSERT", "occurred_at": now, "emitted_at": now,
                 "person": item["person"], "cases": [], "source": {}})
+            # As the normaliser forwards it: the event unchanged, its packed standardised record in a header.
+            topic, key, value, headers = normaliser.route(value, person_events_topic(item["agency"]), 0, i, None)
+            if topic != LINK_INPUT_TOPIC:
+                raise RuntimeError(f"synthetic record {i} was rejected by the normaliser")
             while True:
                 try:
-                    producer.produce(LINK_INPUT_TOPIC, value, key=key.encode())
+                    producer.produce(LINK_INPUT_TOPIC, value, key=key, headers=headers)
                     break
                 except BufferError:
                     producer.poll(0.05)

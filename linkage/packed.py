@@ -65,6 +65,7 @@ def unpack(data: bytes | None, key: str) -> tuple[LinkRecord, list[str]] | None:
         return None
     if r.key != key or type(keys) is not list:
         return None
+    r.key = key  # the caller's string, which the index keys its maps by: one copy a record, not two
     return share_values(r), keys
 
 
