@@ -2,9 +2,9 @@
 
     python benchmarks/recovery.py [--records 1000000]
 
-1. N synthetic PersonEvents are put on ``caselink.link-input`` (as the normaliser forwards them: with their packed standardised records)
-   and the linker group's committed offset is set to the end, as if a worker had linked them all
-   and died;
+1. N synthetic PersonEvents are put on ``caselink.link-input`` as the normaliser forwards them
+   (with their packed standardised records), and the linker group's committed offset is set to
+   the end, as if a worker had linked them all and died;
 2. cold restart: a worker starts; time until it has rebuilt the index by replay and is live
    (``/health`` recovering false), and its resident memory then;
 3. hot standby: a second worker starts, follows the log to the committed offset (time measured),
