@@ -53,7 +53,7 @@ class InfraSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
-    """The Faust worker that normalises and links."""
+    """The worker that normalises and links (a Faust app with the linker and the normaliser processes)."""
 
     app_id: str = "caselink"
     web_host: str = "127.0.0.1"
@@ -61,12 +61,13 @@ class WorkerSettings(BaseModel):
     data_dir: Path = Path.home() / ".local" / "state" / "caselink" / "worker"
     model_path: Path | None = None  # None: the bundled default model
     batch_size: int = 500
-    # How long the normaliser waits to fill a batch. Under load batches fill by count first; at
-    # 1,000 events/s, 4 ms instead of 10 ms took publish -> decision p50 from 19.0 to 13.8 ms
-    # with the same throughput (benchmarks/pipeline_throughput.py).
+    # How long the Faust normaliser agent (normaliser_processes: 0) waits to fill a batch. Under
+    # load batches fill by count first; at 1,000 events/s, 4 ms instead of 10 ms took publish ->
+    # decision p50 from 19.0 to 13.8 ms (benchmarks/pipeline_throughput.py). The normaliser
+    # processes' loop does not wait: it takes whatever has been fetched once one message is there.
     batch_within_s: float = 0.004
     max_block_size: int = 200
-    # Normaliser agents in processes of their own (0: inside the worker process); see streams.normalisers.
+    # Normaliser processes (confluent-kafka loops, streams.normalisers); 0: the Faust agent inside the worker.
     normaliser_processes: int = Field(default=1, ge=0)
 
 

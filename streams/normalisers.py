@@ -145,7 +145,7 @@ class NormaliserProcesses:
         self._stopping.set()
         for proc in self._procs:
             if proc is not None and proc.is_alive():
-                proc.terminate()  # Faust stops on SIGTERM: flushes, commits, leaves the group
+                proc.terminate()  # the loop stops on SIGTERM after its batch: flushes, commits, leaves the group
         deadline = time.monotonic() + timeout
         for proc in self._procs:
             if proc is not None:
