@@ -4,7 +4,8 @@ The normaliser standardises every record to check that it can be linked, and the
 single-threaded writer of the index, used to do it all again: standardising and making the
 blocking keys was 28 µs of the linker's ~170 µs per event. The normaliser (which has CPU to
 spare, in processes of its own) now sends both along with the event, and the linker unpacks them
-in a few microseconds.
+in a few microseconds. The header is read only from the link input, which only the worker
+principal may write (``infra/acls.py``), and what it unpacks to is type-checked.
 
 Unpacking never changes a result: the bytes carry a fingerprint of the code that made them (the
 standardisation, nickname and blocking modules and the phonetic library's version), and a record
@@ -56,6 +57,8 @@ def unpack(data: bytes | None, key: str) -> tuple[LinkRecord, list[str]] | None:
         return None
     try:
         values, dob, postcode, keys = marshal.loads(data[8:])
+        if not _well_typed(values, dob, postcode, keys):
+            return None
         r = LinkRecord()
         for name, value in zip(_SLOTS, values, strict=True):
             setattr(r, name, value)
@@ -63,10 +66,51 @@ def unpack(data: bytes | None, key: str) -> tuple[LinkRecord, list[str]] | None:
         r.postcode = _shared(_postcodes, postcode, StdPostcode) if postcode is not None else None
     except (ValueError, EOFError, TypeError):
         return None
-    if r.key != key or type(keys) is not list:
+    if r.key != key:
         return None
     r.key = key  # the caller's string, which the index keys its maps by: one copy a record, not two
     return share_values(r), keys
+
+
+# What each slot holds: a string (or None), a tuple of strings, a dict of strings, a frozenset of strings.
+_KINDS = {"address": "str", "emails": "set", "family": "str", "family_parts": "tuple", "family_phon": "str",
+          "given": "str", "given_canon": "str", "given_phon": "str", "ids": "dict", "invalid_ids": "dict",
+          "key": "str", "locality": "str", "middle": "str", "other_families": "tuple", "phones": "set", "sex": "str"}
+_SLOT_KINDS = tuple(_KINDS[s] for s in _SLOTS)
+_KIND_TYPES = {"tuple": tuple, "set": frozenset, "dict": dict}
+_KEY_AT = _SLOTS.index("key")
+
+
+def _strings(values: Any) -> bool:
+    try:
+        "".join(values)  # raises TypeError for anything but strings, and quicker than checking each
+    except TypeError:
+        return False
+    return True
+
+
+_STR_OR_NONE = frozenset({str, type(None)})
+
+
+def _well_typed(values: Any, dob: Any, postcode: Any, keys: Any) -> bool:
+    """Every value of the kind ``standardise_person`` makes, so a record that unpacks can be
+    compared and indexed like one standardised here (the linker stops on a TypeError)."""
+    if type(values) is not tuple or len(values) != len(_SLOTS) or type(keys) is not list or not _strings(keys):
+        return False
+    for kind, v in zip(_SLOT_KINDS, values, strict=True):
+        t = type(v)
+        if kind == "str":
+            if t not in _STR_OR_NONE:
+                return False
+        elif t is not _KIND_TYPES[kind] or not _strings(v) or (t is dict and not _strings(v.values())):
+            return False
+    if values[_KEY_AT] is None:
+        return False
+    if dob is not None and (type(dob) is not tuple or len(dob) != 2 or type(dob[0]) is not str
+                            or type(dob[1]) is not bool):
+        return False
+    return postcode is None or (type(postcode) is tuple and len(postcode) == 4 and type(postcode[0]) is str
+                                and all(type(p) in _STR_OR_NONE for p in postcode[1:]))
 
 
 def _shared(cache: dict[Any, Any], fields: Any, kind: Any) -> Any:

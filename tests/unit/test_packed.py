@@ -42,6 +42,36 @@ def test_records_packed_by_other_code_or_damaged_or_for_another_record_are_refus
     assert data.startswith(FINGERPRINT)
 
 
+def test_values_of_the_wrong_kind_are_refused() -> None:
+    key, p = _people()[-1]
+    record = standardise_person(key, p)
+    values, dob, postcode, keys = marshal.loads(pack(record, blocking_keys(record))[8:])
+    slots = list(packed._SLOTS)
+
+    def with_slot(name: str, value: object) -> tuple:
+        changed = list(values)
+        changed[slots.index(name)] = value
+        return tuple(changed)
+
+    assert unpack(FINGERPRINT + marshal.dumps((values, dob, postcode, keys)), key) is not None
+    for bad in [
+        (with_slot("given", 5), dob, postcode, keys),
+        (with_slot("key", None), dob, postcode, keys),
+        (with_slot("family_parts", ("a", 1)), dob, postcode, keys),
+        (with_slot("family_parts", ["a"]), dob, postcode, keys),
+        (with_slot("phones", frozenset({1})), dob, postcode, keys),
+        (with_slot("ids", {"nhs_number": 9434765919}), dob, postcode, keys),
+        (with_slot("ids", {1: "x"}), dob, postcode, keys),
+        (values, ("19840230",), postcode, keys),
+        (values, ("19840230", "yes"), postcode, keys),
+        (values, dob, ("LS62AB", 1, None, None), keys),
+        (values, dob, postcode, [*keys, 7]),
+        (values, dob, postcode, tuple(keys)),
+        (values[:-1], dob, postcode, keys),
+    ]:
+        assert unpack(FINGERPRINT + marshal.dumps(bad), key) is None, bad
+
+
 def test_the_fingerprint_follows_the_code(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     here = packed._HERE
     for name in packed._SOURCES:
