@@ -48,7 +48,6 @@ class NormaliserLoop:
         self.normaliser = Normaliser()
         # Offsets whose outputs are acknowledged but not yet committed.
         self._uncommitted: dict[tuple[str, int], int] = {}
-        self.batches = 0
 
     def _commit(self, consumer: Consumer, partitions: list[TopicPartition] | None, asynchronous: bool) -> None:
         """Commit how far the outputs of ``partitions`` (all when None) are acknowledged."""
@@ -122,7 +121,6 @@ class NormaliserLoop:
                 held = {(tp.topic, tp.partition) for tp in consumer.assignment()}
                 self._uncommitted.update((tp, o) for tp, o in handled.items() if tp in held)
                 self._commit(consumer, None, asynchronous=True)
-                self.batches += 1
         finally:
             try:
                 sink.flush_now(30)

@@ -1,4 +1,4 @@
-"""The normaliser agents in processes of their own, supervised by the worker.
+"""The normaliser in processes of its own, supervised by the worker.
 
 Why: in one process the normaliser and the linker thread take turns on one interpreter lock
 (measured with py-spy when the normaliser was a Faust agent there: the worker topped out near
