@@ -267,14 +267,17 @@ def _spawn(command: str, settings: Settings, folder: Path, port: int, env: dict[
 
 
 def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path | None = None,
-                 normaliser_processes: int | None = None) -> WorkerProcess:
+                 normaliser_processes: int | None = None, snapshot_interval_s: float | None = None) -> WorkerProcess:
     port = free_port()
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="caselink-worker-"))
-    processes = settings.worker.normaliser_processes if normaliser_processes is None else normaliser_processes
+    w = settings.worker
+    processes = w.normaliser_processes if normaliser_processes is None else normaliser_processes
+    snapshots = w.snapshot_interval_s if snapshot_interval_s is None else snapshot_interval_s
     return _spawn("worker", settings, data_dir, port, {
         "CASELINK_WORKER__WEB_PORT": str(port), "CASELINK_WORKER__DATA_DIR": str(data_dir),
-        "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id,
-        "CASELINK_WORKER__NORMALISER_PROCESSES": str(processes)})
+        "CASELINK_WORKER__APP_ID": app_id or w.app_id,
+        "CASELINK_WORKER__NORMALISER_PROCESSES": str(processes),
+        "CASELINK_WORKER__SNAPSHOT_INTERVAL_S": str(snapshots)})
 
 
 def start_gate(settings: Settings, app_id: str | None = None) -> WorkerProcess:

@@ -23,7 +23,7 @@ from typing import Any
 
 from linkage.blocking import BlockingIndex, blocking_keys
 from linkage.model import FieldWeight, LinkageModel
-from linkage.record import LinkRecord, UnlinkableRecordError, standardise_person
+from linkage.record import LinkRecord, UnlinkableRecordError, share_values, standardise_person
 
 
 @dataclass
@@ -84,6 +84,36 @@ class CitizenIndex:
         self._review_partners: dict[str, set[str]] = {}
         self.seq = 0
         self._used_ids: set[str] = set()
+
+    # ----------------------------------------------------------------- snapshots
+    def state(self) -> dict[str, Any]:
+        """Everything the index holds except the model and the blocking index, which is keyed by
+        this process's string hashes and so is rebuilt by ``from_state`` (picklable)."""
+        state = {name: value for name, value in self.__dict__.items() if name not in ("model", "blocking")}
+        # A key once capped stays capped as records leave it: which ones is history, kept by name.
+        state["capped_blocking_keys"] = sorted(self.blocking.capped_names.values())
+        return state
+
+    @classmethod
+    def from_state(cls, model: LinkageModel, state: dict[str, Any], max_block_size: int = 200) -> CitizenIndex:
+        """The index ``state()`` came from, its blocking index rebuilt in the records' order."""
+        index = cls(model, max_block_size=max_block_size)
+        state = dict(state)
+        capped = state.pop("capped_blocking_keys", None)
+        unknown = set(state) - set(index.__dict__)
+        missing = set(index.__dict__) - set(state) - {"model", "blocking"}
+        if unknown or missing or capped is None:
+            raise ValueError(f"index state does not fit this code: unknown {sorted(unknown)}, "
+                             f"missing {sorted(missing)}")
+        index.__dict__.update(state)
+        add = index.blocking.add
+        for key, record_state in sorted(index.records.items(), key=lambda kv: kv[1].seq):
+            share_values(record_state.record)  # values shared with records linked from now on, too
+            add(key, blocking_keys(record_state.record))
+        for name in capped:
+            index.blocking.capped.add(hash(name))
+            index.blocking.capped_names[hash(name)] = name
+        return index
 
     # ----------------------------------------------------------------- queries
     def __len__(self) -> int:

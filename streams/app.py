@@ -139,6 +139,7 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
                     "role": "linker" if linker.publish_from is not None else "standby",
                     "standby_position": linker.standby_position, "last_takeover": linker.last_takeover,
                     "capped_blocking_keys": len(core.index.blocking.capped),
+                    "snapshot": {**linker.snapshots.status(), "loaded": linker.snapshot_loaded},
                     "model_version": core.model.version}
         if linker.error is not None:
             body["error"] = str(linker.error)

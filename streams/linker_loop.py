@@ -33,10 +33,11 @@ from connectors.base import dead_letter
 from infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC
 from linkage.model import LinkageModel
 from schemas import UndecodableEventError, default_serde
-from streams import metrics
+from streams import metrics, snapshot
 from streams.linker_core import LinkerCore
 from streams.normalise import packed_record
 from streams.sink import BatchSink
+from streams.snapshot import SnapshotWriter
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class LinkerLoop(threading.Thread):
         self.started_at = time.monotonic()
         self.error: BaseException | None = None
         self._stopping = threading.Event()
+        # Snapshots of the index (streams/snapshot.py): loaded at start, written every interval.
+        self.snapshots = SnapshotWriter(settings.worker.data_dir / "linker.snapshot")
+        self.snapshot_loaded: dict[str, float] = {}
 
     def _new_core(self) -> LinkerCore:
         """An empty index, to rebuild by replaying the link input."""
@@ -191,8 +195,48 @@ class LinkerLoop(threading.Thread):
             log.exception("linker loop stopped")
             raise
 
+    def _load_snapshot(self) -> None:
+        """Start from the last snapshot, as a standby that has followed the log to its position."""
+        loaded = snapshot.read(self.snapshots.path, self.model, self.settings.worker.max_block_size)
+        if loaded is None:
+            return
+        with self.lock:
+            self.core = loaded.core
+        self.standby_position = loaded.position
+        self.snapshot_loaded = {"position": loaded.position, "seconds": round(loaded.seconds, 3),
+                                "taken_at": loaded.taken_at}
+        self.snapshots.last = {"position": loaded.position, "at": loaded.taken_at}  # the one on disk
+        log.info("linker loaded its snapshot at %d (%d records) in %.1f s", loaded.position,
+                 len(loaded.core.index.records), loaded.seconds)
+
+    def _maybe_snapshot(self, consumer: Consumer) -> None:
+        """Between batches, once an interval has passed: snapshot the index at a position whose
+        outputs are all acknowledged and committed (the linker) or below the committed offset
+        (a standby). Not while replaying."""
+        interval = self.settings.worker.snapshot_interval_s
+        if interval <= 0 or self.snapshots.busy or time.monotonic() - self.snapshots.started < interval:
+            return
+        if self.publish_from is not None:
+            if self.recovering:
+                return
+            self._commit_now(consumer)
+            if self.committed_position != self.position:
+                return
+            position = self.position
+        elif self.standby_position > 0:
+            position = self.standby_position
+        else:
+            return
+        if position == self.snapshots.last.get("position"):
+            self.snapshots.started = time.monotonic()  # nothing new since the last one
+            return
+        self.snapshots.start(self.core, position)
+
     def _run(self) -> None:
         w = self.settings.worker
+        if w.snapshot_interval_s > 0:
+            self._load_snapshot()
+            self.snapshots.started = time.monotonic()  # the first snapshot one interval from now
         consumer = Consumer(client_config(self.settings, **{
             "group.id": self.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000, "fetch.wait.max.ms": 10,
@@ -214,6 +258,7 @@ class LinkerLoop(threading.Thread):
         try:
             while not self._stopping.is_set():
                 self._settle(consumer, wait=False)
+                self._maybe_snapshot(consumer)
                 if self.publish_from is None:
                     # Not the linker (yet): poll the group (to be assigned) and follow the log meanwhile.
                     batch = drain(consumer, w.batch_size, wait_s=0.0)
@@ -287,6 +332,7 @@ class LinkerLoop(threading.Thread):
             sink.producer.flush(30)
             follower.close()
             consumer.close()
+            self.snapshots.wait(60)  # a snapshot being written is finished, not left half-way
 
 
 def _acknowledged(sink: BatchSink, position: int) -> int:

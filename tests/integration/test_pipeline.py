@@ -218,6 +218,73 @@ def test_kill_minus_nine_then_restart_loses_and_duplicates_nothing(pipeline_sett
     assert len(lc) >= len(published)
 
 
+def test_a_restart_loads_the_index_snapshot_and_replays_only_what_came_after(pipeline_settings: Settings) -> None:
+    settings = pipeline_settings
+    total = _publish_synthetic(settings, 20000)
+    data_dir = Path(tempfile.mkdtemp(prefix="caselink-worker-"))
+    worker = start_worker(settings, app_id="snapshot-test", data_dir=data_dir, snapshot_interval_s=0.5)
+
+    def snapshot_written() -> int:
+        try:
+            return int(worker.health()["snapshot"]["last"].get("position", 0))
+        except OSError:
+            return 0
+
+    _wait_for(lambda: snapshot_written() > 0, 120, pause=0.02)
+    applied = _applied(worker)
+    worker.proc.send_signal(signal.SIGKILL)
+    worker.proc.wait()
+    assert (data_dir / "linker.snapshot").exists()
+    assert applied < total, "the kill must land mid-stream for this test to mean anything"
+
+    # kill -9 mid-stream: the restart loads the last complete snapshot and replays only the rest.
+    restarted = start_worker(settings, app_id="snapshot-test", data_dir=data_dir, snapshot_interval_s=0.5)
+    try:
+        _wait_for_everything(settings, restarted, total)
+        health = restarted.health()
+        loaded = health["snapshot"]["loaded"]["position"]
+        # It took over from the snapshot's position, or from further on if it followed the log as a
+        # standby until the killed worker's session expired; never from the start.
+        assert loaded > 0 and health["last_takeover"]["resumed_from"] >= loaded
+        published = latest_linked_cases(settings)
+        end = _link_input_end(settings)
+        _wait_for(lambda: restarted.health()["snapshot"]["last"].get("position") == end, 60, pause=0.1)
+    finally:
+        restarted.stop()
+    _assert_nothing_lost_or_duplicated(settings, published, total)
+
+    # A restart after everything is in a snapshot replays nothing and publishes nothing again.
+    cases_before = len(read_to_end(settings, [LINKED_CASES_TOPIC]))
+    again = start_worker(settings, app_id="snapshot-test", data_dir=data_dir)
+    try:
+        _wait_for(lambda: _live(again), 120, pause=0.1)
+        health = again.health()
+        assert health["snapshot"]["loaded"]["position"] == end
+        assert health["last_takeover"] == {"resumed_from": end, "replayed_silently": 0, "committed": end}
+        assert health["records"] == len(_replayed_state_records(settings))
+    finally:
+        again.stop()
+    assert len(read_to_end(settings, [LINKED_CASES_TOPIC])) == cases_before
+
+
+def _live(worker) -> bool:
+    try:
+        health = worker.health()
+    except OSError:
+        return False
+    return not health["recovering"] and health["role"] == "linker"
+
+
+def _replayed_state_records(settings: Settings) -> set[str]:
+    core = LinkerCore(default_model())
+    for msg in read_to_end(settings, [LINK_INPUT_TOPIC]):
+        try:
+            core.apply(msg.value())
+        except ValueError:
+            pass
+    return set(core.index.records)
+
+
 def _link_input_end(settings: Settings) -> int:
     from confluent_kafka import TopicPartition
 

@@ -1,0 +1,178 @@
+"""Snapshots of the linker's state, so that a restart replays the link input only since the last one.
+
+Why: the index is a deterministic function of the link-input log, and a worker that starts
+without a standby replayed all of it: 127 s with a million records. A snapshot is that state at
+a position of the log whose outputs are all acknowledged and committed; a worker that starts
+with one loads it (the blocking index, keyed by this process's string hashes, is rebuilt) and
+then continues exactly as a hot standby that had followed the log to that position: it replays
+silently up to the group's committed offset and publishes from there. Kafka Streams keeps its
+state stores on local disk for the same reason.
+
+Writing does not stop the linker: it forks, and the child pickles its copy-on-write view of the
+state while the parent goes on linking. Pickling touches every object's reference count, so the
+child's pages are copied as it goes: up to the index's memory again, for as long as the write
+takes. ``worker.snapshot_interval_s: 0`` turns snapshots off.
+
+A snapshot is refused, and the log replayed from the start as before, when its format, the code
+that made it (the linkage modules, the linker's, the LinkedCase schema) or the model version
+differ, or when it cannot be read; the linker also ignores one beyond the group's committed
+offset (a rewound group, ``caselink rebuild --switch``). The file is a pickle, which can run code
+when loaded: it lives in the worker's own data directory, which only the worker may write.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from linkage.index import CitizenIndex
+from linkage.model import LinkageModel
+from streams.linker_core import LinkerCore
+
+log = logging.getLogger(__name__)
+
+FORMAT = "caselink-linker-snapshot/1"
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_fingerprint(core: LinkerCore) -> str:
+    """What the snapshot's meaning depends on besides the model: the code that built the state
+    and the schema its member bytes are written in."""
+    digest = hashlib.sha256()
+    files = sorted((_ROOT / "linkage").glob("*.py")) + [
+        _ROOT / "streams" / name for name in ("linker_core.py", "case_codec.py", "snapshot.py")]
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update(core.serde.schema("LinkedCase").fingerprint)
+    return digest.hexdigest()[:16]
+
+
+def core_state(core: LinkerCore) -> dict[str, Any]:
+    return {"index": core.index.state(), "members": core.members, "citizen_versions": core.citizen_versions,
+            "applied": core.applied}
+
+
+def restore_core(model: LinkageModel, state: dict[str, Any], max_block_size: int = 200) -> LinkerCore:
+    core = LinkerCore(model, max_block_size=max_block_size)
+    core.index = CitizenIndex.from_state(model, state["index"], max_block_size=max_block_size)
+    core.members = state["members"]
+    core.citizen_versions = state["citizen_versions"]
+    core.applied = state["applied"]
+    return core
+
+
+@dataclass
+class Loaded:
+    core: LinkerCore
+    position: int  # the link-input offset the state has applied everything before
+    taken_at: float
+    seconds: float  # how long loading took
+
+
+def write(path: Path, core: LinkerCore, position: int) -> int:
+    """Write the snapshot atomically (a temporary file, synced, then renamed); returns its size."""
+    header = {"format": FORMAT, "fingerprint": code_fingerprint(core), "model_version": core.model.version,
+              "position": position, "taken_at": time.time()}
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        pickle.dump(header, f, protocol=5)
+        pickle.dump(core_state(core), f, protocol=5)
+        f.flush()
+        os.fsync(f.fileno())
+        size = f.tell()
+    os.replace(tmp, path)
+    return size
+
+
+def read(path: Path, model: LinkageModel, max_block_size: int = 200) -> Loaded | None:
+    """The snapshot at ``path`` as a core, or None (logged) when there is none fit to use."""
+    if not path.exists():
+        return None
+    started = time.monotonic()
+    probe = LinkerCore(model, max_block_size=max_block_size)
+    try:
+        with path.open("rb") as f:
+            header = pickle.load(f)
+            wanted = {"format": FORMAT, "fingerprint": code_fingerprint(probe), "model_version": model.version}
+            differs = {k: (header.get(k), v) for k, v in wanted.items() if header.get(k) != v}
+            if differs:
+                log.warning("linker snapshot %s not used (made by other code or model: %s); replaying the log",
+                            path, differs)
+                return None
+            gc_was = gc.isenabled()
+            gc.disable()  # millions of long-lived objects at once: collecting while loading is pure cost
+            try:
+                state = pickle.load(f)
+                core = restore_core(model, state, max_block_size)
+            finally:
+                if gc_was:
+                    gc.enable()
+    except Exception as exc:  # noqa: BLE001 - any failure to read means: replay instead
+        log.warning("linker snapshot %s could not be read (%s: %s); replaying the log", path,
+                    type(exc).__name__, exc)
+        return None
+    return Loaded(core, int(header["position"]), float(header["taken_at"]), time.monotonic() - started)
+
+
+class SnapshotWriter:
+    """Writes snapshots in a forked child, one at a time, and keeps what ``/health`` reports."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.child: int | None = None
+        self.child_position = 0
+        self.started = 0.0
+        self.last: dict[str, Any] = {}
+        self.failures = 0
+
+    @property
+    def busy(self) -> bool:
+        self.poll()
+        return self.child is not None
+
+    def start(self, core: LinkerCore, position: int) -> None:
+        """Fork a child that writes ``core`` at ``position``. Call it between batches, from the
+        thread that owns ``core``: the child sees the state exactly as it is at the fork."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        pid = os.fork()
+        if pid == 0:  # the child: only this thread exists; touch nothing but the state and the file
+            code = 1
+            try:
+                gc.disable()
+                write(self.path, core, position)
+                code = 0
+            finally:
+                os._exit(code)
+        self.child, self.child_position, self.started = pid, position, time.monotonic()
+
+    def poll(self) -> None:
+        if self.child is None:
+            return
+        pid, status = os.waitpid(self.child, os.WNOHANG)
+        if pid == 0:
+            return
+        self.child = None
+        seconds = time.monotonic() - self.started
+        if os.waitstatus_to_exitcode(status) == 0:
+            self.last = {"position": self.child_position, "seconds": round(seconds, 3), "at": time.time(),
+                         "bytes": self.path.stat().st_size if self.path.exists() else 0}
+            log.info("linker snapshot at %d written in %.1f s", self.child_position, seconds)
+        else:
+            self.failures += 1
+            log.error("linker snapshot at %d failed (exit status %s); the previous one is kept",
+                      self.child_position, status)
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def status(self) -> dict[str, Any]:
+        return {"last": self.last, "writing": self.child is not None, "failures": self.failures}
