@@ -7,9 +7,11 @@
    the end, as if a worker had linked them all and died;
 2. cold restart: a worker starts; time until it has rebuilt the index by replay and is live
    (``/health`` recovering false), and its resident memory then;
-3. hot standby: a second worker starts, follows the log to the committed offset (time measured),
+3. the live worker writes a snapshot of its index (time and size);
+4. hot standby: a second worker starts, follows the log to the committed offset (time measured),
    the first is killed with SIGKILL; time from the kill until the standby is the linker and live,
-   and how much of the log it had to replay.
+   and how much of the log it had to replay;
+5. restart from the snapshot: a worker starts on the first one's data directory; time until live.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def main() -> None:
         set_group_offsets(admin, f"{app}-linker", [TopicPartition(LINK_INPUT_TOPIC, 0, args.records)])
 
         print("cold restart of a worker ...", flush=True)
-        first = start_worker(settings, app_id=app, data_dir=directory / "w1")
+        first = start_worker(settings, app_id=app, data_dir=directory / "w1", snapshot_interval_s=1)
         started = time.perf_counter()
         wait(lambda: health(first).get("role") == "linker" and health(first).get("recovering") is False)
         cold = time.perf_counter() - started
@@ -92,6 +94,13 @@ def main() -> None:
                                    "rss_gb": round(rss / 1e9, 2)}
         print(f"cold restart: live after {cold:.1f}s ({args.records / cold:,.0f} records/s of replay), "
               f"{h['records']:,} records / {h['citizens']:,} citizens, RSS {rss / 1e9:.2f} GB", flush=True)
+
+        # Once live it writes a snapshot of the whole index (in a forked child, while it goes on).
+        wait(lambda: health(first).get("snapshot", {}).get("last", {}).get("position") == args.records)
+        written = health(first)["snapshot"]["last"]
+        results["snapshot_write"] = {"seconds": written["seconds"], "bytes": written["bytes"]}
+        print(f"snapshot of the index written in {written['seconds']:.1f}s ({written['bytes'] / 1e9:.2f} GB)",
+              flush=True)
 
         print("starting a hot standby ...", flush=True)
         second = start_worker(settings, app_id=app, data_dir=directory / "w2")
@@ -109,6 +118,23 @@ def main() -> None:
         print(f"takeover after kill -9: live in {takeover:.1f}s (session timeout 10 s included), replayed "
               f"{h['last_takeover'].get('replayed_silently')} messages", flush=True)
         second.stop()
+
+        print("restart of a worker from its snapshot ...", flush=True)
+        third = start_worker(settings, app_id=app, data_dir=directory / "w1")
+        started = time.perf_counter()
+        wait(lambda: health(third).get("role") == "linker" and health(third).get("recovering") is False)
+        from_snapshot = time.perf_counter() - started
+        h = health(third)
+        rss = psutil.Process(third.proc.pid).memory_info().rss
+        results["restart_from_snapshot"] = {
+            "seconds": round(from_snapshot, 1), "load_seconds": h["snapshot"]["loaded"]["seconds"],
+            "replayed_silently": h["last_takeover"].get("replayed_silently"), "index_records": h["records"],
+            "rss_gb": round(rss / 1e9, 2)}
+        loading = h["snapshot"]["loaded"]["seconds"]
+        print(f"restart from the snapshot: live after {from_snapshot:.1f}s (loading {loading:.1f}s), "
+              f"{h['records']:,} records, replayed {h['last_takeover'].get('replayed_silently')} messages, "
+              f"RSS {rss / 1e9:.2f} GB", flush=True)
+        third.stop()
     print(f"saved {save(f'recovery_{args.records}', results)}")
 
 
