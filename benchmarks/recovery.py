@@ -98,9 +98,10 @@ def main() -> None:
         # Once live it writes a snapshot of the whole index (in a forked child, while it goes on).
         wait(lambda: health(first).get("snapshot", {}).get("last", {}).get("position") == args.records)
         written = health(first)["snapshot"]["last"]
-        results["snapshot_write"] = {"seconds": written["seconds"], "bytes": written["bytes"]}
-        print(f"snapshot of the index written in {written['seconds']:.1f}s ({written['bytes'] / 1e9:.2f} GB)",
-              flush=True)
+        results["snapshot_write"] = {"seconds": written["seconds"], "bytes": written["bytes"],
+                                     "fork_ms": written["fork_ms"]}
+        print(f"snapshot of the index written in {written['seconds']:.1f}s ({written['bytes'] / 1e9:.2f} GB); "
+              f"the linker paused {written['fork_ms']:.0f} ms to fork", flush=True)
 
         print("starting a hot standby ...", flush=True)
         second = start_worker(settings, app_id=app, data_dir=directory / "w2")

@@ -68,8 +68,9 @@ class WorkerSettings(BaseModel):
     batch_within_s: float = 0.004
     max_block_size: int = 200
     # Seconds between snapshots of the linker's index in data_dir (0: none): a restart loads the
-    # last one and replays the link input only from there (streams/snapshot.py).
-    snapshot_interval_s: float = Field(default=300.0, ge=0)
+    # last one and replays the link input only from there (streams/snapshot.py). Each costs a
+    # forked child about 34 s of CPU at a million records (benchmarks/recovery.py).
+    snapshot_interval_s: float = Field(default=600.0, ge=0)
     # Normaliser processes (confluent-kafka loops, streams.normalisers); 0: the Faust agent inside the worker.
     normaliser_processes: int = Field(default=1, ge=0)
 

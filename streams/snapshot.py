@@ -131,6 +131,7 @@ class SnapshotWriter:
         self.started = 0.0
         self.last: dict[str, Any] = {}
         self.failures = 0
+        self.fork_ms = 0.0
 
     @property
     def busy(self) -> bool:
@@ -141,6 +142,7 @@ class SnapshotWriter:
         """Fork a child that writes ``core`` at ``position``. Call it between batches, from the
         thread that owns ``core``: the child sees the state exactly as it is at the fork."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        forking = time.monotonic()
         pid = os.fork()
         if pid == 0:  # the child: only this thread exists; touch nothing but the state and the file
             code = 1
@@ -151,6 +153,7 @@ class SnapshotWriter:
             finally:
                 os._exit(code)
         self.child, self.child_position, self.started = pid, position, time.monotonic()
+        self.fork_ms = round((self.started - forking) * 1000, 1)  # the linker's pause: copying page tables
 
     def poll(self) -> None:
         if self.child is None:
@@ -162,7 +165,7 @@ class SnapshotWriter:
         seconds = time.monotonic() - self.started
         if os.waitstatus_to_exitcode(status) == 0:
             self.last = {"position": self.child_position, "seconds": round(seconds, 3), "at": time.time(),
-                         "bytes": self.path.stat().st_size if self.path.exists() else 0}
+                         "bytes": self.path.stat().st_size if self.path.exists() else 0, "fork_ms": self.fork_ms}
             log.info("linker snapshot at %d written in %.1f s", self.child_position, seconds)
         else:
             self.failures += 1
