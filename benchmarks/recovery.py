@@ -95,13 +95,27 @@ def main() -> None:
         print(f"cold restart: live after {cold:.1f}s ({args.records / cold:,.0f} records/s of replay), "
               f"{h['records']:,} records / {h['citizens']:,} citizens, RSS {rss / 1e9:.2f} GB", flush=True)
 
-        # Once live it writes a snapshot of the whole index (in a forked child, while it goes on).
-        wait(lambda: health(first).get("snapshot", {}).get("last", {}).get("position") == args.records)
+        # Once live it writes a snapshot of the whole index (in a forked child, while it goes on). The
+        # child's own memory (pages copied from the worker's as pickling touches them) is sampled.
+        worker_proc = psutil.Process(first.proc.pid)
+        copied = [0]
+
+        def snapshot_done() -> bool:
+            for child in worker_proc.children():
+                try:
+                    if child.cmdline() == worker_proc.cmdline():  # a fork: the same command line
+                        copied[0] = max(copied[0], child.memory_full_info().uss)
+                except psutil.Error:
+                    pass
+            return health(first).get("snapshot", {}).get("last", {}).get("position") == args.records
+
+        wait(snapshot_done)
         written = health(first)["snapshot"]["last"]
         results["snapshot_write"] = {"seconds": written["seconds"], "bytes": written["bytes"],
-                                     "fork_ms": written["fork_ms"]}
+                                     "fork_ms": written["fork_ms"], "child_private_gb": round(copied[0] / 1e9, 2)}
         print(f"snapshot of the index written in {written['seconds']:.1f}s ({written['bytes'] / 1e9:.2f} GB); "
-              f"the linker paused {written['fork_ms']:.0f} ms to fork", flush=True)
+              f"the linker paused {written['fork_ms']:.0f} ms to fork; the child's private memory reached "
+              f"{copied[0] / 1e9:.2f} GB (sampled)", flush=True)
 
         print("starting a hot standby ...", flush=True)
         second = start_worker(settings, app_id=app, data_dir=directory / "w2")
