@@ -81,13 +81,16 @@ def write(path: Path, core: LinkerCore, position: int) -> int:
     header = {"format": FORMAT, "fingerprint": code_fingerprint(core), "model_version": core.model.version,
               "position": position, "taken_at": time.time()}
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        pickle.dump(header, f, protocol=5)
-        pickle.dump(core_state(core), f, protocol=5)
-        f.flush()
-        os.fsync(f.fileno())
-        size = f.tell()
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as f:
+            pickle.dump(header, f, protocol=5)
+            pickle.dump(core_state(core), f, protocol=5)
+            f.flush()
+            os.fsync(f.fileno())
+            size = f.tell()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a write that failed (disk full, interrupted) leaves nothing behind
     return size
 
 
@@ -142,6 +145,11 @@ class SnapshotWriter:
         """Fork a child that writes ``core`` at ``position``. Call it between batches, from the
         thread that owns ``core``: the child sees the state exactly as it is at the fork."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f"{self.path.name}.*.tmp"):  # from a writer killed part way
+            stale.unlink(missing_ok=True)
+        # Only this thread exists in the child, so it must not need a lock another thread may hold:
+        # it touches nothing but the state and its file, and leaves with os._exit (no clean-up, no
+        # Kafka client). Python 3.12 warns about forking a threaded process for that reason.
         forking = time.monotonic()
         pid = os.fork()
         if pid == 0:  # the child: only this thread exists; touch nothing but the state and the file

@@ -1,6 +1,7 @@
 """Linker snapshots: a restored core carries on exactly as the one it was taken from."""
 
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -74,6 +75,11 @@ def test_a_snapshot_of_other_code_another_model_or_damaged_is_not_used(tmp_path:
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "linker.snapshot"
     assert snapshot.read(path, trained_model()) is None  # none yet
+    unpicklable = LinkerCore(trained_model())
+    unpicklable.members = {"x": lambda: None}  # type: ignore[dict-item]
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        snapshot.write(path, unpicklable, 1)
+    assert list(tmp_path.iterdir()) == []  # a failed write leaves nothing behind
     core = LinkerCore(trained_model())
     for value in _case_events()[:50]:
         core.apply(value)
@@ -104,6 +110,8 @@ def test_the_writer_forks_a_child_that_writes_it_while_the_parent_goes_on(tmp_pa
     for value in events[:100]:
         core.apply(value)
     writer = SnapshotWriter(tmp_path / "state" / "linker.snapshot")
+    writer.path.parent.mkdir()
+    (writer.path.parent / "linker.snapshot.12345.tmp").write_bytes(b"half a snapshot")  # a killed writer's
     writer.start(core, 100)
     for value in events[100:200]:  # the parent changes its index; the child writes the state at the fork
         core.apply(value)
