@@ -34,6 +34,8 @@ from typing import Any
 
 from linkage.index import CitizenIndex
 from linkage.model import LinkageModel
+from schemas import default_serde
+from schemas.serde import AvroSerde
 from streams.linker_core import LinkerCore
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ FORMAT = "caselink-linker-snapshot/1"
 _ROOT = Path(__file__).resolve().parent.parent
 
 
-def code_fingerprint(core: LinkerCore) -> str:
+def code_fingerprint(serde: AvroSerde) -> str:
     """What the snapshot's meaning depends on besides the model: the code that built the state
     and the schema its member bytes are written in."""
     digest = hashlib.sha256()
@@ -50,7 +52,7 @@ def code_fingerprint(core: LinkerCore) -> str:
         _ROOT / "streams" / name for name in ("linker_core.py", "case_codec.py", "snapshot.py")]
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    digest.update(core.serde.schema("LinkedCase").fingerprint)
+    digest.update(serde.schema("LinkedCase").fingerprint)
     return digest.hexdigest()[:16]
 
 
@@ -78,7 +80,7 @@ class Loaded:
 
 def write(path: Path, core: LinkerCore, position: int) -> int:
     """Write the snapshot atomically (a temporary file, synced, then renamed); returns its size."""
-    header = {"format": FORMAT, "fingerprint": code_fingerprint(core), "model_version": core.model.version,
+    header = {"format": FORMAT, "fingerprint": code_fingerprint(core.serde), "model_version": core.model.version,
               "position": position, "taken_at": time.time()}
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
@@ -99,11 +101,11 @@ def read(path: Path, model: LinkageModel, max_block_size: int = 200) -> Loaded |
     if not path.exists():
         return None
     started = time.monotonic()
-    probe = LinkerCore(model, max_block_size=max_block_size)
     try:
         with path.open("rb") as f:
             header = pickle.load(f)
-            wanted = {"format": FORMAT, "fingerprint": code_fingerprint(probe), "model_version": model.version}
+            wanted = {"format": FORMAT, "fingerprint": code_fingerprint(default_serde()),
+                      "model_version": model.version}
             differs = {k: (header.get(k), v) for k, v in wanted.items() if header.get(k) != v}
             if differs:
                 log.warning("linker snapshot %s not used (made by other code or model: %s); replaying the log",

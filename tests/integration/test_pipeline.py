@@ -41,14 +41,20 @@ from streams.linker_core import LinkerCore
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _replayed_state(settings: Settings) -> dict[str, dict]:
-    """What an uninterrupted linker makes of the whole link-input log: LinkedCase per live citizen."""
+def _replayed_core(settings: Settings) -> LinkerCore:
+    """An uninterrupted linker that has applied the whole link-input log."""
     core = LinkerCore(default_model())
     for msg in read_to_end(settings, [LINK_INPUT_TOPIC]):
         try:
             core.apply(msg.value())
         except ValueError:
             pass
+    return core
+
+
+def _replayed_state(settings: Settings) -> dict[str, dict]:
+    """What an uninterrupted linker makes of the whole link-input log: LinkedCase per live citizen."""
+    core = _replayed_core(settings)
     return {cid: core.linked_case(cid) for cid in core.index.citizens}
 
 
@@ -261,7 +267,7 @@ def test_a_restart_loads_the_index_snapshot_and_replays_only_what_came_after(pip
         health = again.health()
         assert health["snapshot"]["loaded"]["position"] == end
         assert health["last_takeover"] == {"resumed_from": end, "replayed_silently": 0, "committed": end}
-        assert health["records"] == len(_replayed_state_records(settings))
+        assert health["records"] == len(_replayed_core(settings).index.records)
     finally:
         again.stop()
     assert len(read_to_end(settings, [LINKED_CASES_TOPIC])) == cases_before
@@ -273,16 +279,6 @@ def _live(worker) -> bool:
     except OSError:
         return False
     return not health["recovering"] and health["role"] == "linker"
-
-
-def _replayed_state_records(settings: Settings) -> set[str]:
-    core = LinkerCore(default_model())
-    for msg in read_to_end(settings, [LINK_INPUT_TOPIC]):
-        try:
-            core.apply(msg.value())
-        except ValueError:
-            pass
-    return set(core.index.records)
 
 
 def _link_input_end(settings: Settings) -> int:

@@ -89,7 +89,7 @@ def test_a_snapshot_of_other_code_another_model_or_damaged_is_not_used(tmp_path:
     other_model.version = "another"
     assert snapshot.read(path, other_model) is None
     with monkeypatch.context() as m:
-        m.setattr(snapshot, "code_fingerprint", lambda core: "changed")
+        m.setattr(snapshot, "code_fingerprint", lambda serde: "changed")
         assert snapshot.read(path, trained_model()) is None
     path.write_bytes(path.read_bytes()[:-100])
     assert snapshot.read(path, trained_model()) is None
@@ -112,6 +112,7 @@ def test_the_writer_forks_a_child_that_writes_it_while_the_parent_goes_on(tmp_pa
     writer = SnapshotWriter(tmp_path / "state" / "linker.snapshot")
     writer.path.parent.mkdir()
     (writer.path.parent / "linker.snapshot.12345.tmp").write_bytes(b"half a snapshot")  # a killed writer's
+    before = time.time()
     writer.start(core, 100)
     for value in events[100:200]:  # the parent changes its index; the child writes the state at the fork
         core.apply(value)
@@ -121,4 +122,4 @@ def test_the_writer_forks_a_child_that_writes_it_while_the_parent_goes_on(tmp_pa
     loaded = snapshot.read(writer.path, trained_model())
     assert loaded is not None and loaded.core.applied == 100 and loaded.position == 100
     assert not [p for p in os.listdir(writer.path.parent) if p.endswith(".tmp")]
-    assert time.time() - writer.last["at"] < 60
+    assert writer.last["at"] >= before  # when this write ended, not an earlier one
