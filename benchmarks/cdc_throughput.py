@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import psycopg
+from caselink.connectors.mapping import parse_mapping
+from caselink.connectors.postgres import PostgresCdcConnector
+from caselink.infra.postgres import LocalPostgres
 from common import local_broker, save
-
-from connectors.mapping import parse_mapping
-from connectors.postgres import PostgresCdcConnector
-from infra.postgres import LocalPostgres
 
 MAPPING = {"agency": "housing", "record_id": "tenant_id",
            "fields": {"given_names": "forename", "family_name": "surname", "date_of_birth": "dob",

@@ -80,10 +80,11 @@ def percentile(values: list[float], p: float) -> float:
 @contextmanager
 def local_broker(agencies: list[str] | None = None, prefix: str = "caselink-bench-") -> Iterator[tuple[Any, Path]]:
     """A fresh single-node Kafka with the caselink topics: (settings pointing at it, a scratch folder)."""
-    from caselink.kafka import admin_client
-    from caselink.settings import KafkaSettings, Settings
-    from infra.kafka_runtime import LocalKafka
-    from infra.topics import caselink_topics, ensure_topics
+    from caselink.infra.kafka_runtime import LocalKafka
+    from caselink.infra.topics import caselink_topics, ensure_topics
+
+    from caselink.core.kafka import admin_client
+    from caselink.core.settings import KafkaSettings, Settings
 
     directory = Path(tempfile.mkdtemp(prefix=prefix))
     kafka = LocalKafka(Settings().infra, directory / "kafka")

@@ -17,12 +17,11 @@ import argparse
 import csv
 import time
 
+from caselink.connectors.files import FileConnector
+from caselink.connectors.mapping import parse_mapping
+from caselink.linkage.synthetic import records_for_size
 from common import local_broker, save
 from confluent_kafka import Producer
-
-from connectors.files import FileConnector
-from connectors.mapping import parse_mapping
-from linkage.synthetic import records_for_size
 
 MAPPING = {
     "agency": "health", "record_id": "id", "version": "updated",

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 
 def linked_cases(n_citizens: int, version: int = 1) -> list[tuple[str, dict]]:
-    from linkage.synthetic import records_for_size
+    from caselink.linkage.synthetic import records_for_size
 
     groups: dict[str, list[dict]] = defaultdict(list)
     for record in records_for_size(int(n_citizens * 1.6), seed=11):
@@ -54,13 +54,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
 
-    from caselink.settings import ConsentSettings
-    from infra.topics import CONSENT_EVENTS_TOPIC, LINKED_CASES_TOPIC, purpose_topic
-    from schemas import default_serde
-    from streams.consent.events import consent_event, subject_from, withdrawal_of
-    from streams.consent.gate_core import GateCore
-    from streams.consent.gate_loop import GateLoop, pseudonymiser_from
-    from streams.consent.policy import bundled_policy_path, load_policy
+    from caselink.infra.topics import CONSENT_EVENTS_TOPIC, LINKED_CASES_TOPIC, purpose_topic
+    from caselink.schemas import default_serde
+    from caselink.streams.consent.events import consent_event, subject_from, withdrawal_of
+    from caselink.streams.consent.gate_core import GateCore
+    from caselink.streams.consent.gate_loop import GateLoop, pseudonymiser_from
+    from caselink.streams.consent.policy import bundled_policy_path, load_policy
+
+    from caselink.core.settings import ConsentSettings
 
     serde = default_serde()
     first = [(cid, serde.encode("LinkedCase", case)) for cid, case in linked_cases(args.citizens)]
@@ -165,7 +166,7 @@ def main() -> None:
 
 
 def pseudonymiser_from_settings(consent, factory):  # type: ignore[no-untyped-def]
-    from caselink.settings import Settings
+    from caselink.core.settings import Settings
 
     return factory(Settings(consent=consent))
 

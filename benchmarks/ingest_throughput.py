@@ -20,9 +20,8 @@ import time
 import urllib.request
 
 import httpx
+from caselink.infra.kafka_runtime import free_port
 from common import local_broker, percentile, save
-
-from infra.kafka_runtime import free_port
 
 
 async def load(url: str, token: str, seconds: float, concurrency: int, batch: int) -> tuple[list[float], int]:

@@ -19,14 +19,13 @@ import time
 from typing import Any
 
 import pandas as pd
+from caselink.linkage.comparisons import SEPARATE_ADDRESS_COMPARISONS
+from caselink.linkage.evaluate import cross_pairs, pairwise_scores, scores
+from caselink.linkage.index import CitizenIndex
+from caselink.linkage.record import UnlinkableRecordError, standardise_person
+from caselink.linkage.synthetic import records_for_size
+from caselink.linkage.training import train_model
 from common import febrl3, febrl4, febrl_person, save
-
-from linkage.comparisons import SEPARATE_ADDRESS_COMPARISONS
-from linkage.evaluate import cross_pairs, pairwise_scores, scores
-from linkage.index import CitizenIndex
-from linkage.record import UnlinkableRecordError, standardise_person
-from linkage.synthetic import records_for_size
-from linkage.training import train_model
 
 
 def _standardise(items: list[tuple[str, dict[str, Any]]]) -> list:

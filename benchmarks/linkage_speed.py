@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from caselink.linkage.comparisons import SEPARATE_ADDRESS_COMPARISONS
+from caselink.linkage.index import CitizenIndex
+from caselink.linkage.record import UnlinkableRecordError, share_values, standardise_person
+from caselink.linkage.runtime import tune_gc_for_large_index
+from caselink.linkage.synthetic import records_for_size
+from caselink.linkage.training import train_model
 from common import febrl4, febrl_person, percentile, save
-
-from linkage.comparisons import SEPARATE_ADDRESS_COMPARISONS
-from linkage.index import CitizenIndex
-from linkage.record import UnlinkableRecordError, share_values, standardise_person
-from linkage.runtime import tune_gc_for_large_index
-from linkage.synthetic import records_for_size
-from linkage.training import train_model
 
 
 def rss_mb() -> float:
@@ -103,7 +102,7 @@ def synthetic_growth(sizes: list[int], probe: int = 10_000, max_block_size: int 
     import pickle
     import tempfile
 
-    from linkage.model import LinkageModel
+    from caselink.linkage.model import LinkageModel
 
     biggest = max(sizes)
     path = tempfile.mktemp(prefix="caselink-speed-")

@@ -23,15 +23,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from caselink.infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, person_events_topic
+from caselink.linkage.synthetic import records_for_size
+from caselink.schemas import default_serde
 from common import local_broker, percentile, save
 from confluent_kafka import Consumer, Producer
 
+from caselink.core.kafka import admin_client, read_to_end
+from caselink.core.settings import Settings
 from caselink.demo import start_worker, wait_for_worker, wait_until_quiet
-from caselink.kafka import admin_client, read_to_end
-from caselink.settings import Settings
-from infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, person_events_topic
-from linkage.synthetic import records_for_size
-from schemas import default_serde
 
 
 def encode_events(items: list[dict], start: int = 0) -> list[tuple[str, bytes, bytes]]:

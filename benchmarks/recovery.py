@@ -22,15 +22,15 @@ import time
 from datetime import UTC, datetime
 
 import psutil
+from caselink.infra.topics import LINK_INPUT_TOPIC, person_events_topic
+from caselink.linkage.synthetic import records_for_size
+from caselink.schemas import default_serde
+from caselink.streams.normalise import Normaliser
 from common import local_broker, save
 from confluent_kafka import Producer, TopicPartition
 
+from caselink.core.kafka import admin_client, set_group_offsets
 from caselink.demo import start_worker
-from caselink.kafka import admin_client, set_group_offsets
-from infra.topics import LINK_INPUT_TOPIC, person_events_topic
-from linkage.synthetic import records_for_size
-from schemas import default_serde
-from streams.normalise import Normaliser
 
 
 def health(worker) -> dict:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from caselink.settings import Settings, get_settings
+from caselink.core.settings import Settings, get_settings
 
 BASE_COLUMNS = ["citizen_ref", "purpose", "basis", "pseudonymised", "key_id", "policy_version", "released_at",
                 "agency", "record_ref", "n_cases", "case_types"]
@@ -25,9 +25,9 @@ BASE_COLUMNS = ["citizen_ref", "purpose", "basis", "pseudonymised", "key_id", "p
 
 def current_views(purpose: str, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
     """The live GatedCase per citizen reference on ``caselink.cases.<purpose>``."""
-    from caselink.kafka import read_to_end
-    from infra.topics import purpose_topic
-    from schemas import default_serde
+    from caselink.core.kafka import read_to_end
+    from caselink.infra.topics import purpose_topic
+    from caselink.schemas import default_serde
 
     serde = default_serde()
     latest: dict[str, dict[str, Any] | None] = {}

@@ -35,7 +35,7 @@ app.add_typer(schemas_app, name="schemas")
 @schemas_app.command("check")
 def schemas_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Fail when a current schema cannot read data written by a released version."""
-    from schemas.compat import check_all
+    from caselink.schemas.compat import check_all
 
     problems = check_all()
     emit([str(p) for p in problems], as_json, "all schemas backward compatible" if not problems
@@ -47,7 +47,7 @@ def schemas_check(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 @schemas_app.command("snapshot")
 def schemas_snapshot(version: str) -> None:
     """Record the current schemas as a released version under schemas/history/."""
-    from schemas.compat import snapshot
+    from caselink.schemas.compat import snapshot
 
     written = snapshot(version)
     emit(None, False, "\n".join(str(p) for p in written) or "nothing changed since the last snapshot")
@@ -120,10 +120,10 @@ def review_decide(
     import uuid
     from datetime import UTC, datetime
 
-    from caselink.kafka import idempotent_producer
-    from caselink.settings import get_settings
-    from infra.topics import LINK_INPUT_TOPIC
-    from schemas import default_serde
+    from caselink.core.kafka import idempotent_producer
+    from caselink.core.settings import get_settings
+    from caselink.infra.topics import LINK_INPUT_TOPIC
+    from caselink.schemas import default_serde
 
     decision = {"decision_id": str(uuid.uuid4()), "left_record": left, "right_record": right, "same_person": same,
                 "decided_by": by, "reason": reason, "decided_at": datetime.now(UTC)}
@@ -146,8 +146,8 @@ def ingest_serve(
     """Serve POST /v1/{agency}/person-events and /v1/{agency}/fhir (tokens from CASELINK_INGEST__TOKENS)."""
     import uvicorn
 
-    from caselink.settings import get_settings
-    from connectors.http_ingest import create_ingest_app
+    from caselink.connectors.http_ingest import create_ingest_app
+    from caselink.core.settings import get_settings
 
     settings = get_settings()
     if not settings.ingest.tokens:
@@ -160,8 +160,8 @@ def ingest_openapi() -> None:
     """Print the ingest API's OpenAPI document."""
     import json
 
-    from caselink.settings import get_settings
-    from connectors.http_ingest import create_ingest_app
+    from caselink.connectors.http_ingest import create_ingest_app
+    from caselink.core.settings import get_settings
 
     typer.echo(json.dumps(create_ingest_app(get_settings()).openapi(), indent=2))
 

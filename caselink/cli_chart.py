@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from caselink.core.settings import get_settings
 from caselink.output import emit, fail
-from caselink.settings import get_settings
 
 chart_app = typer.Typer(help="Charts: match-weight distribution of the model, one decision's score.",
                         no_args_is_help=True)
@@ -19,8 +19,8 @@ def weight_samples(model, records: int = 6000, seed: int = 3) -> dict[str, list[
     """Match weights of true matches and of random non-matching pairs in synthetic multi-agency data."""
     from collections import defaultdict
 
-    from linkage.record import UnlinkableRecordError, standardise_person
-    from linkage.synthetic import records_for_size
+    from caselink.linkage.record import UnlinkableRecordError, standardise_person
+    from caselink.linkage.synthetic import records_for_size
 
     by_person: dict[str, list] = defaultdict(list)
     linkable = []
@@ -49,9 +49,9 @@ def chart_model(
 ) -> None:
     """The match-weight distribution of the current model on synthetic data, with its thresholds."""
     from caselink.charts import histogram_svg, page
-    from linkage.model import LinkageModel
-    from linkage.models import default_model
-    from streams.review_page import threshold_weight
+    from caselink.linkage.model import LinkageModel
+    from caselink.linkage.models import default_model
+    from caselink.streams.review_page import threshold_weight
 
     settings = get_settings()
     model = LinkageModel.load(settings.worker.model_path) if settings.worker.model_path else default_model()
@@ -71,11 +71,11 @@ def chart_decision(
 ) -> None:
     """The score waterfall of the latest link decision about a record."""
     from caselink.charts import decision_html
-    from caselink.kafka import read_to_end
-    from infra.topics import LINK_DECISIONS_TOPIC
-    from linkage.models import default_model
-    from schemas import default_serde
-    from streams.review_page import threshold_weight
+    from caselink.core.kafka import read_to_end
+    from caselink.infra.topics import LINK_DECISIONS_TOPIC
+    from caselink.linkage.models import default_model
+    from caselink.schemas import default_serde
+    from caselink.streams.review_page import threshold_weight
 
     serde = default_serde()
     latest = None

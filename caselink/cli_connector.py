@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
+from caselink.connectors.mapping import MappingError, load_mapping
+from caselink.core.settings import get_settings
 from caselink.output import emit, fail
-from caselink.settings import get_settings
-from connectors.mapping import MappingError, load_mapping
 
 connector_app = typer.Typer(help="Agency connectors: load extracts into Kafka.", no_args_is_help=True)
 
@@ -28,7 +28,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Load a CSV/JSONL extract (or watch a folder) through the agency's mapping."""
-    from connectors.files import FileConnector, resolve_source_path
+    from caselink.connectors.files import FileConnector, resolve_source_path
 
     settings = get_settings()
     if metrics_port:
@@ -42,7 +42,7 @@ def run(
         return
     kind = mapping.source.get("kind", "csv")
     if kind == "postgres":
-        from connectors.postgres import PostgresCdcConnector
+        from caselink.connectors.postgres import PostgresCdcConnector
 
         src = mapping.source
         missing = [k for k in ("dsn", "table", "slot") if not src.get(k)]
@@ -77,7 +77,7 @@ def slots(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Logical replication slots and the WAL each holds back; inactive ones were left behind."""
-    from connectors.postgres import leftover_slots
+    from caselink.connectors.postgres import leftover_slots
 
     rows = leftover_slots(dsn, prefix)
     emit(rows, as_json, "\n".join(f"{r['slot']}: {'active' if r['active'] else 'INACTIVE (left behind?)'}, "
@@ -87,7 +87,7 @@ def slots(
 @connector_app.command("status")
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every connector's last checkpoint."""
-    from connectors.base import read_checkpoints
+    from caselink.connectors.base import read_checkpoints
 
     latest = {name: cp for name, cp in read_checkpoints(get_settings()).items() if cp}
     lines = []

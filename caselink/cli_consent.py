@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from caselink.core.settings import get_settings
 from caselink.output import console, emit, fail
-from caselink.settings import get_settings
 
 policy_app = typer.Typer(help="The consent policy: which purposes may receive what.", no_args_is_help=True)
 consent_app = typer.Typer(help="Consents, objections and opt-outs.", no_args_is_help=True)
@@ -23,8 +23,8 @@ def policy_check(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Validate a policy file; errors name their line. Exit 1 when it is invalid."""
-    from streams.consent.gate_loop import policy_path
-    from streams.consent.policy import PolicyError, load_policy
+    from caselink.streams.consent.gate_loop import policy_path
+    from caselink.streams.consent.policy import PolicyError, load_policy
 
     path = path or policy_path(get_settings())
     try:
@@ -48,8 +48,8 @@ def policy_check(
 
 
 def _publish(event: dict[str, Any], topic: str) -> None:
-    from caselink.kafka import idempotent_producer
-    from schemas import default_serde
+    from caselink.core.kafka import idempotent_producer
+    from caselink.schemas import default_serde
 
     producer = idempotent_producer(get_settings())
     producer.produce(topic, default_serde().encode("ConsentEvent", event, check=True),
@@ -59,7 +59,7 @@ def _publish(event: dict[str, Any], topic: str) -> None:
 
 
 def _consent_topics() -> list[str]:
-    from infra.topics import consent_topics
+    from caselink.infra.topics import consent_topics
 
     return consent_topics(get_settings().agencies)
 
@@ -89,11 +89,11 @@ def consent_record(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Record a consent, objection or national opt-out; the gate applies it within seconds."""
-    from infra.topics import CONSENT_EVENTS_TOPIC
-    from streams.consent.events import consent_event, subject_from
-    from streams.consent.gate_loop import policy_path
-    from streams.consent.policy import PolicyError, load_policy
-    from streams.consent.register import validate_consent
+    from caselink.infra.topics import CONSENT_EVENTS_TOPIC
+    from caselink.streams.consent.events import consent_event, subject_from
+    from caselink.streams.consent.gate_loop import policy_path
+    from caselink.streams.consent.policy import PolicyError, load_policy
+    from caselink.streams.consent.register import validate_consent
 
     try:
         event = consent_event(
@@ -116,9 +116,9 @@ def consent_withdraw(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Withdraw a consent (or lift an objection or opt-out) by its id; the gate retracts what it allowed."""
-    from caselink.kafka import read_to_end
-    from schemas import UndecodableEventError, default_serde
-    from streams.consent.events import withdrawal_of
+    from caselink.core.kafka import read_to_end
+    from caselink.schemas import UndecodableEventError, default_serde
+    from caselink.streams.consent.events import withdrawal_of
 
     serde = default_serde()
     found = None
@@ -140,11 +140,11 @@ def consent_withdraw(
 
 def _offline_gate() -> Any:
     """A GateCore rebuilt from the topics, as the live gate sees them (same policy and key)."""
-    from caselink.kafka import read_to_end
-    from infra.topics import LINKED_CASES_TOPIC
-    from streams.consent.gate_core import INPUT_ERRORS, GateCore
-    from streams.consent.gate_loop import policy_path, pseudonymiser_from
-    from streams.consent.policy import PolicyError, load_policy
+    from caselink.core.kafka import read_to_end
+    from caselink.infra.topics import LINKED_CASES_TOPIC
+    from caselink.streams.consent.gate_core import INPUT_ERRORS, GateCore
+    from caselink.streams.consent.gate_loop import policy_path, pseudonymiser_from
+    from caselink.streams.consent.policy import PolicyError, load_policy
 
     settings = get_settings()
     try:
@@ -166,7 +166,7 @@ def consent_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The consents that apply to a citizen and what each purpose may see of them now."""
-    from streams.consent.evaluate import Refusal
+    from caselink.streams.consent.evaluate import Refusal
 
     core = _offline_gate()
     live = core.resolve(citizen_id)
@@ -214,9 +214,9 @@ def audit_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Everything released to or retracted from purpose topics about a citizen, in order."""
-    from caselink.kafka import read_to_end
-    from infra.topics import DISCLOSURES_TOPIC
-    from schemas import default_serde
+    from caselink.core.kafka import read_to_end
+    from caselink.infra.topics import DISCLOSURES_TOPIC
+    from caselink.schemas import default_serde
 
     serde = default_serde()
     rows = [serde.decode(m.value(), expect="Disclosure")[1]

@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 
-from caselink.kafka import admin_client, local_cluster, state_file
+from caselink.core.kafka import admin_client, local_cluster, state_file
+from caselink.core.settings import get_settings
+from caselink.infra.kafka_runtime import SASL_MECHANISM, ClusterState, KafkaRuntimeError, LocalKafka, pid_alive
+from caselink.infra.topics import caselink_topics, ensure_topics
 from caselink.output import console, emit, fail
-from caselink.settings import get_settings
-from infra.kafka_runtime import SASL_MECHANISM, ClusterState, KafkaRuntimeError, LocalKafka, pid_alive
-from infra.topics import caselink_topics, ensure_topics
 
 infra_app = typer.Typer(
     help="Start, stop and inspect the local Apache Kafka (KRaft) broker.", no_args_is_help=True
@@ -125,7 +125,7 @@ def principals(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     Needs admin credentials in the environment (see `infra up --secure`). Each principal's
     credentials are written to an owner-only env file beside the cluster's data.
     """
-    from infra.acls import provision, standard_principals
+    from caselink.infra.acls import provision, standard_principals
 
     settings = get_settings()
     if not settings.kafka.sasl_username:

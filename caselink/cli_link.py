@@ -12,8 +12,8 @@ from caselink.output import console, emit, fail
 
 def mapped_rows(mapping_path: Path, source: Path | None = None) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
     """(key, person) for every mappable row of one extract, and the errors of the others."""
-    from connectors.files import iter_source, resolve_source_path
-    from connectors.mapping import RowError, load_mapping
+    from caselink.connectors.files import iter_source, resolve_source_path
+    from caselink.connectors.mapping import RowError, load_mapping
 
     mapping = load_mapping(mapping_path)
     path = resolve_source_path(mapping, source)
@@ -41,11 +41,11 @@ def link_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Link several agencies' extracts in one go: record -> citizen id, and the scored pairs."""
-    from connectors.mapping import MappingError
-    from linkage.batch import link_records
-    from linkage.model import LinkageModel, ModelError
-    from linkage.models import default_model
-    from linkage.runtime import tune_gc_for_large_index
+    from caselink.connectors.mapping import MappingError
+    from caselink.linkage.batch import link_records
+    from caselink.linkage.model import LinkageModel, ModelError
+    from caselink.linkage.models import default_model
+    from caselink.linkage.runtime import tune_gc_for_large_index
 
     tune_gc_for_large_index()
     items: list[tuple[str, dict[str, Any]]] = []

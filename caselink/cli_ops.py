@@ -11,8 +11,8 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from caselink.core.settings import get_settings
 from caselink.output import console, emit, fail
-from caselink.settings import get_settings
 
 dlq_app = typer.Typer(help="Dead letters: what failed, why, and sending it again after a fix.", no_args_is_help=True)
 
@@ -24,9 +24,9 @@ def status_command(
     worker: Annotated[bool, typer.Option("--worker/--no-worker", help="check the worker's /health")] = True,
 ) -> None:
     """Broker, topics, consumer-group lag per partition, throughput, worker and index. Exit 1 when unhealthy."""
-    from caselink.kafka import admin_client, bootstrap_servers
+    from caselink.core.kafka import admin_client, bootstrap_servers
+    from caselink.infra.topics import LINKED_CASES_TOPIC, person_events_topic
     from caselink.ops import group_lags, topic_ends, worker_health
-    from infra.topics import LINKED_CASES_TOPIC, person_events_topic
 
     settings = get_settings()
     problems: list[str] = []
@@ -125,8 +125,8 @@ def replay_command(
              + " ".join(f"p{p}:{plan.start[p]}..{plan.end[p]}" for p in plan.start))
         return
     if plan.target != plan.topic:
-        from caselink.kafka import admin_client
-        from infra.topics import TopicSpec, ensure_topics
+        from caselink.core.kafka import admin_client
+        from caselink.infra.topics import TopicSpec, ensure_topics
 
         ensure_topics(admin_client(settings), [TopicSpec(plan.target, len(plan.start))],
                       settings.kafka.replication_factor, settings.kafka.min_insync_replicas)
@@ -227,13 +227,13 @@ def rebuild_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Rebuild the index from the retained link input under a model, beside the live one, and compare."""
+    from caselink.linkage.model import LinkageModel
+    from caselink.linkage.models import default_model
     from caselink.rebuild import compare, live_members, rebuild_members_for, switch
-    from linkage.model import LinkageModel
-    from linkage.models import default_model
 
     settings = get_settings()
     chosen = LinkageModel.load(model) if model else default_model()
-    from linkage.runtime import tune_gc_for_large_index
+    from caselink.linkage.runtime import tune_gc_for_large_index
 
     tune_gc_for_large_index()
     with Progress(console=console, disable=as_json) as progress:

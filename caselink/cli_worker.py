@@ -7,23 +7,23 @@ import sys
 
 from rich.markup import escape
 
+from caselink.core.settings import get_settings
 from caselink.output import console, err_console
-from caselink.settings import get_settings
 
 
 def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel: str = "warn") -> None:
     """Start the linker thread (it rebuilds the index from the link input), then the Faust worker."""
-    from linkage.runtime import tune_gc_for_large_index
-    from streams.metrics import observe_gc_pauses
+    from caselink.linkage.runtime import tune_gc_for_large_index
+    from caselink.streams.metrics import observe_gc_pauses
 
     tune_gc_for_large_index()
     observe_gc_pauses()
     import atexit
 
-    from linkage.model import LinkageModel
-    from linkage.models import default_model
-    from streams.app import create_app
-    from streams.linker_loop import LinkerLoop
+    from caselink.linkage.model import LinkageModel
+    from caselink.linkage.models import default_model
+    from caselink.streams.app import create_app
+    from caselink.streams.linker_loop import LinkerLoop
 
     settings = get_settings()
     if web_port is not None:
@@ -36,7 +36,7 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
     atexit.register(linker.stop)
     gate = None
     if settings.consent.in_worker:
-        from streams.consent.gate_loop import GateLoop
+        from caselink.streams.consent.gate_loop import GateLoop
 
         # The gate runs where the linker runs: one active gate per app, fenced by its transactions.
         gate = GateLoop(settings, is_leader=lambda: linker.publish_from is not None)
@@ -44,7 +44,7 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
         atexit.register(gate.stop)
     normalisers = None
     if settings.worker.normaliser_processes > 0:
-        from streams.normalisers import NormaliserProcesses
+        from caselink.streams.normalisers import NormaliserProcesses
 
         normalisers = NormaliserProcesses(settings, settings.worker.normaliser_processes, loglevel)
         normalisers.start()
@@ -60,12 +60,12 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
 
 def tail(topic: str, as_json: bool = False, limit: int = 0) -> None:
     """Print a topic's messages decoded (everything currently on it)."""
-    from caselink.kafka import read_to_end
-    from schemas import UndecodableEventError, default_serde
+    from caselink.core.kafka import read_to_end
+    from caselink.schemas import UndecodableEventError, default_serde
 
     serde = default_serde()
     if "." not in topic:  # a purpose name: its topic
-        from infra.topics import purpose_topic
+        from caselink.infra.topics import purpose_topic
 
         topic = purpose_topic(topic)
     messages = read_to_end(get_settings(), [topic])
@@ -125,9 +125,9 @@ def run_gate(web_port: int | None = None, app_id: str | None = None) -> None:
     """The consent gate in its own process (see streams/consent/gate_process.py)."""
     import logging
 
-    from linkage.runtime import tune_gc_for_large_index
-    from streams.consent.gate_process import serve
-    from streams.metrics import observe_gc_pauses
+    from caselink.linkage.runtime import tune_gc_for_large_index
+    from caselink.streams.consent.gate_process import serve
+    from caselink.streams.metrics import observe_gc_pauses
 
     tune_gc_for_large_index()
     observe_gc_pauses()

@@ -25,12 +25,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from caselink.kafka import admin_client, bootstrap_servers, local_cluster, read_to_end
-from caselink.settings import KafkaSettings, Settings, get_settings
-from connectors.files import FileConnector, resolve_source_path
-from connectors.mapping import load_mapping
-from infra.kafka_runtime import LocalKafka, free_port
-from infra.topics import (
+from caselink.connectors.files import FileConnector, resolve_source_path
+from caselink.connectors.mapping import load_mapping
+from caselink.core.kafka import admin_client, bootstrap_servers, local_cluster, read_to_end
+from caselink.core.settings import KafkaSettings, Settings, get_settings
+from caselink.infra.kafka_runtime import LocalKafka, free_port
+from caselink.infra.topics import (
     CONSENT_EVENTS_TOPIC,
     DEAD_LETTER_TOPIC,
     DISCLOSURES_TOPIC,
@@ -41,7 +41,7 @@ from infra.topics import (
     person_events_topic,
     purpose_topic,
 )
-from schemas import default_serde
+from caselink.schemas import default_serde
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DEMO_AGENCIES = ("health", "social_care", "police")
@@ -72,7 +72,7 @@ def run_demo(keep_running: bool = False) -> None:
             started_here.stop()
             console.print("[dim]Kafka stopped[/]")
         elif started_here is not None and started_here.state is not None:
-            from caselink.kafka import state_file
+            from caselink.core.kafka import state_file
 
             started_here.state.save(state_file(get_settings()))
             console.print(f"Kafka left running at {started_here.state.bootstrap_servers} (caselink infra down)")
@@ -168,8 +168,8 @@ def _wait_for_gate(settings: Settings, gate: WorkerProcess) -> None:
 
 
 def _show_gate(settings: Settings, gate_process: WorkerProcess, cases: dict[str, dict]) -> None:
-    from caselink.kafka import idempotent_producer
-    from streams.consent.events import consent_event, subject_from
+    from caselink.core.kafka import idempotent_producer
+    from caselink.streams.consent.events import consent_event, subject_from
 
     _wait_for_gate(settings, gate_process)
     gate = _gate_health(gate_process)
@@ -316,7 +316,7 @@ def wait_until_quiet(settings: Settings, topics: list[str], quiet_s: float = 1.5
     """Until nothing new has arrived on ``topics`` for ``quiet_s`` (the worker's last sends are in)."""
     from confluent_kafka import TopicPartition
 
-    from caselink.kafka import consumer, watermarks
+    from caselink.core.kafka import consumer, watermarks
 
     c = consumer(settings, "caselink-quiet-probe")
     try:

@@ -17,8 +17,8 @@ from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
-from caselink.kafka import admin_client, consumer, idempotent_producer, produce, watermarks
-from caselink.settings import Settings
+from caselink.core.kafka import admin_client, consumer, idempotent_producer, produce, watermarks
+from caselink.core.settings import Settings
 
 EPHEMERAL_GROUPS = ("caselink-reader-", "caselink-quiet-probe", "caselink-ops-")
 
@@ -199,9 +199,9 @@ def replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int], None]
 # --------------------------------------------------------------------------- dead letters
 def dead_letters(settings: Settings) -> list[tuple[Any, dict[str, Any]]]:
     """Every dead letter now on the topic, with its message (for its offset)."""
-    from caselink.kafka import read_to_end
-    from infra.topics import DEAD_LETTER_TOPIC
-    from schemas import default_serde
+    from caselink.core.kafka import read_to_end
+    from caselink.infra.topics import DEAD_LETTER_TOPIC
+    from caselink.schemas import default_serde
 
     serde = default_serde()
     return [(m, serde.decode(m.value(), expect="DeadLetter")[1]) for m in read_to_end(settings, [DEAD_LETTER_TOPIC])]
@@ -218,8 +218,8 @@ def summarise(letters: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]
 
 
 def redriven(settings: Settings) -> set[str]:
-    from caselink.kafka import read_to_end
-    from infra.topics import DLQ_REDRIVEN_TOPIC
+    from caselink.core.kafka import read_to_end
+    from caselink.infra.topics import DLQ_REDRIVEN_TOPIC
 
     done = set()
     for msg in read_to_end(settings, [DLQ_REDRIVEN_TOPIC]):
@@ -241,9 +241,9 @@ def redrive(settings: Settings, letters: list[tuple[Any, dict[str, Any]]], mappi
     (the fixed mapping) and published as PersonEvents. Each re-driven letter is recorded on
     ``caselink.dlq-redriven`` so a second redrive skips it.
     """
-    from connectors.base import ConnectorSink, person_event
-    from connectors.mapping import RowError, load_mapping
-    from infra.topics import DLQ_REDRIVEN_TOPIC
+    from caselink.connectors.base import ConnectorSink, person_event
+    from caselink.connectors.mapping import RowError, load_mapping
+    from caselink.infra.topics import DLQ_REDRIVEN_TOPIC
 
     done = redriven(settings)
     mapping = load_mapping(mapping_path) if mapping_path else None

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from caselink.settings import Settings
-from linkage.model import LinkageModel
+from caselink.core.settings import Settings
+from caselink.linkage.model import LinkageModel
 
 
 @dataclass
@@ -45,11 +45,11 @@ class Comparison:
 
 def replay_index(settings: Settings, model: LinkageModel, progress: Callable[[int, int], None] | None = None) -> Any:
     """A LinkerCore that has applied the whole link input with ``model``."""
-    from caselink.kafka import read_to_end
-    from infra.topics import LINK_INPUT_TOPIC
-    from schemas import UndecodableEventError
-    from streams.linker_core import LinkerCore
-    from streams.normalise import packed_record
+    from caselink.core.kafka import read_to_end
+    from caselink.infra.topics import LINK_INPUT_TOPIC
+    from caselink.schemas import UndecodableEventError
+    from caselink.streams.linker_core import LinkerCore
+    from caselink.streams.normalise import packed_record
 
     core = LinkerCore(model, max_block_size=settings.worker.max_block_size)
     messages = read_to_end(settings, [LINK_INPUT_TOPIC], timeout=120)
@@ -110,8 +110,8 @@ def switch(settings: Settings, live: dict[str, frozenset[str]], rebuilt: dict[st
     """
     from confluent_kafka import TopicPartition
 
-    from caselink.kafka import admin_client, idempotent_producer, set_group_offsets
-    from infra.topics import LINK_INPUT_TOPIC, LINKED_CASES_TOPIC
+    from caselink.core.kafka import admin_client, idempotent_producer, set_group_offsets
+    from caselink.infra.topics import LINK_INPUT_TOPIC, LINKED_CASES_TOPIC
 
     group = f"{settings.worker.app_id}-linker"
     admin = admin_client(settings)

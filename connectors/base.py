@@ -16,15 +16,15 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
+from caselink.connectors.mapping import AgencyMapping, MappedRow
+from caselink.infra.topics import CONNECTOR_CHECKPOINTS_TOPIC, DEAD_LETTER_TOPIC, person_events_topic
+from caselink.schemas import default_serde
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter
 
-from caselink.ids import uuid5_text
-from caselink.kafka import idempotent_producer, produce, read_to_end
-from caselink.settings import Settings
-from connectors.mapping import AgencyMapping, MappedRow
-from infra.topics import CONNECTOR_CHECKPOINTS_TOPIC, DEAD_LETTER_TOPIC, person_events_topic
-from schemas import default_serde
+from caselink.core.ids import uuid5_text
+from caselink.core.kafka import idempotent_producer, produce, read_to_end
+from caselink.core.settings import Settings
 
 CHECKPOINT_TOPIC = CONNECTOR_CHECKPOINTS_TOPIC
 EVENT_NAMESPACE = uuid.UUID("6f1c3a52-7d1e-4c55-9a38-1d2f6a9e4b10")

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.mapping import MappedRow, RowError
+from caselink.connectors.mapping import MappedRow, RowError
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 DEFAULT_SYSTEMS = {NHS_NUMBER_SYSTEM: "nhs_number"}
@@ -121,7 +121,7 @@ def consent_to_event(resource: Mapping[str, Any], agency: str,
     bounds it; a ``category`` coded ``national-opt-out`` marks a national opt-out. Status ``active``
     records it, ``inactive``/``rejected``/``entered-in-error`` withdraw it.
     """
-    from streams.consent.events import consent_event
+    from caselink.streams.consent.events import consent_event
 
     systems = {**DEFAULT_SYSTEMS, **(systems or {})}
     if resource.get("resourceType") != "Consent":

@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from caselink.connectors.base import ConnectorSink, dead_letter, load_checkpoint, person_event, read_checkpoints
+from caselink.connectors.mapping import AgencyMapping, RowError
 from tqdm import tqdm
 
-from caselink.settings import Settings
-from connectors.base import ConnectorSink, dead_letter, load_checkpoint, person_event, read_checkpoints
-from connectors.mapping import AgencyMapping, RowError
+from caselink.core.settings import Settings
 
 # tqdm's monitor thread only tunes how often a bar redraws; without it a process can still fork
 # its load workers (see _start_method).

@@ -17,18 +17,18 @@ import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
+from caselink.connectors.base import event_id
+from caselink.connectors.fhir import bundle_rows, consent_to_event, patient_to_row
+from caselink.connectors.mapping import MappedRow, RowError
+from caselink.infra.topics import consent_events_topic, person_events_topic
+from caselink.schemas import SchemaValidationError, default_serde
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 
-from caselink.kafka import idempotent_producer
-from caselink.settings import Settings
-from connectors.base import event_id
-from connectors.fhir import bundle_rows, consent_to_event, patient_to_row
-from connectors.mapping import MappedRow, RowError
-from infra.topics import consent_events_topic, person_events_topic
-from schemas import SchemaValidationError, default_serde
+from caselink.core.kafka import idempotent_producer
+from caselink.core.settings import Settings
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -202,8 +202,8 @@ def create_ingest_app(settings: Settings) -> FastAPI:
         return await produce(agency, [(r, [], None) for _, r in results])  # type: ignore[misc]
 
     def policy() -> Any:
-        from streams.consent.gate_loop import policy_path
-        from streams.consent.policy import PolicyError, load_policy
+        from caselink.streams.consent.gate_loop import policy_path
+        from caselink.streams.consent.policy import PolicyError, load_policy
 
         try:
             return load_policy(policy_path(settings))
@@ -211,7 +211,7 @@ def create_ingest_app(settings: Settings) -> FastAPI:
             raise HTTPException(503, "the consent policy is invalid; consents cannot be checked now") from None
 
     async def produce_consents(agency: str, events: list[dict[str, Any]]) -> Accepted:
-        from streams.consent.register import validate_consent
+        from caselink.streams.consent.register import validate_consent
 
         current = policy()
         problems = [{"loc": ["body", i], "msg": p} for i, e in enumerate(events) for p in validate_consent(e, current)]
@@ -233,7 +233,7 @@ def create_ingest_app(settings: Settings) -> FastAPI:
     async def consent_events(agency: Annotated[str, Depends(authorise)], body: ConsentIn | list[ConsentIn]) -> Accepted:
         """One consent or a batch. Record subjects are the posting agency's records; consent ids are
         namespaced by agency so agencies cannot overwrite each other's consents."""
-        from streams.consent.events import consent_event
+        from caselink.streams.consent.events import consent_event
 
         items = body if isinstance(body, list) else [body]
         if len(items) > settings.ingest.max_events_per_request:

@@ -15,9 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from caselink.yaml_lines import line_of as _line
-from caselink.yaml_lines import load_yaml_with_lines
-from linkage.standardise import is_missing
+from caselink.linkage.standardise import is_missing
+
+from caselink.core.yaml_lines import line_of as _line
+from caselink.core.yaml_lines import load_yaml_with_lines
 
 FIELD_KEYS = {"from", "value", "join", "split", "format", "map", "default", "required", "lower", "upper", "strip"}
 PERSON_SCALARS = ("given_names", "family_name", "date_of_birth", "sex")

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from caselink.connectors.base import ConnectorSink, dead_letter, person_event
+from caselink.connectors.mapping import AgencyMapping, RowError
 
-from caselink.settings import Settings
-from connectors.base import ConnectorSink, dead_letter, person_event
-from connectors.mapping import AgencyMapping, RowError
+from caselink.core.settings import Settings
 
 _CHANGE = re.compile(r"^table (?P<table>[^:]+): (?P<op>INSERT|UPDATE|DELETE): (?P<rest>.*)$", re.S)
 _COLUMN = re.compile(r"(?P<name>[^\s\[]+)\[(?P<type>[^\]]+)\]:(?P<value>'(?:[^']|'')*'|null|\S+)")

@@ -17,6 +17,13 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from caselink.infra.topics import (
+    CONNECTOR_CHECKPOINTS_TOPIC,
+    DEAD_LETTER_TOPIC,
+    consent_events_topic,
+    person_events_topic,
+    purpose_topic,
+)
 from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
@@ -27,14 +34,6 @@ from confluent_kafka.admin import (
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialUpsertion,
-)
-
-from infra.topics import (
-    CONNECTOR_CHECKPOINTS_TOPIC,
-    DEAD_LETTER_TOPIC,
-    consent_events_topic,
-    person_events_topic,
-    purpose_topic,
 )
 
 LITERAL, PREFIXED = ResourcePatternType.LITERAL, ResourcePatternType.PREFIXED

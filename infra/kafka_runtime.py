@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from caselink.settings import InfraSettings
+from caselink.core.settings import InfraSettings
 
 INFRA_DIR = Path(__file__).resolve().parent / "kafka"
 POM = INFRA_DIR / "pom.xml"

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from infra.kafka_runtime import free_port
+from caselink.infra.kafka_runtime import free_port
 
 
 class PostgresError(RuntimeError):

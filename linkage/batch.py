@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from caselink.linkage.comparisons import DEFAULT_COMPARISONS, Comparison
+from caselink.linkage.index import CitizenIndex
+from caselink.linkage.model import LinkageModel
+from caselink.linkage.record import LinkRecord, UnlinkableRecordError, standardise_person
+from caselink.linkage.standardise import is_missing
+from caselink.linkage.training import train_model
 from tqdm import tqdm
-
-from linkage.comparisons import DEFAULT_COMPARISONS, Comparison
-from linkage.index import CitizenIndex
-from linkage.model import LinkageModel
-from linkage.record import LinkRecord, UnlinkableRecordError, standardise_person
-from linkage.standardise import is_missing
-from linkage.training import train_model
 
 IDENTIFIER_PREFIX = "id_"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from linkage.record import LinkRecord, phonetic
+from caselink.linkage.record import LinkRecord, phonetic
 
 
 def _dob_canonical(r: LinkRecord) -> str | None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from caselink.linkage.record import LinkRecord
 from rapidfuzz.distance import OSA, JaroWinkler
 from rapidfuzz.fuzz import token_set_ratio
-
-from linkage.record import LinkRecord
 
 MISSING = -1
 _jw = JaroWinkler.normalized_similarity

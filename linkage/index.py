@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from linkage.blocking import BlockingIndex, blocking_keys
-from linkage.model import FieldWeight, LinkageModel
-from linkage.record import LinkRecord, UnlinkableRecordError, share_values, standardise_person
+from caselink.linkage.blocking import BlockingIndex, blocking_keys
+from caselink.linkage.model import FieldWeight, LinkageModel
+from caselink.linkage.record import LinkRecord, UnlinkableRecordError, share_values, standardise_person
 
 
 @dataclass

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from linkage.comparisons import BY_NAME, MISSING, Comparison
-from linkage.record import LinkRecord
+from caselink.linkage.comparisons import BY_NAME, MISSING, Comparison
+from caselink.linkage.record import LinkRecord
 
 FORMAT = "caselink-linkage-model/1"
 

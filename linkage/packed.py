@@ -22,8 +22,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from linkage.record import LinkRecord, share_values
-from linkage.standardise import StdDate, StdPostcode
+from caselink.linkage.record import LinkRecord, share_values
+from caselink.linkage.standardise import StdDate, StdPostcode
 
 _HERE = Path(__file__).parent
 _SOURCES = ("standardise.py", "nicknames.py", "record.py", "blocking.py", "packed.py")

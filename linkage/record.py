@@ -6,9 +6,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jellyfish
-
-from linkage.nicknames import canonical_given_name
-from linkage.standardise import (
+from caselink.linkage.nicknames import canonical_given_name
+from caselink.linkage.standardise import (
     StdDate,
     StdPostcode,
     clean_email,

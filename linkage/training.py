@@ -25,10 +25,9 @@ from datetime import UTC, datetime
 from itertools import combinations
 
 import numpy as np
-
-from linkage.comparisons import DEFAULT_COMPARISONS, MISSING, Comparison
-from linkage.model import ComparisonParams, LinkageModel
-from linkage.record import LinkRecord
+from caselink.linkage.comparisons import DEFAULT_COMPARISONS, MISSING, Comparison
+from caselink.linkage.model import ComparisonParams, LinkageModel
+from caselink.linkage.record import LinkRecord
 
 
 def comparison_matrix(

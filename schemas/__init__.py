@@ -1,6 +1,6 @@
 """caselink's event contracts: Avro schemas, their self-describing serde and the compatibility rule."""
 
-from schemas.serde import (
+from caselink.schemas.serde import (
     SCHEMA_NAMES,
     AvroSerde,
     SchemaValidationError,

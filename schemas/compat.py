@@ -14,8 +14,7 @@ from pathlib import Path
 
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
-
-from schemas.serde import HISTORY_DIR, SCHEMA_DIR, SCHEMA_NAMES
+from caselink.schemas.serde import HISTORY_DIR, SCHEMA_DIR, SCHEMA_NAMES
 
 
 @dataclass(frozen=True)

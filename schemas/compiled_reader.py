@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.codegen import PRIMITIVE, SchemaCompiler, Unsupported
+from caselink.schemas.codegen import PRIMITIVE, SchemaCompiler, Unsupported
 
 # From the bytes and the position where the record starts: the record, the position after it, and
 # where each of its fields starts followed by that end position (so field i is bytes

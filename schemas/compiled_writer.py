@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.codegen import PRIMITIVE, SchemaCompiler, Unsupported
+from caselink.schemas.codegen import PRIMITIVE, SchemaCompiler, Unsupported
 
 Writer = Callable[[Any], bytes]
 

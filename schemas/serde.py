@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+from caselink.schemas.compiled_reader import READ_ERRORS, Reader, compile_reader
+from caselink.schemas.compiled_writer import WRITE_ERRORS, Writer, compile_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import validate
-
-from schemas.compiled_reader import READ_ERRORS, Reader, compile_reader
-from schemas.compiled_writer import WRITE_ERRORS, Writer, compile_writer
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "avro"
 HISTORY_DIR = Path(__file__).resolve().parent / "history"

@@ -22,20 +22,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from caselink.infra.topics import LINK_INPUT_TOPIC, person_events_topic
+from caselink.schemas import default_serde
+from caselink.streams import metrics
+from caselink.streams.consent.gate_loop import GateLoop
+from caselink.streams.linker_loop import LinkerLoop
+from caselink.streams.normalise import Normaliser
+from caselink.streams.normalisers import MergedRegistry, NormaliserProcesses
+from caselink.streams.review_page import render_review_page, threshold_weight
+from caselink.streams.sink import BatchSink
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from caselink.kafka import bootstrap_servers, idempotent_producer
-from caselink.settings import Settings
-from infra.topics import LINK_INPUT_TOPIC, person_events_topic
-from schemas import default_serde
-from streams import metrics
-from streams.consent.gate_loop import GateLoop
-from streams.linker_loop import LinkerLoop
-from streams.normalise import Normaliser
-from streams.normalisers import MergedRegistry, NormaliserProcesses
-from streams.review_page import render_review_page, threshold_weight
-from streams.sink import BatchSink
+from caselink.core.kafka import bootstrap_servers, idempotent_producer
+from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,9 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import fastavro
+from caselink.schemas.compiled_writer import WRITE_ERRORS, compile_writer, timestamp_millis, write_long
+from caselink.schemas.serde import MAGIC, AvroSerde
 from fastavro.schema import to_parsing_canonical_form
-
-from schemas.compiled_writer import WRITE_ERRORS, compile_writer, timestamp_millis, write_long
-from schemas.serde import MAGIC, AvroSerde
 
 
 class MemberParts(NamedTuple):

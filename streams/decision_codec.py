@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from linkage.index import Candidate
-from linkage.model import FieldWeight, LinkageModel
-from linkage.record import LinkRecord
-from schemas.compiled_writer import write_long
-from schemas.serde import MAGIC, AvroSerde
-from streams.case_codec import SchemaPart
+from caselink.linkage.index import Candidate
+from caselink.linkage.model import FieldWeight, LinkageModel
+from caselink.linkage.record import LinkRecord
+from caselink.schemas.compiled_writer import write_long
+from caselink.schemas.serde import MAGIC, AvroSerde
+from caselink.streams.case_codec import SchemaPart
 
 # Cached field weights are dropped when there are this many (term-frequency values are unbounded).
 CACHE_LIMIT = 200_000

@@ -1,9 +1,10 @@
 """The linker's logic between Kafka messages: bytes in, the messages to publish out.
 
-Kept apart from Faust so it can be tested without a broker and replayed by ``streams.recovery``.
-Everything it emits is derived from the input (timestamps come from the events, ids are hashes
-of the input), so applying the same link-input log in the same order always produces the same
-index and the same output messages.
+Kept apart from Kafka so it can be tested without a broker and replayed on recovery
+(``caselink.streams.linker_loop``) and by ``caselink.rebuild``. Everything it emits is derived
+from the input (timestamps come from the events, ids are hashes of the input), so applying the
+same link-input log in the same order always produces the same index and the same output
+messages.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from caselink.ids import uuid5_text
-from infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC
-from linkage.index import CitizenIndex, LinkResult
-from linkage.model import LinkageModel
-from linkage.packed import unpack
-from schemas import default_serde
-from streams.case_codec import LinkedCaseCodec, MemberParts
-from streams.decision_codec import DecisionCodec
+from caselink.infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC
+from caselink.linkage.index import CitizenIndex, LinkResult
+from caselink.linkage.model import LinkageModel
+from caselink.linkage.packed import unpack
+from caselink.schemas import default_serde
+from caselink.streams.case_codec import LinkedCaseCodec, MemberParts
+from caselink.streams.decision_codec import DecisionCodec
+
+from caselink.core.ids import uuid5_text
 
 DECISION_NAMESPACE = uuid.UUID("0d5f3f0e-2b7a-4c1e-8e55-7f0c2a9b6d41")
 

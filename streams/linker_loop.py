@@ -25,19 +25,19 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from caselink.connectors.base import dead_letter
+from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC
+from caselink.linkage.model import LinkageModel
+from caselink.schemas import UndecodableEventError, default_serde
+from caselink.streams import metrics, snapshot
+from caselink.streams.linker_core import LinkerCore
+from caselink.streams.normalise import packed_record
+from caselink.streams.sink import BatchSink
+from caselink.streams.snapshot import SnapshotWriter
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from caselink.kafka import client_config, drain
-from caselink.settings import Settings
-from connectors.base import dead_letter
-from infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC
-from linkage.model import LinkageModel
-from schemas import UndecodableEventError, default_serde
-from streams import metrics, snapshot
-from streams.linker_core import LinkerCore
-from streams.normalise import packed_record
-from streams.sink import BatchSink
-from streams.snapshot import SnapshotWriter
+from caselink.core.kafka import client_config, drain
+from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

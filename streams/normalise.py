@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 
-from connectors.base import dead_letter
-from infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
-from linkage.blocking import blocking_keys
-from linkage.packed import pack
-from linkage.record import UnlinkableRecordError, standardise_person
-from schemas import SchemaValidationError, UndecodableEventError, default_serde
-from streams import metrics
+from caselink.connectors.base import dead_letter
+from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
+from caselink.linkage.blocking import blocking_keys
+from caselink.linkage.packed import pack
+from caselink.linkage.record import UnlinkableRecordError, standardise_person
+from caselink.schemas import SchemaValidationError, UndecodableEventError, default_serde
+from caselink.streams import metrics
 
 log = logging.getLogger(__name__)
 

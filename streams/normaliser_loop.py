@@ -26,14 +26,14 @@ import logging
 import time
 from collections.abc import Callable
 
+from caselink.infra.topics import person_events_topic
+from caselink.streams import metrics
+from caselink.streams.normalise import Normaliser
+from caselink.streams.sink import BatchSink
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from caselink.kafka import client_config, drain
-from caselink.settings import Settings
-from infra.topics import person_events_topic
-from streams import metrics
-from streams.normalise import Normaliser
-from streams.sink import BatchSink
+from caselink.core.kafka import client_config, drain
+from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.samples import Sample
 
-from caselink.settings import Settings
+from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def run_normaliser(settings: Settings, index: int, parent_pid: int, reports: Any
     committed, the group left. A process whose worker is gone (kill -9) exits within a second."""
     import signal
 
-    from streams.normaliser_loop import NormaliserLoop
+    from caselink.streams.normaliser_loop import NormaliserLoop
 
     logging.basicConfig(level=loglevel.upper(), format=f"[normaliser-{index}] %(levelname)s %(name)s: %(message)s")
     stopping = threading.Event()

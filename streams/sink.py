@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from caselink.kafka import idempotent_producer, produce
-from caselink.settings import Settings
-from streams import metrics
+from caselink.streams import metrics
+
+from caselink.core.kafka import idempotent_producer, produce
+from caselink.core.settings import Settings
 
 
 class BatchSink:

@@ -32,24 +32,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from linkage.index import CitizenIndex
-from linkage.model import LinkageModel
-from schemas import default_serde
-from schemas.serde import AvroSerde
-from streams.linker_core import LinkerCore
+from caselink.linkage.index import CitizenIndex
+from caselink.linkage.model import LinkageModel
+from caselink.schemas import default_serde
+from caselink.schemas.serde import AvroSerde
+from caselink.streams.linker_core import LinkerCore
+
+from caselink import linkage
 
 log = logging.getLogger(__name__)
 
 FORMAT = "caselink-linker-snapshot/1"
-_ROOT = Path(__file__).resolve().parent.parent
+_LINKAGE = Path(linkage.__file__).resolve().parent
+_STREAMS = Path(__file__).resolve().parent
 
 
 def code_fingerprint(serde: AvroSerde) -> str:
     """What the snapshot's meaning depends on besides the model: the code that built the state
     and the schema its member bytes are written in."""
     digest = hashlib.sha256()
-    files = sorted((_ROOT / "linkage").glob("*.py")) + [
-        _ROOT / "streams" / name for name in ("linker_core.py", "case_codec.py", "snapshot.py")]
+    files = sorted(_LINKAGE.glob("*.py")) + [
+        _STREAMS / name for name in ("linker_core.py", "case_codec.py", "snapshot.py")]
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(serde.schema("LinkedCase").fingerprint)

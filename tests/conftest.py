@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from caselink.infra.kafka_runtime import LocalKafka
+from caselink.infra.topics import caselink_topics, ensure_topics
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from caselink.kafka import admin_client
-from caselink.settings import KafkaSettings, Settings
-from infra.kafka_runtime import LocalKafka
-from infra.topics import caselink_topics, ensure_topics
+from caselink.core.kafka import admin_client
+from caselink.core.settings import KafkaSettings, Settings
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,9 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas import default_serde
-from streams.consent.policy import bundled_policy_path, load_policy
-from streams.consent.pseudonym import Pseudonymiser
+from caselink.schemas import default_serde
+from caselink.streams.consent.policy import bundled_policy_path, load_policy
+from caselink.streams.consent.pseudonym import Pseudonymiser
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 KEY = b"test-key-0123456789abcdef"

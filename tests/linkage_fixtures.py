@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from linkage.model import LinkageModel
-from linkage.record import LinkRecord, standardise_person
-from linkage.synthetic import records_for_size
-from linkage.training import train_model
+from caselink.linkage.model import LinkageModel
+from caselink.linkage.record import LinkRecord, standardise_person
+from caselink.linkage.synthetic import records_for_size
+from caselink.linkage.training import train_model
 
 
 @lru_cache(maxsize=1)

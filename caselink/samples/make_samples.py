@@ -13,7 +13,7 @@ import json
 import random
 from pathlib import Path
 
-from linkage.synthetic import SyntheticConfig, agency_records
+from caselink.linkage.synthetic import SyntheticConfig, agency_records
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,11 +1,11 @@
-"""Rebuild the bundled default model from synthetic data: python -m linkage.models.build"""
+"""Rebuild the bundled default model from synthetic data: python -m caselink.linkage.models.build"""
 
 from __future__ import annotations
 
-from linkage.models import DEFAULT_MODEL_PATH
-from linkage.record import standardise_person
-from linkage.synthetic import records_for_size
-from linkage.training import train_model
+from caselink.linkage.models import DEFAULT_MODEL_PATH
+from caselink.linkage.record import standardise_person
+from caselink.linkage.synthetic import records_for_size
+from caselink.linkage.training import train_model
 
 
 def main(n_records: int = 100_000) -> None:

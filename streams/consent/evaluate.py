@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from linkage.standardise import standardise_postcode
-from streams.consent.policy import Policy, Purpose
-from streams.consent.pseudonym import Pseudonymiser
-from streams.consent.register import Provision, identifier_value
+from caselink.linkage.standardise import standardise_postcode
+from caselink.streams.consent.policy import Policy, Purpose
+from caselink.streams.consent.pseudonym import Pseudonymiser
+from caselink.streams.consent.register import Provision, identifier_value
 
 
 @dataclass

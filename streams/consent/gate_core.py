@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, LINKED_CASES_TOPIC, purpose_topic
-from schemas import SchemaValidationError, UndecodableEventError, default_serde
-from streams.consent.evaluate import Refusal, View, evaluate, subjects_of
-from streams.consent.policy import Policy
-from streams.consent.pseudonym import Pseudonymiser
-from streams.consent.register import ConsentRegister, ConsentRejected
-from streams.linker_core import Outgoing
+from caselink.infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, LINKED_CASES_TOPIC, purpose_topic
+from caselink.schemas import SchemaValidationError, UndecodableEventError, default_serde
+from caselink.streams.consent.evaluate import Refusal, View, evaluate, subjects_of
+from caselink.streams.consent.policy import Policy
+from caselink.streams.consent.pseudonym import Pseudonymiser
+from caselink.streams.consent.register import ConsentRegister, ConsentRejected
+from caselink.streams.linker_core import Outgoing
 
 # What a bad input message raises from ``GateCore.apply_input`` (it changes nothing).
 INPUT_ERRORS = (UndecodableEventError, SchemaValidationError, ConsentRejected, ValueError, AttributeError)

@@ -30,12 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-
-from caselink.kafka import admin_client, client_config, drain, iter_to_end, produce
-from caselink.settings import Settings
-from connectors.base import dead_letter
-from infra.topics import (
+from caselink.connectors.base import dead_letter
+from caselink.infra.topics import (
     DEAD_LETTER_TOPIC,
     GATE_RELEASED_TOPIC,
     LINKED_CASES_TOPIC,
@@ -43,11 +39,15 @@ from infra.topics import (
     ensure_topics,
     purpose_topic_specs,
 )
-from streams import metrics
-from streams.consent.gate_core import INPUT_ERRORS, GateCore
-from streams.consent.policy import Policy, PolicyError, bundled_policy_path, load_policy
-from streams.consent.pseudonym import Pseudonymiser
-from streams.linker_core import Outgoing
+from caselink.streams import metrics
+from caselink.streams.consent.gate_core import INPUT_ERRORS, GateCore
+from caselink.streams.consent.policy import Policy, PolicyError, bundled_policy_path, load_policy
+from caselink.streams.consent.pseudonym import Pseudonymiser
+from caselink.streams.linker_core import Outgoing
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from caselink.core.kafka import admin_client, client_config, drain, iter_to_end, produce
+from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
 POSITIONS_KEY = b"__positions__"

@@ -18,13 +18,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from caselink.infra.topics import GATE_ELECTION_TOPIC
+from caselink.streams.consent.gate_loop import GateLoop
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from caselink.kafka import client_config
-from caselink.settings import Settings
-from infra.topics import GATE_ELECTION_TOPIC
-from streams.consent.gate_loop import GateLoop
+from caselink.core.kafka import client_config
+from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from caselink.yaml_lines import line_of_path, load_yaml_with_lines
+from caselink.core.yaml_lines import line_of_path, load_yaml_with_lines
 
 SENSITIVITY_ORDER = {"normal": 0, "restricted": 1, "sealed": 2}
 
@@ -141,4 +142,6 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def bundled_policy_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "caselink" / "samples" / "policy.yaml"
+    """The example policy shipped with the samples (package data, found the same way in a
+    checkout and in an installed wheel)."""
+    return Path(str(resources.files("caselink.samples") / "policy.yaml"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.consent.policy import Policy, is_known_field
+from caselink.streams.consent.policy import Policy, is_known_field
 
 SCHEME = re.compile(r"^[a-z][a-z0-9_]*$")
 

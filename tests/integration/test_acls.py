@@ -15,21 +15,21 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
-from confluent_kafka.admin import AdminClient
-from pydantic import SecretStr
-
-from caselink.settings import ConsentSettings, KafkaSettings, Settings, WorkerSettings
-from infra.acls import provision, standard_principals
-from infra.kafka_runtime import SASL_MECHANISM, LocalKafka
-from infra.topics import (
+from caselink.infra.acls import provision, standard_principals
+from caselink.infra.kafka_runtime import SASL_MECHANISM, LocalKafka
+from caselink.infra.topics import (
     LINKED_CASES_TOPIC,
     caselink_topics,
     ensure_topics,
     person_events_topic,
     purpose_topic,
 )
-from streams.consent.gate_loop import GateLoop
+from caselink.streams.consent.gate_loop import GateLoop
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
+
+from caselink.core.settings import ConsentSettings, KafkaSettings, Settings, WorkerSettings
 from tests.consent_fixtures import encode_case, linked_case, member
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -1,9 +1,9 @@
 """Every event contract survives a trip through the real broker."""
 
 import pytest
+from caselink.schemas import SCHEMA_NAMES, UndecodableEventError, default_serde
 from confluent_kafka import Consumer, Producer
 
-from schemas import SCHEMA_NAMES, UndecodableEventError, default_serde
 from tests.samples import sample
 
 pytestmark = pytest.mark.integration

@@ -7,21 +7,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
-from pydantic import SecretStr
-
-from caselink.kafka import read_to_end
-from caselink.settings import ConsentSettings, Settings, WorkerSettings
-from infra.topics import (
+from caselink.infra.topics import (
     CONSENT_EVENTS_TOPIC,
     DEAD_LETTER_TOPIC,
     DISCLOSURES_TOPIC,
     LINKED_CASES_TOPIC,
     purpose_topic,
 )
-from schemas import default_serde
-from streams.consent.gate_loop import GateLoop
-from streams.consent.policy import bundled_policy_path
+from caselink.schemas import default_serde
+from caselink.streams.consent.gate_loop import GateLoop
+from caselink.streams.consent.policy import bundled_policy_path
+from confluent_kafka import Producer
+from pydantic import SecretStr
+
+from caselink.core.kafka import read_to_end
+from caselink.core.settings import ConsentSettings, Settings, WorkerSettings
 from tests.consent_fixtures import consent, encode_case, linked_case, member
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -160,7 +160,7 @@ def test_consent_cli_records_shows_withdraws_and_audits(pipeline_settings: Setti
     from typer.testing import CliRunner
 
     from caselink.cli import app
-    from caselink.settings import get_settings
+    from caselink.core.settings import get_settings
 
     key = "cli-test-key-0123456789abcdef"
     monkeypatch.setenv("CASELINK_KAFKA__BOOTSTRAP_SERVERS", pipeline_settings.kafka.bootstrap_servers)

@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from caselink.connectors.files import FileConnector, resolve_source_path
+from caselink.connectors.mapping import load_mapping
+from caselink.infra.topics import DEAD_LETTER_TOPIC, caselink_topics, ensure_topics, person_events_topic
+from caselink.schemas import default_serde
 
+from caselink.core.kafka import read_to_end
 from caselink.demo import SAMPLES
-from caselink.kafka import read_to_end
-from connectors.files import FileConnector, resolve_source_path
-from connectors.mapping import load_mapping
-from infra.topics import DEAD_LETTER_TOPIC, caselink_topics, ensure_topics, person_events_topic
-from schemas import default_serde
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def _kill_once_a_quarter_is_on_the_topic(settings, proc: subprocess.Popen, rows:
     loadtest topic; watermarks are cheap to poll, so the kill lands mid-load however fast it runs."""
     from confluent_kafka import TopicPartition
 
-    from caselink.kafka import consumer, watermarks
+    from caselink.core.kafka import consumer, watermarks
 
     c = consumer(settings, "t-watermarks")
     topic = person_events_topic("loadtest")
@@ -139,7 +139,7 @@ def test_sigkill_half_way_then_restart_loses_nothing(settings, topics, tmp_path:
 def test_watch_mode_loads_each_new_file_once(settings, topics, tmp_path: Path) -> None:
     mapping_path = tmp_path / "loadtest.yaml"
     mapping_path.write_text(LOAD_MAPPING)
-    from connectors.mapping import load_mapping as load
+    from caselink.connectors.mapping import load_mapping as load
 
     folder = tmp_path / "drop"
     folder.mkdir()

@@ -1,15 +1,15 @@
 """HTTP ingest against the real broker: auth, validation with field paths, 202 after the ack, FHIR."""
 
 import pytest
+from caselink.connectors.fhir import NHS_NUMBER_SYSTEM
+from caselink.connectors.http_ingest import create_ingest_app
+from caselink.infra.topics import caselink_topics, ensure_topics, person_events_topic
+from caselink.schemas import default_serde
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from caselink.kafka import read_to_end
-from caselink.settings import IngestSettings, Settings
-from connectors.fhir import NHS_NUMBER_SYSTEM
-from connectors.http_ingest import create_ingest_app
-from infra.topics import caselink_topics, ensure_topics, person_events_topic
-from schemas import default_serde
+from caselink.core.kafka import read_to_end
+from caselink.core.settings import IngestSettings, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +92,7 @@ def test_openapi_document(client: TestClient) -> None:
 
 
 def _consents(settings: Settings, agency: str) -> dict[str, dict]:
-    from infra.topics import consent_events_topic
+    from caselink.infra.topics import consent_events_topic
 
     serde = default_serde()
     return {m.key().decode(): serde.decode(m.value())[1]

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from caselink.infra.kafka_runtime import KafkaRuntimeError, LocalKafka, resolve_jars
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from caselink.settings import InfraSettings, Settings
-from infra.kafka_runtime import KafkaRuntimeError, LocalKafka, resolve_jars
+from caselink.core.settings import InfraSettings, Settings
 
 pytestmark = pytest.mark.integration
 

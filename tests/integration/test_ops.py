@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from caselink.connectors.base import dead_letter
+from caselink.connectors.files import FileConnector
+from caselink.connectors.mapping import load_mapping
+from caselink.infra.topics import DEAD_LETTER_TOPIC, person_events_topic, purpose_topic
+from caselink.schemas import default_serde
 from confluent_kafka import Consumer, Producer, TopicPartition
 from typer.testing import CliRunner
 
 from caselink.cli import app
-from caselink.kafka import read_to_end
-from caselink.settings import Settings, get_settings
-from connectors.base import dead_letter
-from connectors.files import FileConnector
-from connectors.mapping import load_mapping
-from infra.topics import DEAD_LETTER_TOPIC, person_events_topic, purpose_topic
-from schemas import default_serde
+from caselink.core.kafka import read_to_end
+from caselink.core.settings import Settings, get_settings
 from tests.consent_fixtures import KEY, T0, encode_case, linked_case, member
 from tests.samples import sample
 
@@ -138,10 +138,11 @@ def test_dead_letters_are_listed_and_redriven_once(cli_env: Settings, tmp_path: 
 
 
 def test_export_reads_current_views_into_pandas(cli_env: Settings, tmp_path: Path) -> None:
+    from caselink.streams.consent.gate_core import GateCore
+    from caselink.streams.consent.policy import bundled_policy_path, load_policy
+    from caselink.streams.consent.pseudonym import Pseudonymiser
+
     from caselink.analyst import read_purpose
-    from streams.consent.gate_core import GateCore
-    from streams.consent.policy import bundled_policy_path, load_policy
-    from streams.consent.pseudonym import Pseudonymiser
 
     core = GateCore(load_policy(bundled_policy_path()), Pseudonymiser(KEY, "k1"), clock=lambda: T0)
     for i in range(3):

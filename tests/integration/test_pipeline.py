@@ -17,15 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
-
-from caselink.demo import SAMPLES, latest_linked_cases, start_worker, wait_for_worker, wait_until_quiet
-from caselink.kafka import admin_client, read_to_end
-from caselink.settings import KafkaSettings, Settings
-from connectors.files import FileConnector, resolve_source_path
-from connectors.mapping import load_mapping
-from infra.kafka_runtime import LocalKafka
-from infra.topics import (
+from caselink.connectors.files import FileConnector, resolve_source_path
+from caselink.connectors.mapping import load_mapping
+from caselink.infra.kafka_runtime import LocalKafka
+from caselink.infra.topics import (
     DEAD_LETTER_TOPIC,
     LINK_INPUT_TOPIC,
     LINKED_CASES_TOPIC,
@@ -33,10 +28,15 @@ from infra.topics import (
     ensure_topics,
     person_events_topic,
 )
-from linkage.models import default_model
-from linkage.synthetic import records_for_size
-from schemas import default_serde
-from streams.linker_core import LinkerCore
+from caselink.linkage.models import default_model
+from caselink.linkage.synthetic import records_for_size
+from caselink.schemas import default_serde
+from caselink.streams.linker_core import LinkerCore
+from confluent_kafka import Producer
+
+from caselink.core.kafka import admin_client, read_to_end
+from caselink.core.settings import KafkaSettings, Settings
+from caselink.demo import SAMPLES, latest_linked_cases, start_worker, wait_for_worker, wait_until_quiet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -121,7 +121,7 @@ def _cli(settings: Settings, *args: str) -> tuple[int, str]:
     from typer.testing import CliRunner
 
     from caselink.cli import app
-    from caselink.settings import get_settings
+    from caselink.core.settings import get_settings
 
     get_settings.cache_clear()
     try:
@@ -284,7 +284,7 @@ def _live(worker) -> bool:
 def _link_input_end(settings: Settings) -> int:
     from confluent_kafka import TopicPartition
 
-    from caselink.kafka import consumer, watermarks
+    from caselink.core.kafka import consumer, watermarks
 
     c = consumer(settings, "t-watermarks")
     try:

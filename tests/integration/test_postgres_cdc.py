@@ -10,14 +10,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from caselink.connectors.mapping import parse_mapping
+from caselink.connectors.postgres import PostgresCdcConnector, leftover_slots, lsn_number, parse_change
+from caselink.infra.postgres import LocalPostgres
+from caselink.infra.topics import caselink_topics, ensure_topics, person_events_topic
+from caselink.schemas import default_serde
 
-from caselink.kafka import read_to_end
-from caselink.settings import Settings
-from connectors.mapping import parse_mapping
-from connectors.postgres import PostgresCdcConnector, leftover_slots, lsn_number, parse_change
-from infra.postgres import LocalPostgres
-from infra.topics import caselink_topics, ensure_topics, person_events_topic
-from schemas import default_serde
+from caselink.core.kafka import read_to_end
+from caselink.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from caselink.infra.topics import person_events_topic
+from caselink.schemas import default_serde
 from confluent_kafka import Producer
 
+from caselink.core.settings import Settings
 from caselink.demo import start_worker
-from caselink.settings import Settings
-from infra.topics import person_events_topic
-from schemas import default_serde
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ARTIFACTS = Path(os.environ.get("CASELINK_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))

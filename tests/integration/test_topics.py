@@ -4,9 +4,8 @@ import time
 import uuid
 
 import pytest
+from caselink.infra.topics import TopicSpec, caselink_topics, ensure_topics
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
-
-from infra.topics import TopicSpec, caselink_topics, ensure_topics
 
 pytestmark = pytest.mark.integration
 

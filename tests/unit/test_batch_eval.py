@@ -1,7 +1,7 @@
 import pandas as pd
+from caselink.linkage.batch import link_dataframe, person_from_row
+from caselink.linkage.evaluate import cluster_scores, cross_pairs, pairwise_scores, scores
 
-from linkage.batch import link_dataframe, person_from_row
-from linkage.evaluate import cluster_scores, cross_pairs, pairwise_scores, scores
 from tests.linkage_fixtures import trained_model
 
 

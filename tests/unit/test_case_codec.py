@@ -1,9 +1,10 @@
 """LinkedCase bytes assembled from cached member encodings equal a plain encoding of the case."""
 
-from infra.topics import LINKED_CASES_TOPIC
-from schemas import default_serde
-from streams.case_codec import LinkedCaseCodec
-from streams.linker_core import LinkerCore
+from caselink.infra.topics import LINKED_CASES_TOPIC
+from caselink.schemas import default_serde
+from caselink.streams.case_codec import LinkedCaseCodec
+from caselink.streams.linker_core import LinkerCore
+
 from tests.linkage_fixtures import synthetic_data, trained_model
 from tests.unit.test_linker_core import event
 

@@ -2,11 +2,11 @@
 
 import re
 
+from caselink.streams.review_page import render_review_page, threshold_weight
 from typer.testing import CliRunner
 
 from caselink.charts import decision_html, histogram_svg, waterfall_svg
 from caselink.cli import app
-from streams.review_page import render_review_page, threshold_weight
 
 
 def test_waterfall_has_a_bar_per_field_and_a_total_that_adds_up() -> None:

@@ -1,12 +1,11 @@
 """Comparison functions that skip work must give the levels of their plain definitions."""
 
+from caselink.linkage.comparisons import MISSING, _location
+from caselink.linkage.record import LinkRecord, standardise_person
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 from rapidfuzz.fuzz import token_set_ratio
-
-from linkage.comparisons import MISSING, _location
-from linkage.record import LinkRecord, standardise_person
 
 
 def _location_reference(a: LinkRecord, b: LinkRecord) -> int:

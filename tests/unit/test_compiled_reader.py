@@ -13,11 +13,11 @@ from typing import Any
 
 import fastavro
 import pytest
+from caselink.schemas import SCHEMA_NAMES, UndecodableEventError, default_serde
+from caselink.schemas.compiled_reader import READ_ERRORS, read_long
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import SCHEMA_NAMES, UndecodableEventError, default_serde
-from schemas.compiled_reader import READ_ERRORS, read_long
 from tests.unit.test_compiled_writer import LONG, _strategy
 
 CHECKS = settings(max_examples=150, deadline=None,

@@ -16,12 +16,12 @@ from typing import Any
 
 import fastavro
 import pytest
+from caselink.schemas import SCHEMA_NAMES, default_serde
+from caselink.schemas.compiled_writer import WRITE_ERRORS, compile_writer, write_long
+from caselink.schemas.serde import MAGIC
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import SCHEMA_NAMES, default_serde
-from schemas.compiled_writer import WRITE_ERRORS, compile_writer, write_long
-from schemas.serde import MAGIC
 from tests.samples import sample
 
 LONG = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-200, 70_000),

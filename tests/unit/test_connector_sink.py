@@ -2,13 +2,13 @@
 
 from typing import Any
 
+import caselink.connectors.base as base
 import pytest
+from caselink.connectors.base import ConnectorSink
 from confluent_kafka import KafkaException
 
-import connectors.base as base
-from caselink.kafka import idempotent_producer
-from caselink.settings import KafkaSettings, Settings
-from connectors.base import ConnectorSink
+from caselink.core.kafka import idempotent_producer
+from caselink.core.settings import KafkaSettings, Settings
 
 NOWHERE = Settings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"))  # nothing listens on port 1
 

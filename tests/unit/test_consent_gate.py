@@ -3,12 +3,12 @@
 from datetime import timedelta
 
 import pytest
+from caselink.infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, purpose_topic
+from caselink.schemas import default_serde
+from caselink.streams.consent.evaluate import Refusal, View
+from caselink.streams.consent.gate_core import GateCore
+from caselink.streams.consent.register import ConsentRegister, ConsentRejected
 
-from infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, purpose_topic
-from schemas import default_serde
-from streams.consent.evaluate import Refusal, View
-from streams.consent.gate_core import GateCore
-from streams.consent.register import ConsentRegister, ConsentRejected
 from tests.consent_fixtures import T0, consent, encode_case, linked_case, member, policy, pseudonymiser
 
 serde = default_serde()

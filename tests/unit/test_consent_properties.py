@@ -8,13 +8,13 @@ agency has a permit; withdrawing every consent retracts; the audit matches the r
 from datetime import timedelta
 from typing import Any
 
+from caselink.infra.topics import DISCLOSURES_TOPIC, purpose_topic
+from caselink.schemas import default_serde
+from caselink.streams.consent.gate_core import GateCore
+from caselink.streams.consent.policy import QUASI_FIELDS, Policy, Purpose
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra.topics import DISCLOSURES_TOPIC, purpose_topic
-from schemas import default_serde
-from streams.consent.gate_core import GateCore
-from streams.consent.policy import QUASI_FIELDS, Policy, Purpose
 from tests.consent_fixtures import T0, consent, encode_case, linked_case, member, pseudonymiser
 
 serde = default_serde()

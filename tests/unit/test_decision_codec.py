@@ -3,12 +3,12 @@
 from typing import Any
 
 import pytest
+from caselink.infra.topics import LINK_DECISIONS_TOPIC
+from caselink.schemas import default_serde
+from caselink.streams import decision_codec
+from caselink.streams.decision_codec import DecisionCodec
+from caselink.streams.linker_core import LinkerCore
 
-from infra.topics import LINK_DECISIONS_TOPIC
-from schemas import default_serde
-from streams import decision_codec
-from streams.decision_codec import DecisionCodec
-from streams.linker_core import LinkerCore
 from tests.linkage_fixtures import trained_model
 from tests.unit.test_case_codec import _case_events
 

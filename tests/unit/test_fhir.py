@@ -1,7 +1,6 @@
 import pytest
-
-from connectors.fhir import NHS_NUMBER_SYSTEM, bundle_rows, patient_to_row
-from connectors.mapping import RowError
+from caselink.connectors.fhir import NHS_NUMBER_SYSTEM, bundle_rows, patient_to_row
+from caselink.connectors.mapping import RowError
 
 PATIENT = {
     "resourceType": "Patient", "id": "p1", "meta": {"versionId": "3"},

@@ -2,8 +2,9 @@
 
 import random
 
-from linkage.evaluate import pairwise_scores
-from linkage.index import CitizenIndex
+from caselink.linkage.evaluate import pairwise_scores
+from caselink.linkage.index import CitizenIndex
+
 from tests.linkage_fixtures import person, synthetic_data, trained_model
 
 ANN = person("Ann", "Lee", "1990-04-03", nhs="9434765919")

@@ -2,9 +2,10 @@
 
 from datetime import UTC, datetime, timedelta
 
-from infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC
-from schemas import default_serde
-from streams.linker_core import LinkerCore
+from caselink.infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC
+from caselink.schemas import default_serde
+from caselink.streams.linker_core import LinkerCore
+
 from tests.linkage_fixtures import person, synthetic_data, trained_model
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -1,10 +1,10 @@
 from pathlib import Path
 
 import pytest
+from caselink.connectors.files import read_csv, read_jsonl
+from caselink.connectors.mapping import MappingError, RowError, load_mapping, parse_mapping
 
 from caselink.demo import SAMPLES
-from connectors.files import read_csv, read_jsonl
-from connectors.mapping import MappingError, RowError, load_mapping, parse_mapping
 
 
 def _write(tmp_path: Path, text: str) -> Path:

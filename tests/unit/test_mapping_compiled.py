@@ -6,11 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from connectors.files import resume_point, shard_of
-from connectors.mapping import (
+from caselink.connectors.files import resume_point, shard_of
+from caselink.connectors.mapping import (
     ADDRESS_KEYS,
     CASE_KEYS,
     PERSON_LISTS,
@@ -21,6 +18,8 @@ from connectors.mapping import (
     RowError,
     reference_apply,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 COLUMNS = ["a", "b", "n.x"]
 cell = st.one_of(
@@ -100,7 +99,7 @@ def test_generated_apply_agrees_with_the_reference(mapping: AgencyMapping, row: 
 def test_a_compiled_mapping_survives_pickling_for_worker_processes() -> None:
     import pickle
 
-    from connectors.mapping import parse_mapping
+    from caselink.connectors.mapping import parse_mapping
 
     mapping = parse_mapping({"agency": "health", "record_id": "id",
                              "fields": {"family_name": {"from": "last", "upper": True}}})
@@ -155,7 +154,7 @@ def test_shard_of_is_stable_and_spreads() -> None:
 def test_uuid5_text_is_uuid5(name: str) -> None:
     import uuid
 
-    from caselink.ids import uuid5_text
+    from caselink.core.ids import uuid5_text
 
     namespace = uuid.UUID("6f1c3a52-7d1e-4c55-9a38-1d2f6a9e4b10")
     assert uuid5_text(namespace, name) == str(uuid.uuid5(namespace, name))
@@ -182,9 +181,10 @@ class _RecordingSink:
 
 def test_a_checkpoint_never_names_a_row_before_it_is_sent(tmp_path: Any, monkeypatch: Any) -> None:
     """A checkpoint at row N promises rows up to N are sent; a kill right after it must lose nothing."""
-    import connectors.files as files
-    from caselink.settings import ConnectorSettings, Settings
-    from connectors.mapping import parse_mapping
+    import caselink.connectors.files as files
+    from caselink.connectors.mapping import parse_mapping
+
+    from caselink.core.settings import ConnectorSettings, Settings
 
     every = 5_000
     settings = Settings(connector=ConnectorSettings(checkpoint_every_rows=every, checkpoint_interval_s=0))

@@ -2,7 +2,7 @@
 
 import gc
 
-from streams.metrics import GC_PAUSE, observe_gc_pauses
+from caselink.streams.metrics import GC_PAUSE, observe_gc_pauses
 
 
 def _count(generation: str) -> float:

@@ -2,9 +2,9 @@ import json
 from pathlib import Path
 
 import pytest
+from caselink.linkage.model import LinkageModel, ModelError
+from caselink.linkage.record import standardise_person
 
-from linkage.model import LinkageModel, ModelError
-from linkage.record import standardise_person
 from tests.linkage_fixtures import person, synthetic_data, trained_model
 
 
@@ -20,9 +20,8 @@ def test_trained_model_has_sensible_weights() -> None:
 
 def test_em_recovers_the_true_m_of_names_within_a_few_points() -> None:
     import numpy as np
-
-    from linkage.evaluate import cluster_pairs
-    from linkage.training import comparison_matrix
+    from caselink.linkage.evaluate import cluster_pairs
+    from caselink.linkage.training import comparison_matrix
 
     records, truth, _ = synthetic_data()
     by_key = {r.key: r for r in records}

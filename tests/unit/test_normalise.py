@@ -3,13 +3,13 @@
 from datetime import UTC, datetime
 
 import pytest
+from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
+from caselink.linkage.blocking import blocking_keys
+from caselink.linkage.packed import unpack
+from caselink.linkage.record import standardise_person
+from caselink.schemas import default_serde
+from caselink.streams.normalise import Normaliser, packed_record
 
-from infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
-from linkage.blocking import blocking_keys
-from linkage.packed import unpack
-from linkage.record import standardise_person
-from schemas import default_serde
-from streams.normalise import Normaliser, packed_record
 from tests.linkage_fixtures import person
 from tests.unit.test_linker_core import event
 

@@ -3,12 +3,12 @@
 import marshal
 
 import pytest
+from caselink.linkage import packed
+from caselink.linkage.blocking import blocking_keys
+from caselink.linkage.packed import FINGERPRINT, pack, unpack
+from caselink.linkage.record import standardise_person
+from caselink.streams.linker_core import LinkerCore
 
-from linkage import packed
-from linkage.blocking import blocking_keys
-from linkage.packed import FINGERPRINT, pack, unpack
-from linkage.record import standardise_person
-from streams.linker_core import LinkerCore
 from tests.linkage_fixtures import person, synthetic_data, trained_model
 from tests.unit.test_case_codec import _case_events
 
@@ -83,8 +83,8 @@ def test_the_fingerprint_follows_the_code(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 def test_the_linker_decides_the_same_with_or_without_the_packed_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    from linkage import index
-    from schemas import default_serde
+    from caselink.linkage import index
+    from caselink.schemas import default_serde
 
     standardised = []
     monkeypatch.setattr(index, "standardise_person", lambda *a: standardised.append(a[0]) or standardise_person(*a))

@@ -1,8 +1,8 @@
 """The policy language: the bundled policy loads; every kind of mistake is named with its line."""
 
 import pytest
+from caselink.streams.consent.policy import PolicyError, load_policy, parse_policy
 
-from streams.consent.policy import PolicyError, load_policy, parse_policy
 from tests.consent_fixtures import policy
 
 GOOD = """\

@@ -3,10 +3,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from caselink.schemas import SCHEMA_NAMES, AvroSerde, SchemaValidationError, UndecodableEventError, default_serde
+from caselink.schemas.compat import check_all, check_pair
+from caselink.schemas.serde import HISTORY_DIR, SCHEMA_DIR
 
-from schemas import SCHEMA_NAMES, AvroSerde, SchemaValidationError, UndecodableEventError, default_serde
-from schemas.compat import check_all, check_pair
-from schemas.serde import HISTORY_DIR, SCHEMA_DIR
 from tests.samples import sample
 
 

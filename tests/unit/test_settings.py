@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from caselink.settings import Settings
+from caselink.core.settings import Settings
 
 
 def test_yaml_then_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,7 +50,7 @@ def test_unknown_setting_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_cluster_ids_never_look_like_options() -> None:
-    from infra.kafka_runtime import kafka_uuid
+    from caselink.infra.kafka_runtime import kafka_uuid
 
     ids = [kafka_uuid() for _ in range(2000)]
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)

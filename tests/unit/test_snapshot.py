@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
+from caselink.linkage.index import CitizenIndex
+from caselink.schemas import default_serde
+from caselink.streams import snapshot
+from caselink.streams.linker_core import LinkerCore
+from caselink.streams.snapshot import SnapshotWriter
 
-from linkage.index import CitizenIndex
-from schemas import default_serde
-from streams import snapshot
-from streams.linker_core import LinkerCore
-from streams.snapshot import SnapshotWriter
 from tests.linkage_fixtures import person, trained_model
 from tests.unit.test_case_codec import _case_events
 from tests.unit.test_linker_core import T0, event

@@ -1,10 +1,7 @@
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from linkage.nicknames import canonical_given_name
-from linkage.record import UnlinkableRecordError, standardise_person
-from linkage.standardise import (
+from caselink.linkage.nicknames import canonical_given_name
+from caselink.linkage.record import UnlinkableRecordError, standardise_person
+from caselink.linkage.standardise import (
     clean_text,
     nhs_number_valid,
     ni_number_valid,
@@ -15,6 +12,8 @@ from linkage.standardise import (
     standardise_postcode,
     standardise_sex,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_names_lose_case_accents_punctuation_and_titles() -> None:
@@ -94,7 +93,7 @@ def test_record_with_nothing_linkable_is_rejected_with_reason() -> None:
 
 
 def test_blocking_index_caps_and_reports_common_keys() -> None:
-    from linkage.blocking import BlockingIndex
+    from caselink.linkage.blocking import BlockingIndex
 
     index = BlockingIndex(max_block_size=3)
     for i in range(5):
@@ -115,14 +114,14 @@ def test_blocking_index_caps_and_reports_common_keys() -> None:
 def test_strip_accents_fast_path_agrees_with_nfkd(text: str) -> None:
     import unicodedata
 
-    from linkage.standardise import strip_accents
+    from caselink.linkage.standardise import strip_accents
 
     expected = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     assert strip_accents(text) == expected
 
 
 def test_remembered_standardisers_give_the_same_answers_for_any_input() -> None:
-    from linkage.standardise import clean_text, standardise_date, standardise_family, standardise_postcode
+    from caselink.linkage.standardise import clean_text, standardise_date, standardise_family, standardise_postcode
 
     for _ in range(2):  # the second round is answered from the cache
         assert standardise_family("O'Neill-Smith") == ("oneillsmith", ("oneill", "smith"))
@@ -157,7 +156,7 @@ def test_nhs_number_check_agrees_with_the_plain_rule(value: str) -> None:
 def test_equal_values_of_different_records_are_one_object() -> None:
     """standardise_person shares repeating values (the index's memory depends on it), whether
     or not a standardiser's cache already returned the same object."""
-    from linkage.record import share_values
+    from caselink.linkage.record import share_values
 
     person = {"given_names": "Ann", "family_name": "Lee", "date_of_birth": "1990-01-02",
               "addresses": [{"lines": ["1 High St"], "locality": "Leeds", "postcode": "LS1 4AP"}]}
