@@ -165,7 +165,16 @@ class CitizenIndex:
         try:
             record = person if isinstance(person, LinkRecord) else standardise_person(record_key, person)
         except UnlinkableRecordError as exc:
-            return LinkResult(record_key, "REJECTED", self.citizen_of(record_key), reason=str(exc))
+            # This version counts as applied (an earlier one arriving later is stale). The record
+            # as it now stands cannot be linked, so an earlier version of it must not go on
+            # linking people: it leaves the index as a delete would, and the result says why.
+            if record_key not in self.records:
+                if source_version is not None:
+                    self.versions[record_key] = source_version
+                return LinkResult(record_key, "REJECTED", None, reason=str(exc))
+            result = self.delete(record_key, source_version)
+            result.outcome, result.reason = "REJECTED", f"{exc}; its earlier version was removed from the index"
+            return result
         version = source_version if source_version is not None else self.versions.get(record_key, 0) + 1
         self.versions[record_key] = version
         self.seq += 1
@@ -420,8 +429,9 @@ class CitizenIndex:
                 ra, rb = rb, ra
             parent[rb] = ra
             groups[ra] |= groups.pop(rb)
+            kept = ids[ra]  # the root's identifiers gain the joining group's (after the swap above)
             for scheme, value in ids.pop(rb).items():
-                ia.setdefault(scheme, value)
+                kept.setdefault(scheme, value)
         return [groups[r] for r in groups]
 
     def _recluster(self, touched: set[str], extra: set[str]) -> tuple[list[str], dict[str, str | None], bool]:
