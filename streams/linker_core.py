@@ -79,7 +79,9 @@ class LinkerCore:
                 result = self.index.upsert(key, unpacked[0], version, keys=unpacked[1])
             else:
                 result = self.index.upsert(key, event["person"], version)
-            if result.outcome not in ("IGNORED_STALE", "REJECTED"):
+            if result.outcome == "REJECTED":
+                self.members.pop(key, None)  # an earlier version it had is out of the index too
+            elif result.outcome != "IGNORED_STALE":
                 previous = self.members.get(key)
                 self.members[key] = self.codec.member(
                     event["agency"], event["source_record_id"], version,
@@ -95,7 +97,8 @@ class LinkerCore:
     def _outputs(self, result: LinkResult, event_id: str, version: int, at: datetime) -> list[Outgoing]:
         self.last_outcome = result.outcome
         out = [self._decision(result, event_id, version, at)]
-        if result.outcome in ("IGNORED_STALE", "REJECTED"):
+        if result.outcome == "IGNORED_STALE" or (result.outcome == "REJECTED" and not result.changed
+                                                  and not result.retired):
             return out
         for cid in result.changed:
             if cid in self.index.citizens:

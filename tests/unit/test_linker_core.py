@@ -88,3 +88,18 @@ def test_review_decision_on_the_link_input_merges() -> None:
         "decided_by": "tester", "reason": None, "decided_at": T0})
     core.apply(decision)
     assert state(core) == {frozenset({"health:H1", "police:P2"})}
+
+
+def test_an_update_that_cannot_be_linked_takes_the_record_out_of_its_citizen() -> None:
+    core = LinkerCore(trained_model())
+    core.apply(event("health", "H1", 1, person("Ann", "Lee", "1990-04-03")))
+    core.apply(event("police", "P1", 1, person("Ann", "Lee", "1990-04-03")))
+    assert state(core) == {frozenset({"health:H1", "police:P1"})}
+    out = core.apply(event("health", "H1", 2, {"given_names": "Ann", "family_name": "Lee"}))  # nothing to link on
+    serde = default_serde()
+    decision = serde.decode(next(o.value for o in out if o.topic == LINK_DECISIONS_TOPIC))[1]
+    assert decision["outcome"] == "REJECTED" and "earlier version was removed" in decision["reason"]
+    assert state(core) == {frozenset({"police:P1"})}
+    views = [serde.decode(o.value)[1] for o in out if o.topic == LINKED_CASES_TOPIC and o.value is not None]
+    assert [[m["source_record_id"] for m in v["members"]] for v in views] == [["P1"]]
+    assert "health:H1" not in core.members
