@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import pandas as pd
-from caselink.linkage.comparisons import SEPARATE_ADDRESS_COMPARISONS
 from caselink.linkage.evaluate import cross_pairs, pairwise_scores, scores
 from caselink.linkage.index import CitizenIndex
 from caselink.linkage.record import UnlinkableRecordError, standardise_person
@@ -50,7 +49,7 @@ def caselink_febrl4() -> dict[str, Any]:
     a, b, truth = febrl4()
     records = _standardise([(str(r.Index), febrl_person(r)) for df in (a, b) for r in df.itertuples()])
     t = time.perf_counter()
-    model = train_model(records, comparisons=SEPARATE_ADDRESS_COMPARISONS, version="febrl4")
+    model = train_model(records, separate_address=True, version="febrl4")
     train_s = time.perf_counter() - t
     t = time.perf_counter()
     clusters = _link(records, model)
@@ -62,7 +61,7 @@ def caselink_febrl4() -> dict[str, Any]:
 def caselink_febrl3() -> tuple[dict[str, Any], dict[str, Any]]:
     df, truth = febrl3()
     records = _standardise([(str(r.Index), febrl_person(r)) for r in df.itertuples()])
-    model = train_model(records, comparisons=SEPARATE_ADDRESS_COMPARISONS, version="febrl3")
+    model = train_model(records, separate_address=True, version="febrl3")
     batch = pairwise_scores(_link(records, model), truth)
     shuffled = records[:]
     random.Random(7).shuffle(shuffled)

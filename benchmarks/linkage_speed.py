@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from caselink.linkage.comparisons import SEPARATE_ADDRESS_COMPARISONS
 from caselink.linkage.index import CitizenIndex
 from caselink.linkage.record import UnlinkableRecordError, share_values, standardise_person
 from caselink.linkage.runtime import tune_gc_for_large_index
@@ -59,7 +58,7 @@ def febrl_speed() -> tuple[dict[str, Any], Any, list]:
                 records.append(standardise_person(str(row.Index), febrl_person(row)))
             except UnlinkableRecordError:
                 pass
-    model = train_model(records, comparisons=SEPARATE_ADDRESS_COMPARISONS, version="febrl4")
+    model = train_model(records, separate_address=True, version="febrl4")
     gc.collect()
     return _timed_inserts(CitizenIndex(model), records), model, records
 

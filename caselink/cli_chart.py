@@ -49,12 +49,14 @@ def chart_model(
 ) -> None:
     """The match-weight distribution of the current model on synthetic data, with its thresholds."""
     from caselink.charts import histogram_svg, page
-    from caselink.linkage.model import LinkageModel
-    from caselink.linkage.models import default_model
+    from caselink.linkage.deployment import load_model
     from caselink.streams.review_page import threshold_weight
 
-    settings = get_settings()
-    model = LinkageModel.load(settings.worker.model_path) if settings.worker.model_path else default_model()
+    try:
+        model = load_model(get_settings().linkage)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+        return
     series = weight_samples(model, records)
     marks = {"link": threshold_weight(model.link_threshold), "review": threshold_weight(model.review_threshold)}
     out.write_text(page(f"match weights of model {model.version}",
@@ -73,7 +75,7 @@ def chart_decision(
     from caselink.charts import decision_html
     from caselink.core.kafka import read_to_end
     from caselink.infra.topics import LINK_DECISIONS_TOPIC
-    from caselink.linkage.models import default_model
+    from caselink.linkage.deployment import load_model
     from caselink.schemas import default_serde
     from caselink.streams.review_page import threshold_weight
 
@@ -84,7 +86,11 @@ def chart_decision(
             latest = serde.decode(msg.value(), expect="LinkDecision")[1]
     if latest is None:
         fail(f"no link decision about {record}")
-    model = default_model()
+    try:
+        model = load_model(get_settings().linkage)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+        return
     out.write_text(decision_html(latest, threshold_weight(model.link_threshold),
                                  threshold_weight(model.review_threshold)))
     emit({"path": str(out), "outcome": latest["outcome"]}, as_json, f"wrote {out} ({latest['outcome']})")

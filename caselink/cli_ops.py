@@ -227,12 +227,16 @@ def rebuild_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Rebuild the index from the retained link input under a model, beside the live one, and compare."""
+    from caselink.linkage.deployment import load_model
     from caselink.linkage.model import LinkageModel
-    from caselink.linkage.models import default_model
     from caselink.rebuild import compare, live_members, rebuild_members_for, switch
 
     settings = get_settings()
-    chosen = LinkageModel.load(model) if model else default_model()
+    try:
+        chosen = LinkageModel.load(model) if model else load_model(settings.linkage)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+        return
     from caselink.linkage.runtime import tune_gc_for_large_index
 
     tune_gc_for_large_index()

@@ -8,7 +8,7 @@ import sys
 from rich.markup import escape
 
 from caselink.core.settings import get_settings
-from caselink.output import console, err_console
+from caselink.output import console, err_console, fail
 
 
 def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel: str = "warn") -> None:
@@ -20,8 +20,7 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
     observe_gc_pauses()
     import atexit
 
-    from caselink.linkage.model import LinkageModel
-    from caselink.linkage.models import default_model
+    from caselink.linkage.deployment import load_model
     from caselink.streams.app import create_app
     from caselink.streams.linker_loop import LinkerLoop
 
@@ -30,7 +29,11 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
         settings.worker.web_port = web_port
     if app_id is not None:
         settings.worker.app_id = app_id
-    model = LinkageModel.load(settings.worker.model_path) if settings.worker.model_path else default_model()
+    try:
+        model = load_model(settings.linkage)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+        return
     linker = LinkerLoop(settings, model, f"{settings.worker.app_id}-linker")
     linker.start()
     atexit.register(linker.stop)

@@ -51,6 +51,8 @@ console = Console()
 
 def run_demo(keep_running: bool = False) -> None:
     settings = get_settings()
+    # The demo links the bundled samples with the bundled model (a deployment trains its own).
+    settings = settings.model_copy(update={"linkage": settings.linkage.model_copy(update={"bundled_model": True})})
     started_here: LocalKafka | None = None
     t0 = time.monotonic()
     if not settings.kafka.bootstrap_servers and local_cluster(settings) is None:
@@ -61,7 +63,8 @@ def run_demo(keep_running: bool = False) -> None:
         console.print(f"Apache Kafka {settings.infra.kafka_version} (KRaft) ready at {state.bootstrap_servers} "
                       f"in {time.monotonic() - t0:.1f}s; logs in {directory}")
         settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers),
-                            infra=settings.infra, agencies=settings.agencies, purposes=settings.purposes)
+                            infra=settings.infra, agencies=settings.agencies, purposes=settings.purposes,
+                            linkage=settings.linkage)
     else:
         console.rule("[bold]1. Kafka")
         console.print(f"using the running broker at {bootstrap_servers(settings)}")
@@ -277,7 +280,10 @@ def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path |
         "CASELINK_WORKER__WEB_PORT": str(port), "CASELINK_WORKER__DATA_DIR": str(data_dir),
         "CASELINK_WORKER__APP_ID": app_id or w.app_id,
         "CASELINK_WORKER__NORMALISER_PROCESSES": str(processes),
-        "CASELINK_WORKER__SNAPSHOT_INTERVAL_S": str(snapshots)})
+        "CASELINK_WORKER__SNAPSHOT_INTERVAL_S": str(snapshots),
+        # The worker links as the caller does: the same model.
+        "CASELINK_LINKAGE__BUNDLED_MODEL": str(settings.linkage.bundled_model).lower(),
+        "CASELINK_LINKAGE__MODEL_PATH": str(settings.linkage.model_path)})
 
 
 def start_gate(settings: Settings, app_id: str | None = None) -> WorkerProcess:

@@ -48,10 +48,10 @@ def replay_index(settings: Settings, model: LinkageModel, progress: Callable[[in
     from caselink.core.kafka import read_to_end
     from caselink.infra.topics import LINK_INPUT_TOPIC
     from caselink.schemas import UndecodableEventError
-    from caselink.streams.linker_core import LinkerCore
+    from caselink.streams.linker_core import new_core
     from caselink.streams.normalise import packed_record
 
-    core = LinkerCore(model, max_block_size=settings.worker.max_block_size)
+    core = new_core(settings, model)
     messages = read_to_end(settings, [LINK_INPUT_TOPIC], timeout=120)
     for i, msg in enumerate(messages, 1):
         try:

@@ -11,16 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from caselink.connectors.dates import DateFormatError, check_format, read_date
+from caselink.linkage.deployment import catalogue
+from caselink.linkage.schemes import SchemeCatalogue
 from caselink.linkage.standardise import is_missing
 
+from caselink.core.settings import get_settings
 from caselink.core.yaml_lines import line_of as _line
 from caselink.core.yaml_lines import load_yaml_with_lines
 
-FIELD_KEYS = {"from", "value", "join", "split", "format", "map", "default", "required", "lower", "upper", "strip"}
+FIELD_KEYS = {"from", "value", "join", "split", "format", "map", "default", "required", "lower", "upper"}
 PERSON_SCALARS = ("given_names", "family_name", "date_of_birth", "sex")
 PERSON_LISTS = ("other_names", "phones", "emails")
 ADDRESS_KEYS = ("lines", "locality", "region", "postcode", "country", "valid_from", "valid_to")
@@ -41,6 +44,25 @@ class RowError(ValueError):
         super().__init__(f"{field_path}: {reason}")
 
 
+class FieldProblem(ValueError):
+    """One field of a row could not be read as asked: ``value`` is what is kept of it (the digits
+    of a date that is not on the calendar, or None), ``reason`` says why. The row goes on without
+    it and records the problem in the person's ``quality``; one bad field never loses a record."""
+
+    def __init__(self, value: Any, reason: str, raw: Any) -> None:
+        self.value = value
+        self.reason = reason
+        self.raw = raw
+        super().__init__(reason)
+
+
+def _quality(quality: list[dict[str, Any]], path: str, problem: FieldProblem) -> Any:
+    """Record ``problem`` for the field at ``path`` and give the value kept of it."""
+    raw = problem.raw if problem.raw is None or isinstance(problem.raw, str) else str(problem.raw)
+    quality.append({"field": path, "problem": problem.reason, "raw": raw})
+    return problem.value
+
+
 # --------------------------------------------------------------------------- field specs
 @dataclass(frozen=True)
 class FieldSpec:
@@ -48,7 +70,8 @@ class FieldSpec:
     value: Any = None
     join: str = " "
     split: str | None = None
-    date_format: str | None = None
+    date_formats: tuple[str, ...] = ()
+    joined: bool = False  # ``join`` given: several columns make one value even where a list is built
     value_map: Mapping[str, Any] | None = None
     default: Any = None
     required: bool = False
@@ -81,7 +104,10 @@ class FieldSpec:
 
     def many(self, row: Mapping[str, Any], path: str) -> list[Any]:
         out: list[Any] = []
-        for value in self.raw(row, path):
+        values = self.raw(row, path)
+        if self.joined and len(values) > 1:
+            values = [self.join.join(str(v).strip() for v in values)]
+        for value in values:
             parts = str(value).split(self.split) if self.split else ([*value] if isinstance(value, list) else [value])
             out.extend(self._post(p, path) for p in parts if not is_missing(p))
         return [o for o in out if o is not None]
@@ -95,11 +121,11 @@ class FieldSpec:
                 value = value.upper()
         if self.value_map is not None:
             value = self._post_map(value, path)
-        if self.date_format and value is not None and value != "":
-            try:
-                value = datetime.strptime(str(value), self.date_format).date().isoformat()
-            except ValueError:
-                raise RowError(path, f"{value!r} is not a date in format {self.date_format}") from None
+        if self.date_formats and value is not None and value != "":
+            iso, problem = read_date(str(value), self.date_formats)
+            if problem is not None:
+                raise FieldProblem(iso, problem, value)
+            value = iso
         return value
 
 
@@ -127,7 +153,7 @@ class FieldSpec:
         return one
 
     def compile_many(self, path: str) -> Callable[[Mapping[str, Any]], list[Any]]:
-        if self.value is not None or len(self.sources) != 1 or self.split is not None:
+        if self.value is not None or len(self.sources) != 1 or self.split is not None or self.joined:
             return lambda row: self.many(row, path)
         post = self._compile_post(path)
         get = _getter(self.sources[0])
@@ -175,15 +201,15 @@ class FieldSpec:
             steps.append(lambda v: v.upper() if v.__class__ is str else v)
         if self.value_map is not None:
             steps.append(lambda v: self._post_map(v, path))
-        if self.date_format:
-            parse = _date_parser(self.date_format)
+        if self.date_formats:
+            formats = self.date_formats
 
             def to_date(v: Any) -> Any:
                 if v is None or v == "":
                     return v
-                iso = parse(str(v))
-                if iso is None:
-                    raise RowError(path, f"{v!r} is not a date in format {self.date_format}")
+                iso, problem = read_date(str(v), formats)
+                if problem is not None:
+                    raise FieldProblem(iso, problem, v)
                 return iso
 
             steps.append(to_date)
@@ -208,20 +234,8 @@ class FieldSpec:
             return self.value_map[key.lower()]
         if "*" in self.value_map:
             return self.value_map["*"]
-        raise RowError(path, f"value {key!r} is not in the map ({', '.join(map(str, self.value_map))})")
-
-
-def _date_parser(date_format: str) -> Callable[[str], str | None]:
-    """ISO date of a text in ``date_format``, or None; cached, since dates of birth repeat a lot."""
-
-    @lru_cache(maxsize=200_000)
-    def parse(text: str) -> str | None:
-        try:
-            return datetime.strptime(text, date_format).date().isoformat()
-        except ValueError:
-            return None
-
-    return parse
+        raise FieldProblem(None, f"value {key!r} is not in the map ({', '.join(map(str, self.value_map))}); left out",
+                           value)
 
 
 def _getter(source: str) -> Callable[[Mapping[str, Any]], Any]:
@@ -262,11 +276,17 @@ def _field(spec: Any, where: str, file: str, node: Any = None) -> FieldSpec:
         if not all(isinstance(s, str) for s in sources):
             raise MappingError(f"{file}:{_line(spec, 'from')}: {where}.from must be a column name or a list of them")
     fmt = spec.get("format")
+    formats: tuple[str, ...] = ()
     if fmt is not None:
-        try:
-            datetime(2000, 1, 2).strftime(fmt)
-        except ValueError as exc:
-            raise MappingError(f"{file}:{_line(spec, 'format')}: {where}.format {fmt!r}: {exc}") from None
+        formats = (fmt,) if isinstance(fmt, str) else tuple(fmt) if isinstance(fmt, list) else ()
+        if not formats or not all(isinstance(f, str) for f in formats):
+            raise MappingError(f"{file}:{_line(spec, 'format')}: {where}.format must be a date format or a list "
+                               f"of them, tried in order")
+        for one in formats:
+            try:
+                check_format(one)
+            except DateFormatError as exc:
+                raise MappingError(f"{file}:{_line(spec, 'format')}: {where}.format {exc}") from None
     value_map = spec.get("map")
     if value_map is not None and not isinstance(value_map, dict):
         raise MappingError(f"{file}:{_line(spec, 'map')}: {where}.map must be a mapping of source value -> value")
@@ -275,7 +295,8 @@ def _field(spec: Any, where: str, file: str, node: Any = None) -> FieldSpec:
         value=spec.get("value"),
         join=str(spec.get("join", " ")),
         split=spec.get("split"),
-        date_format=fmt,
+        date_formats=formats,
+        joined="join" in spec,
         value_map={str(k): v for k, v in value_map.items()} if value_map else None,
         default=spec.get("default"),
         required=bool(spec.get("required", False)),
@@ -328,41 +349,63 @@ def reference_apply(m: AgencyMapping, row: Mapping[str, Any]) -> MappedRow:
     """What ``AgencyMapping.apply`` does, written plainly with the reference field semantics
     (``FieldSpec.scalar`` and ``many``); ``apply`` runs the generated equivalent, and
     tests/unit/test_mapping_compiled.py checks the two agree on generated mappings and rows."""
-    rid = m.record_id.scalar(row, "record_id")
+    quality: list[dict[str, Any]] = []
+
+    def scalar(spec: FieldSpec, path: str) -> Any:
+        try:
+            return spec.scalar(row, path)
+        except FieldProblem as problem:
+            return _quality(quality, path, problem)
+
+    def many(spec: FieldSpec, path: str) -> list[Any]:
+        try:
+            return spec.many(row, path)
+        except FieldProblem as problem:
+            _quality(quality, path, problem)
+            return []
+
+    def key_part(spec: FieldSpec, path: str) -> Any:
+        try:
+            return spec.scalar(row, path)
+        except FieldProblem as problem:
+            raise RowError(path, problem.reason) from None
+
+    rid = key_part(m.record_id, "record_id")
     if rid is None or str(rid).strip() == "":
         raise RowError("record_id", "missing record id")
-    ver = _version_number(m.version.scalar(row, "version")) if m.version is not None else None
+    ver = _version_number(key_part(m.version, "version")) if m.version is not None else None
     deleted = False
     if m.delete_when is not None:
-        flag = m.delete_when.scalar(row, "op")
+        flag = key_part(m.delete_when, "op")
         deleted = flag is not None and str(flag).strip().lower() in m.delete_values
-    person: dict[str, Any] = {name: _text(spec.scalar(row, name)) for name, spec in m.scalars.items()}
+    person: dict[str, Any] = {name: _text(scalar(spec, name)) for name, spec in m.scalars.items()}
     for name in PERSON_SCALARS:
         person.setdefault(name, None)
     for name in PERSON_LISTS:
-        person[name] = [str(v) for v in m.lists[name].many(row, name)] if name in m.lists else []
+        person[name] = [str(v) for v in many(m.lists[name], name)] if name in m.lists else []
     ids: dict[str, str] = {}
     for scheme, spec in m.identifiers.items():
-        value = spec.scalar(row, f"identifiers.{scheme}")
+        value = scalar(spec, f"identifiers.{scheme}")
         if value is not None and str(value).strip():
             ids[scheme] = str(value).strip()
     person["identifiers"] = ids
     person["addresses"] = []
     for i, address in enumerate(m.addresses):
         lines = address.fields.get("lines")
-        built: dict[str, Any] = {"lines": [str(v) for v in lines.many(row, f"addresses[{i}].lines")] if lines else []}
+        built: dict[str, Any] = {"lines": [str(v) for v in many(lines, f"addresses[{i}].lines")] if lines else []}
         for key in ADDRESS_KEYS[1:]:
             spec = address.fields.get(key)
-            built[key] = _text(spec.scalar(row, f"addresses[{i}].{key}")) if spec else None
+            built[key] = _text(scalar(spec, f"addresses[{i}].{key}")) if spec else None
         if built["lines"] or built["postcode"] or built["locality"]:
             person["addresses"].append(built)
     cases = []
     for i, case in enumerate(m.cases):
-        built_case = {key: _text(case[key].scalar(row, f"cases[{i}].{key}")) if key in case else None
+        built_case = {key: _text(scalar(case[key], f"cases[{i}].{key}")) if key in case else None
                       for key in CASE_KEYS}
         if built_case["case_id"]:
             built_case["sensitivity"] = built_case["sensitivity"] or "normal"
             cases.append(built_case)
+    person["quality"] = quality
     return MappedRow(str(rid).strip(), ver, deleted, person, cases)
 
 
@@ -378,8 +421,28 @@ class _ApplyWriter:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.scope: dict[str, Any] = {"RowError": RowError, "MappedRow": MappedRow, "_lookup": _lookup,
-                                      "_version_number": _version_number}
+                                      "_version_number": _version_number, "FieldProblem": FieldProblem,
+                                      "_quality": _quality}
         self.count = 0
+
+    def guarded(self, path: str, target: str, body: Callable[[], None], mode: str = "value") -> None:
+        """The code ``body`` emits, inside ``try``: a FieldProblem keeps what it can of the value
+        and notes it in ``quality`` (``mode`` "value", or "list" for an empty list), or, for the
+        parts that key and order the record (``mode`` "key"), fails the row."""
+        start = len(self.lines)
+        body()
+        inner = self.lines[start:]
+        del self.lines[start:]
+        self.emit("try:")
+        self.lines.extend("    " + line for line in inner)
+        self.emit("except FieldProblem as problem:")
+        if mode == "key":
+            self.emit(f"raise RowError({path!r}, problem.reason) from None", 2)
+        elif mode == "list":
+            self.emit(f"_quality(quality, {path!r}, problem)", 2)
+            self.emit(f"{target} = []", 2)
+        else:
+            self.emit(f"{target} = _quality(quality, {path!r}, problem)", 2)
 
     def name(self, value: Any, stem: str = "_k") -> str:
         self.count += 1
@@ -400,7 +463,7 @@ class _ApplyWriter:
         source = spec.sources[0]
         get = f"row.get({source!r})" if "." not in source else f"_lookup(row, {source!r})"
         post = spec._compile_post(path)
-        has_post = bool(spec.case or spec.value_map is not None or spec.date_format)
+        has_post = bool(spec.case or spec.value_map is not None or spec.date_formats)
         if spec.default is not None or spec.required:
             fallback = f"{self.name(spec._compile_fallback(path, post), '_fallback')}()"
         else:
@@ -450,48 +513,66 @@ def _compile_apply(m: AgencyMapping) -> Callable[[Mapping[str, Any]], MappedRow]
     """One generated function per mapping that builds a MappedRow (see ``reference_apply``)."""
     w = _ApplyWriter()
     w.lines.append("def apply(row):")
-    w.scalar(m.record_id, "record_id", "rid")
+    w.emit("quality = []")
+    w.guarded("record_id", "rid", lambda: w.scalar(m.record_id, "record_id", "rid"), "key")
     w.emit("if rid is None or str(rid).strip() == '':")
     w.emit("raise RowError('record_id', 'missing record id')", 2)
     if m.version is not None:
-        w.scalar(m.version, "version", "ver")
+        version = m.version
+        w.guarded("version", "ver", lambda: w.scalar(version, "version", "ver"), "key")
         w.emit("ver = _version_number(ver)")
     else:
         w.emit("ver = None")
     w.emit("deleted = False")
     if m.delete_when is not None:
-        w.scalar(m.delete_when, "op", "flag")
+        delete_when = m.delete_when
+        w.guarded("op", "flag", lambda: w.scalar(delete_when, "op", "flag"), "key")
         w.emit(f"deleted = flag is not None and str(flag).strip().lower() in {w.name(m.delete_values)}")
+
+    def text(spec: FieldSpec | None, path: str, target: str) -> None:
+        if spec is None:
+            w.emit(f"{target} = None")
+        else:
+            w.guarded(path, target, lambda: w.text(spec, path, target))
+
+    def many(spec: FieldSpec | None, path: str, target: str) -> None:
+        if spec is None:
+            w.emit(f"{target} = []")
+        else:
+            w.guarded(path, target, lambda: w.many(spec, path, target), "list")
+
     for name, spec in m.scalars.items():  # parse_mapping admits only PERSON_SCALARS here
-        w.text(spec, name, f"p_{name}")
+        text(spec, name, f"p_{name}")
     for name in PERSON_SCALARS:
         if name not in m.scalars:
             w.emit(f"p_{name} = None")
     for name in PERSON_LISTS:
-        w.many(m.lists.get(name), name, f"p_{name}")
+        many(m.lists.get(name), name, f"p_{name}")
     w.emit("ids = {}")
     for scheme, spec in m.identifiers.items():
-        w.scalar(spec, f"identifiers.{scheme}", "v")
+        path = f"identifiers.{scheme}"
+        w.guarded(path, "v", lambda spec=spec, path=path: w.scalar(spec, path, "v"))  # type: ignore[misc]
         w.emit("if v is not None:")
         w.emit("v = str(v).strip()", 2)
         w.emit("if v:", 2)
         w.emit(f"ids[{scheme!r}] = v", 3)
     w.emit("addresses = []")
     for i, address in enumerate(m.addresses):
-        w.many(address.fields.get("lines"), f"addresses[{i}].lines", "a_lines")
+        many(address.fields.get("lines"), f"addresses[{i}].lines", "a_lines")
         for key in ADDRESS_KEYS[1:]:
-            w.text(address.fields.get(key), f"addresses[{i}].{key}", f"a_{key}")
+            text(address.fields.get(key), f"addresses[{i}].{key}", f"a_{key}")
         w.emit("if a_lines or a_postcode or a_locality:")
         w.emit("addresses.append({" + ", ".join(f"{k!r}: a_{k}" for k in ADDRESS_KEYS) + "})", 2)
     w.emit("cases = []")
     for i, case in enumerate(m.cases):
         for key in CASE_KEYS:
-            w.text(case.get(key), f"cases[{i}].{key}", f"c_{key}")
+            text(case.get(key), f"cases[{i}].{key}", f"c_{key}")
         w.emit("if c_case_id:")
         w.emit("cases.append({" + ", ".join(f"{k!r}: c_{k}" for k in CASE_KEYS[:-1])
                + ", 'sensitivity': c_sensitivity or 'normal'})", 2)
     fields = [*PERSON_SCALARS, *PERSON_LISTS]
-    w.emit("person = {" + ", ".join(f"{k!r}: p_{k}" for k in fields) + ", 'identifiers': ids, 'addresses': addresses}")
+    w.emit("person = {" + ", ".join(f"{k!r}: p_{k}" for k in fields)
+           + ", 'identifiers': ids, 'addresses': addresses, 'quality': quality}")
     w.emit("return MappedRow(str(rid).strip(), ver, deleted, person, cases)")
     exec(compile("\n".join(w.lines), f"<mapping {m.path}>", "exec"), w.scope)
     return w.scope["apply"]  # type: ignore[no-any-return]
@@ -522,10 +603,16 @@ def _version_number(value: Any) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
-def load_mapping(path: str | Path) -> AgencyMapping:
+def load_mapping(path: str | Path, schemes: SchemeCatalogue | None = None) -> AgencyMapping:
+    """A mapping file, checked against the deployment's identifier schemes (``schemes``, or
+    those of the settings)."""
     path = Path(path)
     data = load_yaml_with_lines(path.read_text(encoding="utf-8"), path, MappingError)
-    return parse_mapping(data, str(path))
+    return parse_mapping(data, str(path), schemes)
+
+
+def configured_schemes() -> SchemeCatalogue:
+    return catalogue(get_settings().linkage)
 
 
 def _reject_unknown(node: dict[str, Any], allowed: Any, what: str, file: str) -> None:
@@ -535,7 +622,7 @@ def _reject_unknown(node: dict[str, Any], allowed: Any, what: str, file: str) ->
         raise MappingError(f"{file}:{_line(node, key)}: unknown {what} {key!r}; allowed: {', '.join(sorted(allowed))}")
 
 
-def parse_mapping(data: Any, file: str = "<mapping>") -> AgencyMapping:
+def parse_mapping(data: Any, file: str = "<mapping>", schemes: SchemeCatalogue | None = None) -> AgencyMapping:
     if not isinstance(data, dict):
         raise MappingError(f"{file}:1: a mapping file must be a YAML mapping")
     _reject_unknown(data, TOP_KEYS, "top-level key", file)
@@ -556,6 +643,11 @@ def parse_mapping(data: Any, file: str = "<mapping>") -> AgencyMapping:
         raise MappingError(f"{file}:{_line(fields, 'identifiers')}: identifiers must map scheme -> field")
     identifiers = {scheme: _field(spec, f"fields.identifiers.{scheme}", file, identifiers_raw)
                    for scheme, spec in identifiers_raw.items()}
+    catalogue = schemes if schemes is not None else configured_schemes()
+    unknown = catalogue.unknown(identifiers_raw, agency)
+    if unknown:
+        raise MappingError(f"{file}:{_line(identifiers_raw, unknown[0])}: fields.identifiers.{unknown[0]}: "
+                           f"{catalogue.describe_unknown(unknown[0])}")
     addresses_raw = fields.get("addresses") or []
     if isinstance(addresses_raw, dict):
         addresses_raw = [addresses_raw]

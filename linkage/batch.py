@@ -7,17 +7,17 @@ plumbing, training when no model is given, a progress bar and the table of score
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from caselink.linkage.comparisons import DEFAULT_COMPARISONS, Comparison
 from caselink.linkage.index import CitizenIndex
 from caselink.linkage.model import LinkageModel
 from caselink.linkage.record import LinkRecord, UnlinkableRecordError, standardise_person
+from caselink.linkage.rules import DEFAULT_RULES, LinkageRules
 from caselink.linkage.standardise import is_missing
-from caselink.linkage.training import train_model
+from caselink.linkage.training import learn_placeholders, train_model
 from tqdm import tqdm
 
 IDENTIFIER_PREFIX = "id_"
@@ -59,36 +59,61 @@ def person_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def standardise_all(
-    items: Iterable[tuple[str, Mapping[str, Any]]], total: int | None = None, progress: bool = False
+    items: Iterable[tuple[str, Mapping[str, Any]]], total: int | None = None, progress: bool = False,
+    rules: LinkageRules = DEFAULT_RULES,
 ) -> tuple[list[LinkRecord], list[tuple[str, str]]]:
     records, rejected = [], []
     for key, person in tqdm(items, total=total, disable=not progress, desc="standardise", unit="rec"):
         try:
-            records.append(standardise_person(key, person))
+            records.append(standardise_person(key, person, rules))
         except UnlinkableRecordError as exc:
             rejected.append((key, str(exc)))
     return records, rejected
 
 
+def train_on_people(
+    items: Sequence[tuple[str, Mapping[str, Any]]],
+    rules: LinkageRules = DEFAULT_RULES,
+    progress: bool = False,
+    **options: Any,
+) -> LinkageModel:
+    """Train a model on a deployment's own records: standardise them under ``rules``, learn
+    which names are fillers in this data (``learn_placeholders``), standardise again with
+    those counted as missing, then train. ``options`` go to ``train_model``."""
+    records, _ = standardise_all(items, len(items), progress, rules)
+    given, family = learn_placeholders(records)
+    if given or family:
+        rules = rules.with_learned(given, family)
+        records, _ = standardise_all(items, len(items), progress, rules)
+    return train_model(records, rules=rules, **options)
+
+
 def link_records(
     items: Iterable[tuple[str, Mapping[str, Any]]],
     model: LinkageModel | None = None,
-    comparisons: tuple[Comparison, ...] = DEFAULT_COMPARISONS,
     total: int | None = None,
     progress: bool = False,
+    max_citizen_records: int | None = None,
 ) -> BatchResult:
     """Link (key, person) items; trains a model on them first when none is given."""
-    records, rejected = standardise_all(items, total, progress)
+    items = list(items)
     if model is None:
-        model = train_model(records, comparisons=comparisons)
-    index = CitizenIndex(model)
+        model = train_on_people(items, progress=progress)
+    records, rejected = standardise_all(items, total, progress, model.rules)
+    index = CitizenIndex(model, max_citizen_records=max_citizen_records)
     pair_rows = []
     for record in tqdm(records, disable=not progress, desc="link", unit="rec"):
         result = index.upsert(record.key, record)
         for c in result.candidates:
             pair_rows.append((c.record_key, record.key, c.weight, c.probability, c.weight >= model.link_weight))
-    clusters = pd.DataFrame(sorted(index.clusters().items()), columns=["record_key", "citizen_id"])
-    pairs = pd.DataFrame(pair_rows, columns=["left", "right", "match_weight", "match_probability", "linked"])
+    assignment = index.clusters()
+    clusters = pd.DataFrame(sorted(assignment.items()), columns=["record_key", "citizen_id"])
+    # ``linked``: the pair scored at or above the link threshold and its records are one citizen
+    # (a link refused by an identifier, a reviewer or the size guard scores high but is not made).
+    pairs = pd.DataFrame(
+        [(left, right, w, p, above, above and assignment.get(left) == assignment.get(right) is not None)
+         for left, right, w, p, above in pair_rows],
+        columns=["left", "right", "match_weight", "match_probability", "above_link_threshold", "linked"])
     return BatchResult(clusters, pairs, pd.DataFrame(rejected, columns=["record_key", "reason"]), model, index)
 
 
@@ -97,5 +122,5 @@ def link_dataframe(
 ) -> BatchResult:
     """Link a DataFrame of flat canonical columns (see ``person_from_row``)."""
     rows = df.to_dict("records")
-    return link_records(((str(r[key_column]), person_from_row(r)) for r in rows), model,
+    return link_records([(str(r[key_column]), person_from_row(r)) for r in rows], model,
                         total=len(rows), progress=progress)

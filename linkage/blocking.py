@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from caselink.linkage.record import LinkRecord, phonetic
+from caselink.linkage.rules import DEFAULT_RULES
+
+DEFAULT_TYPO_SCHEMES = DEFAULT_RULES.typo_schemes
 
 
 def _dob_canonical(r: LinkRecord) -> str | None:
@@ -24,8 +27,25 @@ def _dob_canonical(r: LinkRecord) -> str | None:
     return d.year + lo + hi
 
 
-def blocking_keys(r: LinkRecord) -> list[str]:
-    keys = [f"id:{scheme}:{value}" for scheme, value in r.ids.items()]
+def _identifier_keys(r: LinkRecord, typo_schemes: frozenset[str]) -> list[str]:
+    """The identifier itself, and for a scheme without a check digit (where one mistyped digit
+    leaves a valid-looking number) its halves and its sorted characters: one substitution keeps a
+    half, a swap of neighbours keeps a half or the sorted form."""
+    keys = []
+    for scheme, value in r.ids.items():
+        keys.append(f"id:{scheme}:{value}")
+        if scheme in typo_schemes and len(value) >= 6:
+            half = len(value) // 2
+            keys.append(f"ih:{scheme}:{value[:half]}")
+            keys.append(f"it:{scheme}:{value[half:]}")
+            keys.append(f"is:{scheme}:{''.join(sorted(value))}")
+    return keys
+
+
+def blocking_keys(r: LinkRecord, typo_schemes: frozenset[str] = DEFAULT_TYPO_SCHEMES) -> list[str]:
+    """The keys of one record; ``typo_schemes``: the identifier schemes whose values may be
+    mistyped without failing a check (``LinkageRules.typo_schemes``)."""
+    keys = _identifier_keys(r, typo_schemes) if r.ids else []
     dob = _dob_canonical(r)
     # Postcode characters in sorted order: the same for a code and its transposition typos.
     pc = "".join(sorted(r.postcode.code)) if r.postcode else None
@@ -62,7 +82,11 @@ def blocking_keys(r: LinkRecord) -> list[str]:
             keys.append(f"pf:{r.postcode.district or r.postcode.code[:-1]}:{r.family_phon}:{g0}")
     if r.given_canon and r.family_phon:
         # Sorted, so a record with given and family names swapped shares the key.
-        keys.append("nm:" + ":".join(sorted((given_canon_phon or "", r.family_phon))) + ":" + area)
+        names = ":".join(sorted((given_canon_phon or "", r.family_phon)))
+        keys.append(f"nm:{names}:{area}")
+        # The same without a place: a record with no address (a benefit claim, a tax dependant)
+        # meets the person's other records. Common names fill it, and it is capped then.
+        keys.append(f"nn:{names}")
     for other in r.other_families:
         other_phon = phonetic(other)
         if dob and other_phon:  # a previous family name meets records made under it

@@ -7,10 +7,11 @@ level weighs is the model's business (``linkage.model``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from caselink.linkage.record import LinkRecord
+from caselink.linkage.schemes import DEFAULT_CATALOGUE, IdentifierScheme
 from rapidfuzz.distance import OSA, JaroWinkler
 from rapidfuzz.fuzz import token_set_ratio
 
@@ -28,11 +29,29 @@ class Comparison:
     name: str
     levels: tuple[str, ...]
     compare: Callable[[LinkRecord, LinkRecord], int]
-    tf_field: str | None = None  # record attribute whose term frequency adjusts the exact level
+    # level -> the record value whose term frequency replaces u at that level (a shared common
+    # surname, or a postal code most records carry, is weak evidence; a rare one strong)
+    tf_levels: tuple[tuple[int, str], ...] = ()
+    # Levels that are not evidence either way: their weight is held at 0 (m = u) rather than
+    # learned, because random pairs cannot show how often non-matches reach them.
+    neutral_levels: tuple[int, ...] = ()
 
     @property
     def n_levels(self) -> int:
         return len(self.levels)
+
+    @property
+    def tf_field(self) -> str | None:
+        """The value adjusting the exact level, if any."""
+        return dict(self.tf_levels).get(0)
+
+
+def tf_value(record: LinkRecord, field: str) -> str | None:
+    """The value a term-frequency table is keyed by (a postal code by its code)."""
+    value = getattr(record, field)
+    if field == "postcode":
+        return value.code if value is not None else None
+    return value  # type: ignore[no-any-return]
 
 
 def _given(a: LinkRecord, b: LinkRecord) -> int:
@@ -59,7 +78,7 @@ def _given(a: LinkRecord, b: LinkRecord) -> int:
 
 
 GIVEN = Comparison("given_name", ("exact", "jw_0.92", "nickname_or_swapped", "jw_0.80", "phonetic_or_initial", "else"),
-                   _given, tf_field="given")
+                   _given, tf_levels=((0, "given"),))
 
 
 def _family(a: LinkRecord, b: LinkRecord) -> int:
@@ -83,7 +102,7 @@ def _family(a: LinkRecord, b: LinkRecord) -> int:
 
 
 FAMILY = Comparison("family_name", ("exact", "jw_0.92", "part_previous_or_swapped", "jw_0.80", "phonetic", "else"),
-                    _family, tf_field="family")
+                    _family, tf_levels=((0, "family"),))
 
 
 def _dob(a: LinkRecord, b: LinkRecord) -> int:
@@ -100,11 +119,15 @@ def _dob(a: LinkRecord, b: LinkRecord) -> int:
         return 3
     if x.year == y.year:
         return 4
-    return 5
+    if x.year.isdigit() and y.year.isdigit() and abs(int(x.year) - int(y.year)) <= 10:
+        return 5
+    return 6
 
 
-DOB = Comparison("date_of_birth", ("exact", "day_month_swapped", "one_edit", "same_month", "same_year", "else"),
-                 _dob)
+# Years far apart are a different generation (a grandfather and his grandson of one name at one
+# address), not a mistyped date: a level of their own, apart from dates within a decade.
+DOB = Comparison("date_of_birth", ("exact", "day_month_swapped", "one_edit", "same_month", "same_year",
+                                   "within_10_years", "else"), _dob)
 
 
 def _postcode(a: LinkRecord, b: LinkRecord) -> int:
@@ -163,22 +186,48 @@ def _sex(a: LinkRecord, b: LinkRecord) -> int:
 SEX = Comparison("sex", ("exact", "else"), _sex)
 
 
-def _identifier(a: LinkRecord, b: LinkRecord) -> int:
-    if not a.ids or not b.ids:
-        return MISSING
-    best = MISSING
-    for scheme, value in a.ids.items():
-        other = b.ids.get(scheme)
-        if other is None:
-            continue
-        if other == value:
-            return 0
-        level = 1 if _osa(other, value) <= 1 else 2
-        best = level if best == MISSING else min(best, level)
-    return best
+_GIVEN_ELSE = 5
+_DOB_AGREES = 3  # below this level: exact, day and month swapped, or one edit apart
 
 
-IDENTIFIER = Comparison("identifier", ("exact", "one_edit", "else"), _identifier)
+def _other_person(a: LinkRecord, b: LinkRecord) -> bool:
+    """The two records name different people: first names that disagree outright, and dates of
+    birth that disagree too or are missing on a side. An identifier they share was then more
+    likely borrowed (a household member's number on a form) than mistyped twice."""
+    if _given(a, b) != _GIVEN_ELSE:
+        return False
+    dob = _dob(a, b)
+    return dob == MISSING or dob >= _DOB_AGREES
+
+
+def identifier_comparison(scheme: IdentifierScheme) -> Comparison:
+    """One scheme's values compared, its weights learned apart from any other scheme's.
+
+    Levels: the same value; the same value on records that name different people (held at
+    weight 0: see ``_other_person``); for schemes without a check digit, one edit apart (a
+    mistyped digit or two swapped, strong but not exact evidence); else different values.
+    """
+    name = scheme.name
+    typos = bool(scheme.typos)
+
+    def compare(a: LinkRecord, b: LinkRecord) -> int:
+        x = a.ids.get(name)
+        if x is None:
+            return MISSING
+        y = b.ids.get(name)
+        if y is None:
+            return MISSING
+        if x == y:
+            return 1 if _other_person(a, b) else 0
+        if typos:
+            return 2 if _osa(x, y) <= 1 else 3
+        return 2
+
+    levels = ("exact", "exact_other_person", *(("one_edit",) if typos else ()), "else")
+    return Comparison(f"{IDENTIFIER_PREFIX}{name}", levels, compare, neutral_levels=(1,))
+
+
+IDENTIFIER_PREFIX = "identifier:"
 
 
 def _contact(a: LinkRecord, b: LinkRecord) -> int:
@@ -234,15 +283,40 @@ LOCATION = Comparison(
     ("same_address", "same_address_near_postcode", "same_postcode", "similar_address", "postcode_sector",
      "same_district_or_town", "else"),
     _location,
+    # A postal code or town most records carry says little; a whole address shared by a
+    # household of five among a million says a lot.
+    tf_levels=((0, "address"), (1, "address"), (2, "postcode"), (5, "locality")),
 )
 
-# Default for agency data: where someone lives counts once (households share it).
-DEFAULT_COMPARISONS: tuple[Comparison, ...] = (IDENTIFIER, GIVEN, FAMILY, DOB, SEX, LOCATION, CONTACT)
+# Where someone lives counts once (households share it): the default for agency data.
+PERSON_COMPARISONS: tuple[Comparison, ...] = (GIVEN, FAMILY, DOB, SEX, LOCATION, CONTACT)
 # For data sets without households, such as FEBRL, address fields can count separately.
-SEPARATE_ADDRESS_COMPARISONS: tuple[Comparison, ...] = (
-    IDENTIFIER, GIVEN, FAMILY, DOB, SEX, POSTCODE, ADDRESS, LOCALITY, CONTACT,
+SEPARATE_ADDRESS_PERSON_COMPARISONS: tuple[Comparison, ...] = (
+    GIVEN, FAMILY, DOB, SEX, POSTCODE, ADDRESS, LOCALITY, CONTACT,
 )
-BY_NAME = {c.name: c for c in (*SEPARATE_ADDRESS_COMPARISONS, LOCATION)}
+BY_NAME = {c.name: c for c in (*SEPARATE_ADDRESS_PERSON_COMPARISONS, LOCATION)}
+
+
+def default_comparisons(schemes: Iterable[IdentifierScheme] = DEFAULT_CATALOGUE.shared.values(),
+                        separate_address: bool = False) -> tuple[Comparison, ...]:
+    """One comparison per shared identifier scheme, then the person's details."""
+    person = SEPARATE_ADDRESS_PERSON_COMPARISONS if separate_address else PERSON_COMPARISONS
+    return (*(identifier_comparison(s) for s in sorted(schemes, key=lambda s: s.name)), *person)
+
+
+DEFAULT_COMPARISONS = default_comparisons()
+
+
+def comparison_named(name: str, schemes: Mapping[str, IdentifierScheme]) -> Comparison:
+    """The comparison a model file names: a fixed one, or ``identifier:<scheme>``."""
+    if name.startswith(IDENTIFIER_PREFIX):
+        scheme = schemes.get(name[len(IDENTIFIER_PREFIX):])
+        if scheme is None or not scheme.shared:
+            raise KeyError(f"{name}: the scheme is not a shared scheme of this model's rules")
+        return identifier_comparison(scheme)
+    if name not in BY_NAME:
+        raise KeyError(f"unknown comparison {name!r}; known: {', '.join(BY_NAME)}, {IDENTIFIER_PREFIX}<scheme>")
+    return BY_NAME[name]
 
 
 def comparison_vector(a: LinkRecord, b: LinkRecord,

@@ -24,6 +24,13 @@ from typing import Any
 from caselink.linkage.blocking import BlockingIndex, blocking_keys
 from caselink.linkage.model import FieldWeight, LinkageModel
 from caselink.linkage.record import LinkRecord, UnlinkableRecordError, share_values, standardise_person
+from rapidfuzz.distance import OSA
+
+# A person held in more source records than this is implausible enough that a person should
+# look before more join (``linkage.max_citizen_records``); it also bounds a LinkedCase's size.
+DEFAULT_MAX_CITIZEN_RECORDS = 100
+# Attributes of the index that are configuration or transient, not state to snapshot.
+_NOT_STATE = frozenset({"model", "blocking", "max_citizen_records", "_guarded"})
 
 
 @dataclass
@@ -46,6 +53,8 @@ class LinkResult:
     changed: list[str] = field(default_factory=list)  # citizens to re-publish
     retired: dict[str, str | None] = field(default_factory=dict)  # retired id -> survivor (None: gone)
     review: list[tuple[str, str, float]] = field(default_factory=list)  # (record, other, weight)
+    # Links the size guard refused: a person should decide them (record, other, weight).
+    guarded: list[tuple[str, str, float]] = field(default_factory=list)
     reason: str | None = None
 
 
@@ -68,9 +77,13 @@ class RecordState:
 
 
 class CitizenIndex:
-    def __init__(self, model: LinkageModel, max_block_size: int = 200) -> None:
+    def __init__(self, model: LinkageModel, max_block_size: int = 200,
+                 max_citizen_records: int | None = DEFAULT_MAX_CITIZEN_RECORDS) -> None:
         self.model = model
         self.blocking = BlockingIndex(max_block_size=max_block_size)
+        self.max_citizen_records = max_citizen_records
+        self.size_refusals = 0  # joins refused because a citizen would have grown past the guard
+        self._guarded: list[tuple[str, str, float]] = []  # this change's refusals, handed to its result
         self.records: dict[str, RecordState] = {}
         self.edges: dict[str, dict[str, float]] = {}
         self.citizens: dict[str, Citizen] = {}
@@ -89,19 +102,20 @@ class CitizenIndex:
     def state(self) -> dict[str, Any]:
         """Everything the index holds except the model and the blocking index, which is keyed by
         this process's string hashes and so is rebuilt by ``from_state`` (picklable)."""
-        state = {name: value for name, value in self.__dict__.items() if name not in ("model", "blocking")}
+        state = {name: value for name, value in self.__dict__.items() if name not in _NOT_STATE}
         # A key once capped stays capped as records leave it: which ones is history, kept by name.
         state["capped_blocking_keys"] = sorted(self.blocking.capped_names.values())
         return state
 
     @classmethod
-    def from_state(cls, model: LinkageModel, state: dict[str, Any], max_block_size: int = 200) -> CitizenIndex:
+    def from_state(cls, model: LinkageModel, state: dict[str, Any], max_block_size: int = 200,
+                   max_citizen_records: int | None = DEFAULT_MAX_CITIZEN_RECORDS) -> CitizenIndex:
         """The index ``state()`` came from, its blocking index rebuilt in the records' order."""
-        index = cls(model, max_block_size=max_block_size)
+        index = cls(model, max_block_size=max_block_size, max_citizen_records=max_citizen_records)
         state = dict(state)
         capped = state.pop("capped_blocking_keys", None)
         unknown = set(state) - set(index.__dict__)
-        missing = set(index.__dict__) - set(state) - {"model", "blocking"}
+        missing = set(index.__dict__) - set(state) - _NOT_STATE
         if unknown or missing or capped is None:
             raise ValueError(f"index state does not fit this code: unknown {sorted(unknown)}, "
                              f"missing {sorted(missing)}")
@@ -109,7 +123,7 @@ class CitizenIndex:
         add = index.blocking.add
         for key, record_state in sorted(index.records.items(), key=lambda kv: kv[1].seq):
             share_values(record_state.record)  # values shared with records linked from now on, too
-            add(key, blocking_keys(record_state.record))
+            add(key, blocking_keys(record_state.record, model.rules.typo_schemes))
         for name in capped:
             index.blocking.capped.add(hash(name))
             index.blocking.capped_names[hash(name)] = name
@@ -150,20 +164,38 @@ class CitizenIndex:
         return self.model.explain(self.records[a].record, self.records[b].record)
 
     # ----------------------------------------------------------------- changes
-    def upsert(
+    def upsert(self, record_key: str, person: Mapping[str, Any] | LinkRecord, source_version: int | None = None,
+               keys: list[str] | None = None) -> LinkResult:
+        """Add or change a record: a Person mapping, or its LinkRecord (with ``keys``, its
+        ``blocking_keys`` when already worked out, as ``linkage.packed`` carries them)."""
+        return self._handing_over(self._upsert(record_key, person, source_version, keys))
+
+    def delete(self, record_key: str, source_version: int | None = None) -> LinkResult:
+        return self._handing_over(self._delete(record_key, source_version))
+
+    def apply_review(self, a: str, b: str, same: bool) -> LinkResult:
+        """A reviewer's decision: must-link (an edge that always holds) or cannot-link (never)."""
+        return self._handing_over(self._apply_review(a, b, same))
+
+    def _handing_over(self, result: LinkResult) -> LinkResult:
+        """The change's size-guard refusals go with its result."""
+        result.guarded.extend(self._guarded)
+        self._guarded = []
+        return result
+
+    def _upsert(
         self,
         record_key: str,
         person: Mapping[str, Any] | LinkRecord,
         source_version: int | None = None,
         keys: list[str] | None = None,
     ) -> LinkResult:
-        """Add or change a record: a Person mapping, or its LinkRecord (with ``keys``, its
-        ``blocking_keys`` when already worked out, as ``linkage.packed`` carries them)."""
         if source_version is not None and self.versions.get(record_key, -1) >= source_version:
             return LinkResult(record_key, "IGNORED_STALE", self.citizen_of(record_key),
                               reason=f"source_version {source_version} <= {self.versions[record_key]}")
         try:
-            record = person if isinstance(person, LinkRecord) else standardise_person(record_key, person)
+            record = person if isinstance(person, LinkRecord) else standardise_person(record_key, person,
+                                                                                       self.model.rules)
         except UnlinkableRecordError as exc:
             # This version counts as applied (an earlier one arriving later is stale). The record
             # as it now stands cannot be linked, so an earlier version of it must not go on
@@ -183,7 +215,7 @@ class CitizenIndex:
             return self._update(existing, record, version, keys)
         return self._insert(record, version, keys)
 
-    def delete(self, record_key: str, source_version: int | None = None) -> LinkResult:
+    def _delete(self, record_key: str, source_version: int | None = None) -> LinkResult:
         if source_version is not None and self.versions.get(record_key, -1) >= source_version:
             return LinkResult(record_key, "IGNORED_STALE", self.citizen_of(record_key),
                               reason=f"source_version {source_version} <= {self.versions[record_key]}")
@@ -193,7 +225,7 @@ class CitizenIndex:
         if state is None:
             return LinkResult(record_key, "DELETED", None, reason="record was not in the index")
         self.seq += 1
-        self.blocking.remove(record_key, blocking_keys(state.record))
+        self.blocking.remove(record_key, self._keys(state.record))
         neighbours = self.edges.pop(record_key, {})
         for other in neighbours:
             self.edges[other].pop(record_key, None)
@@ -212,8 +244,7 @@ class CitizenIndex:
             result.outcome = "SPLIT"
         return result
 
-    def apply_review(self, a: str, b: str, same: bool) -> LinkResult:
-        """A reviewer's decision: must-link (an edge that always holds) or cannot-link (never)."""
+    def _apply_review(self, a: str, b: str, same: bool) -> LinkResult:
         pair = (a, b) if a < b else (b, a)
         self._forget_review(pair)
         if a not in self.records or b not in self.records:
@@ -235,6 +266,9 @@ class CitizenIndex:
         return LinkResult(a, outcome, self.citizen_of(a), changed=changed, retired=retired)
 
     # ----------------------------------------------------------------- internals
+    def _keys(self, record: LinkRecord) -> list[str]:
+        return blocking_keys(record, self.model.rules.typo_schemes)
+
     def _score_candidates(self, record: LinkRecord, keys: list[str]) -> tuple[list[Candidate], list[Candidate]]:
         """(links, possible matches) among blocked candidates."""
         model = self.model
@@ -265,7 +299,7 @@ class CitizenIndex:
 
     def _insert(self, record: LinkRecord, version: int, keys: list[str] | None = None) -> LinkResult:
         if keys is None:
-            keys = blocking_keys(record)
+            keys = self._keys(record)
         links, reviews = self._score_candidates(record, keys)
         key = record.key
         self.blocking.add(key, keys)
@@ -303,12 +337,12 @@ class CitizenIndex:
             state.source_version = version
             return LinkResult(key, "UPDATED", state.citizen_id, changed=[state.citizen_id])
         old_cid = state.citizen_id
-        self.blocking.remove(key, blocking_keys(state.record))
+        self.blocking.remove(key, self._keys(state.record))
         for other in self.edges.pop(key, {}):
             self.edges[other].pop(key, None)
         self._drop_review(key)
         if keys is None:
-            keys = blocking_keys(record)
+            keys = self._keys(record)
         links, reviews = self._score_candidates(record, keys)
         self.blocking.add(key, keys)
         for c in links:
@@ -326,12 +360,17 @@ class CitizenIndex:
                           retired=retired, review=[(key, c.record_key, c.weight) for c in reviews])
 
     def _fits(self, record: LinkRecord, citizen_id: str) -> bool:
-        """No identifier of ``record`` contradicts the citizen's, and no reviewer kept it apart."""
+        """Joining the citizen needs no re-partitioning: no identifier of ``record`` differs from
+        a member's (a conservative test: ``_components`` decides what a difference means), the
+        citizen stays within the size guard, and no reviewer kept the record apart."""
         if any(record.key in pair for pair in self.cannot_link):
+            return False
+        members = self.citizens[citizen_id].members
+        if self.max_citizen_records is not None and len(members) >= self.max_citizen_records:
             return False
         if not record.ids:
             return True
-        for member in self.citizens[citizen_id].members:
+        for member in members:
             theirs = self.records[member].record.ids
             if any(theirs.get(scheme, value) != value for scheme, value in record.ids.items()):
                 return False
@@ -390,23 +429,36 @@ class CitizenIndex:
         citizens = {self.records[m].citizen_id for m in members} - {""}
         return citizens, members
 
-    def _components(self, members: set[str]) -> list[set[str]]:
+    def _components(self, members: set[str]) -> tuple[list[set[str]], list[tuple[str, str, float]]]:
         """Link edges strongest first, joining two groups unless that would break a constraint.
 
-        One person has one NHS number: a join that would put two different valid values of a
-        shared identifier scheme into one citizen is refused, as is one that would join records a
-        reviewer said are different people. A reviewer's must-link (an infinite weight) overrides
-        the identifier rule. Processing edges in a fixed order (weight, then keys) makes the result
-        independent of arrival order.
+        Returns the groups and the links refused by the size guard (for review).
+
+        An identifier scheme says how many values one person may hold (``one_per_citizen``):
+        a ``strict`` scheme's two different values never join (one person, one NHS number), a
+        ``soft`` one's join only through a link between the two records that hold them (that
+        pair's score weighed the disagreement), never through a third record. Values one edit
+        apart in a scheme without a check digit are the same number mistyped, not a conflict. A
+        join that would put records a reviewer said are different people together is refused,
+        and so is one that would make a citizen larger than ``max_citizen_records``. A
+        reviewer's must-link (an infinite weight) overrides the identifier and size rules.
+        Processing edges in a fixed order (weight, then keys) makes the result independent of
+        arrival order.
         """
         parent = {m: m for m in members}
         groups = {m: {m} for m in members}
-        ids = {m: dict(self.records[m].record.ids) for m in members}
+        records = {m: self.records[m].record for m in members}
+        ids: dict[str, dict[str, set[str]]] = {}
+        for m, r in records.items():
+            ids[m] = {s: {v} for s, v in r.ids.items()}
+        schemes = self.model.rules.schemes.schemes
         apart: dict[str, set[str]] = {}
         for x, y in self.cannot_link:
             if x in parent and y in parent:
                 apart.setdefault(x, set()).add(y)
                 apart.setdefault(y, set()).add(x)
+        limit = self.max_citizen_records
+        refused: list[tuple[str, str, float]] = []
 
         def find(x: str) -> str:
             while parent[x] != x:
@@ -414,25 +466,43 @@ class CitizenIndex:
                 x = parent[x]
             return x
 
+        def conflict(ia: dict[str, set[str]], ib: dict[str, set[str]], a: str, b: str) -> bool:
+            for scheme, values in ib.items():
+                held = ia.get(scheme)
+                if held is None or held == values:
+                    continue
+                rule = schemes.get(scheme)
+                if rule is None or rule.one_per_citizen == "none":
+                    continue
+                if rule.typos and all(_osa(x, y) <= 1 for x in held for y in values):
+                    continue
+                if rule.one_per_citizen == "soft" and scheme in records[a].ids and scheme in records[b].ids:
+                    continue
+                return True
+            return False
+
         edges = sorted(((w, a, b) for a in members for b, w in self.edges.get(a, {}).items()
                         if b in members and a < b), key=lambda e: (-e[0], e[1], e[2]))
         for weight, a, b in edges:
             ra, rb = find(a), find(b)
             if ra == rb:
                 continue
-            ia, ib = ids[ra], ids[rb]
-            if weight != float("inf") and any(ia.get(s, v) != v for s, v in ib.items()):
+            binding = weight != float("inf")
+            if binding and conflict(ids[ra], ids[rb], a, b):
                 continue
             if apart and any(p in groups[rb] for x in groups[ra] for p in apart.get(x, ())):
+                continue
+            if binding and limit is not None and len(groups[ra]) + len(groups[rb]) > limit:
+                refused.append((a, b, weight))
                 continue
             if len(groups[ra]) < len(groups[rb]):
                 ra, rb = rb, ra
             parent[rb] = ra
             groups[ra] |= groups.pop(rb)
             kept = ids[ra]  # the root's identifiers gain the joining group's (after the swap above)
-            for scheme, value in ids.pop(rb).items():
-                kept.setdefault(scheme, value)
-        return [groups[r] for r in groups]
+            for scheme, values in ids.pop(rb).items():
+                kept.setdefault(scheme, set()).update(values)
+        return [groups[r] for r in groups], refused
 
     def _recluster(self, touched: set[str], extra: set[str]) -> tuple[list[str], dict[str, str | None], bool]:
         """Recompute the citizens around a change and name them.
@@ -443,7 +513,9 @@ class CitizenIndex:
         """
         touched, members = self._closure(touched, extra)
         seq = {k: self.records[k].seq for k in members}
-        components = sorted(self._components(members), key=lambda comp: min(seq[k] for k in comp))
+        parts, refused = self._components(members)
+        self._hold_for_review(refused)
+        components = sorted(parts, key=lambda comp: min(seq[k] for k in comp))
         where = {k: i for i, comp in enumerate(components) for k in comp}
         # Each old citizen id goes to the component holding its oldest remaining record.
         claims: dict[int, list[str]] = {}
@@ -480,6 +552,21 @@ class CitizenIndex:
                 self.retired[cid] = None
         return changed, retired, new_ids
 
+    def _hold_for_review(self, refused: list[tuple[str, str, float]]) -> None:
+        """Links the size guard refused leave the graph (a giant component would otherwise be
+        re-partitioned whole on every change) and wait for a reviewer as open review pairs."""
+        for a, b, weight in refused:
+            self.edges.get(a, {}).pop(b, None)
+            self.edges.get(b, {}).pop(a, None)
+            pair = (a, b) if a < b else (b, a)
+            if pair in self.review:
+                continue
+            self.review[pair] = weight
+            self._review_partners.setdefault(a, set()).add(b)
+            self._review_partners.setdefault(b, set()).add(a)
+            self.size_refusals += 1
+            self._guarded.append((a, b, weight))
+
     def _new_id(self, founder_key: str) -> str:
         n = 0
         while True:
@@ -489,6 +576,9 @@ class CitizenIndex:
                 self._used_ids.add(cid)
                 return cid
             n += 1
+
+
+_osa = OSA.distance
 
 
 def _same_values(a: LinkRecord, b: LinkRecord) -> bool:

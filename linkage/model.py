@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from caselink.linkage.comparisons import BY_NAME, MISSING, Comparison
+from caselink.linkage.comparisons import MISSING, Comparison, comparison_named
 from caselink.linkage.record import LinkRecord
+from caselink.linkage.rules import DEFAULT_RULES, LinkageRules
+from caselink.linkage.standardise import standardise_postcode
 
-FORMAT = "caselink-linkage-model/1"
+FORMAT = "caselink-linkage-model/2"
+OLD_FORMATS = {"caselink-linkage-model/1": "identifiers were one comparison then; they are one per scheme now"}
 
 
 class ModelError(ValueError):
@@ -42,6 +45,13 @@ class FieldWeight:
     weight: float
 
 
+# How the term-frequency tables of a model are keyed: comparison -> level -> value -> frequency.
+TermFrequencies = dict[str, dict[int, dict[str, float]]]
+# The key of a table's frequency for values it does not list (a table cut short keeps its most
+# frequent values; the others are at most this frequent). Without it, the model's floor.
+TF_OTHERS = ""
+
+
 @dataclass
 class LinkageModel:
     version: str
@@ -49,13 +59,23 @@ class LinkageModel:
     prior: float  # P(match) for a blocked candidate pair
     link_threshold: float = 0.90  # match probability at or above which two records are linked
     review_threshold: float = 0.50  # at or above this (and below link) a person should look
-    tf: dict[str, dict[str, float]] = field(default_factory=dict)
+    tf: TermFrequencies = field(default_factory=dict)
     tf_minimum: float = 1e-5
+    rules: LinkageRules = DEFAULT_RULES
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._validate()
         self.compile()
+
+    def with_thresholds(self, link: float | None = None, review: float | None = None) -> LinkageModel:
+        """The same model deciding at other thresholds (a deployment's choice, not the trainer's)."""
+        if link is None and review is None:
+            return self
+        return LinkageModel(self.version, self.comparisons, self.prior,
+                            self.link_threshold if link is None else link,
+                            self.review_threshold if review is None else review,
+                            self.tf, self.tf_minimum, self.rules, self.metadata)
 
     # ----------------------------------------------------------------- validation
     def _validate(self) -> None:
@@ -66,13 +86,16 @@ class LinkageModel:
                 f"thresholds must satisfy 0 < review ({self.review_threshold}) <= link ({self.link_threshold}) < 1"
             )
         seen = set()
+        schemes = self.rules.schemes.schemes
         for params in self.comparisons:
-            if params.name not in BY_NAME:
-                raise ModelError(f"unknown comparison {params.name!r}; known: {', '.join(BY_NAME)}")
+            try:
+                comparison = comparison_named(params.name, schemes)
+            except KeyError as exc:
+                raise ModelError(str(exc.args[0])) from None
             if params.name in seen:
                 raise ModelError(f"comparison {params.name!r} appears twice")
             seen.add(params.name)
-            code_levels = list(BY_NAME[params.name].levels)
+            code_levels = list(comparison.levels)
             if params.levels != code_levels:
                 raise ModelError(f"{params.name}: levels {params.levels} do not match this version's {code_levels}")
             for kind, probs in (("m", params.m), ("u", params.u)):
@@ -82,44 +105,54 @@ class LinkageModel:
                     raise ModelError(f"{params.name}.{kind} has a probability outside (0, 1]: {probs}")
                 if abs(sum(probs) - 1) > 1e-3:
                     raise ModelError(f"{params.name}.{kind} sums to {sum(probs):.4f}, not 1")
-        for name, table in self.tf.items():
+        for name, tables in self.tf.items():
             if name not in seen:
                 raise ModelError(f"term frequencies for {name!r}, which is not a comparison of this model")
-            if any(not (0 < v <= 1) for v in table.values()):
-                raise ModelError(f"term frequencies for {name!r} must be in (0, 1]")
+            levels = dict(comparison_named(name, schemes).tf_levels)
+            for level, table in tables.items():
+                if level not in levels:
+                    raise ModelError(f"term frequencies for {name} level {level}, which takes none")
+                if any(not (0 < v <= 1) for v in table.values()):
+                    raise ModelError(f"term frequencies for {name!r} must be in (0, 1]")
 
     # ----------------------------------------------------------------- scoring
     def compile(self) -> None:
         """Precompute what scoring needs so the hot path is lookups and additions."""
-        self._comparisons: tuple[Comparison, ...] = tuple(BY_NAME[p.name] for p in self.comparisons)
+        schemes = self.rules.schemes.schemes
+        self._comparisons: tuple[Comparison, ...] = tuple(comparison_named(p.name, schemes) for p in self.comparisons)
         self._weights: tuple[tuple[float, ...], ...] = tuple(tuple(p.weights()) for p in self.comparisons)
         self.prior_weight = math.log2(self.prior / (1 - self.prior))
         self.link_weight = math.log2(self.link_threshold / (1 - self.link_threshold))
         self.review_weight = math.log2(self.review_threshold / (1 - self.review_threshold))
-        # Term-frequency adjustment replaces u of the exact level by the value's own frequency.
-        self._tf: list[tuple[int, str, dict[str, float], float] | None] = []
+        # Term-frequency adjustment replaces u at a level by the value's own frequency: per
+        # comparison, level -> (record attribute, {value: weight}, weight of a value not in the table).
+        self._tf: list[dict[int, tuple[str, dict[Any, float], float]] | None] = []
         for params, comparison in zip(self.comparisons, self._comparisons, strict=True):
-            table = self.tf.get(params.name)
-            if table and comparison.tf_field:
-                self._tf.append((0, comparison.tf_field, table, params.m[0]))
-            else:
-                self._tf.append(None)
+            tables = self.tf.get(params.name) or {}
+            adjusted = {}
+            for level, attribute in comparison.tf_levels:
+                table = tables.get(level)
+                if table:
+                    m = params.m[level]
+                    weights = {_tf_key(attribute, v): self._tf_weight(m, f) for v, f in table.items() if v != TF_OTHERS}
+                    adjusted[level] = (attribute, weights, self._tf_weight(m, table.get(TF_OTHERS)))
+            self._tf.append(adjusted or None)
         self._plan = tuple(zip(self._comparisons, self._weights, self._tf, strict=True))
         # The most each comparison can still add, so scoring can stop once a pair cannot reach a threshold.
         best = []
         for weights, tf in zip(self._weights, self._tf, strict=True):
             top = max(max(weights), 0.0)
             if tf is not None:
-                top = max(top, math.log2(tf[3] / self.tf_minimum))
+                top = max(top, *(max(default, *table.values()) for _, table, default in tf.values()))
             best.append(top)
         self._still_possible = tuple(sum(best[i + 1:]) for i in range(len(best)))
         # The same plan flattened for the hot loop: no nested unpacking, no attribute lookups.
-        # Term-frequency weights are worked out once per value here rather than per pair.
         self._fast_plan = tuple(
-            (c.compare, w, tf[1] if tf else None,
-             {v: self._tf_weight(tf, v) for v in tf[2]} if tf else None,
-             self._tf_weight(tf, None) if tf else 0.0, possible)
+            (c.compare, w, tf, possible)
             for (c, w, tf), possible in zip(self._plan, self._still_possible, strict=True))
+
+    def _tf_weight(self, m: float, frequency: float | None) -> float:
+        return math.log2(m / max(frequency or self.tf_minimum, self.tf_minimum))
 
     def score(self, a: LinkRecord, b: LinkRecord) -> tuple[float, list[int]]:
         """(match weight, comparison levels) of one pair."""
@@ -130,8 +163,10 @@ class LinkageModel:
             levels.append(level)
             if level == MISSING:
                 continue
-            if tf is not None and level == 0:
-                total += self._tf_weight(tf, getattr(a, tf[1]))
+            adjusted = tf.get(level) if tf is not None else None
+            if adjusted is not None:
+                attribute, table, default = adjusted
+                total += table.get(getattr(a, attribute), default)
             else:
                 total += weights[level]
         return total, levels
@@ -141,22 +176,18 @@ class LinkageModel:
         total = self.prior_weight
         levels: list[int] = []
         append = levels.append
-        for compare, weights, tf_field, tf_weights, tf_default, possible in self._fast_plan:
+        for compare, weights, tf, possible in self._fast_plan:
             level = compare(a, b)
             append(level)
             if level != MISSING:
-                if level == 0 and tf_field is not None:
-                    total += tf_weights.get(getattr(a, tf_field), tf_default)
+                if tf is not None and level in tf:
+                    attribute, table, default = tf[level]
+                    total += table.get(getattr(a, attribute), default)
                 else:
                     total += weights[level]
             if total + possible < floor:
                 return None
         return total, levels
-
-    def _tf_weight(self, tf: tuple[int, str, dict[str, float], float], value: str) -> float:
-        _, _, table, m_exact = tf
-        freq = table.get(value, self.tf_minimum)
-        return math.log2(m_exact / max(freq, self.tf_minimum))
 
     def explain(self, a: LinkRecord, b: LinkRecord) -> list[FieldWeight]:
         """The per-field weights that, with the prior, add up to the pair's match weight."""
@@ -178,16 +209,19 @@ class LinkageModel:
         comparison, weights, tf = self._plan[i]
         if level == MISSING:
             return FieldWeight(comparison.name, "missing", 0.0)
-        if tf is not None and level == 0:
-            return FieldWeight(comparison.name, "exact (term frequency adjusted)",
-                               self._tf_weight(tf, getattr(a, tf[1])))
+        adjusted = tf.get(level) if tf is not None else None
+        if adjusted is not None:
+            attribute, table, default = adjusted
+            return FieldWeight(comparison.name, f"{comparison.levels[level]} (term frequency adjusted)",
+                               table.get(getattr(a, attribute), default))
         return FieldWeight(comparison.name, comparison.levels[level], weights[level])
 
     def field_weight_key(self, i: int, level: int, a: LinkRecord) -> tuple[int, int, Any]:
         """Everything ``field_weight(i, level, a)`` depends on besides the model: the comparison,
         the level and, for a term-frequency adjusted level, the value (so callers can cache it)."""
         tf = self._tf[i]
-        return (i, level, getattr(a, tf[1]) if tf is not None and level == 0 else None)
+        adjusted = tf.get(level) if tf is not None else None
+        return (i, level, getattr(a, adjusted[0]) if adjusted is not None else None)
 
     @staticmethod
     def probability(weight: float) -> float:
@@ -210,17 +244,25 @@ class LinkageModel:
             "comparisons": [
                 {"name": p.name, "levels": p.levels, "m": p.m, "u": p.u} for p in self.comparisons
             ],
-            "tf": self.tf,
+            "tf": {name: {str(level): table for level, table in tables.items()} for name, tables in self.tf.items()},
+            "rules": self.rules.to_json(),
             "metadata": self.metadata,
         }
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n")
+        tmp.replace(path)
 
     @classmethod
     def from_json(cls, data: Any, source: str = "model") -> LinkageModel:
         if not isinstance(data, dict):
             raise ModelError(f"{source}: expected a JSON object")
+        if data.get("format") in OLD_FORMATS:
+            raise ModelError(f"{source}: a {data['format']} model ({OLD_FORMATS[data['format']]}): train a new one "
+                             f"with `caselink train`")
         if data.get("format") != FORMAT:
             raise ModelError(f"{source}: format is {data.get('format')!r}, expected {FORMAT!r}")
         try:
@@ -229,14 +271,17 @@ class LinkageModel:
                                  [float(x) for x in c["u"]])
                 for c in data["comparisons"]
             ]
+            tf = {name: {int(level): {str(v): float(f) for v, f in table.items()} for level, table in tables.items()}
+                  for name, tables in (data.get("tf") or {}).items()}
             return cls(
                 version=str(data["version"]),
                 comparisons=comparisons,
                 prior=float(data["prior"]),
                 link_threshold=float(data["link_threshold"]),
                 review_threshold=float(data["review_threshold"]),
-                tf={k: {str(v): float(f) for v, f in t.items()} for k, t in (data.get("tf") or {}).items()},
+                tf=tf,
                 tf_minimum=float(data.get("tf_minimum", 1e-5)),
+                rules=LinkageRules.from_json(data["rules"]),
                 metadata=dict(data.get("metadata") or {}),
             )
         except ModelError as exc:
@@ -251,3 +296,8 @@ class LinkageModel:
         except json.JSONDecodeError as exc:
             raise ModelError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
         return cls.from_json(data, str(path))
+
+
+def _tf_key(attribute: str, value: str) -> Any:
+    """A term-frequency table's value as the record holds it (a postal code as its parts)."""
+    return standardise_postcode(value) if attribute == "postcode" else value

@@ -8,8 +8,9 @@ in a few microseconds. The header is read only from the link input, which only t
 principal may write (``infra/acls.py``), and what it unpacks to is type-checked.
 
 Unpacking never changes a result: the bytes carry a fingerprint of the code that made them (the
-standardisation, nickname and blocking modules and the phonetic library's version), and a record
-packed by different code, or damaged, unpacks to None, so the caller standardises the event as
+standardisation, nickname and blocking modules and the phonetic library's version) and of the
+rules they were made under (``linkage.rules``), and a record packed by different code or rules,
+or damaged, unpacks to None, so the caller standardises the event as
 it always did. ``marshal`` is used because every value is a str, bool, tuple, frozenset or dict
 of str: it is the fastest exact round trip for those, and it refuses anything else.
 """
@@ -23,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from caselink.linkage.record import LinkRecord, share_values
+from caselink.linkage.rules import DEFAULT_RULES, LinkageRules
 from caselink.linkage.standardise import StdDate, StdPostcode
 
 _HERE = Path(__file__).parent
-_SOURCES = ("standardise.py", "nicknames.py", "record.py", "blocking.py", "packed.py")
+_SOURCES = ("standardise.py", "nicknames.py", "record.py", "blocking.py", "packed.py", "schemes.py", "rules.py")
 
 
 def _fingerprint() -> bytes:
@@ -43,17 +45,28 @@ _dates: dict[tuple[str, bool], StdDate] = {}
 _postcodes: dict[tuple[Any, ...], StdPostcode] = {}
 
 
-def pack(record: LinkRecord, keys: list[str]) -> bytes:
+_stamps: dict[str, bytes] = {}
+
+
+def stamp(rules: LinkageRules) -> bytes:
+    """8 bytes naming the code and the rules (identifier schemes, fillers) a record was made under."""
+    found = _stamps.get(rules.fingerprint)
+    if found is None:
+        found = _stamps[rules.fingerprint] = hashlib.sha256(FINGERPRINT + rules.fingerprint.encode()).digest()[:8]
+    return found
+
+
+def pack(record: LinkRecord, keys: list[str], rules: LinkageRules = DEFAULT_RULES) -> bytes:
     dob = (record.dob.digits, record.dob.valid) if record.dob is not None else None
     pc = record.postcode
     postcode = (pc.code, pc.sector, pc.district, pc.area) if pc is not None else None
-    return FINGERPRINT + marshal.dumps((tuple(getattr(record, s) for s in _SLOTS), dob, postcode, keys))
+    return stamp(rules) + marshal.dumps((tuple(getattr(record, s) for s in _SLOTS), dob, postcode, keys))
 
 
-def unpack(data: bytes | None, key: str) -> tuple[LinkRecord, list[str]] | None:
+def unpack(data: bytes | None, key: str, rules: LinkageRules = DEFAULT_RULES) -> tuple[LinkRecord, list[str]] | None:
     """(record, blocking keys) from ``pack``'s bytes for the record ``key``; None unless they were
-    packed by this very code for that record."""
-    if not data or data[:8] != FINGERPRINT:
+    packed by this very code, under these rules, for that record."""
+    if not data or data[:8] != stamp(rules):
         return None
     try:
         values, dob, postcode, keys = marshal.loads(data[8:])

@@ -7,14 +7,14 @@ from typing import Any
 
 import jellyfish
 from caselink.linkage.nicknames import canonical_given_name
+from caselink.linkage.rules import DEFAULT_RULES, LinkageRules
+from caselink.linkage.schemes import SchemeError
 from caselink.linkage.standardise import (
     StdDate,
     StdPostcode,
     clean_email,
-    clean_identifier,
     clean_phone,
     clean_text,
-    identifier_valid,
     remembered,
     standardise_address,
     standardise_date,
@@ -23,11 +23,6 @@ from caselink.linkage.standardise import (
     standardise_postcode,
     standardise_sex,
 )
-
-# Identifier schemes shared across agencies: agreement or disagreement on these is evidence.
-# Local schemes (a council's case number, a force's nominal id) are never compared across records.
-DEFAULT_SHARED_SCHEMES = frozenset({"nhs_number", "ni_number", "upn", "chi_number", "passport"})
-
 
 _SHARED: dict[Any, Any] = {}
 _SHARED_LIMIT = 2_000_000
@@ -99,31 +94,37 @@ def phonetic(token: str | None) -> str | None:
     return jellyfish.metaphone(token) if token else None
 
 
+class UnknownSchemeError(SchemeError):
+    """A record names an identifier scheme the deployment has not configured."""
+
+
 def standardise_person(
     key: str,
     person: Mapping[str, Any],
-    date_format: str | None = None,
-    shared_schemes: frozenset[str] = DEFAULT_SHARED_SCHEMES,
+    rules: LinkageRules = DEFAULT_RULES,
 ) -> LinkRecord:
     """A LinkRecord from the canonical ``Person`` layout of a PersonEvent.
 
-    Raises UnlinkableRecordError when the record has neither a valid shared identifier nor a name
-    together with a date of birth or an address.
+    Names that are fillers (``rules``' placeholders) count as missing. Raises
+    UnlinkableRecordError when the record has neither a valid shared identifier nor a name
+    together with a date of birth or an address, and UnknownSchemeError for an identifier scheme
+    that is neither configured nor named after the record's agency (its own record number).
     """
     r = LinkRecord()
     r.key = key
-    r.given, r.middle = standardise_given(person.get("given_names"))
+    r.given, r.middle = standardise_given(person.get("given_names"), rules.given_placeholders())
     r.given_canon = canonical_given_name(r.given) if r.given else None
     r.given_phon = phonetic(r.given)
-    r.family, r.family_parts = standardise_family(person.get("family_name"))
+    family_fillers = rules.family_placeholders()
+    r.family, r.family_parts = standardise_family(person.get("family_name"), family_fillers)
     r.family_phon = phonetic(r.family)
     others = []
     for other in person.get("other_names") or ():
-        std, _parts = standardise_family(other)
+        std, _parts = standardise_family(other, family_fillers)
         if std and std != r.family:
             others.append(std)
     r.other_families = tuple(others)
-    r.dob = standardise_date(person.get("date_of_birth"), date_format)
+    r.dob = standardise_date(person.get("date_of_birth"))
     r.sex = standardise_sex(person.get("sex"))
     addresses = person.get("addresses") or ()
     current = _current_address(addresses)
@@ -132,15 +133,22 @@ def standardise_person(
     r.locality = clean_text(current.get("locality")) if current else None
     ids: dict[str, str] = {}
     invalid: dict[str, str] = {}
-    for scheme, raw in (person.get("identifiers") or {}).items():
-        value = clean_identifier(scheme, raw)
+    catalogue = rules.schemes.schemes
+    for name, raw in (person.get("identifiers") or {}).items():
+        scheme = catalogue.get(name)
+        if scheme is None:
+            if rules.schemes.is_local(name, key.partition(":")[0]):
+                continue  # the agency's own record number: carried in the event, never compared
+            raise UnknownSchemeError(rules.schemes.describe_unknown(name))
+        if not scheme.shared:
+            continue
+        value = scheme.clean(raw)
         if not value:
             continue
-        if identifier_valid(scheme, value):
-            if scheme in shared_schemes:
-                ids[scheme] = value
+        if scheme.problem(value) is None:
+            ids[name] = value
         else:
-            invalid[scheme] = value
+            invalid[name] = value
     r.ids = ids
     r.invalid_ids = invalid
     r.phones = frozenset(p for p in map(clean_phone, person.get("phones") or ()) if p)

@@ -103,22 +103,42 @@ def name_tokens(value: object) -> list[str]:
     return merged
 
 
-@remembered
-def standardise_given(value: object) -> tuple[str | None, str | None]:
-    """(first given name, middle names joined) from a full given-names field."""
+_NO_FILLERS: frozenset[str] = frozenset()
+
+
+def _without_fillers(value: object, fillers: frozenset[str]) -> list[str]:
+    """Name tokens, or none when the field is a filler ("BABY GIRL", "UNKNOWN"); leading filler
+    tokens ("Baby Maria") are dropped too."""
     tokens = name_tokens(value)
+    if not tokens or not fillers:
+        return tokens
+    if " ".join(tokens) in fillers or clean_text(value) in fillers:
+        return []
+    while tokens and tokens[0] in fillers:
+        tokens = tokens[1:]
+    return tokens
+
+
+@remembered
+def standardise_given(value: object, fillers: frozenset[str] = _NO_FILLERS) -> tuple[str | None, str | None]:
+    """(first given name, middle names joined) from a full given-names field."""
+    tokens = _without_fillers(value, fillers)
     if not tokens:
         return None, None
     return tokens[0], " ".join(tokens[1:]) or None
 
 
 @remembered
-def standardise_family(value: object) -> tuple[str | None, tuple[str, ...]]:
-    """(family name as one token, its parts) — 'O'Neill-Smith' gives ('oneillsmith', ('oneill','smith'))."""
-    tokens = name_tokens(value)
+def standardise_family(value: object, fillers: frozenset[str] = _NO_FILLERS) -> tuple[str | None, tuple[str, ...]]:
+    """(family name as one token, its parts) — 'O'Neill-Smith' gives ('oneillsmith', ('oneill','smith')).
+    A lone letter is an initial, not a family name, and counts as missing."""
+    tokens = _without_fillers(value, fillers)
     if not tokens:
         return None, ()
-    return "".join(tokens), tuple(tokens)
+    family = "".join(tokens)
+    if len(family) == 1:
+        return None, ()
+    return family, tuple(tokens)
 
 
 def standardise_sex(value: object) -> str | None:
@@ -152,19 +172,15 @@ _DIGITS8 = re.compile(r"^\d{8}$")
 
 
 @remembered
-def standardise_date(value: object, fmt: str | None = None) -> StdDate | None:
-    """ISO ``YYYY-MM-DD``, ``YYYYMMDD`` or an explicit ``strftime`` format; None when unreadable."""
+def standardise_date(value: object) -> StdDate | None:
+    """ISO ``YYYY-MM-DD`` or ``YYYYMMDD`` (a mapping's ``format`` turns a source's own layout into
+    these); None when unreadable. Digits that make no calendar date are kept, flagged invalid."""
     if is_missing(value):
         return None
     text = str(value).strip()
     if not text:
         return None
     digits: str | None = None
-    if fmt:
-        try:
-            return StdDate(datetime.strptime(text, fmt).strftime("%Y%m%d"), True)
-        except ValueError:
-            return None
     m = _ISO.match(text)
     if m:
         digits = f"{m.group(1)}{int(m.group(2)):02d}{int(m.group(3)):02d}"
@@ -220,49 +236,6 @@ def standardise_address(lines: list[object] | tuple[object, ...]) -> str | None:
         for token in text.split():
             tokens.append(_ADDRESS_ABBREVIATIONS.get(token, token))
     return " ".join(tokens) or None
-
-
-# ------------------------------------------------------------------ identifiers
-
-NHS_NUMBER = "nhs_number"
-NI_NUMBER = "ni_number"
-_NI = re.compile(r"^(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][0-9]{6}[A-D]$")
-
-
-def nhs_number_valid(value: str) -> bool:
-    """NHS number modulus-11 check digit (weights 10..2); 10 digits, check digit 10 invalid."""
-    if len(value) != 10 or not value.isdigit():
-        return False
-    if value.isascii():  # the usual case, as byte arithmetic: the digits are bytes 48-57
-        b = value.encode()
-        total = (10 * b[0] + 9 * b[1] + 8 * b[2] + 7 * b[3] + 6 * b[4] + 5 * b[5] + 4 * b[6] + 3 * b[7]
-                 + 2 * b[8] - 48 * 54)
-    else:  # other scripts' digits, which isdigit() accepts too
-        total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True))
-    check = 11 - total % 11
-    if check == 11:
-        check = 0
-    return check != 10 and check == int(value[9])
-
-
-def ni_number_valid(value: str) -> bool:
-    return bool(_NI.match(value))
-
-
-def clean_identifier(scheme: str, value: object) -> str | None:
-    if is_missing(value):
-        return None
-    text = _IDENTIFIER_SEPARATORS.sub("", str(value)).upper()
-    return text or None
-
-
-VALIDATORS = {NHS_NUMBER: nhs_number_valid, NI_NUMBER: ni_number_valid}
-
-
-def identifier_valid(scheme: str, value: str) -> bool:
-    """Schemes without a rule are taken as valid; those with one must pass it."""
-    rule = VALIDATORS.get(scheme)
-    return rule(value) if rule else True
 
 
 def clean_phone(value: object) -> str | None:

@@ -108,8 +108,14 @@ def ni_number(rng: random.Random) -> str:
     return first + second + "".join(rng.choice(string.digits) for _ in range(6)) + rng.choice("ABCD")
 
 
+_UPN_CHECK_LETTERS = "ABCDEFGHJKLMNPQRTUVWXYZ"
+
+
 def upn(rng: random.Random) -> str:
-    return rng.choice("ABCDEFGHJKLMNPQRTUVWXYZ") + "".join(rng.choice(string.digits) for _ in range(12))
+    """A Unique Pupil Number with its check letter (the weighted sum of the 12 digits modulo 23)."""
+    digits = "".join(rng.choice(string.digits) for _ in range(12))
+    total = sum(int(d) * w for d, w in zip(digits, range(2, 14), strict=True))
+    return _UPN_CHECK_LETTERS[total % 23] + digits
 
 
 def postcode(rng: random.Random) -> tuple[str, str]:

@@ -5,9 +5,11 @@
 * m (how often matches agree) comes from expectation-maximisation with u held fixed, run in
   *sessions* over pairs that share one strong property, with the comparisons that property
   decides (or that correlate with it) switched off: pairs born on the same date train names and
-  identifiers; pairs with the same given and family name train date of birth and location.
-  Switching the blocked fields off is what keeps EM from learning "same household" or "same
-  birthday" instead of "same person".
+  identifiers; pairs with the same given and family name train the date of birth; pairs with the
+  same given name and date of birth train the family name and location. Switching the blocked
+  fields off, and location wherever a household shares what is blocked on (twins share a
+  birthday, a grandson his grandfather's name), is what keeps EM from learning "same household"
+  or "same birthday" instead of "same person".
 * The prior (the chance two random records match) follows from Bayes' rule in the date session:
   P(match) = P(match | same date) * P(same date) / P(same date | match).
 * Term frequencies of given and family names come from the training records.
@@ -25,9 +27,13 @@ from datetime import UTC, datetime
 from itertools import combinations
 
 import numpy as np
-from caselink.linkage.comparisons import DEFAULT_COMPARISONS, MISSING, Comparison
-from caselink.linkage.model import ComparisonParams, LinkageModel
-from caselink.linkage.record import LinkRecord
+from caselink.linkage.comparisons import MISSING, Comparison, default_comparisons, tf_value
+from caselink.linkage.model import TF_OTHERS, ComparisonParams, LinkageModel, TermFrequencies
+from caselink.linkage.record import LinkRecord, phonetic
+from caselink.linkage.rules import DEFAULT_RULES, LinkageRules
+from rapidfuzz.distance import JaroWinkler
+
+_jaro_winkler = JaroWinkler.normalized_similarity
 
 
 def comparison_matrix(
@@ -42,7 +48,7 @@ def comparison_matrix(
 
 def estimate_u(
     records: Sequence[LinkRecord],
-    comparisons: Sequence[Comparison] = DEFAULT_COMPARISONS,
+    comparisons: Sequence[Comparison],
     n_pairs: int = 300_000,
     seed: int = 42,
 ) -> list[np.ndarray]:
@@ -65,11 +71,83 @@ def estimate_u(
     return u
 
 
-def term_frequencies(records: Sequence[LinkRecord], field: str, min_count: int = 2) -> dict[str, float]:
-    """Relative frequency of each value seen at least ``min_count`` times (rarer ones use the floor)."""
-    counts = Counter(v for v in (getattr(r, field) for r in records) if v)
+def term_frequencies(records: Sequence[LinkRecord], field: str, min_count: int = 2,
+                     top: int = 20_000) -> dict[str, float]:
+    """Relative frequency of each value seen at least ``min_count`` times, the ``top`` most
+    frequent at most. A value not in the table is taken to be as rare as the rarest one left out:
+    under ``TF_OTHERS`` when the table was cut at ``top``, else seen once (the model's floor)."""
+    counts = Counter(v for v in (tf_value(r, field) for r in records) if v)
     total = sum(counts.values())
-    return {value: count / total for value, count in counts.items() if count >= min_count}
+    kept = counts.most_common(top + 1)
+    table = {value: count / total for value, count in kept[:top] if count >= min_count}
+    if len(kept) > top and kept[top][1] >= min_count:
+        table[TF_OTHERS] = kept[top][1] / total
+    return table
+
+
+def model_term_frequencies(records: Sequence[LinkRecord], comparisons: Sequence[Comparison]) -> TermFrequencies:
+    tables: dict[str, dict[str, float]] = {}
+    out: TermFrequencies = {}
+    for c in comparisons:
+        for level, field in c.tf_levels:
+            if field not in tables:
+                tables[field] = term_frequencies(records, field)
+            if tables[field]:
+                out.setdefault(c.name, {})[level] = tables[field]
+    return out
+
+
+def learn_placeholders(records: Sequence[LinkRecord], min_records: int = 10, min_compared: int = 5,
+                       similar_share: float = 0.3, alias_share: float = 0.3) -> tuple[set[str], set[str]]:
+    """(given names, family names) that behave like fillers in this data, not names.
+
+    Agencies hold the same people, so most records have a partner elsewhere: a record with the
+    same date of birth and the same other name. A real name's partners carry that name again, or
+    a variant of it (a typo, a nickname, a sound-alike). A filler ("UNKNOWN", "RESPONDENT") was put
+    on the record instead of the person's name, so its partners carry real names unlike it. A
+    value on at least ``min_records`` records, of which at least ``min_compared`` have partners,
+    is taken as a filler when fewer than ``similar_share`` of those partners carry a similar name,
+    and no one other name accounts for ``alias_share`` of the unlike ones (then it is an alias).
+    """
+    found: list[set[str]] = []
+    for field, other in (("given", "family"), ("family", "given")):
+        canon = "given_canon" if field == "given" else field
+        carriers: dict[str, list[LinkRecord]] = defaultdict(list)
+        partners: dict[tuple[str, str], list[LinkRecord]] = defaultdict(list)
+        for r in records:
+            value, partner = getattr(r, field), getattr(r, other)
+            if value and partner and r.dob is not None:
+                carriers[value].append(r)
+                partners[(partner, r.dob.digits)].append(r)
+        fillers = set()
+        for value, holders in carriers.items():
+            if len(holders) < min_records or len(value) < 2:  # a lone letter is an initial
+                continue
+            compared = similar = 0
+            unlike: Counter[str] = Counter()
+            for r in holders:
+                others = [o for o in partners[(getattr(r, other), r.dob.digits)] if o is not r]  # type: ignore[union-attr]
+                if not others:
+                    continue
+                compared += 1
+                if any(_similar_name(getattr(r, field), getattr(o, field), getattr(r, canon), getattr(o, canon))
+                       for o in others):
+                    similar += 1
+                else:
+                    unlike.update({getattr(o, field) for o in others} - {None})
+            if compared < min_compared or similar >= similar_share * compared:
+                continue
+            # A nickname or a short form ("Pepe" for José, "Berg" for Van den Berg) stands for one
+            # name again and again; a filler stands for anyone's.
+            top = unlike.most_common(1)[0][1] if unlike else 0
+            if top < alias_share * sum(unlike.values()):
+                fillers.add(value)
+        found.append(fillers)
+    return found[0], found[1]
+
+
+def _similar_name(a: str, b: str, canon_a: str | None, canon_b: str | None) -> bool:
+    return a == b or canon_a == canon_b or _jaro_winkler(a, b) >= 0.8 or phonetic(a) == phonetic(b)
 
 
 def pairs_sharing(
@@ -111,11 +189,17 @@ def _same_name(r: LinkRecord) -> Hashable | None:
     return (r.given_canon, r.family) if r.given_canon and r.family else None
 
 
+def _same_given_and_dob(r: LinkRecord) -> Hashable | None:
+    return (r.given_canon, r.dob.digits) if r.given_canon and r.dob else None
+
+
+_LOCATION = frozenset({"location", "postcode", "address", "locality"})
 SESSIONS = (
-    # Same birthday and same home is a twin as often as a duplicate: location trains elsewhere.
-    Session("same_date_of_birth", _same_dob, frozenset({"date_of_birth", "location", "postcode", "address",
-                                                        "locality"})),
-    Session("same_name", _same_name, frozenset({"given_name", "family_name"})),
+    # Same birthday and same home is a twin as often as a duplicate; same name and same home is a
+    # grandfather and his grandson as often: location trains only where neither is shared.
+    Session("same_date_of_birth", _same_dob, frozenset({"date_of_birth"}) | _LOCATION),
+    Session("same_name", _same_name, frozenset({"given_name", "family_name"}) | _LOCATION),
+    Session("same_given_name_and_date_of_birth", _same_given_and_dob, frozenset({"given_name", "date_of_birth"})),
 )
 
 
@@ -169,19 +253,47 @@ def expectation_maximisation(
     return m, prior, iterations
 
 
+def _hold_neutral(m: np.ndarray, u: np.ndarray, comparison: Comparison) -> np.ndarray:
+    """m with its neutral levels set to u (weight 0), the rest scaled to keep the sum at 1."""
+    if not comparison.neutral_levels:
+        return m
+    m = m.copy()
+    neutral = list(comparison.neutral_levels)
+    rest = [i for i in range(len(m)) if i not in comparison.neutral_levels]
+    m[neutral] = u[neutral]
+    m[rest] *= (1 - m[neutral].sum()) / m[rest].sum()
+    return m
+
+
+def present_schemes(records: Sequence[LinkRecord], rules: LinkageRules, min_values: int = 20) -> list[str]:
+    """The shared schemes with enough values in the data to train their comparison on."""
+    counts = Counter(scheme for r in records for scheme in r.ids)
+    return [name for name in rules.schemes.shared if counts[name] >= min_values]
+
+
 def train_model(
     records: Sequence[LinkRecord],
     version: str | None = None,
-    comparisons: Sequence[Comparison] = DEFAULT_COMPARISONS,
+    comparisons: Sequence[Comparison] | None = None,
     u_pairs: int = 300_000,
     link_threshold: float = 0.90,
     review_threshold: float = 0.5,
     max_training_records: int = 300_000,
     seed: int = 42,
+    rules: LinkageRules = DEFAULT_RULES,
+    separate_address: bool = False,
 ) -> LinkageModel:
-    """Train u, m, the prior and name term frequencies on ``records`` (no labels needed)."""
+    """Train u, m, the prior and term frequencies on ``records`` (no labels needed).
+
+    ``records`` must have been standardised under ``rules``, which the model carries. Without
+    ``comparisons``, the model compares each shared identifier scheme the data holds enough of,
+    then the person's details (``separate_address``: postcode, address and town apart).
+    """
     if len(records) > max_training_records:
         records = random.Random(seed).sample(list(records), max_training_records)
+    if comparisons is None:
+        schemes = [rules.schemes.schemes[name] for name in present_schemes(records, rules)]
+        comparisons = default_comparisons(schemes, separate_address)
     u = estimate_u(records, comparisons, n_pairs=u_pairs, seed=seed)
     names = [c.name for c in comparisons]
     estimates: dict[str, list[np.ndarray]] = defaultdict(list)
@@ -204,7 +316,8 @@ def train_model(
     missing = [n for n in names if not estimates[n]]
     if missing:
         raise ValueError(f"too little data to train m for {', '.join(missing)}")
-    m_final = {name: np.mean(estimates[name], axis=0) for name in names}
+    m_final = {c.name: _hold_neutral(np.mean(estimates[c.name], axis=0), uu, c)
+               for c, uu in zip(comparisons, u, strict=True)}
     if "date_of_birth" in names and "same_date_of_birth" in session_info and "p_match" in session_info[
         "same_date_of_birth"
     ]:
@@ -213,7 +326,6 @@ def train_model(
     if prior is None:
         prior = 1.0 / max(len(records), 2)
     prior = min(max(prior, 1e-12), 0.5)
-    tf = {c.name: term_frequencies(records, c.tf_field) for c in comparisons if c.tf_field}
     return LinkageModel(
         version=version or datetime.now(UTC).strftime("m%Y%m%d%H%M%S"),
         comparisons=[
@@ -223,8 +335,9 @@ def train_model(
         prior=prior,
         link_threshold=link_threshold,
         review_threshold=review_threshold,
-        tf=tf,
+        tf=model_term_frequencies(records, comparisons),
         tf_minimum=1.0 / max(len(records), 1),
+        rules=rules,
         metadata={
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "records": len(records),

@@ -23,6 +23,7 @@ from typing import Any
 
 import faust
 from caselink.infra.topics import LINK_INPUT_TOPIC, person_events_topic
+from caselink.linkage.deployment import load_model
 from caselink.schemas import default_serde
 from caselink.streams import metrics
 from caselink.streams.consent.gate_loop import GateLoop
@@ -96,7 +97,7 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
     the normaliser processes' loop, in micro-batches through one producer flushed before Faust
     acknowledges the batch's input, so nothing is committed whose outputs are not on the broker."""
     w = settings.worker
-    normaliser = Normaliser()
+    normaliser = Normaliser(load_model(settings.linkage).rules)
     sink = BatchSink(settings)
     sources = app.topic(*[person_events_topic(a) for a in settings.agencies], value_serializer="raw",
                         key_serializer="raw")

@@ -123,16 +123,33 @@ class LinkedCaseCodec:
         return MemberParts(head, tail, linked_at)
 
     def encode(self, citizen_id: str, version: int, members: list[tuple[MemberParts, float]],
-               merged_from: list[str], model_version: str, updated_at: datetime) -> bytes:
-        out = [self.header, self._case_head.write({"citizen_id": citizen_id, "version": version})]
-        if members:
-            out.append(write_long(len(members)))
-            for parts, weight in members:
-                out += (parts.head, _DOUBLE.pack(weight), parts.tail)
+               merged_from: list[str], model_version: str, updated_at: datetime,
+               max_bytes: int | None = None) -> bytes:
+        """The LinkedCase, at most ``max_bytes`` long: a citizen too large for one Kafka message
+        lists its oldest members that fit and says in ``members_omitted`` how many it left out
+        (the contract for large citizens, docs/architecture.md)."""
+        head = self.header + self._case_head.write({"citizen_id": citizen_id, "version": version})
+        encoded = [parts.head + _DOUBLE.pack(weight) + parts.tail for parts, weight in members]
+        omitted = 0
+        if max_bytes is not None:
+            # The count, the closing zero and the tail take at most this much besides the members.
+            budget = max_bytes - len(head) - len(self._tail(merged_from, model_version, updated_at, len(members)))
+            budget -= 12
+            size = sum(map(len, encoded))
+            while encoded and size > budget:
+                size -= len(encoded.pop())
+                omitted += 1
+        out = [head]
+        if encoded:
+            out.append(write_long(len(encoded)))
+            out += encoded
         out.append(b"\x00")
-        out.append(self._case_tail.write({"merged_from": merged_from, "model_version": model_version,
-                                          "updated_at": updated_at}))
+        out.append(self._tail(merged_from, model_version, updated_at, omitted))
         return b"".join(out)
+
+    def _tail(self, merged_from: list[str], model_version: str, updated_at: datetime, omitted: int) -> bytes:
+        return self._case_tail.write({"merged_from": merged_from, "model_version": model_version,
+                                      "updated_at": updated_at, "members_omitted": omitted})
 
     def decode_member(self, parts: MemberParts, weight: float) -> dict[str, Any]:
         """The member as a dict (for the web API), read back from its bytes."""

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from caselink.infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC
-from caselink.linkage.index import CitizenIndex, LinkResult
+from caselink.linkage.index import DEFAULT_MAX_CITIZEN_RECORDS, CitizenIndex, LinkResult
 from caselink.linkage.model import LinkageModel
 from caselink.linkage.packed import unpack
 from caselink.schemas import default_serde
@@ -24,8 +24,13 @@ from caselink.streams.case_codec import LinkedCaseCodec, MemberParts
 from caselink.streams.decision_codec import DecisionCodec
 
 from caselink.core.ids import uuid5_text
+from caselink.core.settings import Settings
 
 DECISION_NAMESPACE = uuid.UUID("0d5f3f0e-2b7a-4c1e-8e55-7f0c2a9b6d41")
+# The producer's default largest message (librdkafka message.max.bytes); kafka.max_message_bytes.
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+# What a record batch adds to a message's key and value, with room to spare (headers, lengths).
+MESSAGE_OVERHEAD = 512
 
 
 @dataclass(frozen=True)
@@ -35,12 +40,22 @@ class Outgoing:
     value: bytes | None  # None: a tombstone
 
 
+def new_core(settings: Settings, model: LinkageModel) -> LinkerCore:
+    """An empty core with the deployment's guards (``linkage.*``, ``kafka.max_message_bytes``)."""
+    return LinkerCore(model, max_block_size=settings.linkage.max_block_size,
+                      max_citizen_records=settings.linkage.max_citizen_records,
+                      max_message_bytes=settings.kafka.max_message_bytes)
+
+
 class LinkerCore:
     """Applies PersonEvents and ReviewDecisions to a CitizenIndex and says what to publish."""
 
-    def __init__(self, model: LinkageModel, max_block_size: int = 200) -> None:
+    def __init__(self, model: LinkageModel, max_block_size: int = 200,
+                 max_citizen_records: int | None = DEFAULT_MAX_CITIZEN_RECORDS,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.model = model
-        self.index = CitizenIndex(model, max_block_size=max_block_size)
+        self.index = CitizenIndex(model, max_block_size=max_block_size, max_citizen_records=max_citizen_records)
+        self.max_message_bytes = max_message_bytes
         self.serde = default_serde()
         # Each record's LinkedCase member, Avro-encoded once per change (streams/case_codec.py).
         self.codec = LinkedCaseCodec(self.serde)
@@ -74,7 +89,8 @@ class LinkerCore:
             if key not in self.index.records:
                 self.members.pop(key, None)
         else:
-            unpacked = unpack(packed, key) if packed is not None and event["person"] is not None else None
+            unpacked = (unpack(packed, key, self.model.rules) if packed is not None and event["person"] is not None
+                        else None)
             if unpacked is not None:
                 result = self.index.upsert(key, unpacked[0], version, keys=unpacked[1])
             else:
@@ -107,6 +123,10 @@ class LinkerCore:
             out.append(Outgoing(LINKED_CASES_TOPIC, retired.encode(), None))
         for record_key, other, weight in result.review:
             out.append(self._review_item(record_key, other, weight, at))
+        for record_key, other, weight in result.guarded:
+            out.append(self._review_item(record_key, other, weight, at, reason=(
+                f"linking them would make a citizen of more than {self.index.max_citizen_records} records "
+                f"(linkage.max_citizen_records): a person must decide")))
         return out
 
     def _decision(self, result: LinkResult, event_id: str, version: int, at: datetime) -> Outgoing:
@@ -148,6 +168,7 @@ class LinkerCore:
             "merged_from": list(citizen.merged_from),
             "model_version": self.model.version,
             "updated_at": at or datetime.now(UTC),
+            "members_omitted": 0,
         }
 
     def person(self, record_key: str) -> dict[str, Any]:
@@ -158,10 +179,12 @@ class LinkerCore:
     def _linked_case(self, citizen_id: str, at: datetime) -> Outgoing:
         version = self.citizen_versions[citizen_id] = self.citizen_versions.get(citizen_id, 0) + 1
         value = self.codec.encode(citizen_id, version, self._weighted_members(citizen_id),
-                                  list(self.index.citizens[citizen_id].merged_from), self.model.version, at)
+                                  list(self.index.citizens[citizen_id].merged_from), self.model.version, at,
+                                  max_bytes=self.max_message_bytes - len(citizen_id) - MESSAGE_OVERHEAD)
         return Outgoing(LINKED_CASES_TOPIC, citizen_id.encode(), value)
 
-    def _review_item(self, record_key: str, other: str, weight: float, at: datetime) -> Outgoing:
+    def _review_item(self, record_key: str, other: str, weight: float, at: datetime,
+                     reason: str | None = None) -> Outgoing:
         left, right = sorted((record_key, other))
         pair_key = f"{left}|{right}"
         explanation = self.model.explain(self.index.records[left].record, self.index.records[right].record)
@@ -170,7 +193,7 @@ class LinkerCore:
             "left_citizen": self.index.citizen_of(left) or "", "right_citizen": self.index.citizen_of(right) or "",
             "match_weight": weight, "match_probability": self.model.probability(weight),
             "field_weights": [{"field": f.field, "level": f.level, "weight": f.weight} for f in explanation],
-            "status": "OPEN", "model_version": self.model.version, "created_at": at,
+            "status": "OPEN", "model_version": self.model.version, "created_at": at, "reason": reason,
         }
         return Outgoing(REVIEW_TOPIC, pair_key.encode(), self.serde.encode("ReviewItem", item))
 

@@ -30,7 +30,7 @@ from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC
 from caselink.linkage.model import LinkageModel
 from caselink.schemas import UndecodableEventError, default_serde
 from caselink.streams import metrics, snapshot
-from caselink.streams.linker_core import LinkerCore
+from caselink.streams.linker_core import LinkerCore, new_core
 from caselink.streams.normalise import packed_record
 from caselink.streams.sink import BatchSink
 from caselink.streams.snapshot import SnapshotWriter
@@ -66,7 +66,7 @@ class LinkerLoop(threading.Thread):
 
     def _new_core(self) -> LinkerCore:
         """An empty index, to rebuild by replaying the link input."""
-        return LinkerCore(self.model, max_block_size=self.settings.worker.max_block_size)
+        return new_core(self.settings, self.model)
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, timeout: float = 30.0) -> None:
@@ -197,7 +197,7 @@ class LinkerLoop(threading.Thread):
 
     def _load_snapshot(self) -> None:
         """Start from the last snapshot, as a standby that has followed the log to its position."""
-        loaded = snapshot.read(self.snapshots.path, self.model, self.settings.worker.max_block_size)
+        loaded = snapshot.read(self.snapshots.path, self.model, lambda: self._new_core())
         if loaded is None:
             return
         with self.lock:

@@ -15,7 +15,8 @@ from caselink.connectors.base import dead_letter
 from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
 from caselink.linkage.blocking import blocking_keys
 from caselink.linkage.packed import pack
-from caselink.linkage.record import UnlinkableRecordError, standardise_person
+from caselink.linkage.record import UnknownSchemeError, UnlinkableRecordError, standardise_person
+from caselink.linkage.rules import DEFAULT_RULES, LinkageRules
 from caselink.schemas import SchemaValidationError, UndecodableEventError, default_serde
 from caselink.streams import metrics
 
@@ -27,14 +28,19 @@ Output = tuple[str, bytes, bytes, list[tuple[str, bytes]] | None]  # topic, key,
 # (``linkage.packed``): made here, where there is CPU to spare, instead of again in the linker.
 PACKED_HEADER = "caselink-link-record"
 
-REJECTED = (UndecodableEventError, SchemaValidationError, UnlinkableRecordError)
+REJECTED = (UndecodableEventError, SchemaValidationError, UnlinkableRecordError, UnknownSchemeError)
 
 
 class Normaliser:
-    """Routes agency messages; counts dead letters as it makes them (they are rare)."""
+    """Routes agency messages; counts dead letters as it makes them (they are rare).
 
-    def __init__(self) -> None:
+    ``rules`` are the deployment model's (identifier schemes, filler names): the linker uses a
+    packed record only if it was made under the same rules."""
+
+    def __init__(self, rules: LinkageRules = DEFAULT_RULES) -> None:
         self.serde = default_serde()
+        self.rules = rules
+        self.typo_schemes = rules.typo_schemes
 
     def route(self, value: bytes | None, topic: str, partition: int, offset: int, key: bytes | None) -> Output:
         """Where one message goes: ``(LINK_INPUT_TOPIC, record key, value, headers)`` or a dead letter."""
@@ -57,8 +63,8 @@ class Normaliser:
         if record["op"] == "UPSERT":
             if record["person"] is None:
                 raise SchemaValidationError("PersonEvent", ["person is required for UPSERT"])
-            standardised = standardise_person(key, record["person"])
-            return key, pack(standardised, blocking_keys(standardised))
+            standardised = standardise_person(key, record["person"], self.rules)
+            return key, pack(standardised, blocking_keys(standardised, self.typo_schemes), self.rules)
         return key, None
 
     def dead_letter(self, error: Exception, value: bytes | None, topic: str, partition: int, offset: int,

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from caselink.infra.topics import person_events_topic
+from caselink.linkage.deployment import load_model
 from caselink.streams import metrics
 from caselink.streams.normalise import Normaliser
 from caselink.streams.sink import BatchSink
@@ -45,7 +46,7 @@ class NormaliserLoop:
         self.settings = settings
         self.group_id = group_id or settings.worker.app_id
         self.topics = [person_events_topic(a) for a in settings.agencies]
-        self.normaliser = Normaliser()
+        self.normaliser = Normaliser(load_model(settings.linkage).rules)
         # Offsets whose outputs are acknowledged but not yet committed.
         self._uncommitted: dict[tuple[str, int], int] = {}
 

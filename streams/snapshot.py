@@ -28,6 +28,7 @@ import logging
 import os
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,12 @@ def core_state(core: LinkerCore) -> dict[str, Any]:
             "applied": core.applied}
 
 
-def restore_core(model: LinkageModel, state: dict[str, Any], max_block_size: int = 200) -> LinkerCore:
-    core = LinkerCore(model, max_block_size=max_block_size)
-    core.index = CitizenIndex.from_state(model, state["index"], max_block_size=max_block_size)
+def restore_core(model: LinkageModel, state: dict[str, Any],
+                 empty: Callable[[], LinkerCore] | None = None) -> LinkerCore:
+    """The core a snapshot's state came from; ``empty`` makes a core with the deployment's guards."""
+    core = empty() if empty is not None else LinkerCore(model)
+    core.index = CitizenIndex.from_state(model, state["index"], max_block_size=core.index.blocking.max_block_size,
+                                         max_citizen_records=core.index.max_citizen_records)
     core.members = state["members"]
     core.citizen_versions = state["citizen_versions"]
     core.applied = state["applied"]
@@ -99,7 +103,7 @@ def write(path: Path, core: LinkerCore, position: int) -> int:
     return size
 
 
-def read(path: Path, model: LinkageModel, max_block_size: int = 200) -> Loaded | None:
+def read(path: Path, model: LinkageModel, empty: Callable[[], LinkerCore] | None = None) -> Loaded | None:
     """The snapshot at ``path`` as a core, or None (logged) when there is none fit to use."""
     if not path.exists():
         return None
@@ -118,7 +122,7 @@ def read(path: Path, model: LinkageModel, max_block_size: int = 200) -> Loaded |
             gc.disable()  # millions of long-lived objects at once: collecting while loading is pure cost
             try:
                 state = pickle.load(f)
-                core = restore_core(model, state, max_block_size)
+                core = restore_core(model, state, empty)
             finally:
                 if gc_was:
                     gc.enable()

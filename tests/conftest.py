@@ -23,6 +23,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from caselink.core.kafka import admin_client
 from caselink.core.settings import KafkaSettings, Settings
 
+# The tests link with the bundled demo model (a deployment trains its own: `caselink train`); set
+# before any settings are read, so subprocesses started by tests inherit it too. Tests of the
+# deployment-model workflow set their own.
+os.environ.setdefault("CASELINK_LINKAGE__BUNDLED_MODEL", "true")
+
 
 @pytest.fixture(scope="session")
 def kafka_cluster(request: pytest.FixtureRequest) -> Iterator[str]:

@@ -18,6 +18,8 @@ PERSON = {
                    "country": "GB", "valid_from": "2020-01-01", "valid_to": None}],
     "phones": ["07700 900123"],
     "emails": [],
+    "quality": [{"field": "addresses[0].valid_to", "problem": "'ongoing' is not a date in format %Y-%m-%d; left out",
+                 "raw": "ongoing"}],
 }
 CASE = {"case_id": "SC-1", "case_type": "child_in_need", "status": "open", "opened_at": "2026-10-01",
         "closed_at": None, "sensitivity": "restricted"}
@@ -42,6 +44,7 @@ def sample(name: str) -> dict[str, Any]:
         },
         "LinkedCase": {
             "citizen_id": "C1", "version": 2, "merged_from": ["C7"], "model_version": "m1", "updated_at": NOW,
+            "members_omitted": 0,
             "members": [{"agency": "health", "source_record_id": "H1", "source_version": 1, "match_weight": 14.2,
                          "linked_at": NOW, "person": PERSON, "cases": [CASE]}],
         },
@@ -56,6 +59,7 @@ def sample(name: str) -> dict[str, Any]:
             "pair_key": "health:H1|police:P9", "left_record": "health:H1", "right_record": "police:P9",
             "left_citizen": "C1", "right_citizen": "C7", "match_weight": 2.0, "match_probability": 0.8,
             "field_weights": FIELD_WEIGHTS, "status": "OPEN", "model_version": "m1", "created_at": NOW,
+            "reason": None,
         },
         "GatedCase": {
             "citizen_ref": "p:abc", "purpose": "research", "basis": "consent", "pseudonymised": True,

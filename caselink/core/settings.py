@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,6 +28,8 @@ SECRET_FIELDS = {("kafka", "sasl_password"), ("consent", "pseudonym_key"), ("ing
 class KafkaSettings(BaseModel):
     """Where the broker is. Empty ``bootstrap_servers`` means: use the local broker from ``infra``."""
 
+    model_config = ConfigDict(extra="forbid")
+
     bootstrap_servers: str = ""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -39,10 +41,15 @@ class KafkaSettings(BaseModel):
     replication_factor: int = Field(default=1, ge=1)
     min_insync_replicas: int = Field(default=1, ge=1)
     default_partitions: int = Field(default=3, ge=1)
+    # The largest message caselink produces (the producer's message.max.bytes): a LinkedCase of a
+    # citizen too large for it lists the members that fit and counts the rest (members_omitted).
+    max_message_bytes: int = Field(default=1_000_000, ge=10_000)
 
 
 class InfraSettings(BaseModel):
     """The local Kafka the project starts for itself (demo, tests, development)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     kafka_version: str = "4.4.0"
     cache_dir: Path = Path.home() / ".cache" / "caselink"
@@ -55,24 +62,52 @@ class InfraSettings(BaseModel):
 class WorkerSettings(BaseModel):
     """The worker that normalises and links (a Faust app with the linker and the normaliser processes)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     app_id: str = "caselink"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     data_dir: Path = Path.home() / ".local" / "state" / "caselink" / "worker"
-    model_path: Path | None = None  # None: the bundled default model
     batch_size: int = 500
     # How long the Faust normaliser agent (normaliser_processes: 0) waits to fill a batch. Under
     # load batches fill by count first; at 1,000 events/s, 4 ms instead of 10 ms took publish ->
     # decision p50 from 19.0 to 13.8 ms (benchmarks/pipeline_throughput.py). The normaliser
     # processes' loop does not wait: it takes whatever has been fetched once one message is there.
     batch_within_s: float = 0.004
-    max_block_size: int = 200
     # Seconds between snapshots of the linker's index in data_dir (0: none): a restart loads the
     # last one and replays the link input only from there (streams/snapshot.py). Each costs a
     # forked child about 34 s of CPU at a million records (benchmarks/recovery.py).
     snapshot_interval_s: float = Field(default=600.0, ge=0)
     # Normaliser processes (confluent-kafka loops, streams.normalisers); 0: the Faust agent inside the worker.
     normaliser_processes: int = Field(default=1, ge=0)
+
+
+class LinkageSettings(BaseModel):
+    """How records are linked: the deployment's model, its thresholds, identifier schemes and guards.
+
+    One model file serves ``caselink link``, the worker and ``caselink rebuild``: the one
+    ``caselink train`` writes to ``model_path`` from the deployment's own extracts or topics. The
+    bundled model was trained on UK-shaped synthetic data and is for the demo and the samples only
+    (``bundled_model: true``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: Path = Path.home() / ".local" / "state" / "caselink" / "model.json"
+    bundled_model: bool = False
+    # The model's own thresholds unless set here (match probabilities).
+    link_threshold: float | None = Field(default=None, gt=0, lt=1)
+    review_threshold: float | None = Field(default=None, gt=0, lt=1)
+    # A citizen this large takes no more records without a reviewer (None: no limit).
+    max_citizen_records: int | None = Field(default=100, ge=2)
+    max_block_size: int = Field(default=200, ge=2)
+    # Added to, or changing, the built-in identifier schemes (docs/identifier-schemes.md); a
+    # scheme set to null is removed. Used when training; the model carries what it was trained with.
+    identifier_schemes: dict[str, dict[str, Any] | None] = {}
+    # Names that mean "no name" in this deployment's data, added to the built-in list.
+    placeholder_names: list[str] = []
+    # What to do when the model does not fit the data (linkage/checks.py): warn, refuse, or off.
+    model_check: Literal["warn", "refuse", "off"] = "warn"
 
 
 class ConnectorSettings(BaseModel):
@@ -85,6 +120,8 @@ class ConnectorSettings(BaseModel):
     last checkpoint; they carry the same event ids and versions, and the linker absorbs them.
     """
 
+    model_config = ConfigDict(extra="forbid")
+
     checkpoint_every_rows: int = Field(default=5_000, ge=1)
     checkpoint_interval_s: float = Field(default=1.0, ge=0)
 
@@ -92,6 +129,8 @@ class ConnectorSettings(BaseModel):
 class IngestSettings(BaseModel):
     """The HTTP ingest endpoint. Tokens (agency -> bearer token) come from the environment only:
     CASELINK_INGEST__TOKENS='{"health": "...", "police": "..."}'."""
+
+    model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -103,6 +142,8 @@ class IngestSettings(BaseModel):
 class ConsentSettings(BaseModel):
     """The consent gate. The pseudonymisation key comes from the environment only
     (CASELINK_CONSENT__PSEUDONYM_KEY); without it, pseudonymised purposes release nothing."""
+
+    model_config = ConfigDict(extra="forbid")
 
     policy_path: Path | None = None  # None: the bundled example policy
     pseudonym_key: SecretStr | None = None
@@ -125,6 +166,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()
     connector: ConnectorSettings = ConnectorSettings()
+    linkage: LinkageSettings = LinkageSettings()
     agencies: list[str] = ["health", "social_care", "police", "education", "housing"]
     purposes: list[str] = ["direct_care", "safeguarding", "research", "planning"]
 

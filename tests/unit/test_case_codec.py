@@ -5,8 +5,8 @@ from caselink.schemas import default_serde
 from caselink.streams.case_codec import LinkedCaseCodec
 from caselink.streams.linker_core import LinkerCore
 
-from tests.linkage_fixtures import synthetic_data, trained_model
-from tests.unit.test_linker_core import event
+from tests.linkage_fixtures import person, synthetic_data, trained_model
+from tests.unit.test_linker_core import T0, event
 
 
 def _case_events() -> list[bytes]:
@@ -47,7 +47,7 @@ def _reference_view(core: LinkerCore, cid: str, at: object, latest: dict, first_
                         "linked_at": first_linked[key], "person": ev["person"], "cases": ev["cases"]})
     return {"citizen_id": cid, "version": core.citizen_versions[cid], "members": members,
             "merged_from": list(core.index.citizens[cid].merged_from), "model_version": core.model.version,
-            "updated_at": at}
+            "updated_at": at, "members_omitted": 0}
 
 
 def test_assembled_linked_cases_equal_the_plain_encoding() -> None:
@@ -107,3 +107,23 @@ def test_every_part_of_a_linked_case_has_a_compiled_writer() -> None:
     parts = (codec._case_head, codec._case_tail, codec._member_head, codec._member_tail)
     assert all(part.compiled is not None for part in parts)
     assert codec._event_fields is not None
+
+
+def test_a_citizen_too_large_for_one_message_lists_the_members_that_fit_and_counts_the_rest() -> None:
+    core = LinkerCore(trained_model(), max_citizen_records=None, max_message_bytes=20_000)
+    serde = default_serde()
+    big = None
+    for i in range(120):  # one person, many source records, each with a long case history
+        p = person("Ann", "Lee", "1990-04-03", nhs="9434765919")
+        raw = serde.encode("PersonEvent", {
+            "event_id": f"e{i}", "agency": "health", "source_record_id": f"H{i}", "source_version": 1,
+            "op": "UPSERT", "occurred_at": T0, "emitted_at": T0, "person": p,
+            "cases": [{"case_id": f"C{i}-{j}", "case_type": "attendance " * 5} for j in range(3)], "source": {}})
+        for out in core.apply(raw):
+            if out.topic == LINKED_CASES_TOPIC and out.value is not None:
+                big = out
+    assert big is not None and len(big.value) <= 20_000
+    view = serde.decode(big.value)[1]
+    assert view["members_omitted"] > 0
+    assert len(view["members"]) + view["members_omitted"] == 120
+    assert [m["source_record_id"] for m in view["members"]] == [f"H{i}" for i in range(len(view["members"]))]

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 from caselink.connectors.files import read_csv, read_jsonl
-from caselink.connectors.mapping import MappingError, RowError, load_mapping, parse_mapping
+from caselink.connectors.mapping import MappingError, RowError, load_mapping, parse_mapping, reference_apply
 
 from caselink.demo import SAMPLES
 
@@ -62,16 +62,65 @@ def test_iso_timestamps_become_epoch_millisecond_versions(tmp_path: Path) -> Non
     "row, field",
     [
         ({"id": "", "last": "Lee"}, "record_id"),
-        ({"id": "1", "dob": "31/02/2015"}, "date_of_birth"),
-        ({"id": "1", "sex": "7"}, "sex"),
         ({"id": "1", "updated": "yesterday"}, "version"),
     ],
 )
 def test_row_errors_name_the_field(tmp_path: Path, row: dict, field: str) -> None:
+    """Only what keys or orders the record fails the row."""
     mapping = load_mapping(_write(tmp_path, BASE))
     with pytest.raises(RowError) as err:
         mapping.apply(row)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    "value, kept, problem",
+    [
+        ("31/02/2015", "2015-02-31", "not a calendar date"),  # the digits stay comparable
+        ("05/o8/|993", "1993-08-05", "characters taken for the digits they resemble"),
+        ("13/19/1968", "1968-19-13", "not a calendar date"),
+        ("unknown", None, "left out"),
+    ],
+)
+def test_a_bad_date_is_kept_raw_and_flagged_and_the_record_goes_on(tmp_path: Path, value: str, kept: str | None,
+                                                                   problem: str) -> None:
+    mapping = load_mapping(_write(tmp_path, BASE))
+    for apply in (mapping.apply, lambda row: reference_apply(mapping, row)):
+        row = apply({"id": "1", "last": "Lee", "dob": value, "sex": "2"})
+        assert row.person["date_of_birth"] == kept and row.person["sex"] == "F"
+        (flag,) = row.person["quality"]
+        assert flag["field"] == "date_of_birth" and flag["raw"] == value and problem in flag["problem"]
+
+
+def test_a_code_outside_the_map_is_left_out_and_flagged(tmp_path: Path) -> None:
+    mapping = load_mapping(_write(tmp_path, BASE))
+    row = mapping.apply({"id": "1", "last": "Lee", "sex": "7", "dob": "03/04/1990"})
+    assert row.person["sex"] is None and row.person["date_of_birth"] == "1990-04-03"
+    assert row.person["quality"] == [{"field": "sex", "problem": "value '7' is not in the map (1, 2); left out",
+                                      "raw": "7"}]
+
+
+def test_a_date_field_takes_a_list_of_formats_tried_in_order(tmp_path: Path) -> None:
+    mapping = load_mapping(_write(tmp_path, BASE.replace('format: "%d/%m/%Y"', 'format: ["%d/%m/%Y", "%Y%m%d"]')))
+    assert mapping.apply({"id": "1", "dob": "19900403"}).person["date_of_birth"] == "1990-04-03"
+    assert mapping.apply({"id": "1", "dob": "03/04/1990"}).person["date_of_birth"] == "1990-04-03"
+    assert mapping.apply({"id": "1", "dob": "03/04/1990"}).person["quality"] == []
+
+
+def test_an_unknown_identifier_scheme_is_refused_at_load_with_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE.replace("    nhs_number: nhs\n", "    nhs_number: nhs\n    tax_ref: tax\n"))
+    with pytest.raises(MappingError, match=r"m.yaml:12: fields.identifiers.tax_ref: identifier scheme 'tax_ref' is "
+                                           r"not configured"):
+        load_mapping(path)
+    # The agency's own record number, named after the agency, is accepted (and never compared).
+    load_mapping(_write(tmp_path, BASE.replace("    nhs_number: nhs\n", "    nhs_number: nhs\n    health_ref: ref\n")))
+
+
+def test_join_makes_one_line_of_several_columns(tmp_path: Path) -> None:
+    text = BASE.replace("    - lines: {from: [line1, line2]}", "    - lines: {from: [line1, line2], join: ' '}")
+    mapping = load_mapping(_write(tmp_path, text))
+    row = mapping.apply({"id": "1", "line1": "12", "line2": "High Street"})
+    assert row.person["addresses"][0]["lines"] == ["12 High Street"]
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from caselink.connectors.mapping import (
     PERSON_SCALARS,
     AddressSpec,
     AgencyMapping,
+    FieldProblem,
     FieldSpec,
     RowError,
     reference_apply,
@@ -24,7 +25,8 @@ from hypothesis import strategies as st
 COLUMNS = ["a", "b", "n.x"]
 cell = st.one_of(
     st.none(), st.just(""), st.just("  "), st.just(math.nan), st.integers(-5, 5),
-    st.sampled_from(["F", "m", " x ", "Ann ", "2020-02-30", "2020-01-31", "31/01/2020", "a;b", " ; ", " D "]),
+    st.sampled_from(["F", "m", " x ", "Ann ", "2020-02-30", "2020-01-31", "31/01/2020", "3l/0l/2O20", "a;b", " ; ",
+                     " D "]),
     st.lists(st.sampled_from(["", " Ann", "Lee ", "F"]), max_size=3),
 )
 rows = st.fixed_dictionaries({}, optional={"a": cell, "b": cell, "n": st.fixed_dictionaries({}, optional={"x": cell})})
@@ -32,7 +34,9 @@ specs = st.builds(
     FieldSpec,
     sources=st.lists(st.sampled_from(COLUMNS), min_size=1, max_size=2).map(tuple),
     split=st.sampled_from([None, None, ";"]),
-    date_format=st.sampled_from([None, None, "%Y-%m-%d", "%d/%m/%Y"]),
+    date_formats=st.sampled_from([(), (), ("%Y-%m-%d",), ("%d/%m/%Y",), ("%d/%m/%Y", "%Y-%m-%d")]),
+    join=st.sampled_from([" ", ", "]),
+    joined=st.booleans(),
     value_map=st.sampled_from([None, None, {"F": "F", "M": "M"}, {"f": "F", "*": "U"}]),
     default=st.sampled_from([None, None, "Z", " Z "]),
     required=st.booleans(),
@@ -45,6 +49,8 @@ def _outcome(fn: Any, *args: Any) -> Any:
         return ("ok", fn(*args))
     except RowError as exc:
         return ("row error", str(exc))
+    except FieldProblem as exc:
+        return ("field problem", exc.value, exc.reason, exc.raw)
 
 
 def _same(a: Any, b: Any) -> bool:

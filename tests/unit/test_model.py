@@ -11,7 +11,7 @@ from tests.linkage_fixtures import person, synthetic_data, trained_model
 def test_trained_model_has_sensible_weights() -> None:
     model = trained_model()
     weights = {c.name: dict(zip(c.levels, c.weights(), strict=True)) for c in model.comparisons}
-    assert weights["identifier"]["exact"] > 8
+    assert weights["identifier:nhs_number"]["exact"] > 8
     assert weights["date_of_birth"]["exact"] > weights["date_of_birth"]["one_edit"] > weights["date_of_birth"]["else"]
     assert weights["given_name"]["exact"] > 0 > weights["given_name"]["else"]
     assert weights["location"]["same_address"] > weights["location"]["else"]
@@ -48,7 +48,7 @@ def test_explanation_adds_up_to_the_score() -> None:
     by_field = {p.field: p for p in parts}
     assert by_field["given_name"].level == "nickname_or_swapped"
     assert by_field["date_of_birth"].level == "day_month_swapped"
-    assert by_field["identifier"].level == "missing" and by_field["identifier"].weight == 0
+    assert by_field["identifier:nhs_number"].level == "missing" and by_field["identifier:nhs_number"].weight == 0
 
 
 def test_common_names_weigh_less_than_rare_ones() -> None:
@@ -116,3 +116,58 @@ def test_early_exit_scoring_agrees_with_full_scoring() -> None:
         else:
             assert quick == full
     assert exits > len(pairs) / 2  # it does give up early on most non-matches
+
+
+def test_a_model_of_the_old_format_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(trained_model().to_json()))
+    data["format"] = "caselink-linkage-model/1"
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="caselink train"):
+        LinkageModel.load(path)
+
+
+def test_thresholds_are_the_deployments_choice() -> None:
+    model = trained_model()
+    stricter = model.with_thresholds(link=0.99, review=0.6)
+    assert stricter.link_weight > model.link_weight and stricter.review_weight > model.review_weight
+    assert stricter.score.__self__.comparisons == model.comparisons
+    with pytest.raises(ModelError, match="thresholds"):
+        model.with_thresholds(link=0.5, review=0.9)
+
+
+def test_the_borrowed_identifier_level_is_held_at_no_evidence() -> None:
+    model = trained_model()
+    params = next(c for c in model.comparisons if c.name == "identifier:nhs_number")
+    weights = dict(zip(params.levels, params.weights(), strict=True))
+    assert weights["exact_other_person"] == pytest.approx(0.0)
+    a = standardise_person("a", person("Ann", "Lee", "1990-04-03", nhs="9434765919"))
+    b = standardise_person("b", person("Zoe", "Lee", "2012-11-20", nhs="9434765919"))  # a child on her mother's
+    by_field = {p.field: p for p in model.explain(a, b)}
+    assert by_field["identifier:nhs_number"].level == "exact_other_person"
+    assert model.score(a, b)[0] < model.review_weight
+
+
+def test_a_postal_code_on_most_records_weighs_next_to_nothing() -> None:
+    from caselink.linkage.training import train_model
+
+    records, _, _ = synthetic_data()
+    # The same data, but four records in five carry one placeholder postal code.
+    import copy
+
+    placeholder = standardise_person("x", person("A", "B", "2000-01-01", postcode="00000")).postcode
+    moved = []
+    for i, r in enumerate(records):
+        r2 = copy.copy(r)
+        if i % 5:
+            r2.postcode = placeholder
+        moved.append(r2)
+    model = train_model(moved, u_pairs=50_000)
+    a = standardise_person("a", person("Ann", "Lee", "1990-04-03", postcode="00000", address="1 A Road"))
+    b = standardise_person("b", person("Ann", "Lee", "1990-04-03", postcode="00000", address="9 Z Street"))
+    location = {p.field: p for p in model.explain(a, b)}["location"]
+    assert location.level.startswith("same_postcode") and location.weight < 1.0
+    # while a rare postal code, shared, is strong evidence
+    c = standardise_person("c", person("Ann", "Lee", "1990-04-03", postcode="LS6 2AB", address="1 A Road"))
+    d = standardise_person("d", person("Ann", "Lee", "1990-04-03", postcode="LS6 2AB", address="9 Z Street"))
+    assert {p.field: p for p in model.explain(c, d)}["location"].weight > location.weight + 5

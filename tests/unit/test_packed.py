@@ -5,8 +5,9 @@ import marshal
 import pytest
 from caselink.linkage import packed
 from caselink.linkage.blocking import blocking_keys
-from caselink.linkage.packed import FINGERPRINT, pack, unpack
+from caselink.linkage.packed import FINGERPRINT, pack, stamp, unpack
 from caselink.linkage.record import standardise_person
+from caselink.linkage.rules import DEFAULT_RULES
 from caselink.streams.linker_core import LinkerCore
 
 from tests.linkage_fixtures import person, synthetic_data, trained_model
@@ -39,7 +40,11 @@ def test_records_packed_by_other_code_or_damaged_or_for_another_record_are_refus
     assert unpack(data[:8] + marshal.dumps(("not", "a", "record")), key) is None
     assert unpack(data[:8] + marshal.dumps(((1,), None, None, [])), key) is None  # too few fields
     assert unpack(None, key) is None and unpack(b"", key) is None
-    assert data.startswith(FINGERPRINT)
+    assert data.startswith(stamp(DEFAULT_RULES))
+    # Packed under other rules (another deployment's identifier schemes or filler names): refused.
+    other = DEFAULT_RULES.with_learned({"mary"}, ())
+    assert unpack(pack(record, blocking_keys(record), other), key) is None
+    assert unpack(pack(record, blocking_keys(record), other), key, other) is not None
 
 
 def test_values_of_the_wrong_kind_are_refused() -> None:
@@ -53,7 +58,7 @@ def test_values_of_the_wrong_kind_are_refused() -> None:
         changed[slots.index(name)] = value
         return tuple(changed)
 
-    assert unpack(FINGERPRINT + marshal.dumps((values, dob, postcode, keys)), key) is not None
+    assert unpack(stamp(DEFAULT_RULES) + marshal.dumps((values, dob, postcode, keys)), key) is not None
     for bad in [
         (with_slot("given", 5), dob, postcode, keys),
         (with_slot("key", None), dob, postcode, keys),
@@ -69,7 +74,7 @@ def test_values_of_the_wrong_kind_are_refused() -> None:
         (values, dob, postcode, tuple(keys)),
         (values[:-1], dob, postcode, keys),
     ]:
-        assert unpack(FINGERPRINT + marshal.dumps(bad), key) is None, bad
+        assert unpack(stamp(DEFAULT_RULES) + marshal.dumps(bad), key) is None, bad
 
 
 def test_the_fingerprint_follows_the_code(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

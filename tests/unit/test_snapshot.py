@@ -58,7 +58,7 @@ def test_a_restored_core_carries_on_exactly_as_the_original(tmp_path: Path, max_
         original.apply(value)
     path = tmp_path / "linker.snapshot"
     assert snapshot.write(path, original, cut) > 0
-    loaded = snapshot.read(path, trained_model(), max_block_size=max_block_size)
+    loaded = snapshot.read(path, trained_model(), lambda: LinkerCore(trained_model(), max_block_size=max_block_size))
     assert loaded is not None and loaded.position == cut
     restored = loaded.core
     assert _everything(restored) == _everything(original)

@@ -1,10 +1,9 @@
 import pytest
 from caselink.linkage.nicknames import canonical_given_name
-from caselink.linkage.record import UnlinkableRecordError, standardise_person
+from caselink.linkage.record import UnknownSchemeError, UnlinkableRecordError, standardise_person
+from caselink.linkage.schemes import BUILT_IN, nhs_modulus_11
 from caselink.linkage.standardise import (
     clean_text,
-    nhs_number_valid,
-    ni_number_valid,
     standardise_address,
     standardise_date,
     standardise_family,
@@ -30,23 +29,32 @@ def test_nicknames_map_to_one_form() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw, fmt, digits, valid",
+    "raw, digits, valid",
     [
-        ("2014-03-07", None, "20140307", True),
-        ("20140307", None, "20140307", True),
-        ("07/03/2014", "%d/%m/%Y", "20140307", True),
-        ("19561309", None, "19561309", False),  # typo kept for comparison, flagged
+        ("2014-03-07", "20140307", True),
+        ("20140307", "20140307", True),
+        ("1968-19-06", "19681906", False),  # a mapping kept the digits of an impossible date, flagged
+        ("19561309", "19561309", False),  # typo kept for comparison, flagged
     ],
 )
-def test_dates(raw: str, fmt: str | None, digits: str, valid: bool) -> None:
-    d = standardise_date(raw, fmt)
+def test_dates(raw: str, digits: str, valid: bool) -> None:
+    d = standardise_date(raw)
     assert d is not None and d.digits == digits and d.valid is valid
 
 
 def test_unreadable_dates_are_missing_not_guessed() -> None:
     assert standardise_date("next tuesday") is None
-    assert standardise_date("03/07/2014", "%Y-%m-%d") is None
+    assert standardise_date("03/07/2014") is None  # a source's own layout is the mapping's to read
     assert standardise_date("") is None
+
+
+def test_filler_names_count_as_missing() -> None:
+    fillers = frozenset({"unknown", "baby girl", "baby"})
+    assert standardise_given("BABY GIRL", fillers) == (None, None)
+    assert standardise_given("Baby Maria", fillers) == ("maria", None)
+    assert standardise_family("Unknown", fillers) == (None, ())
+    assert standardise_family("X") == (None, ())  # a lone letter is an initial, not a family name
+    assert standardise_given("X") == ("x", None)  # a given-name initial is still evidence
 
 
 def test_sex_codes() -> None:
@@ -65,22 +73,39 @@ def test_address_abbreviations() -> None:
 
 
 def test_nhs_number_check_digit() -> None:
-    assert nhs_number_valid("9434765919")
-    assert not nhs_number_valid("9434765918")
-    assert not nhs_number_valid("943476591")
+    assert nhs_modulus_11("9434765919")
+    assert not nhs_modulus_11("9434765918")
+    assert not nhs_modulus_11("943476591")
 
 
 def test_ni_number_format() -> None:
-    assert ni_number_valid("AB123456C")
-    assert not ni_number_valid("GB123456C")
-    assert not ni_number_valid("AB12345C")
+    ni = BUILT_IN["ni_number"]
+    assert ni.problem("AB123456C") is None
+    assert ni.problem("GB123456C") is not None
+    assert ni.problem("AB12345C") is not None
 
 
 def test_invalid_identifier_is_flagged_and_not_used() -> None:
     r = standardise_person("h:1", {"family_name": "Smith", "date_of_birth": "2000-01-01",
-                                   "identifiers": {"nhs_number": "943 476 5918", "local": "X1"}})
+                                   "identifiers": {"nhs_number": "943 476 5918", "h_local": "X1"}})
     assert r.ids == {}
     assert r.invalid_ids == {"nhs_number": "9434765918"}
+
+
+def test_an_unknown_identifier_scheme_is_an_error_not_ignored() -> None:
+    with pytest.raises(UnknownSchemeError, match="'tax_ref' is not configured"):
+        standardise_person("health:1", {"family_name": "Smith", "date_of_birth": "2000-01-01",
+                                        "identifiers": {"tax_ref": "X1"}})
+    # The agency's own record number, named after the agency, is kept out of comparison quietly.
+    r = standardise_person("health:1", {"family_name": "Smith", "date_of_birth": "2000-01-01",
+                                        "identifiers": {"health_patient_id": "X1", "ssn": "123-45-6780"}})
+    assert r.ids == {"ssn": "123456780"}
+
+
+def test_identifier_placeholders_are_not_identifiers() -> None:
+    r = standardise_person("tax:1", {"family_name": "Smith", "date_of_birth": "2000-01-01",
+                                     "identifiers": {"ssn": "000-00-0000"}})
+    assert r.ids == {} and r.invalid_ids == {"ssn": "000000000"}
 
 
 def test_record_with_nothing_linkable_is_rejected_with_reason() -> None:
@@ -125,8 +150,8 @@ def test_remembered_standardisers_give_the_same_answers_for_any_input() -> None:
 
     for _ in range(2):  # the second round is answered from the cache
         assert standardise_family("O'Neill-Smith") == ("oneillsmith", ("oneill", "smith"))
-        assert standardise_date("03/04/1990", "%d/%m/%Y") == standardise_date("1990-04-03")
-        assert standardise_date("1990-04-03", fmt="%Y-%m-%d") == standardise_date("19900403")
+        assert standardise_date("1990-04-03") == standardise_date("19900403")
+        assert standardise_family("Unknown", frozenset({"unknown"})) == (None, ())
         assert standardise_postcode("m1 1aa").sector == "M11"
         assert clean_text(12.5) == clean_text("12.5") is None  # not text: computed, not cached
         assert clean_text(float("nan")) is None
@@ -150,7 +175,7 @@ _DIGITS = st.sampled_from("0123456789") | st.sampled_from("٠١٢٣٤٥٦٧٨٩�
 @settings(max_examples=2000, deadline=None)
 @given(value=st.text(_DIGITS, min_size=9, max_size=11) | st.text(max_size=10))
 def test_nhs_number_check_agrees_with_the_plain_rule(value: str) -> None:
-    assert nhs_number_valid(value) == _nhs_reference(value)
+    assert nhs_modulus_11(value) == _nhs_reference(value)
 
 
 def test_equal_values_of_different_records_are_one_object() -> None:
