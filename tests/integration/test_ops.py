@@ -98,9 +98,10 @@ def test_status_reports_lag_of_a_stopped_consumer(cli_env: Settings) -> None:
 
 def test_dead_letters_are_listed_and_redriven_once(cli_env: Settings, tmp_path: Path) -> None:
     csv = tmp_path / "people.csv"
-    csv.write_text("id,first,last,dob\nA1,Ann,Lee,02/03/1990\nA2,Bob,Ray,1990-03-02\n")
-    mapping_text = ("agency: housing\nrecord_id: id\nfields:\n  given_names: first\n  family_name: last\n"
-                    "  date_of_birth: {from: dob, format: \"%d/%m/%Y\"}\n")
+    csv.write_text("id,first,last,dob\nA1,Ann,Lee,02/03/1990\nA2,Bob,,1990-03-02\n")
+    mapping_text = ("agency: housing\nrecord_id: id\nfields:\n  given_names: first\n"
+                    "  family_name: {from: last, required: true}\n"
+                    "  date_of_birth: {from: dob, format: [\"%d/%m/%Y\", \"%Y-%m-%d\"]}\n")
     broken = tmp_path / "housing.yaml"
     broken.write_text(mapping_text)
     report = FileConnector(cli_env, load_mapping(broken), name="t-dlq").load(csv, resume=False)
@@ -118,11 +119,11 @@ def test_dead_letters_are_listed_and_redriven_once(cli_env: Settings, tmp_path: 
     assert groups == {("connector", "(file)"): 1, ("normalise", person_events_topic("police")): 1}
     code, out = cli("dlq", "show", "--stage", "connector", "--json")
     shown = json.loads(out)
-    assert len(shown) == 1 and "1990-03-02" in shown[0]["payload"] and "date_of_birth" in shown[0]["error"]
+    assert len(shown) == 1 and "1990-03-02" in shown[0]["payload"] and "family_name" in shown[0]["error"]
 
     assert cli("dlq", "redrive", "--stage", "connector")[0] == 1  # a row needs the fixed mapping
     fixed = tmp_path / "housing-fixed.yaml"
-    fixed.write_text(mapping_text.replace("%d/%m/%Y", "%Y-%m-%d"))
+    fixed.write_text(mapping_text.replace("{from: last, required: true}", "last"))
     police_before = len(read_to_end(cli_env, [person_events_topic("police")]))
     code, out = cli("dlq", "redrive", "--mapping", str(fixed), "--json")
     assert code == 0, out
