@@ -9,6 +9,7 @@ import typer
 from caselink.cli_chart import chart_app
 from caselink.cli_connector import connector_app
 from caselink.cli_consent import audit_command, consent_app, policy_app
+from caselink.cli_evaluate import evaluate_command
 from caselink.cli_infra import infra_app, topics_app
 from caselink.cli_link import link_command, train_command
 from caselink.cli_ops import dlq_app, export_command, rebuild_command, replay_command, status_command
@@ -104,6 +105,7 @@ def tail(
 
 app.command("link")(link_command)
 app.command("train")(train_command)
+app.command("evaluate")(evaluate_command)
 
 review_app = typer.Typer(help="Possible matches: a person's verdict.", no_args_is_help=True)
 app.add_typer(review_app, name="review")

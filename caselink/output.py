@@ -8,8 +8,9 @@ from typing import Any
 
 from rich.console import Console
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+# Piped or redirected, lines are not wrapped at 80 columns (a log or a script reads them whole).
+console = Console(stderr=False, soft_wrap=not sys.stdout.isatty())
+err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 
 def emit(data: Any, as_json: bool, human: str | None = None) -> None:

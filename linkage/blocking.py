@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from caselink.linkage.nicknames import canonical_given_name
 from caselink.linkage.record import LinkRecord, phonetic
 from caselink.linkage.rules import DEFAULT_RULES
 
@@ -66,8 +67,21 @@ def blocking_keys(r: LinkRecord, typo_schemes: frozenset[str] = DEFAULT_TYPO_SCH
     sexes = (r.sex,) if r.sex else ("F", "M")
     if given_canon_phon and dob:
         keys.extend(f"gd:{given_canon_phon}:{dob}:{sex}" for sex in sexes)
+        # A middle name used as the first name ("Sofia" for Nuria Sofia) meets the records
+        # that give it first.
+        middle = r.middle.split(" ", 1)[0] if r.middle else None
+        middle_phon = phonetic(canonical_given_name(middle)) if middle and len(middle) > 1 else None
+        if middle_phon and middle_phon != given_canon_phon:
+            keys.extend(f"gd:{middle_phon}:{dob}:{sex}" for sex in sexes)
     if r.family_phon and dob:
         keys.extend(f"fd:{r.family_phon}:{dob}:{sex}" for sex in sexes)
+        # Each part of a compound family name alone: one of two family names is often dropped
+        # ("Aguilar" for Aguilar Suarez).
+        if len(r.family_parts) > 1:
+            for part in r.family_parts:
+                part_phon = phonetic(part)
+                if part_phon and len(part) > 2:
+                    keys.extend(f"fd:{part_phon}:{dob}:{sex}" for sex in sexes)
     if pc and g0:
         keys.append(f"pg:{pc}:{g0}")
     for name_phon in {r.family_phon, r.given_phon} - {None}:

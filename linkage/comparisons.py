@@ -54,6 +54,18 @@ def tf_value(record: LinkRecord, field: str) -> str | None:
     return value  # type: ignore[no-any-return]
 
 
+def _swapped(x: str, y: str, x_other: str | None, y_other: str | None) -> bool:
+    """Given and family name in each other's places, allowing a typo in either."""
+    if not x_other or not y_other:
+        return False
+    return (x == y_other or _jw(x, y_other) >= 0.85) and (y == x_other or _jw(y, x_other) >= 0.85)
+
+
+def _in_other_field(name: str, other: str | None) -> bool:
+    """One record's family name given as the other's first name (a typo allowed)."""
+    return bool(other) and (name == other or _jw(name, other) >= 0.92)  # type: ignore[arg-type]
+
+
 def _given(a: LinkRecord, b: LinkRecord) -> int:
     x, y = a.given, b.given
     if not x or not y:
@@ -63,7 +75,7 @@ def _given(a: LinkRecord, b: LinkRecord) -> int:
     sim = _jw(x, y)
     if sim >= 0.92:
         return 1
-    if a.given_canon == b.given_canon or (x == b.family and y == a.family):
+    if a.given_canon == b.given_canon or _swapped(x, y, a.family, b.family):
         return 2
     if sim >= 0.80:
         return 3
@@ -92,7 +104,7 @@ def _family(a: LinkRecord, b: LinkRecord) -> int:
         return 1
     # A shared part of a double-barrelled name, or a previous family name.
     if (set(a.family_parts) & set(b.family_parts) or x in b.other_families or y in a.other_families
-            or x == b.given or y == a.given):  # names swapped between the fields
+            or _in_other_field(x, b.given) or _in_other_field(y, a.given)):  # names swapped between the fields
         return 2
     if sim >= 0.80:
         return 3
@@ -255,7 +267,7 @@ def _location(a: LinkRecord, b: LinkRecord) -> int:
     same_pc = both_pc and pa.code == pb.code  # type: ignore[union-attr]
     near_pc = both_pc and (
         (pa.sector is not None and pa.sector == pb.sector) or _osa(pa.code, pb.code) <= 1)  # type: ignore[union-attr]
-    # The address similarity matters only for levels 0, 1 and 3. Different postcodes far apart in
+    # The address similarity matters only for levels 0 to 4. Different postcodes far apart in
     # different towns rule all three out: the usual case for two different people, and the
     # token comparison is the dearest step of the pair, so it is skipped then.
     if xa and xb and (same_pc or near_pc or not both_pc or la == lb):
@@ -267,25 +279,25 @@ def _location(a: LinkRecord, b: LinkRecord) -> int:
     if addr >= 90 and (near_pc or not both_pc) and (la is None or lb is None or la == lb):
         return 1
     if same_pc:
-        return 2
+        return 2 if addr >= 70 else 3
     if addr >= 70 and (la == lb or near_pc):
-        return 3
-    if near_pc:
         return 4
+    if near_pc:
+        return 5
     if (both_pc and pa.district is not None and pa.district == pb.district) or (  # type: ignore[union-attr]
             la and lb and _jw(la, lb) >= 0.88):
-        return 5
-    return 6
+        return 6
+    return 7
 
 
 LOCATION = Comparison(
     "location",
-    ("same_address", "same_address_near_postcode", "same_postcode", "similar_address", "postcode_sector",
-     "same_district_or_town", "else"),
+    ("same_address", "same_address_near_postcode", "similar_address_same_postcode", "same_postcode",
+     "similar_address", "postcode_sector", "same_district_or_town", "else"),
     _location,
     # A postal code or town most records carry says little; a whole address shared by a
     # household of five among a million says a lot.
-    tf_levels=((0, "address"), (1, "address"), (2, "postcode"), (5, "locality")),
+    tf_levels=((0, "address"), (1, "address"), (2, "postcode"), (3, "postcode"), (6, "locality")),
 )
 
 # Where someone lives counts once (households share it): the default for agency data.

@@ -52,6 +52,62 @@ TermFrequencies = dict[str, dict[int, dict[str, float]]]
 TF_OTHERS = ""
 
 
+HOUSEHOLD_FIELD = "household"
+# How far below the link threshold the household rule leaves a pair: in the review band, not linked.
+HOUSEHOLD_MARGIN = 0.01
+
+
+@dataclass(frozen=True)
+class HouseholdRule:
+    """Two members of one household are never linked on the model's word alone.
+
+    Fellegi-Sunter adds up evidence as if each field said something of its own, but in a
+    household the family name, the address and (for twins) the date of birth are shared by
+    different people: their sum swamps the one field that tells them apart. So a pair that shares
+    a family name and an address, and whose first names disagree outright (siblings, twins) or
+    whose dates of birth are more than ten years apart (a grandfather and his grandson of one
+    name), is held just below the link threshold: at most a possible match, for a person to decide.
+    """
+
+    given: int
+    family: int
+    dob: int | None
+    location: int | None
+    cap: float
+
+    @classmethod
+    def for_comparisons(cls, names: list[str], cap: float) -> HouseholdRule | None:
+        if "given_name" not in names or "family_name" not in names:
+            return None
+        where = names.index
+        return cls(where("given_name"), where("family_name"),
+                   where("date_of_birth") if "date_of_birth" in names else None,
+                   where("location") if "location" in names else None, cap)
+
+    def applies(self, levels: Sequence[int]) -> bool:
+        family = levels[self.family]
+        if family == MISSING or family > HOUSEHOLD_FAMILY_AGREES:
+            return False
+        if self.location is None or levels[self.location] not in HOUSEHOLD_SAME_HOME:
+            return False
+        dob = levels[self.dob] if self.dob is not None else MISSING
+        return levels[self.given] == HOUSEHOLD_GIVEN_CONFLICT or dob == HOUSEHOLD_GENERATION_APART
+
+    def describe(self, levels: Sequence[int]) -> str:
+        if levels[self.given] == HOUSEHOLD_GIVEN_CONFLICT:
+            return "first names conflict in one household (siblings, twins): for review"
+        return "one household, a generation apart: for review"
+
+
+# Levels of the comparisons the household rule reads (linkage.comparisons).
+HOUSEHOLD_GIVEN_CONFLICT = 5  # given_name "else"
+HOUSEHOLD_FAMILY_AGREES = 2  # family_name exact, jw_0.92, part_previous_or_swapped
+HOUSEHOLD_GENERATION_APART = 6  # date_of_birth "else": more than ten years apart
+HOUSEHOLD_DOB_DISAGREES = 3  # date_of_birth same_month or further apart
+# location same_address, same_address_near_postcode, similar_address_same_postcode, similar_address
+HOUSEHOLD_SAME_HOME = frozenset({0, 1, 2, 4})
+
+
 @dataclass
 class LinkageModel:
     version: str
@@ -62,6 +118,9 @@ class LinkageModel:
     tf: TermFrequencies = field(default_factory=dict)
     tf_minimum: float = 1e-5
     rules: LinkageRules = DEFAULT_RULES
+    # Training found households in the data (linkage.training.household_evidence): hold pairs
+    # that look like two members of one for review (HouseholdRule).
+    household_rule: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -75,7 +134,7 @@ class LinkageModel:
         return LinkageModel(self.version, self.comparisons, self.prior,
                             self.link_threshold if link is None else link,
                             self.review_threshold if review is None else review,
-                            self.tf, self.tf_minimum, self.rules, self.metadata)
+                            self.tf, self.tf_minimum, self.rules, self.household_rule, self.metadata)
 
     # ----------------------------------------------------------------- validation
     def _validate(self) -> None:
@@ -138,6 +197,8 @@ class LinkageModel:
                     adjusted[level] = (attribute, weights, self._tf_weight(m, table.get(TF_OTHERS)))
             self._tf.append(adjusted or None)
         self._plan = tuple(zip(self._comparisons, self._weights, self._tf, strict=True))
+        self._household = HouseholdRule.for_comparisons(
+            [c.name for c in self._comparisons], self.link_weight - HOUSEHOLD_MARGIN) if self.household_rule else None
         # The most each comparison can still add, so scoring can stop once a pair cannot reach a threshold.
         best = []
         for weights, tf in zip(self._weights, self._tf, strict=True):
@@ -169,6 +230,9 @@ class LinkageModel:
                 total += table.get(getattr(a, attribute), default)
             else:
                 total += weights[level]
+        household = self._household
+        if household is not None and total > household.cap and household.applies(levels):
+            total = household.cap
         return total, levels
 
     def score_at_least(self, a: LinkRecord, b: LinkRecord, floor: float) -> tuple[float, list[int]] | None:
@@ -187,6 +251,11 @@ class LinkageModel:
                     total += weights[level]
             if total + possible < floor:
                 return None
+        household = self._household
+        if household is not None and total > household.cap and household.applies(levels):
+            total = household.cap
+            if total < floor:
+                return None
         return total, levels
 
     def explain(self, a: LinkRecord, b: LinkRecord) -> list[FieldWeight]:
@@ -199,7 +268,17 @@ class LinkageModel:
             raise ValueError(f"{len(levels)} levels for {len(self._plan)} comparisons")
         out = [self.prior_field_weight()]
         out.extend(self.field_weight(i, level, a) for i, level in enumerate(levels))
+        cut = self.household_cut(levels, sum(f.weight for f in out))
+        if cut is not None:
+            out.append(cut)
         return out
+
+    def household_cut(self, levels: Sequence[int], total: float) -> FieldWeight | None:
+        """What the household rule takes off a pair whose parts add up to ``total``, if anything."""
+        household = self._household
+        if household is None or total <= household.cap or not household.applies(levels):
+            return None
+        return FieldWeight(HOUSEHOLD_FIELD, household.describe(levels), household.cap - total)
 
     def prior_field_weight(self) -> FieldWeight:
         return FieldWeight("prior", "prior", self.prior_weight)
@@ -246,6 +325,7 @@ class LinkageModel:
             ],
             "tf": {name: {str(level): table for level, table in tables.items()} for name, tables in self.tf.items()},
             "rules": self.rules.to_json(),
+            "household_rule": self.household_rule,
             "metadata": self.metadata,
         }
 
@@ -282,6 +362,7 @@ class LinkageModel:
                 tf=tf,
                 tf_minimum=float(data.get("tf_minimum", 1e-5)),
                 rules=LinkageRules.from_json(data["rules"]),
+                household_rule=bool(data.get("household_rule", False)),
                 metadata=dict(data.get("metadata") or {}),
             )
         except ModelError as exc:

@@ -141,9 +141,13 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
                     "standby_position": linker.standby_position, "last_takeover": linker.last_takeover,
                     "capped_blocking_keys": len(core.index.blocking.capped),
                     "snapshot": {**linker.snapshots.status(), "loaded": linker.snapshot_loaded},
-                    "model_version": core.model.version}
+                    "model_version": core.model.version, "model_findings": linker.model_findings,
+                    "size_guard_refusals": core.index.size_refusals}
         if linker.error is not None:
             body["error"] = str(linker.error)
+        elif linker.refused is not None:
+            body["status"] = "refused"
+            body["error"] = linker.refused
         if normalisers is not None:
             body["normalisers"] = normalisers.status()
         if gate is not None:

@@ -70,8 +70,10 @@ class DecisionCodec:
         self._candidate = part("CandidateHead", item["fields"][:-1])
         self._weight = SchemaPart({**weight, "namespace": weight.get("namespace", namespace)})
         self._prior = self._field_weight(model.prior_field_weight())
+        self._prior_weight = model.prior_field_weight().weight
         self._count = write_long(1 + len(model.comparisons))
-        self._cache: dict[tuple[int, int, Any], bytes] = {}
+        self._count_with_cut = write_long(2 + len(model.comparisons))  # and the household rule's cut
+        self._cache: dict[tuple[int, int, Any], tuple[bytes, float]] = {}
 
     def _field_weight(self, fw: FieldWeight) -> bytes:
         return self._weight.write({"field": fw.field, "level": fw.level, "weight": fw.weight})
@@ -80,14 +82,21 @@ class DecisionCodec:
         """The encoded ``field_weights`` array of a candidate compared at ``levels`` with ``record``."""
         model, cache = self.model, self._cache
         out = [self._count, self._prior]
+        total = self._prior_weight
         for i, level in enumerate(levels):
             key = model.field_weight_key(i, level, record)
-            encoded = cache.get(key)
-            if encoded is None:
+            found = cache.get(key)
+            if found is None:
                 if len(cache) >= CACHE_LIMIT:
                     cache.clear()
-                encoded = cache[key] = self._field_weight(model.field_weight(i, level, record))
-            out.append(encoded)
+                weight = model.field_weight(i, level, record)
+                found = cache[key] = (self._field_weight(weight), weight.weight)
+            out.append(found[0])
+            total += found[1]
+        cut = model.household_cut(levels, total)
+        if cut is not None:
+            out[0] = self._count_with_cut
+            out.append(self._field_weight(cut))
         out.append(b"\x00")
         return b"".join(out)
 

@@ -31,6 +31,9 @@ DECISION_NAMESPACE = uuid.UUID("0d5f3f0e-2b7a-4c1e-8e55-7f0c2a9b6d41")
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 # What a record batch adds to a message's key and value, with room to spare (headers, lengths).
 MESSAGE_OVERHEAD = 512
+# A decision lists at most this many candidates, the strongest (each with its field weights, about
+# 600 bytes): a record that blocks with thousands under an unfit model cannot make it too large.
+MAX_DECISION_CANDIDATES = 200
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ class LinkerCore:
         return out
 
     def _decision(self, result: LinkResult, event_id: str, version: int, at: datetime) -> Outgoing:
+        candidates = result.candidates[:MAX_DECISION_CANDIDATES]  # strongest first
         decision = {
             "decision_id": uuid5_text(DECISION_NAMESPACE, f"{event_id}:{result.outcome}"),
             "record_key": result.record_key,
@@ -141,8 +145,9 @@ class LinkerCore:
             "reason": result.reason,
             "model_version": self.model.version,
             "decided_at": at,
+            "candidates_omitted": len(result.candidates) - len(candidates),
         }
-        value = self.decisions.encode(decision, result.candidates, self._record(result.record_key), _finite)
+        value = self.decisions.encode(decision, candidates, self._record(result.record_key), _finite)
         return Outgoing(LINK_DECISIONS_TOPIC, result.record_key.encode(), value)
 
     def _record(self, key: str) -> Any:

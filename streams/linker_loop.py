@@ -20,13 +20,17 @@ events/s; this loop is the linker's own limit. It keeps Faust's guarantees in it
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from caselink.connectors.base import dead_letter
 from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC
+from caselink.linkage import deployment
+from caselink.linkage.checks import check_model
 from caselink.linkage.model import LinkageModel
 from caselink.schemas import UndecodableEventError, default_serde
 from caselink.streams import metrics, snapshot
@@ -60,6 +64,14 @@ class LinkerLoop(threading.Thread):
         self.started_at = time.monotonic()
         self.error: BaseException | None = None
         self._stopping = threading.Event()
+        # Does the model fit what is being linked (linkage/checks.py)? Checked as the index grows
+        # past each power of ten from 1,000 records; with linkage.model_check: refuse, linking
+        # pauses at the first misfit (the index and /health say why) until a fitting model is used.
+        self.model_findings: list[str] = deployment.scheme_drift(model, settings.linkage)
+        for problem in self.model_findings:
+            log.warning("linkage model: %s", problem)
+        self._next_check = MODEL_CHECK_FROM
+        self.refused: str | None = None
         # Snapshots of the index (streams/snapshot.py): loaded at start, written every interval.
         self.snapshots = SnapshotWriter(settings.worker.data_dir / "linker.snapshot")
         self.snapshot_loaded: dict[str, float] = {}
@@ -209,6 +221,27 @@ class LinkerLoop(threading.Thread):
         log.info("linker loaded its snapshot at %d (%d records) in %.1f s", loaded.position,
                  len(loaded.core.index.records), loaded.seconds)
 
+    def _maybe_check_model(self) -> None:
+        """Once the index passes the next power of ten: compare the model with its records."""
+        mode = self.settings.linkage.model_check
+        records = self.core.index.records
+        if mode == "off" or len(records) < self._next_check:
+            return
+        while self._next_check <= len(records):
+            self._next_check *= 10
+        sample = [s.record for s in itertools.islice(records.values(), MODEL_CHECK_SAMPLE)]
+        findings = [f.message for f in check_model(self.model, sample)]
+        metrics.MODEL_FINDINGS.set(len(findings))
+        for message in findings:
+            if message not in self.model_findings:
+                log.warning("linkage model does not fit the data (%d records): %s", len(records), message)
+        self.model_findings = findings
+        if findings and mode == "refuse" and self.publish_from is not None:
+            self.refused = (f"linking paused at {len(records):,} records: model {self.model.version} does not fit "
+                            f"the data (linkage.model_check: refuse); train one on it (caselink train --from-topics)"
+                            f" and restart")
+            log.error(self.refused)
+
     def _maybe_snapshot(self, consumer: Consumer) -> None:
         """Between batches, once an interval has passed: snapshot the index at a position whose
         outputs are all acknowledged and committed (the linker) or below the committed offset
@@ -259,6 +292,9 @@ class LinkerLoop(threading.Thread):
             while not self._stopping.is_set():
                 self._settle(consumer, wait=False)
                 self._maybe_snapshot(consumer)
+                if self.refused is not None:  # paused by the model check: hold the partition, link nothing
+                    consumer.poll(0.5)
+                    continue
                 if self.publish_from is None:
                     # Not the linker (yet): poll the group (to be assigned) and follow the log meanwhile.
                     batch = drain(consumer, w.batch_size, wait_s=0.0)
@@ -273,7 +309,8 @@ class LinkerLoop(threading.Thread):
                 last = None
                 applied = 0
                 outcomes: dict[str, int] = {}
-                outputs: list[tuple[str, bytes, bytes | None]] = []  # sent once the last batch's are acknowledged
+                # (topic, key, value, link-input offset): sent once the last batch's are acknowledged
+                outputs: list[tuple[str, bytes, bytes | None, int]] = []
                 for msg in batch:
                     if msg.error():
                         if msg.error().code() != KafkaError._PARTITION_EOF:
@@ -286,18 +323,22 @@ class LinkerLoop(threading.Thread):
                         with self.lock:
                             out = self.core.apply(msg.value(), msg.topic(), msg.partition(), msg.offset(),
                                                   packed_record(msg.headers()))
-                    except (UndecodableEventError, ValueError) as exc:
+                    except Exception as exc:
+                        if not isinstance(exc, (UndecodableEventError, ValueError)):
+                            log.exception("linker could not apply %s[%d]@%d; dead-lettered, going on", msg.topic(),
+                                          msg.partition(), msg.offset())
                         if live:
                             origin = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
                             letter = dead_letter(origin, "link", exc, msg.value() or b"", topic=msg.topic(),
                                                  partition=msg.partition(), offset=msg.offset(), key=msg.key())
-                            outputs.append((DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter)))
+                            outputs.append((DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter),
+                                            msg.offset()))
                             metrics.DEAD_LETTERS.labels("link", type(exc).__name__).inc()
                         continue
                     if not live:
                         continue
                     outcomes[self.core.last_outcome] = outcomes.get(self.core.last_outcome, 0) + 1
-                    outputs.extend((item.topic, item.key, item.value) for item in out)
+                    outputs.extend((item.topic, item.key, item.value, msg.offset()) for item in out)
                     _kind, ts = msg.timestamp()
                     if ts > 0:
                         metrics.LATENCY.observe(max(0.0, time.time() - ts / 1000))
@@ -312,8 +353,8 @@ class LinkerLoop(threading.Thread):
                     self.recovered_at = time.monotonic()
                 if self.position > (self.publish_from or 0):
                     self._settle(consumer, wait=True)
-                    for topic, key, value in outputs:
-                        sink.send(topic, key, value)
+                    for topic, key, value, offset in outputs:
+                        self._publish(sink, serde, topic, key, value, offset)
                     sink.count()
                     self._pending = acks.submit(_acknowledged, sink, self.position)
                 _lo, hi = consumer.get_watermark_offsets(TopicPartition(LINK_INPUT_TOPIC, 0), cached=True)
@@ -323,6 +364,8 @@ class LinkerLoop(threading.Thread):
                     metrics.INDEX_RECORDS.set(len(self.core.index.records))
                     metrics.INDEX_CITIZENS.set(len(self.core.index.citizens))
                     metrics.REVIEW_OPEN.set(len(self.core.index.review))
+                    metrics.SIZE_GUARD.set(self.core.index.size_refusals)
+                    self._maybe_check_model()
         finally:
             try:
                 self._commit_now(consumer)
@@ -333,6 +376,30 @@ class LinkerLoop(threading.Thread):
             follower.close()
             consumer.close()
             self.snapshots.wait(60)  # a snapshot being written is finished, not left half-way
+
+
+    @staticmethod
+    def _publish(sink: BatchSink, serde: Any, topic: str, key: bytes, value: bytes | None, offset: int) -> None:
+        """Send one output; one the broker cannot take (larger than its message size, say) is
+        dead-lettered with its origin, the reason and its first bytes, and the stream goes on."""
+        try:
+            sink.send(topic, key, value)
+        except KafkaException as exc:
+            origin = f"{LINK_INPUT_TOPIC}[0]@{offset}"
+            size = len(value or b"")
+            error = RuntimeError(f"could not publish a {size:,}-byte message to {topic} (key {key[:200]!r}): {exc}; "
+                                 f"the payload holds its first {PUBLISH_LETTER_BYTES:,} bytes")
+            letter = dead_letter(origin, "publish", error, (value or b"")[:PUBLISH_LETTER_BYTES], topic=topic,
+                                 partition=None, offset=None, key=key)
+            sink.send(DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter))
+            metrics.DEAD_LETTERS.labels("publish", type(exc).__name__).inc()
+            log.error("linker output to %s (from %s) dead-lettered: %s", topic, origin, exc)
+
+
+MODEL_CHECK_FROM = 1_000  # records in the index at the first check of the model against them
+MODEL_CHECK_SAMPLE = 50_000  # records the check draws its random pairs from
+# How much of an output the broker refused a dead letter keeps (the rest would be refused too).
+PUBLISH_LETTER_BYTES = 65_536
 
 
 def _acknowledged(sink: BatchSink, position: int) -> int:

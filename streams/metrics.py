@@ -33,6 +33,10 @@ LATENCY = Histogram(
 INDEX_RECORDS = Gauge("caselink_index_records", "records in the citizen index")
 INDEX_CITIZENS = Gauge("caselink_index_citizens", "live citizens in the citizen index")
 REVIEW_OPEN = Gauge("caselink_review_open", "possible matches waiting for a person")
+SIZE_GUARD = Gauge("caselink_size_guard_refusals", "links held for review because a citizen would have grown past "
+                   "linkage.max_citizen_records")
+MODEL_FINDINGS = Gauge("caselink_model_check_findings",
+                       "ways the model does not fit the linked data (linkage/checks.py)")
 GATE_OUTPUT = Counter("caselink_gate_output_total", "views released to or retracted from purpose topics",
                       ["purpose", "action"])
 GATE_CONSENTS = Counter("caselink_gate_consents_total", "consent events applied by the gate", ["outcome"])

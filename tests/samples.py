@@ -53,7 +53,7 @@ def sample(name: str) -> dict[str, Any]:
             "outcome": "MERGED", "citizen_id": "C1", "affected_citizens": ["C7"],
             "candidates": [{"record_key": "police:P9", "citizen_id": "C7", "match_weight": 11.0,
                             "match_probability": 0.999, "field_weights": FIELD_WEIGHTS}],
-            "reason": None, "model_version": "m1", "decided_at": NOW,
+            "reason": None, "model_version": "m1", "decided_at": NOW, "candidates_omitted": 0,
         },
         "ReviewItem": {
             "pair_key": "health:H1|police:P9", "left_record": "health:H1", "right_record": "police:P9",

@@ -22,16 +22,18 @@ def _location_reference(a: LinkRecord, b: LinkRecord) -> int:
     if addr >= 90 and (near_pc or pa is None or pb is None) and (
             a.locality is None or b.locality is None or a.locality == b.locality):
         return 1
-    if same_pc:
+    if same_pc and addr >= 70:
         return 2
-    if addr >= 70 and (a.locality == b.locality or near_pc):
+    if same_pc:
         return 3
-    if near_pc:
+    if addr >= 70 and (a.locality == b.locality or near_pc):
         return 4
+    if near_pc:
+        return 5
     if (pa is not None and pb is not None and pa.district is not None and pa.district == pb.district) or (
             a.locality and b.locality and JaroWinkler.normalized_similarity(a.locality, b.locality) >= 0.88):
-        return 5
-    return 6
+        return 6
+    return 7
 
 
 # Few values, so that equal and near-equal postcodes, streets and towns come up often.

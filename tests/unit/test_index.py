@@ -203,3 +203,24 @@ def test_deleted_and_updated_records_leave_no_open_review_pairs() -> None:
     for key in (*gone, *changed):
         index.upsert(key, by_key[key])
     assert any(k in pair for pair in index.review for k in gone)
+
+
+def test_a_citizen_does_not_grow_past_the_size_guard_and_the_refused_links_wait_for_review() -> None:
+    index = CitizenIndex(trained_model(), max_citizen_records=5)
+    results = [index.upsert(f"health:{i}", person("Ann", "Lee", "1990-04-03", nhs="9434765919")) for i in range(12)]
+    sizes = sorted(len(c.members) for c in index.citizens.values())
+    assert max(sizes) <= 5 and sum(sizes) == 12
+    guarded = [g for r in results for g in r.guarded]
+    assert guarded and index.size_refusals == len(guarded)
+    assert all(tuple(sorted(g[:2])) in index.review for g in guarded)
+    # A reviewer can still say they are one person: the guard yields to a must-link.
+    a, b = guarded[0][:2]
+    index.apply_review(a, b, same=True)
+    assert index.citizen_of(a) == index.citizen_of(b)
+
+
+def test_without_the_guard_one_person_is_one_citizen() -> None:
+    index = CitizenIndex(trained_model(), max_citizen_records=None)
+    for i in range(12):
+        index.upsert(f"health:{i}", person("Ann", "Lee", "1990-04-03", nhs="9434765919"))
+    assert len(index.citizens) == 1 and index.size_refusals == 0
