@@ -43,6 +43,23 @@ def _identifier_keys(r: LinkRecord, typo_schemes: frozenset[str]) -> list[str]:
     return keys
 
 
+def _has_place(r: LinkRecord) -> bool:
+    return r.postcode is not None or bool(r.locality) or bool(r.address)
+
+
+def lookup_keys(r: LinkRecord, keys: list[str]) -> list[str]:
+    """The keys a record looks its candidates up by, given its own (``blocking_keys``): its own,
+    but a record with a place looks for namesakes without one ("nx") instead of with one ("nn"),
+    and a record without a place for both. Of two namesakes, one without a place, either finds
+    the other, whichever arrives first."""
+    for i, key in enumerate(keys):
+        if key[:3] == "nn:":  # a record with a place
+            return [*keys[:i], "nx:" + key[3:], *keys[i + 1:]]
+        if key[:3] == "nx:":  # a record without one
+            return [*keys, "nn:" + key[3:]]
+    return keys
+
+
 def blocking_keys(r: LinkRecord, typo_schemes: frozenset[str] = DEFAULT_TYPO_SCHEMES) -> list[str]:
     """The keys of one record; ``typo_schemes``: the identifier schemes whose values may be
     mistyped without failing a check (``LinkageRules.typo_schemes``)."""
@@ -98,9 +115,12 @@ def blocking_keys(r: LinkRecord, typo_schemes: frozenset[str] = DEFAULT_TYPO_SCH
         # Sorted, so a record with given and family names swapped shares the key.
         names = ":".join(sorted((given_canon_phon or "", r.family_phon)))
         keys.append(f"nm:{names}:{area}")
-        # The same without a place: a record with no address (a benefit claim, a tax dependant)
-        # meets the person's other records. Common names fill it, and it is capped then.
-        keys.append(f"nn:{names}")
+        # The same without a place, so that a record with no address (a benefit claim, a tax
+        # dependant) meets the person's other records: stored under "nx" by records without a
+        # place and "nn" by those with one, and looked up as ``lookup_keys`` says. Records
+        # that both have a place meet through the keys above, and do not pay for the whole
+        # country's namesakes here.
+        keys.append(f"{'nn' if _has_place(r) else 'nx'}:{names}")
     for other in r.other_families:
         other_phon = phonetic(other)
         if dob and other_phon:  # a previous family name meets records made under it

@@ -131,7 +131,7 @@ def _dob(a: LinkRecord, b: LinkRecord) -> int:
         return 3
     if x.year == y.year:
         return 4
-    if x.year.isdigit() and y.year.isdigit() and abs(int(x.year) - int(y.year)) <= 10:
+    if x.year_number >= 0 and y.year_number >= 0 and abs(x.year_number - y.year_number) <= 10:
         return 5
     return 6
 

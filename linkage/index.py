@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from caselink.linkage.blocking import BlockingIndex, blocking_keys
+from caselink.linkage.blocking import BlockingIndex, blocking_keys, lookup_keys
 from caselink.linkage.model import FieldWeight, LinkageModel
 from caselink.linkage.record import LinkRecord, UnlinkableRecordError, share_values, standardise_person
 from rapidfuzz.distance import OSA
@@ -279,7 +279,7 @@ class CitizenIndex:
         constrained = bool(must or cannot)  # usually neither: then no pair keys to build
         key = record.key
         score_at_least = model.score_at_least
-        for other_key in self.blocking.candidates(keys, exclude=key):
+        for other_key in self.blocking.candidates(lookup_keys(record, keys), exclude=key):
             other = records[other_key]
             pair = ((key, other_key) if key < other_key else (other_key, key)) if constrained else None
             must_link = constrained and pair in must

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from caselink.linkage.comparisons import MISSING, Comparison, comparison_named
+from caselink.linkage.comparisons import IDENTIFIER_PREFIX, MISSING, Comparison, comparison_named
 from caselink.linkage.record import LinkRecord
 from caselink.linkage.rules import DEFAULT_RULES, LinkageRules
 from caselink.linkage.standardise import standardise_postcode
@@ -208,9 +208,16 @@ class LinkageModel:
             best.append(top)
         self._still_possible = tuple(sum(best[i + 1:]) for i in range(len(best)))
         # The same plan flattened for the hot loop: no nested unpacking, no attribute lookups.
-        self._fast_plan = tuple(
-            (c.compare, w, tf, possible)
-            for (c, w, tf), possible in zip(self._plan, self._still_possible, strict=True))
+        # Identifier comparisons come first and are all missing unless both records hold an
+        # identifier (most pairs): the plan skips them together then.
+        n_ids = 0
+        while n_ids < len(self._comparisons) and self._comparisons[n_ids].name.startswith(IDENTIFIER_PREFIX):
+            n_ids += 1
+        plan = tuple((c.compare, w, tf, possible)
+                     for (c, w, tf), possible in zip(self._plan, self._still_possible, strict=True))
+        self._id_plan, self._fast_plan = plan[:n_ids], plan[n_ids:]
+        self._no_ids = [MISSING] * n_ids
+        self._after_ids = self._still_possible[n_ids - 1] if n_ids else 0.0
 
     def _tf_weight(self, m: float, frequency: float | None) -> float:
         return math.log2(m / max(frequency or self.tf_minimum, self.tf_minimum))
@@ -238,8 +245,21 @@ class LinkageModel:
     def score_at_least(self, a: LinkRecord, b: LinkRecord, floor: float) -> tuple[float, list[int]] | None:
         """Like ``score``, but gives up (None) as soon as the pair cannot reach ``floor``."""
         total = self.prior_weight
-        levels: list[int] = []
-        append = levels.append
+        if self._id_plan and a.ids and b.ids:
+            levels: list[int] = []
+            append = levels.append
+            for compare, weights, _tf, possible in self._id_plan:
+                level = compare(a, b)
+                append(level)
+                if level != MISSING:
+                    total += weights[level]
+                if total + possible < floor:
+                    return None
+        else:
+            levels = self._no_ids.copy()
+            append = levels.append
+            if total + self._after_ids < floor:
+                return None
         for compare, weights, tf, possible in self._fast_plan:
             level = compare(a, b)
             append(level)

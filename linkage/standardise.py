@@ -159,12 +159,14 @@ class StdDate:
     year: str = field(init=False, compare=False, repr=False)
     month: str = field(init=False, compare=False, repr=False)
     day: str = field(init=False, compare=False, repr=False)
+    year_number: int = field(init=False, compare=False, repr=False)  # -1 when not digits
 
     def __post_init__(self) -> None:
         digits = self.digits
         object.__setattr__(self, "year", digits[:4])
         object.__setattr__(self, "month", digits[4:6])
         object.__setattr__(self, "day", digits[6:8])
+        object.__setattr__(self, "year_number", int(digits[:4]) if digits[:4].isdigit() else -1)
 
 
 _ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})")
