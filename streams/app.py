@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from caselink.infra.topics import LINK_INPUT_TOPIC, person_events_topic
+from caselink.infra.topics import LINK_INPUT_TOPIC, cluster_defaults, person_events_topic
 from caselink.schemas import default_serde
 from caselink.streams import metrics
 from caselink.streams.consent.gate_loop import GateLoop
@@ -34,7 +34,7 @@ from caselink.streams.sink import BatchSink
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from caselink.core.kafka import bootstrap_servers, idempotent_producer
+from caselink.core.kafka import admin_client, bootstrap_servers, idempotent_producer
 from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,18 @@ def _credentials(settings: Settings) -> Any:
             mechanism=k.sasl_mechanism,
         )
     return None
+
+
+def _replication_factor(settings: Settings) -> int:
+    """For Faust's own topics: the configured factor, else the cluster's default (Faust needs a
+    number; -1 is not understood by the request version it sends)."""
+    if settings.kafka.replication_factor is not None:
+        return settings.kafka.replication_factor
+    try:
+        return cluster_defaults(admin_client(settings), timeout=10)["default.replication.factor"]
+    except Exception as exc:  # noqa: BLE001 - the worker fails later, clearly, if the broker stays away
+        log.warning("could not read the cluster's default replication factor (%s); Faust's topics get 1", exc)
+        return 1
 
 
 def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | None = None,
@@ -74,7 +86,7 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
         web_port=w.web_port,
         web_bind=w.web_host,
         producer_acks=-1,
-        topic_replication_factor=settings.kafka.replication_factor,
+        topic_replication_factor=_replication_factor(settings),
         consumer_auto_offset_reset="earliest",
         broker_commit_every=1000,
         broker_commit_interval=1.0,

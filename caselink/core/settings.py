@@ -36,8 +36,11 @@ class KafkaSettings(BaseModel):
     ssl_ca_location: str | None = None
     ssl_certificate_location: str | None = None
     ssl_key_location: str | None = None
-    replication_factor: int = Field(default=1, ge=1)
-    min_insync_replicas: int = Field(default=1, ge=1)
+    # None: the cluster's own defaults (default.replication.factor, min.insync.replicas), so a
+    # topic made on `caselink infra up --brokers 3` gets RF 3 and min ISR 2, and on a production
+    # cluster whatever its owners chose. Set them only to override the cluster.
+    replication_factor: int | None = Field(default=None, ge=1)
+    min_insync_replicas: int | None = Field(default=None, ge=1)
     default_partitions: int = Field(default=3, ge=1)
 
 

@@ -333,12 +333,14 @@ def test_three_broker_cluster_loses_a_broker_mid_stream_and_nothing_is_lost() ->
     directory = Path(tempfile.mkdtemp(prefix="caselink-ha-"))
     kafka = LocalKafka(Settings().infra, directory, brokers=3)
     state = kafka.start()
-    settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers, replication_factor=3,
-                                            min_insync_replicas=2))
+    # The default settings, as `caselink infra up --brokers 3` then `caselink topics ensure` leave them:
+    # the topics take RF 3 and min ISR 2 from the cluster.
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
     worker = None
     try:
-        ensure_topics(admin_client(settings), caselink_topics(settings.agencies, settings.purposes),
-                      replication_factor=3, min_insync_replicas=2)
+        ensure_topics(admin_client(settings), caselink_topics(settings.agencies, settings.purposes))
+        link_input = admin_client(settings).list_topics(LINK_INPUT_TOPIC, timeout=10).topics[LINK_INPUT_TOPIC]
+        assert len(link_input.partitions[0].replicas) == 3
         total = _publish_synthetic(settings, 4000)
         worker = start_worker(settings, app_id="ha-test", data_dir=directory / "worker")
         _wait_for(lambda: _applied(worker) > total // 5, 120)
