@@ -232,6 +232,31 @@ class RedriveError(ValueError):
     """A dead letter that cannot be re-driven as it is (the reason says why)."""
 
 
+def source_row(msg: Any, letter: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """A connector dead letter's row as the mapping takes it.
+
+    The letter holds the row's own bytes; a CSV row is read under the header line its message
+    carries (``caselink-source-header``). Letters from before that (and JSONL rows) are JSON.
+    """
+    from caselink.connectors.base import TRUNCATED_MARK
+    from caselink.connectors.readers import SOURCE_HEADER_HEADER, SOURCE_KIND_HEADER, parse_csv_row
+
+    if TRUNCATED_MARK in letter["error"]:
+        raise RedriveError("its payload was truncated (the row was too long to keep); fix the file and load it again")
+    headers = dict(msg.headers() or [])
+    encoding = str(source.get("encoding", "utf-8"))
+    if headers.get(SOURCE_KIND_HEADER) == b"csv":
+        return parse_csv_row(headers.get(SOURCE_HEADER_HEADER, b""), letter["payload"],
+                             str(source.get("delimiter", ",")), encoding)
+    try:
+        row = json.loads(letter["payload"].decode(encoding if headers.get(SOURCE_KIND_HEADER) else "utf-8"))
+    except (UnicodeDecodeError, RecursionError, LookupError) as exc:
+        raise RedriveError(f"not readable as a JSON row: {exc}") from None
+    if not isinstance(row, dict):
+        raise RedriveError("not a JSON object")
+    return row
+
+
 def redrive(settings: Settings, letters: list[tuple[Any, dict[str, Any]]], mapping_path: str | None = None,
             dry_run: bool = False) -> dict[str, Any]:
     """Send dead letters back where they came from, once each.
@@ -261,7 +286,7 @@ def redrive(settings: Settings, letters: list[tuple[Any, dict[str, Any]]], mappi
             else:
                 if mapping is None:
                     raise RedriveError("a connector row: give the fixed mapping with --mapping")
-                row = json.loads(letter["payload"])
+                row = source_row(msg, letter, mapping.source)
                 try:
                     mapped = mapping.apply(row)
                 except RowError as exc:

@@ -9,6 +9,7 @@ the linker absorbs them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -61,7 +62,24 @@ def person_event(
     }
 
 
-def dead_letter(origin: str, stage: str, error: Exception | str, payload: bytes, **where: Any) -> dict[str, Any]:
+# A dead letter keeps at most this many bytes of what failed (the broker's default message limit is
+# 1 MiB, and the letter must fit in it with its other fields). A longer payload keeps its start, and
+# the letter's error says so, with the whole payload's length and SHA-256.
+DEAD_LETTER_MAX_PAYLOAD = 512 * 1024
+TRUNCATED_MARK = "[payload truncated:"
+
+
+def dead_letter(origin: str, stage: str, error: Exception | str, payload: bytes, original_size: int | None = None,
+                **where: Any) -> dict[str, Any]:
+    """A DeadLetter record. ``payload`` is what failed, as it arrived; ``original_size`` is its whole
+    length when the caller already holds only its start (a row too long to read whole)."""
+    message = str(error)
+    size = max(len(payload), original_size or 0)
+    if size > len(payload) or len(payload) > DEAD_LETTER_MAX_PAYLOAD:
+        kept = payload[:DEAD_LETTER_MAX_PAYLOAD]
+        digest = f", sha256 {hashlib.sha256(payload).hexdigest()}" if len(payload) == size else ""
+        message += f" {TRUNCATED_MARK} the first {len(kept):,} of {size:,} bytes are kept{digest}]"
+        payload = kept
     return {
         "origin": origin,
         "origin_topic": where.get("topic"),
@@ -70,7 +88,7 @@ def dead_letter(origin: str, stage: str, error: Exception | str, payload: bytes,
         "origin_key": where.get("key"),
         "stage": stage,
         "error_type": type(error).__name__ if isinstance(error, Exception) else "Rejected",
-        "error": str(error),
+        "error": message,
         "payload": payload,
         "attempts": 1,
         "failed_at": now_utc(),
@@ -128,14 +146,17 @@ class ConnectorSink:
         self._events_out.inc(self.stats.produced - self._counted)
         self._counted = self.stats.produced
 
-    def send_dead_letter(self, letter: dict[str, Any]) -> None:
+    def send_dead_letter(self, letter: dict[str, Any], headers: list[tuple[str, bytes]] | None = None) -> None:
         value = self.serde.encode("DeadLetter", letter)
-        self._produce(DEAD_LETTER_TOPIC, letter["origin"].encode(), value)
+        self._produce(DEAD_LETTER_TOPIC, letter["origin"].encode(), value, headers)
         self.stats.dead_letters += 1
         DEAD_LETTERS.labels(self.name, letter["error_type"]).inc()
 
-    def _produce(self, topic: str, key: bytes, value: bytes) -> None:
-        produce(self.producer, topic, key, value)
+    def _produce(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
+        if headers:
+            produce(self.producer, topic, key, value, headers=headers)
+        else:
+            produce(self.producer, topic, key, value)
 
     def flush(self, timeout: float = 60.0) -> None:
         self._count()

@@ -171,7 +171,7 @@ class _RecordingSink:
     def send_event(self, event: dict[str, Any]) -> None:
         self.log.append(("event", int(event["source"]["row"])))
 
-    def send_dead_letter(self, letter: dict[str, Any]) -> None:
+    def send_dead_letter(self, letter: dict[str, Any], headers: Any = None) -> None:
         self.log.append(("dead letter", letter["origin"]))
 
     def commit_checkpoint(self, position: dict[str, Any]) -> None:
