@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,10 +65,12 @@ def _replication_factor(settings: Settings) -> int:
 
 
 def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | None = None,
-               normalise: bool = True, normalisers: NormaliserProcesses | None = None) -> faust.App:
+               normalise: bool = True, normalisers: NormaliserProcesses | None = None,
+               on_listening: Callable[[], None] | None = None) -> faust.App:
     """The worker's Faust app: the web API over ``linker``'s index (when given) and, with
     ``normalise``, the normaliser agent. A normaliser process (``streams.normalisers``) is the
-    same app id with the agent and no web server; the worker process then has the web API only."""
+    same app id with the agent and no web server; the worker process then has the web API only.
+    ``on_listening`` is called once the web server is listening (before Faust's consumers start)."""
     w = settings.worker
     # A worker whose normaliser runs in processes of its own (the default) serves only the web API
     # from this app: it gets a consumer group of its own, so that a normaliser process joining
@@ -100,6 +103,15 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
         _normaliser(app, settings)
     if linker is not None:
         _web(app, linker, gate, normalisers)
+    if on_listening is not None:
+        web = app.web
+        serve = web.start_server
+
+        async def start_server() -> None:
+            await serve()  # raises (e.g. the port is taken) before anything else is started
+            on_listening()
+
+        web.start_server = start_server  # type: ignore[method-assign]
     return app
 
 
@@ -144,7 +156,9 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
     async def health(web: Any, request: Any) -> Any:
         with linker.lock:
             core = linker.core
-            body = {"status": "ok" if linker.error is None and linker.is_alive() else "failed",
+            status = ("starting" if linker.ident is None and linker.error is None  # not started yet: see cli_worker
+                      else "ok" if linker.error is None and linker.is_alive() else "failed")
+            body = {"status": status,
                     "records": len(core.index.records), "citizens": len(core.index.citizens),
                     "review_open": len(core.index.review), "applied": core.applied,
                     "link_input_position": linker.position, "recovering": linker.recovering,

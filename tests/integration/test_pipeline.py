@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -419,3 +421,26 @@ def test_two_workers_share_the_stream_and_the_standby_takes_over_without_a_rebui
         for w in workers:
             w.stop()
     _assert_nothing_lost_or_duplicated(settings, published, total)
+
+
+def test_a_worker_that_cannot_listen_on_its_port_links_and_publishes_nothing(pipeline_settings: Settings) -> None:
+    """D9: the worker linked and published ~2,000 records before dying of OSError 98 on its web port."""
+    import socket
+
+    settings = pipeline_settings
+    _publish_synthetic(settings, 2000)
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+               "CASELINK_WORKER__WEB_PORT": str(port), "CASELINK_WORKER__APP_ID": "no-port",
+               "CASELINK_WORKER__DATA_DIR": tempfile.mkdtemp(prefix="caselink-worker-")}
+        done = subprocess.run([sys.executable, "-m", "caselink.cli", "worker"], env=env, capture_output=True,
+                              text=True, timeout=120)
+        time.sleep(2)  # anything it had started would have published by now
+    assert done.returncode != 0
+    assert len(read_to_end(settings, [LINK_INPUT_TOPIC])) == 0
+    assert len(read_to_end(settings, [LINKED_CASES_TOPIC])) == 0
+    assert "cannot listen" in done.stderr and "nothing was linked or published" in done.stderr
