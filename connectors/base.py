@@ -1,8 +1,8 @@
 """What every connector shares: the idempotent producer, event building, dead letters, checkpoints.
 
 Delivery guarantee: events are produced with idempotence and acks=all; a checkpoint (the source
-position) is written to the compacted ``caselink.connector-checkpoints`` topic only after every
-event before it is acknowledged. A crash therefore re-sends at most the rows since the last
+position) is written to the agency's compacted checkpoint topic (``connectors/checkpoints.py``)
+only after every event before it is acknowledged. A crash therefore re-sends at most the rows since the last
 checkpoint, never skips one; the re-sent events carry the same event_id and source_version, so
 the linker absorbs them.
 """
@@ -18,16 +18,15 @@ from functools import cached_property
 from typing import Any
 
 from caselink.connectors.mapping import AgencyMapping, MappedRow
-from caselink.infra.topics import CONNECTOR_CHECKPOINTS_TOPIC, DEAD_LETTER_TOPIC, person_events_topic
+from caselink.infra.topics import DEAD_LETTER_TOPIC, connector_checkpoints_topic, person_events_topic
 from caselink.schemas import default_serde
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter
 
 from caselink.core.ids import uuid5_text
-from caselink.core.kafka import idempotent_producer, produce, read_to_end
+from caselink.core.kafka import idempotent_producer, produce
 from caselink.core.settings import Settings
 
-CHECKPOINT_TOPIC = CONNECTOR_CHECKPOINTS_TOPIC
 EVENT_NAMESPACE = uuid.UUID("6f1c3a52-7d1e-4c55-9a38-1d2f6a9e4b10")
 
 EVENTS_OUT = Counter("caselink_connector_events_total", "PersonEvents produced", ["connector", "agency"])
@@ -172,20 +171,6 @@ class ConnectorSink:
     def commit_checkpoint(self, position: dict[str, Any]) -> None:
         """Record ``position`` once everything produced before it is acknowledged."""
         self.flush()
-        self.producer.produce(CHECKPOINT_TOPIC, json.dumps(position).encode(), key=self.name.encode())
+        self.producer.produce(connector_checkpoints_topic(self.agency), json.dumps(position).encode(),
+                              key=self.name.encode())
         self.flush()
-
-
-def read_checkpoints(settings: Settings, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
-    """Every connector's last checkpoint, by name (the compacted topic read to its end; a
-    deleted checkpoint reads as an empty one)."""
-    found: dict[str, dict[str, Any]] = {}
-    for msg in read_to_end(settings, [CHECKPOINT_TOPIC], timeout=timeout):
-        if msg.key() is not None:
-            found[msg.key().decode()] = json.loads(msg.value()) if msg.value() else {}
-    return found
-
-
-def load_checkpoint(settings: Settings, name: str, timeout: float = 30.0) -> dict[str, Any] | None:
-    """The last checkpoint a connector committed."""
-    return read_checkpoints(settings, timeout).get(name) or None

@@ -15,12 +15,13 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from caselink.connectors.base import ConnectorSink, dead_letter, load_checkpoint, person_event, read_checkpoints
+from caselink.connectors.base import ConnectorSink, dead_letter, person_event
+from caselink.connectors.checkpoints import Damaged, load_checkpoint, read_checkpoints
 from caselink.connectors.mapping import AgencyMapping, RowError
 from caselink.connectors.readers import (
     SOURCE_HEADER_HEADER,
@@ -62,6 +63,7 @@ class LoadReport:
     seconds: float = 0.0
     workers: int = 1
     last_row: int = 0
+    damaged_checkpoints: list[dict[str, Any]] = field(default_factory=list)  # skipped, with why
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -128,6 +130,7 @@ class FileConnector:
         self.sink = ConnectorSink(settings, self.name, mapping.agency)
         self._path = Path()
         self._source_headers: list[tuple[str, bytes]] | None = None  # for dead letters, made on the first
+        self.damaged_checkpoints: list[Damaged] = []
 
     def _owner(self, row: SourceRow) -> int:
         assert self.shard is not None
@@ -151,10 +154,11 @@ class FileConnector:
         # for a producer id on a timer); start it now so it overlaps with the work.
         _ = self.sink.producer
         if checkpoints is None:
-            checkpoints = read_checkpoints(self.settings)
+            checkpoints = self._read_checkpoints()
         self._files_state = checkpoints.get(self.name, {}).get("files", {})
         skip = resume_point(checkpoints, self.name, identity) if resume else 0
-        report = LoadReport(str(path), resumed_from=skip)
+        report = LoadReport(str(path), resumed_from=skip,
+                            damaged_checkpoints=[asdict(d) for d in self.damaged_checkpoints])
         fallback_version = int(stat.st_mtime * 1000)
         occurred_at = datetime.fromtimestamp(stat.st_mtime, UTC)
         bar = tqdm(total=stat.st_size, unit="B", unit_scale=True, disable=not progress,
@@ -231,7 +235,8 @@ class FileConnector:
             return self.load(path, progress, resume)
         path = Path(path)
         started = time.monotonic()
-        checkpoints = read_checkpoints(self.settings)  # once here, not once per worker
+        checkpoints = self._read_checkpoints()  # once here, not once per worker
+        damaged = self.damaged_checkpoints
         context = mp.get_context(_start_method(self.sink))
         counter = context.Value("q", 0)
         results = context.Queue()
@@ -264,12 +269,18 @@ class FileConnector:
             why = "; ".join(failures) or "worker(s) died: " + ", ".join(lost)
             raise RuntimeError(f"{path}: parallel load failed ({why}); run it again to resume from the checkpoints")
         reports = [o for o in outcomes if isinstance(o, LoadReport)]
-        self._files_state = read_checkpoints(self.settings).get(self.name, {}).get("files", {})
+        self._files_state = self._read_checkpoints().get(self.name, {}).get("files", {})
         self._checkpoint(identity, max(r.last_row for r in reports), complete=True)
         return LoadReport(str(path), rows=sum(r.rows for r in reports), events=sum(r.events for r in reports),
                           dead_letters=sum(r.dead_letters for r in reports),
                           resumed_from=min(r.resumed_from for r in reports),
-                          seconds=time.monotonic() - started, workers=workers)
+                          seconds=time.monotonic() - started, workers=workers,
+                          damaged_checkpoints=[asdict(d) for d in damaged])
+
+    def _read_checkpoints(self) -> dict[str, dict[str, Any]]:
+        """This agency's checkpoints; damaged ones are skipped and kept in ``damaged_checkpoints``."""
+        self.damaged_checkpoints = []
+        return read_checkpoints(self.settings, self.mapping.agency, damaged=self.damaged_checkpoints)
 
     def _checkpoint(self, identity: dict[str, Any], rows: int, complete: bool = False) -> None:
         self._files_state[identity["file"]] = {**identity, "rows": rows, "complete": complete,
@@ -282,7 +293,7 @@ class FileConnector:
         reports = []
         deadline = time.monotonic() + stop_after if stop_after else None
         while deadline is None or time.monotonic() < deadline:
-            state = (load_checkpoint(self.settings, self.name) or {}).get("files", {})
+            state = (load_checkpoint(self.settings, self.mapping.agency, self.name) or {}).get("files", {})
             for path in sorted(folder.glob(pattern)):
                 if not path.is_file() or path.name.startswith("."):
                     continue

@@ -30,6 +30,8 @@ LINKED_CASES_TOPIC = "caselink.linked-cases"
 LINK_DECISIONS_TOPIC = "caselink.link-decisions"
 REVIEW_TOPIC = "caselink.review"
 DISCLOSURES_TOPIC = "caselink.disclosures"
+# Before 0.2 every connector's checkpoint shared this one topic, which any connector could write:
+# one agency could corrupt or forge another's position. Kept only to name it; see connector_checkpoints_topic.
 CONNECTOR_CHECKPOINTS_TOPIC = "caselink.connector-checkpoints"
 CONSENT_EVENTS_TOPIC = "caselink.consent-events"  # consents recorded centrally: CLI, national opt-outs
 DLQ_REDRIVEN_TOPIC = "caselink.dlq-redriven"  # dead letters already re-driven, so a redrive sends each once
@@ -43,6 +45,12 @@ def person_events_topic(agency: str) -> str:
 
 def consent_events_topic(agency: str) -> str:
     return f"agency.{agency}.consent-events"
+
+
+def connector_checkpoints_topic(agency: str) -> str:
+    """Where an agency's connectors record their positions: a topic per agency, so an ACL can let
+    each agency's connector principal read and write its own and nobody else's."""
+    return f"{CONNECTOR_CHECKPOINTS_TOPIC}.{agency}"
 
 
 def consent_topics(agencies: Iterable[str]) -> list[str]:
@@ -84,6 +92,8 @@ def caselink_topics(
     for agency in agencies:
         specs.append(TopicSpec(person_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS))
         specs.append(TopicSpec(consent_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS))
+        # Where each of the agency's connectors got to in its source; one key per connector, latest wins.
+        specs.append(TopicSpec(connector_checkpoints_topic(agency), 1, cleanup_policy="compact", extra=COMPACTED))
     specs += [
         # The linker is the single writer of the citizen index, so its input has one partition;
         # the index is rebuilt by replaying it, so it is kept indefinitely.
@@ -97,8 +107,6 @@ def caselink_topics(
         TopicSpec(DLQ_REDRIVEN_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
         TopicSpec(GATE_ELECTION_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
         TopicSpec(DEAD_LETTER_TOPIC, 1, retention_ms=30 * DAY_MS),
-        # Where each connector got to in its source; one key per connector, latest wins.
-        TopicSpec(CONNECTOR_CHECKPOINTS_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
     ]
     specs += purpose_topic_specs(purposes, partitions)
     return specs

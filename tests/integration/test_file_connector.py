@@ -282,3 +282,31 @@ def test_csv_dead_letters_keep_the_rows_bytes_and_swallow_nothing(settings, topi
     assert "payload truncated" in big["error"] and "1,100," in big["error"]
     rejected, _ = letters["quotes.csv:row 6"]
     assert rejected["payload"] == b"U6,Gus,Hay,1990-01-01,not-a-version\n"  # the row as it was, not re-serialised
+
+
+def test_a_damaged_checkpoint_is_skipped_and_reported_not_a_crash(settings, topics, tmp_path: Path) -> None:
+    """D2: one non-JSON value on the checkpoint topic made every connector crash at start, for good
+    (the topic is compacted). Now it is skipped and reported, and the connector's previous valid
+    checkpoint is used."""
+    from caselink.infra.topics import connector_checkpoints_topic
+    from confluent_kafka import Producer
+
+    data = tmp_path / "cp.csv"
+    _write_load_file(data, 30)
+    mapping_path = tmp_path / "loadtest.yaml"
+    mapping_path.write_text(LOAD_MAPPING)
+    first = FileConnector(settings, load_mapping(mapping_path), name="t-damaged").load(data)
+    assert first.events == 30
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    topic = connector_checkpoints_topic("loadtest")
+    for value in (b"\x00not json", b'{"files": {"x": {"rows": "lots"}}}', b"[" * 100_000):
+        producer.produce(topic, value, key=b"t-damaged")
+    producer.produce(topic, b"{", key=b"someone-else")
+    assert producer.flush(10) == 0
+
+    done = _run_connector(settings, mapping_path, data, "t-damaged")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["damaged_checkpoints"]) == 4 and {d["topic"] for d in report["damaged_checkpoints"]} == {topic}
+    assert report["rows"] == 0 and report["resumed_from"] == 30  # the last valid checkpoint still counts
+    assert "damaged checkpoint skipped" in done.stderr
