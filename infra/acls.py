@@ -81,6 +81,8 @@ def worker(app_id: str) -> Principal:
         (TOPIC, app_id, PREFIXED, ALL),  # Faust's own topics (<app id>-__assignor-__leader, ...)
         (GROUP, app_id, PREFIXED, ALL), (GROUP, READER_GROUP_PREFIX, PREFIXED, READ),
         (TXN, app_id, PREFIXED, ALL), (CLUSTER, "kafka-cluster", LITERAL, DESCRIBE),
+        # The cluster's default replication factor, for Faust's own topics and `topics ensure`'s report.
+        (CLUSTER, "kafka-cluster", LITERAL, AclOperation.DESCRIBE_CONFIGS),
     ))
 
 

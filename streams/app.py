@@ -57,11 +57,16 @@ def _replication_factor(settings: Settings) -> int:
     number; -1 is not understood by the request version it sends)."""
     if settings.kafka.replication_factor is not None:
         return settings.kafka.replication_factor
+    admin = admin_client(settings)
     try:
-        return cluster_defaults(admin_client(settings), timeout=10)["default.replication.factor"]
-    except Exception as exc:  # noqa: BLE001 - the worker fails later, clearly, if the broker stays away
-        log.warning("could not read the cluster's default replication factor (%s); Faust's topics get 1", exc)
-        return 1
+        return cluster_defaults(admin, timeout=10)["default.replication.factor"]
+    except Exception as exc:  # noqa: BLE001 - not allowed, or no broker yet: as the link input, else 1
+        try:
+            partitions = admin.list_topics(LINK_INPUT_TOPIC, timeout=10).topics[LINK_INPUT_TOPIC].partitions
+            return max(1, len(partitions[0].replicas))
+        except Exception:  # noqa: BLE001 - the worker fails later, clearly, if the broker stays away
+            log.warning("could not read the cluster's default replication factor (%s); Faust's topics get 1", exc)
+            return 1
 
 
 def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | None = None,
