@@ -38,6 +38,13 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
         settings.worker.web_port = web_port
     if app_id is not None:
         settings.worker.app_id = app_id
+    from caselink.core.private import UnsafeDirectoryError, ensure_private_dir
+
+    try:
+        ensure_private_dir(settings.worker.data_dir)  # it holds the index's snapshot: 0700, never world-writable
+    except UnsafeDirectoryError as exc:
+        err_console.print(f"[red]worker not started:[/] data directory: {exc}", highlight=False)
+        raise SystemExit(2) from None
     try:
         ensure_port_free(settings.worker.web_host, settings.worker.web_port)
     except OSError as exc:
@@ -69,7 +76,6 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
     app = create_app(settings, linker, gate, normalise=normalisers is None, normalisers=normalisers,
                      on_listening=start_linking)
 
-    settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
     sys.argv = ["caselink-worker", "worker", "--loglevel", loglevel, "--web-port", str(settings.worker.web_port),
                 "--web-host", settings.worker.web_host]
     err_console.print(f"worker {settings.worker.app_id} starting: model {model.version}, web "
