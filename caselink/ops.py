@@ -71,10 +71,14 @@ def topic_ends(settings: Settings, topics: list[str], timeout: float = 10.0) -> 
         c.close()
 
 
-def http_health(url: str, timeout: float = 3.0) -> dict[str, Any]:
-    """A /health document; a 503 still carries its body; no answer is ``status: unreachable``."""
+def http_health(url: str, timeout: float = 3.0, cafile: Any = None) -> dict[str, Any]:
+    """A /health document; a 503 still carries its body; no answer is ``status: unreachable``.
+    ``cafile``: the certificate to trust for an https URL (the worker's own, when self-signed)."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile and url.startswith("https") else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return {"url": url, **json.loads(response.read())}
     except urllib.error.HTTPError as exc:
         return {"url": url, **json.loads(exc.read() or b"{}")}
@@ -83,7 +87,8 @@ def http_health(url: str, timeout: float = 3.0) -> dict[str, Any]:
 
 
 def worker_health(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:
-    return http_health(f"http://{settings.worker.web_host}:{settings.worker.web_port}/health", timeout)
+    return http_health(f"{settings.web.scheme}://{settings.worker.web_host}:{settings.worker.web_port}/health",
+                       timeout, settings.web.tls_certfile)
 
 
 # --------------------------------------------------------------------------- replay

@@ -30,8 +30,9 @@ from caselink.streams.consent.gate_loop import GateLoop
 from caselink.streams.linker_loop import LinkerLoop
 from caselink.streams.normalise import Normaliser
 from caselink.streams.normalisers import MergedRegistry, NormaliserProcesses
-from caselink.streams.review_page import render_review_page, threshold_weight
+from caselink.streams.review_page import render_login_page, render_review_page, threshold_weight
 from caselink.streams.sink import BatchSink
+from caselink.streams.web_auth import COOKIE, Authenticator, Principal, Refusal, refused
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -93,6 +94,7 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
         web_host=w.web_host,
         web_port=w.web_port,
         web_bind=w.web_host,
+        web_ssl_context=settings.web.ssl_context(),  # HTTPS only, when a certificate is configured
         producer_acks=-1,
         topic_replication_factor=_replication_factor(settings),
         consumer_auto_offset_reset="earliest",
@@ -107,7 +109,7 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
     if normalise:
         _normaliser(app, settings)
     if linker is not None:
-        _web(app, linker, gate, normalisers)
+        _web(app, settings, linker, gate, normalisers)
     if on_listening is not None:
         web = app.web
         serve = web.start_server
@@ -118,6 +120,15 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
 
         web.start_server = start_server  # type: ignore[method-assign]
     return app
+
+
+def _same_origin(request: Any) -> bool:
+    """Whether a browser says the request comes from a page of this site (a request without the
+    Origin and Sec-Fetch-Site headers is not a browser's cross-site one)."""
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        return origin in (f"http://{request.host}", f"https://{request.host}")
+    return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
 
 
 def _normaliser(app: faust.App, settings: Settings) -> None:
@@ -144,7 +155,7 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
             await sink.flush()
 
 
-def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
+def _web(app: faust.App, settings: Settings, linker: LinkerLoop, gate: GateLoop | None,
          normalisers: NormaliserProcesses | None) -> None:
     registry = MergedRegistry(normalisers)
     serde = default_serde()
@@ -189,8 +200,50 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
         return web.bytes(generate_latest(registry),  # type: ignore[arg-type]
                          content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    auth = Authenticator(settings.web.tokens, settings.web.session_ttl_s)
+    secure_cookie = "; Secure" if settings.web.tls_certfile else ""
+
+    def allowed(view: Any, request: Any, role: str, write: bool = False) -> Principal | Any:
+        """The principal, or the refusal response (logged)."""
+        result = auth.check(request.headers.get("Authorization"), request.cookies.get(COOKIE), role,
+                            cookie_write=write, same_origin=_same_origin(request))
+        if isinstance(result, Principal):
+            return result
+        refused(request.method, request.path, request.remote, result)
+        headers = {"WWW-Authenticate": 'Bearer realm="caselink"'} if result.status == 401 else None
+        return view.json({"error": result.reason}, status=result.status, headers=headers)
+
+    @app.page("/login")
+    class Login(View):
+        """Sign in with a token, for the review page in a browser: a session cookie."""
+
+        async def get(self, request: Any) -> Any:
+            return self.html(render_login_page(request.query.get("next", "/review/ui")))
+
+        async def post(self, request: Any) -> Any:
+            form = await request.post()
+            target = str(form.get("next") or "/review/ui")
+            target = target if target.startswith("/") and not target.startswith("//") else "/review/ui"
+            session = auth.login(str(form.get("token") or "").strip())
+            if session is None:
+                refused("POST", "/login", request.remote, Refusal(401, "sign-in with an unknown token"))
+                return self.html(render_login_page(target, "That token is not known."), status=401)
+            return self.html("", status=303, headers={
+                "Location": target,
+                "Set-Cookie": f"{COOKIE}={session[0]}; HttpOnly; SameSite=Strict; Path=/{secure_cookie}"})
+
+    @app.page("/logout")
+    class Logout(View):
+        async def post(self, request: Any) -> Any:
+            auth.logout(request.cookies.get(COOKIE))
+            return self.html("", status=303, headers={
+                "Location": "/login", "Set-Cookie": f"{COOKIE}=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/"})
+
     @app.page("/citizens/{citizen_id}")
     async def citizen(web: Any, request: Any, citizen_id: str) -> Any:
+        who = allowed(web, request, "reader")
+        if not isinstance(who, Principal):
+            return who
         with linker.lock:
             live = linker.core.index.resolve(citizen_id)
             body = jsonable(linker.core.linked_case(live)) if live is not None else None
@@ -202,6 +255,9 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
 
     @app.page("/records/{agency}/{record_id}")
     async def record(web: Any, request: Any, agency: str, record_id: str) -> Any:
+        who = allowed(web, request, "reader")
+        if not isinstance(who, Principal):
+            return who
         with linker.lock:
             cid = linker.core.index.citizen_of(f"{agency}:{record_id}")
         if cid is None:
@@ -223,22 +279,33 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
 
     @app.page("/review/ui")
     async def review_ui(web: Any, request: Any) -> Any:
+        who = allowed(web, request, "reader")
+        if not isinstance(who, Principal):
+            if who.status == 401 and not request.headers.get("Authorization"):
+                return web.html("", status=303, headers={"Location": "/login?next=/review/ui"})
+            return who
         items, total = open_pairs()
         model = linker.core.model
         return web.html(render_review_page(items, total, threshold_weight(model.link_threshold),
-                                           threshold_weight(model.review_threshold)))
+                                           threshold_weight(model.review_threshold), who.name, who.may("reviewer")))
 
     decisions_out = idempotent_producer(linker.settings)
 
     @app.page("/review/decide")
     class Decide(View):
         async def post(self, request: Any) -> Any:
+            who = allowed(self, request, "reviewer", write=True)
+            if not isinstance(who, Principal):
+                return who
+            by = who.name  # who decided is who signed in, never a name typed in the request
             try:
+                if request.content_type != "application/json":
+                    raise ValueError("the body must be application/json")
                 body = await request.json()
-                left, right, by = str(body["left"]), str(body["right"]), str(body["by"]).strip()
+                left, right = str(body["left"]), str(body["right"])
                 same = body["same_person"]
-                if not isinstance(same, bool) or not by:
-                    raise ValueError("same_person must be true or false, and by must name the reviewer")
+                if not isinstance(same, bool):
+                    raise ValueError("same_person must be true or false")
             except (KeyError, ValueError, TypeError) as exc:
                 return self.json({"error": f"bad request: {exc}"}, status=400)
             with linker.lock:
@@ -253,10 +320,14 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
             remaining = await asyncio.get_running_loop().run_in_executor(None, decisions_out.flush, 30.0)
             if remaining:
                 return self.json({"error": "Kafka did not acknowledge the decision; try again"}, status=503)
-            return self.json({"decision_id": decision["decision_id"], "status": "published"}, status=202)
+            return self.json({"decision_id": decision["decision_id"], "status": "published", "decided_by": by},
+                             status=202)
 
     @app.page("/review")
     async def review(web: Any, request: Any) -> Any:
+        who = allowed(web, request, "reader")
+        if not isinstance(who, Principal):
+            return who
         with linker.lock:
             core = linker.core
             index = core.index

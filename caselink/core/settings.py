@@ -22,7 +22,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-SECRET_FIELDS = {("kafka", "sasl_password"), ("consent", "pseudonym_key"), ("ingest", "tokens")}
+SECRET_FIELDS = {("kafka", "sasl_password"), ("consent", "pseudonym_key"), ("ingest", "tokens"), ("web", "tokens")}
 
 
 class KafkaSettings(BaseModel):
@@ -115,6 +115,43 @@ class ConsentSettings(BaseModel):
     policy_poll_s: float = 1.0
 
 
+class WebToken(BaseModel):
+    """One person's (or one system's) credential for the worker's web API."""
+
+    role: Literal["reader", "reviewer", "operator"]
+    token: SecretStr
+
+
+class WebSettings(BaseModel):
+    """Who may use the worker's web API (streams/web_auth.py), and TLS for caselink's HTTP listeners.
+
+    Tokens come from the environment only, by name, each with a role:
+    CASELINK_WEB__TOKENS='{"alice": {"role": "reviewer", "token": "..."}}'. The name is who a
+    reviewer's decisions are recorded under. None configured: the API refuses every request for
+    personal data (``/health`` and ``/metrics`` stay open). With ``tls_certfile`` and
+    ``tls_keyfile`` the worker's web API, the gate's and the ingest service serve HTTPS only."""
+
+    tokens: dict[str, WebToken] = {}
+    session_ttl_s: float = Field(default=8 * 3600, gt=0)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+
+    def ssl_context(self) -> Any:
+        """A server TLS context, or None without a certificate."""
+        if self.tls_certfile is None:
+            return None
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.tls_certfile, self.tls_keyfile)
+        return context
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_certfile else "http"
+
+
 class Settings(BaseSettings):
     """Everything configurable about caselink, validated once at start-up."""
 
@@ -128,6 +165,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()
     connector: ConnectorSettings = ConnectorSettings()
+    web: WebSettings = WebSettings()
     agencies: list[str] = ["health", "social_care", "police", "education", "housing"]
     purposes: list[str] = ["direct_care", "safeguarding", "research", "planning"]
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,12 +93,15 @@ def test_sample_agencies_become_linked_cases_and_poison_goes_to_dead_letters(pip
         assert len(all_members) == len({(m["agency"], m["source_record_id"]) for m in all_members}) == sent
 
         some = linked[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/citizens/{some['citizen_id']}") as r:
-            assert json.loads(r.read())["citizen_id"] == some["citizen_id"]
+        assert worker.get(f"/citizens/{some['citizen_id']}", role="reader")["citizen_id"] == some["citizen_id"]
         m = some["members"][0]
-        record_url = f"http://127.0.0.1:{worker.port}/records/{m['agency']}/{m['source_record_id']}"
-        with urllib.request.urlopen(record_url) as r:
-            assert json.loads(r.read())["citizen_id"] == some["citizen_id"]
+        record = f"/records/{m['agency']}/{m['source_record_id']}"
+        assert worker.get(record, role="reader")["citizen_id"] == some["citizen_id"]
+        # Personal data only with a credential (the review page's browser test signs in).
+        for path in (f"/citizens/{some['citizen_id']}", record, "/review"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{worker.port}{path}", timeout=5)
+            assert refused.value.code == 401
         with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics") as r:
             assert b"caselink_events_in_total" in r.read()
         # Switching to a rebuilt index is refused while a worker is linking.
