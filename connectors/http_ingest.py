@@ -14,6 +14,7 @@
 
 import asyncio
 import hmac
+import math
 import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
@@ -24,7 +25,10 @@ from caselink.connectors.fhir import bundle_rows, consent_to_event, patient_to_r
 from caselink.connectors.mapping import MappedRow, RowError
 from caselink.infra.topics import consent_events_topic, person_events_topic
 from caselink.schemas import SchemaValidationError, default_serde
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 
@@ -109,6 +113,17 @@ class ConsentIn(BaseModel):
     recorded_at: datetime | None = None
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with floats JSON cannot hold (NaN, +-Infinity) as their names."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 class Accepted(BaseModel):
     accepted: int
     event_ids: list[str]
@@ -123,6 +138,13 @@ def create_ingest_app(settings: Settings) -> FastAPI:
     tokens = {agency: token.get_secret_value() for agency, token in settings.ingest.tokens.items()}
 
     app.add_middleware(BodyLimit, limit=settings.ingest.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with the path of every bad field, as FastAPI does, but never a 500: the bad input is
+        echoed back, and JSON's NaN/Infinity (which Python's parser accepts) cannot be written out
+        again (found by the fuzz pass: {"":"","":Infinity} gave a 500)."""
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     def authorise(agency: str, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
         if agency not in settings.agencies:
