@@ -1,0 +1,29 @@
+"""Faults under load, each checked against a straight run: nothing lost, nothing duplicated.
+
+The scenarios (tests/fault_scenarios.py) are shared with benchmarks/faults.py, which prints their
+figures (in flight, stall seconds) for docs/operations.md; here only correctness is asserted. The
+three-broker cluster losing a broker with the default settings is in test_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from caselink.core.settings import Settings
+from tests import fault_scenarios
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_gate_killed_mid_transaction_the_standby_releases_each_view_once(pipeline_settings: Settings) -> None:
+    seen = fault_scenarios.gate_killed_mid_transaction(pipeline_settings, citizens=4000)
+    assert seen["in_flight"] > 0, "the kill must land while a transaction is open for this test to mean anything"
+    assert seen["aborted_records"] > 0  # the killed gate's open transaction was aborted, not committed
+    assert (seen["lost"], seen["duplicated"], seen["unexpected"]) == (0, 0, 0), seen
+    assert (seen["audit_missing"], seen["audit_duplicated"]) == (0, 0), seen
+
+
+def test_normaliser_rebalances_under_load_lose_and_duplicate_nothing(pipeline_settings: Settings) -> None:
+    seen = fault_scenarios.normalisers_rebalancing(pipeline_settings, events=12000, rate=1500)
+    assert seen["in_flight"] > 0, "the last fault must land under load for this test to mean anything"
+    assert (seen["lost"], seen["duplicated"], seen["citizens_differ_from_straight_run"]) == (0, 0, 0), seen
