@@ -86,6 +86,50 @@ def http_health(url: str, timeout: float = 3.0, cafile: Any = None) -> dict[str,
         return {"url": url, "status": "unreachable", "error": str(exc)}
 
 
+LOW_DISK_BYTES = 256 * 1024 * 1024  # a broker data directory with less free than this is reported
+
+
+def local_broker_problems(settings: Settings) -> list[str]:
+    """What is wrong with the broker `caselink infra up` started, read from the machine: nodes down
+    (with the last storage error in their log: a full disk says so), data directories nearly full."""
+    import shutil
+    from pathlib import Path
+
+    from caselink.core.kafka import state_file
+    from caselink.infra.kafka_runtime import ClusterState, pid_alive
+
+    path = state_file(settings)
+    if not path.exists():
+        return []
+    problems = []
+    for node in ClusterState.load(path).nodes:
+        data = Path(node.directory) / "data"
+        try:
+            free = shutil.disk_usage(data).free
+        except OSError:
+            free = None
+        if not pid_alive(node.pid):
+            why = _storage_error(node.log_path, node.stdout_path)
+            problems.append(f"local broker node {node.node_id} is down{why}")
+        if free is not None and free < LOW_DISK_BYTES:
+            problems.append(f"local broker node {node.node_id}: its data directory {data} has {free:,} bytes free "
+                            "(free space, then restart the node: `caselink infra down && caselink infra up`)")
+    return problems
+
+
+def _storage_error(*logs: Any) -> str:
+    """The last line of the logs that says why storage failed, if one does."""
+    words = ("No space left on device", "KafkaStorageException", "offline log dir", "log dirs have failed")
+    for log in logs:
+        try:
+            lines = [ln for ln in log.read_text(errors="replace").splitlines() if any(w in ln for w in words)]
+        except OSError:
+            continue
+        if lines:
+            return f": {lines[-1].strip()[:300]}"
+    return ""
+
+
 def worker_health(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:
     return http_health(f"{settings.web.scheme}://{settings.worker.web_host}:{settings.worker.web_port}/health",
                        timeout, settings.web.tls_certfile)

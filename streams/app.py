@@ -31,7 +31,7 @@ from caselink.streams.linker_loop import LinkerLoop
 from caselink.streams.normalise import Normaliser
 from caselink.streams.normalisers import MergedRegistry, NormaliserProcesses
 from caselink.streams.review_page import render_login_page, render_review_page, threshold_weight
-from caselink.streams.sink import BatchSink
+from caselink.streams.sink import BatchSink, broker_wait
 from caselink.streams.web_auth import COOKIE, Authenticator, Principal, Refusal, refused
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -40,6 +40,7 @@ from caselink.core.kafka import admin_client, bootstrap_servers, idempotent_prod
 from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
+BROKER_WAIT_DEGRADED_S = 5.0  # outputs unacknowledged this long: /health says the pipeline is paused, and why
 
 
 def _credentials(settings: Settings) -> Any:
@@ -185,6 +186,14 @@ def _web(app: faust.App, settings: Settings, linker: LinkerLoop, gate: GateLoop 
                     "model_version": core.model.version}
         if linker.error is not None:
             body["error"] = str(linker.error)
+        waiting = broker_wait()
+        if waiting is not None:  # outputs not yet acknowledged: the broker is down, or cannot write (disk full?)
+            body["broker"] = waiting
+            if waiting["waiting_s"] >= BROKER_WAIT_DEGRADED_S and body["status"] == "ok":
+                body["status"] = "degraded"
+                body["reason"] = (f"paused: {waiting['unacknowledged']} output(s) waiting {waiting['waiting_s']:.0f} s "
+                                  f"for the broker ({waiting['last_error'] or 'no answer'}); nothing is committed "
+                                  "until they are acknowledged")
         if normalisers is not None:
             body["normalisers"] = normalisers.status()
         if gate is not None:

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import signal
+import tempfile
 import threading
 import time
 import urllib.error
@@ -19,6 +20,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from caselink.infra.topics import DISCLOSURES_TOPIC, LINK_INPUT_TOPIC, LINKED_CASES_TOPIC, person_events_topic
@@ -294,3 +296,149 @@ def lost_and_duplicated(settings: Settings, published: dict[str, dict], events: 
             "duplicated": sum(n - 1 for n in members.values() if n > 1),
             "citizens_differ_from_straight_run": int(got != straight),
             "link_input_redelivered": _end(settings) - distinct_events}
+
+
+# ---------------------------------------------------------------------- the broker's disk fills
+def can_mount_tmpfs() -> str | None:
+    """None if a size-capped tmpfs can be mounted here (root, CAP_SYS_ADMIN); else why not."""
+    import subprocess
+
+    probe = tempfile.mkdtemp(prefix="caselink-mount-probe-")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", probe], capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"cannot mount a size-capped tmpfs here ({done.stderr.strip() or done.returncode}): needs root"
+    subprocess.run(["umount", probe], check=True)
+    os.rmdir(probe)
+    return None
+
+
+def disk_fills(events: int = 6000, size_mb: int = 64) -> dict[str, Any]:
+    """A one-node broker whose data directory is a size-capped tmpfs; mid-stream the disk fills
+    (a ballast file takes the space left). The pipeline pauses and says why (the worker's /health,
+    `caselink status`); the space is freed and the node restarted (as an operator would); the
+    pipeline resumes with nothing lost."""
+    import shutil
+    import subprocess
+
+    from caselink.infra.kafka_runtime import LocalKafka
+    from caselink.infra.topics import caselink_topics, ensure_topics
+
+    from caselink.core.kafka import admin_client, state_file
+    from caselink.core.settings import InfraSettings, KafkaSettings
+
+    directory = Path(tempfile.mkdtemp(prefix="caselink-diskfull-"))
+    data = directory / "node-1" / "data"
+    data.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(data)], check=True)
+    kafka = LocalKafka(Settings().infra, directory)
+    worker = None
+    ballast = data / "ballast"
+    try:
+        state = kafka.start()
+        settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers),
+                            infra=InfraSettings(run_dir=directory / "run"))
+        state.save(state_file(settings))  # so `caselink status` knows the local broker, as after `infra up`
+        ensure_topics(admin_client(settings), caselink_topics(settings.agencies, settings.purposes))
+        publish_steadily(settings, events, rate=1e9)
+        worker = start_worker(settings, app_id="diskfull", snapshot_interval_s=0)
+        wait_for(lambda: _applied(worker) > events // 5, 120, pause=0.05)
+        in_flight = events - max(_applied(worker), 0)
+        with ballast.open("wb") as f:  # the rest of the disk, whatever is left
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+        filled_at = time.monotonic()
+        paused = wait_for(lambda: _not_ok(worker), 120, pause=0.2)
+        said = status_of(settings, directory)
+        paused_for = time.monotonic() - filled_at
+        ballast.unlink()
+        freed_at = time.monotonic()
+        if kafka.state is not None and any(n.pid for n in kafka.state.nodes):
+            kafka.stop_node(1, kill=True)  # a broker whose log dir failed needs a restart to use it again
+        kafka.start_node(1)
+        wait_for(lambda: _linked_all(settings, worker, events), 300, pause=0.5)
+        resumed = time.monotonic() - freed_at
+        healthy = wait_for(lambda: http_json(worker.port, "/health").get("status") == "ok", 60)
+        published = latest_linked_cases(settings)
+        figures = lost_and_duplicated(settings, published, events)
+    finally:
+        if worker is not None:
+            worker.stop()
+        kafka.stop()
+        subprocess.run(["umount", "-l", str(data)], check=False)
+        shutil.rmtree(directory, ignore_errors=True)
+    return {"fault": f"the broker's disk fills ({size_mb} MB tmpfs), then space is freed and the node restarted",
+            "faults_injected": 1, "events": events, "in_flight": in_flight, **figures,
+            "health_while_paused": {k: paused.get(k) for k in ("status", "reason", "broker")},
+            "status_while_paused": said, "stall_s": round(paused_for + resumed, 1),
+            "resumed_s_after_restart": round(resumed, 1), "healthy_again": bool(healthy)}
+
+
+def _not_ok(worker: Any) -> dict[str, Any] | None:
+    health = http_json(worker.port, "/health")  # a 503 carries its body
+    return health if health.get("status") not in (None, "ok") else None
+
+
+def status_of(settings: Settings, directory: Path) -> dict[str, Any]:
+    """`caselink status --json` as an operator runs it against this cluster."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+           "CASELINK_INFRA__RUN_DIR": str(settings.infra.run_dir), "CASELINK_CONFIG": "/nonexistent",
+           "CASELINK_WORKER__WEB_PORT": "9"}
+    done = subprocess.run([sys.executable, "-m", "caselink.cli", "status", "--json", "--no-worker",
+                           "--interval", "0.2"], env=env, capture_output=True, text=True, timeout=120)
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        report = {"output": done.stdout[-2000:], "stderr": done.stderr[-2000:]}
+    return {"exit_code": done.returncode, "problems": report.get("problems"), "broker": report.get("broker")}
+
+
+# ---------------------------------------------------------------------- a broker lost
+def broker_lost(events: int = 6000, rate: float = 1500) -> dict[str, Any]:
+    """Three brokers with the default settings (RF 3, min ISR 2 from the cluster); under a steady
+    load, kill -9 of the broker leading the link input; it comes back 10 s later."""
+    import shutil
+
+    from caselink.infra.kafka_runtime import LocalKafka
+    from caselink.infra.topics import caselink_topics, ensure_topics
+
+    from caselink.core.kafka import admin_client
+    from caselink.core.settings import KafkaSettings
+
+    directory = Path(tempfile.mkdtemp(prefix="caselink-brokerlost-"))
+    kafka = LocalKafka(Settings().infra, directory, brokers=3)
+    worker = None
+    try:
+        state = kafka.start()
+        settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
+        ensure_topics(admin_client(settings), caselink_topics(settings.agencies, settings.purposes))
+        md = admin_client(settings).list_topics(LINK_INPUT_TOPIC, timeout=10).topics[LINK_INPUT_TOPIC]
+        replicas, leader = len(md.partitions[0].replicas), md.partitions[0].leader
+        worker = start_worker(settings, app_id="broker-lost", snapshot_interval_s=0)
+        wait_for(lambda: http_json(worker.port, "/health").get("status") == "ok", 90)
+        load = threading.Thread(target=publish_steadily, args=(settings, events, rate), daemon=True)
+        load.start()
+        wait_for(lambda: _applied(worker) > events // 4, 120, pause=0.05)
+        in_flight = events - max(_applied(worker), 0)
+        kafka.stop_node(leader, kill=True)
+        time.sleep(10)
+        kafka.start_node(leader, wait=False)
+        load.join(180)
+        wait_for(lambda: _linked_all(settings, worker, events), 300, pause=0.5)
+        published = latest_linked_cases(settings)
+        figures = lost_and_duplicated(settings, published, events)
+        stall = link_input_stall(settings)
+    finally:
+        if worker is not None:
+            worker.stop()
+        kafka.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    return {"fault": "kill -9 of the link input's leader in a 3-broker cluster (default settings), back after 10 s",
+            "faults_injected": 1, "replication_factor": replicas, "events": events, "in_flight": in_flight,
+            **figures, "stall_s": stall}

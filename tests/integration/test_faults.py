@@ -27,3 +27,18 @@ def test_normaliser_rebalances_under_load_lose_and_duplicate_nothing(pipeline_se
     seen = fault_scenarios.normalisers_rebalancing(pipeline_settings, events=12000, rate=1500)
     assert seen["in_flight"] > 0, "the last fault must land under load for this test to mean anything"
     assert (seen["lost"], seen["duplicated"], seen["citizens_differ_from_straight_run"]) == (0, 0, 0), seen
+
+
+def test_the_brokers_disk_fills_the_pipeline_pauses_says_why_and_resumes_with_nothing_lost() -> None:
+    why_not = fault_scenarios.can_mount_tmpfs()
+    if why_not:
+        pytest.skip(why_not)
+    seen = fault_scenarios.disk_fills(events=6000)
+    assert seen["in_flight"] > 0, "the disk must fill mid-stream for this test to mean anything"
+    paused = seen["health_while_paused"]
+    assert paused["status"] == "degraded" and "waiting" in paused["reason"], paused
+    said = seen["status_while_paused"]
+    assert said["exit_code"] == 1 and any("No space left on device" in p or "bytes free" in p
+                                          for p in said["problems"]), said
+    assert seen["healthy_again"]
+    assert (seen["lost"], seen["duplicated"], seen["citizens_differ_from_straight_run"]) == (0, 0, 0), seen
