@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_gate_killed_mid_transaction_the_standby_releases_each_view_once(pipeline_settings: Settings) -> None:
     seen = fault_scenarios.gate_killed_mid_transaction(pipeline_settings, citizens=4000)
     assert seen["in_flight"] > 0, "the kill must land while a transaction is open for this test to mean anything"
-    assert seen["aborted_records"] > 0  # the killed gate's open transaction was aborted, not committed
+    # The open transaction is then aborted by the standby's fencing (its records only a read_uncommitted
+    # reader sees: seen["aborted_records"]), unless the kill came as it was committing; either way it
+    # is all or nothing, which is what the counts below check.
     assert (seen["lost"], seen["duplicated"], seen["unexpected"]) == (0, 0, 0), seen
     assert (seen["audit_missing"], seen["audit_duplicated"]) == (0, 0), seen
 
