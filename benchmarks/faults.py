@@ -49,7 +49,10 @@ def main() -> None:
         "disk": lambda: (fault_scenarios.disk_fills(events=6000) if fault_scenarios.can_mount_tmpfs() is None
                          else {"skipped": fault_scenarios.can_mount_tmpfs()}),
     }
-    results = {}
+    from common import RESULTS
+
+    previous = RESULTS / "faults.json"  # a partial run (--only) keeps the other scenarios' last figures
+    results = {k: v for k, v in json.loads(previous.read_text()).items() if k in runs} if previous.exists() else {}
     for name in args.only.split(","):
         print(f"--- {name}", flush=True)
         results[name] = runs[name]()

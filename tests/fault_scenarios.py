@@ -26,7 +26,7 @@ from typing import Any
 from caselink.infra.topics import DISCLOSURES_TOPIC, LINK_INPUT_TOPIC, LINKED_CASES_TOPIC, person_events_topic
 from caselink.linkage.synthetic import records_for_size
 from caselink.schemas import default_serde
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
@@ -41,7 +41,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, pause: float = 0.1) -
     while True:
         try:
             result = condition()
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, KafkaException):  # not there yet, or the broker is away
             result = None
         if result:
             return result
