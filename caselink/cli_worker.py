@@ -66,10 +66,13 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
 
         normalisers = NormaliserProcesses(settings, settings.worker.normaliser_processes, loglevel)
 
+    started: list[object] = []
+
     def start_linking() -> None:
-        """Called once the web server listens (see above)."""
+        """Called once the web server listens (see above); only the first time if Faust restarts it."""
         for part in (linker, gate, normalisers):
-            if part is not None:
+            if part is not None and part not in started:
+                started.append(part)
                 part.start()
                 atexit.register(part.stop)
 

@@ -44,3 +44,11 @@ def test_the_brokers_disk_fills_the_pipeline_pauses_says_why_and_resumes_with_no
                                           for p in said["problems"]), said
     assert seen["healthy_again"]
     assert (seen["lost"], seen["duplicated"], seen["citizens_differ_from_straight_run"]) == (0, 0, 0), seen
+
+
+def test_a_broker_killed_from_three_with_the_default_settings_loses_nothing() -> None:
+    """kill -9 of the link input's leader under load; the topics have RF 3 from the cluster's defaults."""
+    seen = fault_scenarios.broker_lost(events=8000, rate=1500)
+    assert seen["replication_factor"] == 3
+    assert seen["in_flight"] > 0, "the broker must go under load for this test to mean anything"
+    assert (seen["lost"], seen["duplicated"], seen["citizens_differ_from_straight_run"]) == (0, 0, 0), seen
