@@ -123,7 +123,8 @@ def test_accepting_a_possible_match_makes_one_citizen(pipeline_settings: Setting
         assert browser.current_url.endswith("/login?next=/review/ui")  # not signed in: the sign-in page
         browser.find_element(By.ID, "token").send_keys("not-a-token")
         browser.find_element(By.ID, "sign-in").click()
-        assert "not known" in browser.find_element(By.ID, "error").text
+        error = WebDriverWait(browser, 15).until(ec.presence_of_element_located((By.ID, "error")))
+        assert "not known" in error.text
         browser.save_screenshot(str(shots / "review-0-sign-in.png"))
         browser.find_element(By.ID, "token").send_keys(reviewer)
         browser.find_element(By.ID, "sign-in").click()
