@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def main() -> None:
             return scenario(settings)
         finally:
             kafka.stop()
+            shutil.rmtree(directory, ignore_errors=True)
 
     runs = {
         "gate": lambda: on_fresh_broker(lambda s: fault_scenarios.gate_killed_mid_transaction(s, citizens=6000)),

@@ -7,7 +7,9 @@ is any exception other than the parser's own rejection, or a 5xx from the HTTP i
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 from collections import Counter
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from caselink.streams.normalise import Normaliser
 
 TRIED: Counter[str] = Counter()  # inputs tried, per target (benchmarks/fuzz.py prints them)
 _DIR = Path(tempfile.mkdtemp(prefix="caselink-fuzz-"))
+atexit.register(shutil.rmtree, _DIR, True)
 
 
 def mapping_yaml(text: str) -> None:
