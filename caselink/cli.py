@@ -155,7 +155,10 @@ def ingest_serve(
     settings = get_settings()
     if not settings.ingest.tokens:
         fail("no agency tokens: set CASELINK_INGEST__TOKENS='{\"health\": \"...\"}' in the environment")
-    uvicorn.run(create_ingest_app(settings), host=settings.ingest.host, port=port or settings.ingest.port)
+    tls = settings.web  # HTTPS when a certificate is configured (CASELINK_WEB__TLS_CERTFILE / _KEYFILE)
+    uvicorn.run(create_ingest_app(settings), host=settings.ingest.host, port=port or settings.ingest.port,
+                ssl_certfile=str(tls.tls_certfile) if tls.tls_certfile else None,
+                ssl_keyfile=str(tls.tls_keyfile) if tls.tls_keyfile else None)
 
 
 @ingest_app.command("openapi")

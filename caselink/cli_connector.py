@@ -9,7 +9,7 @@ import typer
 
 from caselink.connectors.mapping import MappingError, load_mapping
 from caselink.core.settings import get_settings
-from caselink.output import emit, fail
+from caselink.output import emit, err_console, fail
 
 connector_app = typer.Typer(help="Agency connectors: load extracts into Kafka.", no_args_is_help=True)
 
@@ -63,6 +63,9 @@ def run(
         emit([r.__dict__ for r in reports], as_json, f"{len(reports)} file(s) loaded")
         return
     report = connector.load_parallel(target, workers, progress=not as_json, resume=not restart)
+    for d in report.damaged_checkpoints:
+        err_console.print(f"[yellow]damaged checkpoint skipped[/]: {d['topic']}@{d['offset']} key {d['key']!r}: "
+                          f"{d['reason']}", highlight=False)
     emit(report.__dict__, as_json,
          f"{report.path}: {report.rows} rows -> {report.events} events, {report.dead_letters} dead letters "
          f"in {report.seconds:.1f}s ({report.rows / max(report.seconds, 1e-9):,.0f} rows/s"
@@ -86,13 +89,21 @@ def slots(
 
 @connector_app.command("status")
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every connector's last checkpoint."""
-    from caselink.connectors.base import read_checkpoints
+    """Every connector's last checkpoint, per agency, and any checkpoint value skipped as damaged."""
+    from dataclasses import asdict
 
-    latest = {name: cp for name, cp in read_checkpoints(get_settings()).items() if cp}
+    from caselink.connectors.checkpoints import Damaged, read_checkpoints
+
+    settings = get_settings()
+    latest: dict[str, dict] = {}
+    damaged: list[Damaged] = []
+    for agency in settings.agencies:
+        latest.update({name: cp for name, cp in read_checkpoints(settings, agency, damaged=damaged).items() if cp})
     lines = []
     for name, cp in sorted(latest.items()):
         for file, state in cp.get("files", {}).items():
             lines.append(f"{name}: {Path(file).name} rows {state['rows']} "
                          f"{'complete' if state.get('complete') else 'in progress'} at {state.get('at')}")
-    emit(latest, as_json, "\n".join(lines) or "no connector checkpoints yet")
+    lines += [f"damaged checkpoint skipped: {d.topic}@{d.offset} key {d.key!r}: {d.reason}" for d in damaged]
+    emit({"checkpoints": latest, "damaged": [asdict(d) for d in damaged]}, as_json,
+         "\n".join(lines) or "no connector checkpoints yet")

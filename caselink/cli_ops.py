@@ -26,7 +26,7 @@ def status_command(
     """Broker, topics, consumer-group lag per partition, throughput, worker and index. Exit 1 when unhealthy."""
     from caselink.core.kafka import admin_client, bootstrap_servers
     from caselink.infra.topics import LINKED_CASES_TOPIC, person_events_topic
-    from caselink.ops import group_lags, topic_ends, worker_health
+    from caselink.ops import group_lags, local_broker_problems, topic_ends, worker_health
 
     settings = get_settings()
     problems: list[str] = []
@@ -37,7 +37,12 @@ def status_command(
         md = admin.list_topics(timeout=5)
     except Exception as exc:  # noqa: BLE001 - any failure here means "broker unreachable"
         report["broker"] = {"status": "unreachable", "error": str(exc)}
-        emit(report, as_json, f"[red]broker unreachable[/] at {report['bootstrap_servers']}: {escape(str(exc))}")
+        report["problems"] = local_broker_problems(settings)  # why, when it is the local broker
+        report["worker"] = worker_health(settings) if worker else None
+        emit(report, as_json, f"[red]broker unreachable[/] at {report['bootstrap_servers']}: {escape(str(exc))}"
+             + "".join(f"\n[red]unhealthy:[/] {escape(p)}" for p in report["problems"])
+             + (f"\nworker: {escape(str(report['worker'].get('reason') or report['worker'].get('status')))}"
+                if report["worker"] else ""))
         raise typer.Exit(1) from None
     report["broker"] = {"status": "ok", "brokers": len(cluster.nodes), "controller": cluster.controller.id,
                         "topics": len([t for t in md.topics if not t.startswith("__")])}
@@ -53,11 +58,13 @@ def status_command(
     report["groups"] = [{"group": g.group, "state": g.state, "lag": g.total, "partitions": g.partitions}
                         for g in lags]
     problems += [f"group {g.group} lags {g.total:,} messages" for g in lags if g.total > max_lag]
+    problems += local_broker_problems(settings)
     if worker:
         health = worker_health(settings)
         report["worker"] = health
         if health.get("status") != "ok":
-            problems.append(f"worker {health.get('url')}: {health.get('status')} {health.get('error', '')}".strip())
+            why = health.get("reason") or health.get("error", "")
+            problems.append(f"worker {health.get('url')}: {health.get('status')} {why}".strip())
     report["healthy"] = not problems
     report["problems"] = problems
     if as_json:

@@ -12,7 +12,15 @@ from caselink.output import console, err_console, fail
 
 
 def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel: str = "warn") -> None:
-    """Start the linker thread (it rebuilds the index from the link input), then the Faust worker."""
+    """Serve the web API, then start the linker thread (it rebuilds the index from the link input),
+    the normaliser processes and, if configured, the gate.
+
+    Order matters: a worker that cannot serve its web API (the port taken) must stop before it
+    links or publishes anything. It used to start linking first and publish ~2,000 records before
+    Faust failed to bind the port. Now the port is tried first (a clear error, nothing started),
+    and what links or publishes starts only once the web server is listening (Faust starts it
+    before its consumers and agents; a failed bind stops it there).
+    """
     from caselink.linkage.runtime import tune_gc_for_large_index
     from caselink.streams.metrics import observe_gc_pauses
 
@@ -29,36 +37,66 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
         settings.worker.web_port = web_port
     if app_id is not None:
         settings.worker.app_id = app_id
+    from caselink.core.private import UnsafeDirectoryError, ensure_private_dir
+
+    try:
+        ensure_private_dir(settings.worker.data_dir)  # it holds the index's snapshot: 0700, never world-writable
+    except UnsafeDirectoryError as exc:
+        err_console.print(f"[red]worker not started:[/] data directory: {exc}", highlight=False)
+        raise SystemExit(2) from None
+    try:
+        ensure_port_free(settings.worker.web_host, settings.worker.web_port)
+    except OSError as exc:
+        err_console.print(f"[red]worker not started:[/] cannot listen on {settings.worker.web_host}:"
+                          f"{settings.worker.web_port} ({exc.strerror or exc}); nothing was linked or published. "
+                          "Stop what holds the port or choose another with --web-port.", highlight=False)
+        raise SystemExit(2) from None
     try:
         model = load_model(settings.linkage)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
         return
     linker = LinkerLoop(settings, model, f"{settings.worker.app_id}-linker")
-    linker.start()
-    atexit.register(linker.stop)
     gate = None
     if settings.consent.in_worker:
         from caselink.streams.consent.gate_loop import GateLoop
 
         # The gate runs where the linker runs: one active gate per app, fenced by its transactions.
         gate = GateLoop(settings, is_leader=lambda: linker.publish_from is not None)
-        gate.start()
-        atexit.register(gate.stop)
     normalisers = None
     if settings.worker.normaliser_processes > 0:
         from caselink.streams.normalisers import NormaliserProcesses
 
         normalisers = NormaliserProcesses(settings, settings.worker.normaliser_processes, loglevel)
-        normalisers.start()
-        atexit.register(normalisers.stop)
-    app = create_app(settings, linker, gate, normalise=normalisers is None, normalisers=normalisers)
-    settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
+
+    started: list[object] = []
+
+    def start_linking() -> None:
+        """Called once the web server listens (see above); only the first time if Faust restarts it."""
+        for part in (linker, gate, normalisers):
+            if part is not None and part not in started:
+                started.append(part)
+                part.start()
+                atexit.register(part.stop)
+
+    app = create_app(settings, linker, gate, normalise=normalisers is None, normalisers=normalisers,
+                     on_listening=start_linking)
+
     sys.argv = ["caselink-worker", "worker", "--loglevel", loglevel, "--web-port", str(settings.worker.web_port),
                 "--web-host", settings.worker.web_host]
     err_console.print(f"worker {settings.worker.app_id} starting: model {model.version}, web "
                       f"http://{settings.worker.web_host}:{settings.worker.web_port}", highlight=False)
     app.main()
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise OSError (e.g. EADDRINUSE) if ``host:port`` cannot be listened on now."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds: TIME_WAIT is no obstacle
+        probe.bind((host, port))
+        probe.listen(1)
 
 
 def tail(topic: str, as_json: bool = False, limit: int = 0) -> None:

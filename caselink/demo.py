@@ -241,11 +241,20 @@ def _gate_table(settings: Settings, when: str) -> dict[str, dict[str, dict]]:
 class WorkerProcess:
     """The Faust worker in its own process, as an operator would run it."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log_path: Path,
+                 tokens: dict[str, str] | None = None) -> None:
         self.proc, self.port, self.log_path = proc, port, log_path
+        self.tokens = tokens or {}  # role -> the web token start_worker made for it (none if set outside)
 
     def health(self) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
+            return json.loads(response.read())
+
+    def get(self, path: str, role: str = "operator", timeout: float = 5.0) -> dict:
+        """A JSON document from the web API, signed in with the token made for ``role``."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
+                                         headers={"Authorization": f"Bearer {self.tokens[role]}"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
 
     def stop(self) -> None:
@@ -276,14 +285,23 @@ def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path |
     w = settings.worker
     processes = w.normaliser_processes if normaliser_processes is None else normaliser_processes
     snapshots = w.snapshot_interval_s if snapshot_interval_s is None else snapshot_interval_s
-    return _spawn("worker", settings, data_dir, port, {
-        "CASELINK_WORKER__WEB_PORT": str(port), "CASELINK_WORKER__DATA_DIR": str(data_dir),
-        "CASELINK_WORKER__APP_ID": app_id or w.app_id,
-        "CASELINK_WORKER__NORMALISER_PROCESSES": str(processes),
-        "CASELINK_WORKER__SNAPSHOT_INTERVAL_S": str(snapshots),
-        # The worker links as the caller does: the same model.
-        "CASELINK_LINKAGE__BUNDLED_MODEL": str(settings.linkage.bundled_model).lower(),
-        "CASELINK_LINKAGE__MODEL_PATH": str(settings.linkage.model_path)})
+    env = {"CASELINK_WORKER__WEB_PORT": str(port), "CASELINK_WORKER__DATA_DIR": str(data_dir),
+           "CASELINK_WORKER__APP_ID": app_id or w.app_id,
+           "CASELINK_WORKER__NORMALISER_PROCESSES": str(processes),
+           "CASELINK_WORKER__SNAPSHOT_INTERVAL_S": str(snapshots),
+           # The worker links as the caller does: the same model.
+           "CASELINK_LINKAGE__BUNDLED_MODEL": str(settings.linkage.bundled_model).lower(),
+           "CASELINK_LINKAGE__MODEL_PATH": str(settings.linkage.model_path)}
+    tokens: dict[str, str] = {}
+    if not os.environ.get("CASELINK_WEB__TOKENS"):
+        # Throwaway credentials, one per role, so the web API can be used; real deployments set
+        # their own per person (docs/operations.md).
+        tokens = {role: secrets.token_urlsafe(24) for role in ("reader", "reviewer", "operator")}
+        env["CASELINK_WEB__TOKENS"] = json.dumps({f"demo-{role}": {"role": role, "token": token}
+                                                  for role, token in tokens.items()})
+    worker = _spawn("worker", settings, data_dir, port, env)
+    worker.tokens = tokens
+    return worker
 
 
 def start_gate(settings: Settings, app_id: str | None = None) -> WorkerProcess:

@@ -71,10 +71,14 @@ def topic_ends(settings: Settings, topics: list[str], timeout: float = 10.0) -> 
         c.close()
 
 
-def http_health(url: str, timeout: float = 3.0) -> dict[str, Any]:
-    """A /health document; a 503 still carries its body; no answer is ``status: unreachable``."""
+def http_health(url: str, timeout: float = 3.0, cafile: Any = None) -> dict[str, Any]:
+    """A /health document; a 503 still carries its body; no answer is ``status: unreachable``.
+    ``cafile``: the certificate to trust for an https URL (the worker's own, when self-signed)."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile and url.startswith("https") else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return {"url": url, **json.loads(response.read())}
     except urllib.error.HTTPError as exc:
         return {"url": url, **json.loads(exc.read() or b"{}")}
@@ -82,8 +86,53 @@ def http_health(url: str, timeout: float = 3.0) -> dict[str, Any]:
         return {"url": url, "status": "unreachable", "error": str(exc)}
 
 
+LOW_DISK_BYTES = 256 * 1024 * 1024  # a broker data directory with less free than this is reported
+
+
+def local_broker_problems(settings: Settings) -> list[str]:
+    """What is wrong with the broker `caselink infra up` started, read from the machine: nodes down
+    (with the last storage error in their log: a full disk says so), data directories nearly full."""
+    import shutil
+    from pathlib import Path
+
+    from caselink.core.kafka import state_file
+    from caselink.infra.kafka_runtime import ClusterState, pid_alive
+
+    path = state_file(settings)
+    if not path.exists():
+        return []
+    problems = []
+    for node in ClusterState.load(path).nodes:
+        data = Path(node.directory) / "data"
+        try:
+            free = shutil.disk_usage(data).free
+        except OSError:
+            free = None
+        if not pid_alive(node.pid):
+            why = _storage_error(node.log_path, node.stdout_path)
+            problems.append(f"local broker node {node.node_id} is down{why}")
+        if free is not None and free < LOW_DISK_BYTES:
+            problems.append(f"local broker node {node.node_id}: its data directory {data} has {free:,} bytes free "
+                            "(free space, then restart the node: `caselink infra down && caselink infra up`)")
+    return problems
+
+
+def _storage_error(*logs: Any) -> str:
+    """The last line of the logs that says why storage failed, if one does."""
+    words = ("No space left on device", "KafkaStorageException", "offline log dir", "log dirs have failed")
+    for log in logs:
+        try:
+            lines = [ln for ln in log.read_text(errors="replace").splitlines() if any(w in ln for w in words)]
+        except OSError:
+            continue
+        if lines:
+            return f": {lines[-1].strip()[:300]}"
+    return ""
+
+
 def worker_health(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:
-    return http_health(f"http://{settings.worker.web_host}:{settings.worker.web_port}/health", timeout)
+    return http_health(f"{settings.web.scheme}://{settings.worker.web_host}:{settings.worker.web_port}/health",
+                       timeout, settings.web.tls_certfile)
 
 
 # --------------------------------------------------------------------------- replay
@@ -232,6 +281,31 @@ class RedriveError(ValueError):
     """A dead letter that cannot be re-driven as it is (the reason says why)."""
 
 
+def source_row(msg: Any, letter: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """A connector dead letter's row as the mapping takes it.
+
+    The letter holds the row's own bytes; a CSV row is read under the header line its message
+    carries (``caselink-source-header``). Letters from before that (and JSONL rows) are JSON.
+    """
+    from caselink.connectors.base import TRUNCATED_MARK
+    from caselink.connectors.readers import SOURCE_HEADER_HEADER, SOURCE_KIND_HEADER, parse_csv_row
+
+    if TRUNCATED_MARK in letter["error"]:
+        raise RedriveError("its payload was truncated (the row was too long to keep); fix the file and load it again")
+    headers = dict(msg.headers() or [])
+    encoding = str(source.get("encoding", "utf-8"))
+    if headers.get(SOURCE_KIND_HEADER) == b"csv":
+        return parse_csv_row(headers.get(SOURCE_HEADER_HEADER, b""), letter["payload"],
+                             str(source.get("delimiter", ",")), encoding)
+    try:
+        row = json.loads(letter["payload"].decode(encoding if headers.get(SOURCE_KIND_HEADER) else "utf-8"))
+    except (UnicodeDecodeError, RecursionError, LookupError) as exc:
+        raise RedriveError(f"not readable as a JSON row: {exc}") from None
+    if not isinstance(row, dict):
+        raise RedriveError("not a JSON object")
+    return row
+
+
 def redrive(settings: Settings, letters: list[tuple[Any, dict[str, Any]]], mapping_path: str | None = None,
             dry_run: bool = False) -> dict[str, Any]:
     """Send dead letters back where they came from, once each.
@@ -261,7 +335,7 @@ def redrive(settings: Settings, letters: list[tuple[Any, dict[str, Any]]], mappi
             else:
                 if mapping is None:
                     raise RedriveError("a connector row: give the fixed mapping with --mapping")
-                row = json.loads(letter["payload"])
+                row = source_row(msg, letter, mapping.source)
                 try:
                     mapped = mapping.apply(row)
                 except RowError as exc:

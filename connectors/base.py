@@ -1,14 +1,15 @@
 """What every connector shares: the idempotent producer, event building, dead letters, checkpoints.
 
 Delivery guarantee: events are produced with idempotence and acks=all; a checkpoint (the source
-position) is written to the compacted ``caselink.connector-checkpoints`` topic only after every
-event before it is acknowledged. A crash therefore re-sends at most the rows since the last
+position) is written to the agency's compacted checkpoint topic (``connectors/checkpoints.py``)
+only after every event before it is acknowledged. A crash therefore re-sends at most the rows since the last
 checkpoint, never skips one; the re-sent events carry the same event_id and source_version, so
 the linker absorbs them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -17,16 +18,15 @@ from functools import cached_property
 from typing import Any
 
 from caselink.connectors.mapping import AgencyMapping, MappedRow
-from caselink.infra.topics import CONNECTOR_CHECKPOINTS_TOPIC, DEAD_LETTER_TOPIC, person_events_topic
+from caselink.infra.topics import DEAD_LETTER_TOPIC, connector_checkpoints_topic, person_events_topic
 from caselink.schemas import default_serde
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter
 
 from caselink.core.ids import uuid5_text
-from caselink.core.kafka import idempotent_producer, produce, read_to_end
+from caselink.core.kafka import idempotent_producer, produce
 from caselink.core.settings import Settings
 
-CHECKPOINT_TOPIC = CONNECTOR_CHECKPOINTS_TOPIC
 EVENT_NAMESPACE = uuid.UUID("6f1c3a52-7d1e-4c55-9a38-1d2f6a9e4b10")
 
 EVENTS_OUT = Counter("caselink_connector_events_total", "PersonEvents produced", ["connector", "agency"])
@@ -61,7 +61,24 @@ def person_event(
     }
 
 
-def dead_letter(origin: str, stage: str, error: Exception | str, payload: bytes, **where: Any) -> dict[str, Any]:
+# A dead letter keeps at most this many bytes of what failed (the broker's default message limit is
+# 1 MiB, and the letter must fit in it with its other fields). A longer payload keeps its start, and
+# the letter's error says so, with the whole payload's length and SHA-256.
+DEAD_LETTER_MAX_PAYLOAD = 512 * 1024
+TRUNCATED_MARK = "[payload truncated:"
+
+
+def dead_letter(origin: str, stage: str, error: Exception | str, payload: bytes, original_size: int | None = None,
+                **where: Any) -> dict[str, Any]:
+    """A DeadLetter record. ``payload`` is what failed, as it arrived; ``original_size`` is its whole
+    length when the caller already holds only its start (a row too long to read whole)."""
+    message = str(error)
+    size = max(len(payload), original_size or 0)
+    if size > len(payload) or len(payload) > DEAD_LETTER_MAX_PAYLOAD:
+        kept = payload[:DEAD_LETTER_MAX_PAYLOAD]
+        digest = f", sha256 {hashlib.sha256(payload).hexdigest()}" if len(payload) == size else ""
+        message += f" {TRUNCATED_MARK} the first {len(kept):,} of {size:,} bytes are kept{digest}]"
+        payload = kept
     return {
         "origin": origin,
         "origin_topic": where.get("topic"),
@@ -70,7 +87,7 @@ def dead_letter(origin: str, stage: str, error: Exception | str, payload: bytes,
         "origin_key": where.get("key"),
         "stage": stage,
         "error_type": type(error).__name__ if isinstance(error, Exception) else "Rejected",
-        "error": str(error),
+        "error": message,
         "payload": payload,
         "attempts": 1,
         "failed_at": now_utc(),
@@ -128,14 +145,17 @@ class ConnectorSink:
         self._events_out.inc(self.stats.produced - self._counted)
         self._counted = self.stats.produced
 
-    def send_dead_letter(self, letter: dict[str, Any]) -> None:
+    def send_dead_letter(self, letter: dict[str, Any], headers: list[tuple[str, bytes]] | None = None) -> None:
         value = self.serde.encode("DeadLetter", letter)
-        self._produce(DEAD_LETTER_TOPIC, letter["origin"].encode(), value)
+        self._produce(DEAD_LETTER_TOPIC, letter["origin"].encode(), value, headers)
         self.stats.dead_letters += 1
         DEAD_LETTERS.labels(self.name, letter["error_type"]).inc()
 
-    def _produce(self, topic: str, key: bytes, value: bytes) -> None:
-        produce(self.producer, topic, key, value)
+    def _produce(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
+        if headers:
+            produce(self.producer, topic, key, value, headers=headers)
+        else:
+            produce(self.producer, topic, key, value)
 
     def flush(self, timeout: float = 60.0) -> None:
         self._count()
@@ -151,20 +171,6 @@ class ConnectorSink:
     def commit_checkpoint(self, position: dict[str, Any]) -> None:
         """Record ``position`` once everything produced before it is acknowledged."""
         self.flush()
-        self.producer.produce(CHECKPOINT_TOPIC, json.dumps(position).encode(), key=self.name.encode())
+        self.producer.produce(connector_checkpoints_topic(self.agency), json.dumps(position).encode(),
+                              key=self.name.encode())
         self.flush()
-
-
-def read_checkpoints(settings: Settings, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
-    """Every connector's last checkpoint, by name (the compacted topic read to its end; a
-    deleted checkpoint reads as an empty one)."""
-    found: dict[str, dict[str, Any]] = {}
-    for msg in read_to_end(settings, [CHECKPOINT_TOPIC], timeout=timeout):
-        if msg.key() is not None:
-            found[msg.key().decode()] = json.loads(msg.value()) if msg.value() else {}
-    return found
-
-
-def load_checkpoint(settings: Settings, name: str, timeout: float = 30.0) -> dict[str, Any] | None:
-    """The last checkpoint a connector committed."""
-    return read_checkpoints(settings, timeout).get(name) or None

@@ -8,23 +8,29 @@ restarted load resumes after the last acknowledged row.
 
 from __future__ import annotations
 
-import csv
-import json
 import multiprocessing as mp
 import os
 import queue
-import re
 import threading
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from caselink.connectors.base import ConnectorSink, dead_letter, load_checkpoint, person_event, read_checkpoints
+from caselink.connectors.base import ConnectorSink, dead_letter, person_event
+from caselink.connectors.checkpoints import Damaged, load_checkpoint, read_checkpoints
 from caselink.connectors.mapping import AgencyMapping, RowError
+from caselink.connectors.readers import (
+    SOURCE_HEADER_HEADER,
+    SOURCE_KIND_HEADER,
+    SourceRow,
+    csv_header_bytes,
+    read_csv,
+    read_jsonl,
+)
 from tqdm import tqdm
 
 from caselink.core.settings import Settings
@@ -33,90 +39,12 @@ from caselink.core.settings import Settings
 # its load workers (see _start_method).
 tqdm.monitor_interval = 0
 
-MAX_ROW_BYTES = 1_000_000
-_SURROGATES = re.compile("[\udc80-\udcff]")
-
-
-@dataclass
-class SourceRow:
-    number: int  # 1-based data row (CSV header excluded), or line number for JSONL
-    raw: bytes
-    data: dict[str, Any] | None
-    error: str | None = None
-
-
-def _decode_check(text: str, encoding: str) -> str | None:
-    """Bytes the declared encoding could not decode were kept as lone surrogates; find them."""
-    if text.isascii() or not _SURROGATES.search(text):
-        return None
-    return f"bytes that are not valid {encoding}"
-
-
-def read_csv(path: Path, delimiter: str = ",", encoding: str = "utf-8", skip: int = 0) -> Iterator[SourceRow]:
-    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    with path.open("r", encoding=enc, errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter, strict=True)
-        try:
-            header = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield SourceRow(0, b"", None, f"unreadable header: {exc}")
-            return
-        header = [h.strip() for h in header]
-        number = 0
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                number += 1
-                if number > skip:
-                    yield SourceRow(number, f"line {reader.line_num}".encode(), None, f"malformed CSV: {exc}")
-                continue
-            number += 1
-            if number <= skip:
-                continue
-            if not fields or all(not f for f in fields):
-                continue
-            raw_text = delimiter.join(fields)
-            raw = raw_text.encode("utf-8", "surrogateescape")
-            problem = _decode_check(raw_text, encoding)
-            if problem is None and len(fields) != len(header):
-                problem = f"{len(fields)} fields where the header has {len(header)}"
-            if problem is None and len(raw) > MAX_ROW_BYTES:
-                problem = f"row of {len(raw)} bytes exceeds {MAX_ROW_BYTES}"
-            if problem:
-                yield SourceRow(number, raw, None, problem)
-            else:
-                yield SourceRow(number, raw, dict(zip(header, fields, strict=True)))
-
-
-def read_jsonl(path: Path, encoding: str = "utf-8", skip: int = 0) -> Iterator[SourceRow]:
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if number <= skip or not line.strip():
-                continue
-            if len(line) > MAX_ROW_BYTES:
-                yield SourceRow(number, line[:1000], None, f"line of {len(line)} bytes exceeds {MAX_ROW_BYTES}")
-                continue
-            try:
-                data = json.loads(line.decode(encoding))
-            except UnicodeDecodeError:
-                yield SourceRow(number, line, None, f"bytes that are not valid {encoding}")
-                continue
-            except json.JSONDecodeError as exc:
-                yield SourceRow(number, line, None, f"malformed JSON: {exc.msg} at column {exc.colno}")
-                continue
-            if not isinstance(data, dict):
-                yield SourceRow(number, line, None, "a JSON object per line is required")
-                continue
-            yield SourceRow(number, line, data)
+def source_kind(path: Path, mapping: AgencyMapping) -> str:
+    return str(mapping.source.get("kind") or ("jsonl" if path.suffix in (".jsonl", ".ndjson", ".json") else "csv"))
 
 
 def iter_source(path: Path, mapping: AgencyMapping, skip: int = 0) -> Iterator[SourceRow]:
-    kind = mapping.source.get("kind") or ("jsonl" if path.suffix in (".jsonl", ".ndjson", ".json") else "csv")
+    kind = source_kind(path, mapping)
     encoding = mapping.source.get("encoding", "utf-8")
     if kind == "jsonl":
         return read_jsonl(path, encoding, skip)
@@ -135,6 +63,7 @@ class LoadReport:
     seconds: float = 0.0
     workers: int = 1
     last_row: int = 0
+    damaged_checkpoints: list[dict[str, Any]] = field(default_factory=list)  # skipped, with why
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -199,6 +128,9 @@ class FileConnector:
         self.shard = shard
         self.name = f"{self.base_name}#{shard[0]}/{shard[1]}" if shard else self.base_name
         self.sink = ConnectorSink(settings, self.name, mapping.agency)
+        self._path = Path()
+        self._source_headers: list[tuple[str, bytes]] | None = None  # for dead letters, made on the first
+        self.damaged_checkpoints: list[Damaged] = []
 
     def _owner(self, row: SourceRow) -> int:
         assert self.shard is not None
@@ -222,15 +154,17 @@ class FileConnector:
         # for a producer id on a timer); start it now so it overlaps with the work.
         _ = self.sink.producer
         if checkpoints is None:
-            checkpoints = read_checkpoints(self.settings)
+            checkpoints = self._read_checkpoints()
         self._files_state = checkpoints.get(self.name, {}).get("files", {})
         skip = resume_point(checkpoints, self.name, identity) if resume else 0
-        report = LoadReport(str(path), resumed_from=skip)
+        report = LoadReport(str(path), resumed_from=skip,
+                            damaged_checkpoints=[asdict(d) for d in self.damaged_checkpoints])
         fallback_version = int(stat.st_mtime * 1000)
         occurred_at = datetime.fromtimestamp(stat.st_mtime, UTC)
         bar = tqdm(total=stat.st_size, unit="B", unit_scale=True, disable=not progress,
                    desc=f"{self.mapping.agency} {path.name}")
         self._record_id = self.mapping.record_id.compile_scalar("record_id")
+        self._path, self._source_headers = path, None
         mine = self.shard[0] if self.shard else None
         every = self.settings.connector.checkpoint_every_rows
         interval = self.settings.connector.checkpoint_interval_s
@@ -238,7 +172,7 @@ class FileConnector:
         progressed = seen = 0
         checkpointed_at = time.monotonic()
         for row in iter_source(path, self.mapping, skip=skip):
-            progressed += len(row.raw) + 1
+            progressed += row.length + 1
             if mine is None or self._owner(row) == mine:
                 self._send(row, path.name, report, fallback_version, occurred_at)
             # Only now is this row done (sent, or another worker's): a checkpoint naming it must
@@ -264,8 +198,7 @@ class FileConnector:
               occurred_at: datetime) -> None:
         report.rows += 1
         if row.data is None:
-            self.sink.send_dead_letter(dead_letter(f"{file_name}:row {row.number}", "connector",
-                                                   RowError("row", row.error or "?"), row.raw))
+            self._dead_letter(row, file_name, RowError("row", row.error or "?"))
             report.dead_letters += 1
             return
         try:
@@ -275,12 +208,20 @@ class FileConnector:
                                  occurred_at)
             self.sink.send_event(event)
             report.events += 1
-        except (RowError, ValueError) as exc:
-            # The parsed row as JSON (not the raw line): `caselink dlq redrive --mapping`
-            # can map it again once the mapping is fixed.
-            self.sink.send_dead_letter(dead_letter(f"{file_name}:row {row.number}", "connector", exc,
-                                                   json.dumps(row.data, default=str).encode()))
+        except (RowError, ValueError, RecursionError) as exc:
+            self._dead_letter(row, file_name, exc)
             report.dead_letters += 1
+
+    def _dead_letter(self, row: SourceRow, file_name: str, error: Exception) -> None:
+        """The row's own bytes, with what `caselink dlq redrive --mapping` needs to read them again
+        (the file kind and, for CSV, the header line) in the message's headers."""
+        if self._source_headers is None:
+            kind, encoding = source_kind(self._path, self.mapping), self.mapping.source.get("encoding", "utf-8")
+            self._source_headers = [(SOURCE_KIND_HEADER, kind.encode())]
+            if kind == "csv":
+                self._source_headers.append((SOURCE_HEADER_HEADER, csv_header_bytes(self._path, encoding)))
+        self.sink.send_dead_letter(dead_letter(f"{file_name}:row {row.number}", "connector", error, row.raw,
+                                               original_size=row.length), headers=self._source_headers)
 
     def load_parallel(self, path: Path, workers: int, progress: bool = False, resume: bool = True) -> LoadReport:
         """``load`` split over ``workers`` processes by record (see ``shard_of``).
@@ -294,7 +235,8 @@ class FileConnector:
             return self.load(path, progress, resume)
         path = Path(path)
         started = time.monotonic()
-        checkpoints = read_checkpoints(self.settings)  # once here, not once per worker
+        checkpoints = self._read_checkpoints()  # once here, not once per worker
+        damaged = self.damaged_checkpoints
         context = mp.get_context(_start_method(self.sink))
         counter = context.Value("q", 0)
         results = context.Queue()
@@ -327,12 +269,18 @@ class FileConnector:
             why = "; ".join(failures) or "worker(s) died: " + ", ".join(lost)
             raise RuntimeError(f"{path}: parallel load failed ({why}); run it again to resume from the checkpoints")
         reports = [o for o in outcomes if isinstance(o, LoadReport)]
-        self._files_state = read_checkpoints(self.settings).get(self.name, {}).get("files", {})
+        self._files_state = self._read_checkpoints().get(self.name, {}).get("files", {})
         self._checkpoint(identity, max(r.last_row for r in reports), complete=True)
         return LoadReport(str(path), rows=sum(r.rows for r in reports), events=sum(r.events for r in reports),
                           dead_letters=sum(r.dead_letters for r in reports),
                           resumed_from=min(r.resumed_from for r in reports),
-                          seconds=time.monotonic() - started, workers=workers)
+                          seconds=time.monotonic() - started, workers=workers,
+                          damaged_checkpoints=[asdict(d) for d in damaged])
+
+    def _read_checkpoints(self) -> dict[str, dict[str, Any]]:
+        """This agency's checkpoints; damaged ones are skipped and kept in ``damaged_checkpoints``."""
+        self.damaged_checkpoints = []
+        return read_checkpoints(self.settings, self.mapping.agency, damaged=self.damaged_checkpoints)
 
     def _checkpoint(self, identity: dict[str, Any], rows: int, complete: bool = False) -> None:
         self._files_state[identity["file"]] = {**identity, "rows": rows, "complete": complete,
@@ -345,7 +293,7 @@ class FileConnector:
         reports = []
         deadline = time.monotonic() + stop_after if stop_after else None
         while deadline is None or time.monotonic() < deadline:
-            state = (load_checkpoint(self.settings, self.name) or {}).get("files", {})
+            state = (load_checkpoint(self.settings, self.mapping.agency, self.name) or {}).get("files", {})
             for path in sorted(folder.glob(pattern)):
                 if not path.is_file() or path.name.startswith("."):
                     continue

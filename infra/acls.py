@@ -2,8 +2,9 @@
 
 * ``analyst-<purpose>`` reads ``caselink.cases.<purpose>`` and nothing else, with consumer groups
   named ``analyst-<purpose>...``;
-* ``connector-<agency>`` writes its agency's person and consent topics, dead letters, and its
-  checkpoints;
+* ``connector-<agency>`` writes its agency's person and consent topics and dead letters, and
+  reads and writes its agency's checkpoint topic (and no other agency's: a connector can neither
+  damage nor forge another agency's position);
 * ``worker`` (the app id) reads the agency topics and owns the ``caselink.*`` topics, its
   consumer groups, its internal Faust topics and its transactional ids;
 * ``ingest`` (the HTTP endpoint, which enforces per-agency tokens itself) writes agency topics.
@@ -18,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from caselink.infra.topics import (
-    CONNECTOR_CHECKPOINTS_TOPIC,
     DEAD_LETTER_TOPIC,
+    connector_checkpoints_topic,
     consent_events_topic,
     person_events_topic,
     purpose_topic,
@@ -69,7 +70,7 @@ def connector(agency: str) -> Principal:
     grants = []
     for topic in (person_events_topic(agency), consent_events_topic(agency), DEAD_LETTER_TOPIC):
         grants += [(TOPIC, topic, LITERAL, WRITE), (TOPIC, topic, LITERAL, DESCRIBE)]
-    grants += [(TOPIC, CONNECTOR_CHECKPOINTS_TOPIC, LITERAL, op) for op in (READ, WRITE, DESCRIBE)]
+    grants += [(TOPIC, connector_checkpoints_topic(agency), LITERAL, op) for op in (READ, WRITE, DESCRIBE)]
     grants += [(GROUP, READER_GROUP_PREFIX, PREFIXED, READ)]
     return Principal(f"connector-{agency}", _password(), tuple(grants))
 
@@ -80,6 +81,8 @@ def worker(app_id: str) -> Principal:
         (TOPIC, app_id, PREFIXED, ALL),  # Faust's own topics (<app id>-__assignor-__leader, ...)
         (GROUP, app_id, PREFIXED, ALL), (GROUP, READER_GROUP_PREFIX, PREFIXED, READ),
         (TXN, app_id, PREFIXED, ALL), (CLUSTER, "kafka-cluster", LITERAL, DESCRIBE),
+        # The cluster's default replication factor, for Faust's own topics and `topics ensure`'s report.
+        (CLUSTER, "kafka-cluster", LITERAL, AclOperation.DESCRIBE_CONFIGS),
     ))
 
 

@@ -21,7 +21,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from caselink.core.private import ensure_private_dir
 from caselink.core.settings import InfraSettings
 
 INFRA_DIR = Path(__file__).resolve().parent / "kafka"
@@ -39,6 +41,18 @@ class KafkaRuntimeError(RuntimeError):
 
 SASL_ADMIN = "admin"
 SASL_MECHANISM = "SCRAM-SHA-512"
+PRIVATE_UMASK = 0o077  # the broker's files and directories: owner only
+
+
+def _private_open(path: Path, mode: str) -> Any:
+    """Open a log file the broker's output goes to, created 0600 (its output may quote data)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o600), mode)
+
+
+def _argfile_quote(arg: str) -> str:
+    """One argument as a line of a java @argument file (quoted; backslashes and quotes escaped)."""
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def find_java(settings: InfraSettings) -> str:
@@ -157,7 +171,7 @@ class ClusterState:
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(path.parent)
         path.write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
@@ -301,6 +315,12 @@ class LocalKafka:
         libs = resolve_jars(self.settings, self.progress)
         return [
             find_java(self.settings),
+            *self._jvm_options(node, libs),
+            *main,
+        ]
+
+    def _jvm_options(self, node: Node, libs: Path) -> list[str]:
+        return [
             f"-Xmx{self.settings.heap}",
             f"-Xms{self.settings.heap}",
             "-XX:+UseG1GC",
@@ -309,8 +329,28 @@ class LocalKafka:
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             "-cp",
             f"{libs}/*",
-            *main,
         ]
+
+    def _format(self, node: Node, props: Path, cluster_id: str, out: Any) -> int:
+        """Format a node's storage. With SASL the admin's SCRAM credential is bootstrapped here; its
+        password goes to the JVM through an argument file (``java @file``, mode 0600, removed after),
+        never on the command line, where any local user could read it in ``ps``."""
+        args = ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", f"--config={props}"]
+        if self.admin_password is not None:
+            # The first SCRAM credential must exist before any client can log in to create more.
+            args += ["--add-scram", f"{SASL_MECHANISM}=[name={SASL_ADMIN},password={self.admin_password}]"]
+        if self.state is not None and len(self.state.nodes) == 1:
+            args.append("--standalone")
+        argfile = Path(node.directory) / "format.args"
+        fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                libs = resolve_jars(self.settings, self.progress)
+                f.write("\n".join(_argfile_quote(a) for a in [*self._jvm_options(node, libs), *args]) + "\n")
+            return subprocess.run([find_java(self.settings), f"@{argfile}"], stdout=out, stderr=subprocess.STDOUT,
+                                  check=False, umask=PRIVATE_UMASK).returncode
+        finally:
+            argfile.unlink(missing_ok=True)
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> ClusterState:
@@ -318,24 +358,20 @@ class LocalKafka:
         nodes = self._plan_nodes()
         cluster_id = kafka_uuid()
         self.state = ClusterState(str(self.directory), cluster_id, nodes, sasl=self.admin_password is not None)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # Every topic's segments are kept here, personal data included: 0700 directories and
+        # 0600 files (the broker runs with umask 077), so no other local user reads around the ACLs.
+        ensure_private_dir(self.directory)
         for node in nodes:
             node_dir = Path(node.directory)
-            (node_dir / "logs").mkdir(parents=True, exist_ok=True)
+            (node_dir / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
+            node_dir.chmod(0o700)
             props = node_dir / "server.properties"
-            props.write_text(self._properties(node, nodes))
+            props.touch(mode=0o600)
             props.chmod(0o600)  # it holds the admin password when SASL is on
-            fmt = ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", f"--config={props}"]
-            if self.admin_password is not None:
-                # The first SCRAM credential must exist before any client can log in to create more.
-                fmt += ["--add-scram", f"{SASL_MECHANISM}=[name={SASL_ADMIN},password={self.admin_password}]"]
-            if len(nodes) == 1:
-                fmt.append("--standalone")
+            props.write_text(self._properties(node, nodes))
             fmt_log = node_dir / "logs" / "format.log"
-            with fmt_log.open("w") as out:
-                rc = subprocess.run(
-                    self._java_cmd(node, fmt), stdout=out, stderr=subprocess.STDOUT, check=False
-                ).returncode
+            with _private_open(fmt_log, "wb") as out:
+                rc = self._format(node, props, cluster_id, out)
             if rc != 0:
                 raise KafkaRuntimeError(f"formatting KRaft storage for node {node.node_id} failed", fmt_log)
         for node in nodes:
@@ -348,11 +384,11 @@ class LocalKafka:
         assert self.state is not None
         node = self._node(node_id)
         props = Path(node.directory) / "server.properties"
-        with node.stdout_path.open("ab") as out:
+        with _private_open(node.stdout_path, "ab") as out:
             proc = subprocess.Popen(
                 self._java_cmd(node, ["kafka.Kafka", str(props)]),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, umask=PRIVATE_UMASK,
             )
         self._procs[node_id] = proc
         node.pid = proc.pid

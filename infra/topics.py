@@ -30,6 +30,8 @@ LINKED_CASES_TOPIC = "caselink.linked-cases"
 LINK_DECISIONS_TOPIC = "caselink.link-decisions"
 REVIEW_TOPIC = "caselink.review"
 DISCLOSURES_TOPIC = "caselink.disclosures"
+# Before 0.2 every connector's checkpoint shared this one topic, which any connector could write:
+# one agency could corrupt or forge another's position. Kept only to name it; see connector_checkpoints_topic.
 CONNECTOR_CHECKPOINTS_TOPIC = "caselink.connector-checkpoints"
 CONSENT_EVENTS_TOPIC = "caselink.consent-events"  # consents recorded centrally: CLI, national opt-outs
 DLQ_REDRIVEN_TOPIC = "caselink.dlq-redriven"  # dead letters already re-driven, so a redrive sends each once
@@ -43,6 +45,12 @@ def person_events_topic(agency: str) -> str:
 
 def consent_events_topic(agency: str) -> str:
     return f"agency.{agency}.consent-events"
+
+
+def connector_checkpoints_topic(agency: str) -> str:
+    """Where an agency's connectors record their positions: a topic per agency, so an ACL can let
+    each agency's connector principal read and write its own and nobody else's."""
+    return f"{CONNECTOR_CHECKPOINTS_TOPIC}.{agency}"
 
 
 def consent_topics(agencies: Iterable[str]) -> list[str]:
@@ -62,11 +70,11 @@ class TopicSpec:
     retention_ms: int = 7 * DAY_MS
     extra: dict[str, str] = field(default_factory=dict)
 
-    def configs(self, min_insync_replicas: int) -> dict[str, str]:
-        conf = {
-            "cleanup.policy": self.cleanup_policy,
-            "min.insync.replicas": str(min_insync_replicas),
-        }
+    def configs(self, min_insync_replicas: int | None = None) -> dict[str, str]:
+        """The topic-level configs; ``min_insync_replicas`` None leaves it to the cluster's default."""
+        conf = {"cleanup.policy": self.cleanup_policy}
+        if min_insync_replicas is not None:
+            conf["min.insync.replicas"] = str(min_insync_replicas)
         if "delete" in self.cleanup_policy:
             conf["retention.ms"] = str(self.retention_ms)
         conf.update(self.extra)
@@ -84,6 +92,8 @@ def caselink_topics(
     for agency in agencies:
         specs.append(TopicSpec(person_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS))
         specs.append(TopicSpec(consent_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS))
+        # Where each of the agency's connectors got to in its source; one key per connector, latest wins.
+        specs.append(TopicSpec(connector_checkpoints_topic(agency), 1, cleanup_policy="compact", extra=COMPACTED))
     specs += [
         # The linker is the single writer of the citizen index, so its input has one partition;
         # the index is rebuilt by replaying it, so it is kept indefinitely.
@@ -97,8 +107,6 @@ def caselink_topics(
         TopicSpec(DLQ_REDRIVEN_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
         TopicSpec(GATE_ELECTION_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
         TopicSpec(DEAD_LETTER_TOPIC, 1, retention_ms=30 * DAY_MS),
-        # Where each connector got to in its source; one key per connector, latest wins.
-        TopicSpec(CONNECTOR_CHECKPOINTS_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
     ]
     specs += purpose_topic_specs(purposes, partitions)
     return specs
@@ -109,28 +117,50 @@ def purpose_topic_specs(purposes: Iterable[str], partitions: int = 3) -> list[To
     return [TopicSpec(purpose_topic(p), partitions, cleanup_policy="compact", extra=COMPACTED) for p in purposes]
 
 
+# Topic-level settings caselink may have set itself and, when they are not configured, hands
+# back to the cluster's defaults (an override left by an older version or by hand is removed).
+INHERITED = ("min.insync.replicas",)
+
+
 @dataclass
 class EnsureReport:
     created: list[str] = field(default_factory=list)
     repartitioned: list[str] = field(default_factory=list)
     reconfigured: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    # Existing topics with fewer replicas than new ones would get (ensure cannot add replicas:
+    # that is a partition reassignment, kafka-reassign-partitions).
+    under_replicated: list[str] = field(default_factory=list)
+
+
+def cluster_defaults(admin: AdminClient, timeout: float = 30.0) -> dict[str, int]:
+    """The cluster's ``default.replication.factor`` and ``min.insync.replicas`` (as a broker reports them)."""
+    node = min(b.id for b in admin.list_topics(timeout=timeout).brokers.values())
+    resource = ConfigResource(ConfigResource.Type.BROKER, str(node))
+    config = admin.describe_configs([resource])[resource].result(timeout=timeout)
+    return {key: int(config[key].value) for key in ("default.replication.factor", "min.insync.replicas")}
 
 
 def ensure_topics(
     admin: AdminClient,
     specs: Iterable[TopicSpec],
-    replication_factor: int = 1,
-    min_insync_replicas: int = 1,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
     timeout: float = 30.0,
 ) -> EnsureReport:
-    """Create or update topics so the cluster matches ``specs``; never deletes anything."""
+    """Create or update topics so the cluster matches ``specs``; never deletes anything.
+
+    ``replication_factor`` and ``min_insync_replicas`` None (the default) mean the cluster's own
+    defaults: topics are created with the broker's ``default.replication.factor`` and carry no
+    ``min.insync.replicas`` of their own. Why: passing caselink's own default explicitly gave every
+    topic RF 1 on a three-broker cluster, so one broker lost was data lost.
+    """
     specs = list(specs)
     report = EnsureReport()
     metadata = admin.list_topics(timeout=timeout)
     brokers = len(metadata.brokers)
-    rf = min(replication_factor, brokers)
-    min_isr = min(min_insync_replicas, rf)
+    rf = -1 if replication_factor is None else min(replication_factor, brokers)  # -1: the broker's default
+    min_isr = None if min_insync_replicas is None else min(min_insync_replicas, brokers if rf < 0 else rf)
     existing = metadata.topics
 
     missing = [s for s in specs if s.name not in existing]
@@ -149,6 +179,13 @@ def ensure_topics(
         _wait_until_effective(admin, missing, min_isr, timeout)
 
     present = [s for s in specs if s.name in existing]
+    if present:
+        try:
+            wanted_rf = rf if rf > 0 else cluster_defaults(admin, timeout)["default.replication.factor"]
+        except KafkaException:  # not allowed to read broker configs (DescribeConfigs on the cluster): no report
+            wanted_rf = 0
+        report.under_replicated = [s.name for s in present
+                                   if min(len(p.replicas) for p in existing[s.name].partitions.values()) < wanted_rf]
     grow = [s for s in present if len(existing[s.name].partitions) < s.partitions]
     if grow:
         for name, fut in admin.create_partitions(
@@ -159,11 +196,14 @@ def ensure_topics(
 
     if present:
         configs = _current_configs(admin, present, timeout)
-        drifted: list[tuple[TopicSpec, dict[str, str]]] = []
+        overrides = _topic_overrides(admin, present, timeout)
+        drifted: list[tuple[TopicSpec, dict[str, str | None]]] = []
         for spec in present:
             current = configs[spec.name]
             wanted = spec.configs(min_isr)
-            diff = {k: v for k, v in wanted.items() if current.get(k) != v}
+            diff: dict[str, str | None] = {k: v for k, v in wanted.items() if current.get(k) != v}
+            # Not configured here: a topic-level override goes, so the cluster's default applies.
+            diff.update({k: None for k in INHERITED if k not in wanted and k in overrides[spec.name]})
             if diff:
                 drifted.append((spec, diff))
             elif spec.name not in report.repartitioned:
@@ -174,7 +214,8 @@ def ensure_topics(
                     ConfigResource.Type.TOPIC,
                     spec.name,
                     incremental_configs=[
-                        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) if v is not None
+                        else ConfigEntry(k, None, incremental_operation=AlterConfigOpType.DELETE)
                         for k, v in diff.items()
                     ],
                 )
@@ -196,7 +237,18 @@ def _current_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float)
     }
 
 
-def _wait_until_effective(admin: AdminClient, specs: list[TopicSpec], min_isr: int, timeout: float) -> None:
+def _topic_overrides(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> dict[str, set[str]]:
+    """Per topic, the configs set on the topic itself (not inherited from the broker or Kafka's defaults)."""
+    from confluent_kafka.admin import ConfigSource
+
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs]
+    described = admin.describe_configs(resources)
+    return {res.name: {k for k, v in described[res].result(timeout=timeout).items()
+                       if getattr(v.source, "value", v.source) == ConfigSource.DYNAMIC_TOPIC_CONFIG.value}
+            for res in resources}
+
+
+def _wait_until_effective(admin: AdminClient, specs: list[TopicSpec], min_isr: int | None, timeout: float) -> None:
     """Creation is acknowledged before leaders are elected and configs applied; wait for both."""
     deadline = time.monotonic() + timeout
     pending = list(specs)

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from caselink.infra.topics import LINK_INPUT_TOPIC, person_events_topic
+from caselink.infra.topics import LINK_INPUT_TOPIC, cluster_defaults, person_events_topic
 from caselink.linkage.deployment import load_model
 from caselink.schemas import default_serde
 from caselink.streams import metrics
@@ -30,15 +31,17 @@ from caselink.streams.consent.gate_loop import GateLoop
 from caselink.streams.linker_loop import LinkerLoop
 from caselink.streams.normalise import Normaliser
 from caselink.streams.normalisers import MergedRegistry, NormaliserProcesses
-from caselink.streams.review_page import render_review_page, threshold_weight
-from caselink.streams.sink import BatchSink
+from caselink.streams.review_page import render_login_page, render_review_page, threshold_weight
+from caselink.streams.sink import BatchSink, broker_wait
+from caselink.streams.web_auth import COOKIE, Authenticator, Principal, Refusal, refused
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from caselink.core.kafka import bootstrap_servers, idempotent_producer
+from caselink.core.kafka import admin_client, bootstrap_servers, idempotent_producer
 from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
+BROKER_WAIT_DEGRADED_S = 5.0  # outputs unacknowledged this long: /health says the pipeline is paused, and why
 
 
 def _credentials(settings: Settings) -> Any:
@@ -52,11 +55,30 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
+def _replication_factor(settings: Settings) -> int:
+    """For Faust's own topics: the configured factor, else the cluster's default (Faust needs a
+    number; -1 is not understood by the request version it sends)."""
+    if settings.kafka.replication_factor is not None:
+        return settings.kafka.replication_factor
+    admin = admin_client(settings)
+    try:
+        return cluster_defaults(admin, timeout=10)["default.replication.factor"]
+    except Exception as exc:  # noqa: BLE001 - not allowed, or no broker yet: as the link input, else 1
+        try:
+            partitions = admin.list_topics(LINK_INPUT_TOPIC, timeout=10).topics[LINK_INPUT_TOPIC].partitions
+            return max(1, len(partitions[0].replicas))
+        except Exception:  # noqa: BLE001 - the worker fails later, clearly, if the broker stays away
+            log.warning("could not read the cluster's default replication factor (%s); Faust's topics get 1", exc)
+            return 1
+
+
 def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | None = None,
-               normalise: bool = True, normalisers: NormaliserProcesses | None = None) -> faust.App:
+               normalise: bool = True, normalisers: NormaliserProcesses | None = None,
+               on_listening: Callable[[], None] | None = None) -> faust.App:
     """The worker's Faust app: the web API over ``linker``'s index (when given) and, with
     ``normalise``, the normaliser agent. A normaliser process (``streams.normalisers``) is the
-    same app id with the agent and no web server; the worker process then has the web API only."""
+    same app id with the agent and no web server; the worker process then has the web API only.
+    ``on_listening`` is called once the web server is listening (before Faust's consumers start)."""
     w = settings.worker
     # A worker whose normaliser runs in processes of its own (the default) serves only the web API
     # from this app: it gets a consumer group of its own, so that a normaliser process joining
@@ -74,8 +96,9 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
         web_host=w.web_host,
         web_port=w.web_port,
         web_bind=w.web_host,
+        web_ssl_context=settings.web.ssl_context(),  # HTTPS only, when a certificate is configured
         producer_acks=-1,
-        topic_replication_factor=settings.kafka.replication_factor,
+        topic_replication_factor=_replication_factor(settings),
         consumer_auto_offset_reset="earliest",
         broker_commit_every=1000,
         broker_commit_interval=1.0,
@@ -88,8 +111,26 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
     if normalise:
         _normaliser(app, settings)
     if linker is not None:
-        _web(app, linker, gate, normalisers)
+        _web(app, settings, linker, gate, normalisers)
+    if on_listening is not None:
+        web = app.web
+        serve = web.start_server
+
+        async def start_server() -> None:
+            await serve()  # raises (e.g. the port is taken) before anything else is started
+            on_listening()
+
+        web.start_server = start_server  # type: ignore[method-assign]
     return app
+
+
+def _same_origin(request: Any) -> bool:
+    """Whether a browser says the request comes from a page of this site (a request without the
+    Origin and Sec-Fetch-Site headers is not a browser's cross-site one)."""
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        return origin in (f"http://{request.host}", f"https://{request.host}")
+    return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
 
 
 def _normaliser(app: faust.App, settings: Settings) -> None:
@@ -116,7 +157,7 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
             await sink.flush()
 
 
-def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
+def _web(app: faust.App, settings: Settings, linker: LinkerLoop, gate: GateLoop | None,
          normalisers: NormaliserProcesses | None) -> None:
     registry = MergedRegistry(normalisers)
     serde = default_serde()
@@ -133,7 +174,9 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
     async def health(web: Any, request: Any) -> Any:
         with linker.lock:
             core = linker.core
-            body = {"status": "ok" if linker.error is None and linker.is_alive() else "failed",
+            status = ("starting" if linker.ident is None and linker.error is None  # not started yet: see cli_worker
+                      else "ok" if linker.error is None and linker.is_alive() else "failed")
+            body = {"status": status,
                     "records": len(core.index.records), "citizens": len(core.index.citizens),
                     "review_open": len(core.index.review), "applied": core.applied,
                     "link_input_position": linker.position, "recovering": linker.recovering,
@@ -148,6 +191,14 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
         elif linker.refused is not None:
             body["status"] = "refused"
             body["error"] = linker.refused
+        waiting = broker_wait()
+        if waiting is not None:  # outputs not yet acknowledged: the broker is down, or cannot write (disk full?)
+            body["broker"] = waiting
+            if waiting["waiting_s"] >= BROKER_WAIT_DEGRADED_S and body["status"] == "ok":
+                body["status"] = "degraded"
+                body["reason"] = (f"paused: {waiting['unacknowledged']} output(s) waiting {waiting['waiting_s']:.0f} s "
+                                  f"for the broker ({waiting['last_error'] or 'no answer'}); nothing is committed "
+                                  "until they are acknowledged")
         if normalisers is not None:
             body["normalisers"] = normalisers.status()
         if gate is not None:
@@ -163,8 +214,50 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
         return web.bytes(generate_latest(registry),  # type: ignore[arg-type]
                          content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    auth = Authenticator(settings.web.tokens, settings.web.session_ttl_s)
+    secure_cookie = "; Secure" if settings.web.tls_certfile else ""
+
+    def allowed(view: Any, request: Any, role: str, write: bool = False) -> Principal | Any:
+        """The principal, or the refusal response (logged)."""
+        result = auth.check(request.headers.get("Authorization"), request.cookies.get(COOKIE), role,
+                            cookie_write=write, same_origin=_same_origin(request))
+        if isinstance(result, Principal):
+            return result
+        refused(request.method, request.path, request.remote, result)
+        headers = {"WWW-Authenticate": 'Bearer realm="caselink"'} if result.status == 401 else None
+        return view.json({"error": result.reason}, status=result.status, headers=headers)
+
+    @app.page("/login")
+    class Login(View):
+        """Sign in with a token, for the review page in a browser: a session cookie."""
+
+        async def get(self, request: Any) -> Any:
+            return self.html(render_login_page(request.query.get("next", "/review/ui")))
+
+        async def post(self, request: Any) -> Any:
+            form = await request.post()
+            target = str(form.get("next") or "/review/ui")
+            target = target if target.startswith("/") and not target.startswith("//") else "/review/ui"
+            session = auth.login(str(form.get("token") or "").strip())
+            if session is None:
+                refused("POST", "/login", request.remote, Refusal(401, "sign-in with an unknown token"))
+                return self.html(render_login_page(target, "That token is not known."), status=401)
+            return self.html("", status=303, headers={
+                "Location": target,
+                "Set-Cookie": f"{COOKIE}={session[0]}; HttpOnly; SameSite=Strict; Path=/{secure_cookie}"})
+
+    @app.page("/logout")
+    class Logout(View):
+        async def post(self, request: Any) -> Any:
+            auth.logout(request.cookies.get(COOKIE))
+            return self.html("", status=303, headers={
+                "Location": "/login", "Set-Cookie": f"{COOKIE}=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/"})
+
     @app.page("/citizens/{citizen_id}")
     async def citizen(web: Any, request: Any, citizen_id: str) -> Any:
+        who = allowed(web, request, "reader")
+        if not isinstance(who, Principal):
+            return who
         with linker.lock:
             live = linker.core.index.resolve(citizen_id)
             body = jsonable(linker.core.linked_case(live)) if live is not None else None
@@ -176,6 +269,9 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
 
     @app.page("/records/{agency}/{record_id}")
     async def record(web: Any, request: Any, agency: str, record_id: str) -> Any:
+        who = allowed(web, request, "reader")
+        if not isinstance(who, Principal):
+            return who
         with linker.lock:
             cid = linker.core.index.citizen_of(f"{agency}:{record_id}")
         if cid is None:
@@ -197,22 +293,33 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
 
     @app.page("/review/ui")
     async def review_ui(web: Any, request: Any) -> Any:
+        who = allowed(web, request, "reader")
+        if not isinstance(who, Principal):
+            if who.status == 401 and not request.headers.get("Authorization"):
+                return web.html("", status=303, headers={"Location": "/login?next=/review/ui"})
+            return who
         items, total = open_pairs()
         model = linker.core.model
         return web.html(render_review_page(items, total, threshold_weight(model.link_threshold),
-                                           threshold_weight(model.review_threshold)))
+                                           threshold_weight(model.review_threshold), who.name, who.may("reviewer")))
 
     decisions_out = idempotent_producer(linker.settings)
 
     @app.page("/review/decide")
     class Decide(View):
         async def post(self, request: Any) -> Any:
+            who = allowed(self, request, "reviewer", write=True)
+            if not isinstance(who, Principal):
+                return who
+            by = who.name  # who decided is who signed in, never a name typed in the request
             try:
+                if request.content_type != "application/json":
+                    raise ValueError("the body must be application/json")
                 body = await request.json()
-                left, right, by = str(body["left"]), str(body["right"]), str(body["by"]).strip()
+                left, right = str(body["left"]), str(body["right"])
                 same = body["same_person"]
-                if not isinstance(same, bool) or not by:
-                    raise ValueError("same_person must be true or false, and by must name the reviewer")
+                if not isinstance(same, bool):
+                    raise ValueError("same_person must be true or false")
             except (KeyError, ValueError, TypeError) as exc:
                 return self.json({"error": f"bad request: {exc}"}, status=400)
             with linker.lock:
@@ -227,10 +334,14 @@ def _web(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
             remaining = await asyncio.get_running_loop().run_in_executor(None, decisions_out.flush, 30.0)
             if remaining:
                 return self.json({"error": "Kafka did not acknowledge the decision; try again"}, status=503)
-            return self.json({"decision_id": decision["decision_id"], "status": "published"}, status=202)
+            return self.json({"decision_id": decision["decision_id"], "status": "published", "decided_by": by},
+                             status=202)
 
     @app.page("/review")
     async def review(web: Any, request: Any) -> Any:
+        who = allowed(web, request, "reader")
+        if not isinstance(who, Principal):
+            return who
         with linker.lock:
             core = linker.core
             index = core.index

@@ -1,8 +1,10 @@
 """The clerical review page: possible matches side by side, the score as a waterfall, a verdict.
 
 Rendered as one HTML document by a pure function (testable without a browser); served by the
-worker at ``/review/ui``. The buttons POST ``/review/decide``, which publishes a ReviewDecision
-onto the link input, so the linker applies it in order with the record changes it concerns.
+worker at ``/review/ui`` to a signed-in reader or above (``streams/web_auth.py``; ``/login`` signs
+in). The buttons POST ``/review/decide`` (reviewers), which publishes a ReviewDecision, recorded
+under the signed-in name, onto the link input, so the linker applies it in order with the record
+changes it concerns.
 """
 
 from __future__ import annotations
@@ -27,15 +29,10 @@ SHOWN = (("name", lambda p: " ".join(x for x in (p.get("given_names"), p.get("fa
 SCRIPT = """
 async function decide(button, same) {
   const card = button.closest('.pair');
-  const by = document.getElementById('reviewer').value.trim();
-  if (!by) {
-    document.getElementById('reviewer').focus();
-    card.querySelector('.status').textContent = 'enter your name first';
-    return;
-  }
   card.querySelectorAll('button').forEach(b => b.disabled = true);
-  const response = await fetch('/review/decide', {method: 'POST', headers: {'Content-Type': 'application/json'},
-    body: JSON.stringify({left: card.dataset.left, right: card.dataset.right, same_person: same, by: by})});
+  const response = await fetch('/review/decide', {method: 'POST', credentials: 'same-origin',
+    headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify({left: card.dataset.left, right: card.dataset.right, same_person: same})});
   const body = await response.json();
   card.querySelector('.status').textContent = response.ok ? (same ? 'accepted: linking' : 'rejected: kept apart')
                                                           : 'error: ' + body.error;
@@ -51,22 +48,37 @@ table{border-collapse:collapse} th{background:#f5f5f5} .differ{background:#fff3e
 td,th{border:1px solid #e0e0e0;padding:3px 8px;text-align:left;vertical-align:top}
 button{font-size:1em;padding:.4em 1em;margin-right:.5em} .status{font-weight:bold}
 .accept{background:#2e7d32;color:white;border:0} .reject{background:#c62828;color:white;border:0}
+.who{float:right} .error{color:#c62828;font-weight:bold}
 """
 
 
-def render_review_page(items: list[dict[str, Any]], total: int, link_at: float, review_at: float) -> str:
+def render_review_page(items: list[dict[str, Any]], total: int, link_at: float, review_at: float,
+                       reviewer: str | None = None, may_decide: bool = True) -> str:
     """``items``: {left, right, match_weight, match_probability, explanation: [{field, level, weight}],
-    left_person, right_person} for each open pair, strongest first."""
-    cards = [_card(i, item, link_at, review_at) for i, item in enumerate(items)]
+    left_person, right_person} for each open pair, strongest first. ``reviewer`` is who is signed
+    in: decisions are recorded under that name (from the credential), so there is no name to type."""
+    cards = [_card(i, item, link_at, review_at, may_decide) for i, item in enumerate(items)]
     empty = "<p id=empty>Nothing to review.</p>" if not items else ""
+    signed_in = (f'<form method=post action=/logout class=who>Signed in as <b id=reviewer>{html.escape(reviewer)}</b> '
+                 "<button type=submit>Sign out</button></form>" if reviewer else "")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>caselink review ({total} open)</title>"
-            f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>"
+            f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>{signed_in}"
             f"<h1>Possible matches <small>({total} open, strongest first)</small></h1>"
-            "<label>Reviewer <input id=reviewer name=reviewer autocomplete=name></label>"
             f"{empty}{''.join(cards)}</body></html>")
 
 
-def _card(index: int, item: dict[str, Any], link_at: float, review_at: float) -> str:
+def render_login_page(next_path: str = "/review/ui", error: str | None = None) -> str:
+    """Sign in with a caselink web token (a session cookie follows; the token is not kept in the page)."""
+    problem = f"<p class=error id=error>{html.escape(error)}</p>" if error else ""
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>caselink: sign in</title>"
+            f"<style>{STYLE}</style></head><body><h1>Sign in</h1>{problem}"
+            "<form method=post action=/login>"
+            f'<input type=hidden name=next value="{html.escape(next_path)}">'
+            "<label>Token <input id=token name=token type=password autocomplete=current-password required></label> "
+            "<button id=sign-in type=submit>Sign in</button></form></body></html>")
+
+
+def _card(index: int, item: dict[str, Any], link_at: float, review_at: float, may_decide: bool = True) -> str:
     left, right = item["left_person"] or {}, item["right_person"] or {}
     rows = []
     for label, get in SHOWN:
@@ -85,9 +97,10 @@ def _card(index: int, item: dict[str, Any], link_at: float, review_at: float) ->
             f"<p>match weight <b>{weight:.2f}</b> (probability {probability:.4f})</p>"
             f"<table><tr><th></th><th>{html.escape(item['left'])}</th><th>{html.escape(item['right'])}</th></tr>"
             f"{''.join(rows)}</table>{svg}<p>"
-            '<button class="accept" onclick="decide(this, true)">Same person</button>'
-            '<button class="reject" onclick="decide(this, false)">Different people</button>'
-            '<span class="status"></span></p></div>')
+            + ('<button class="accept" onclick="decide(this, true)">Same person</button>'
+               '<button class="reject" onclick="decide(this, false)">Different people</button>'
+               if may_decide else "<i>a reviewer decides</i>")
+            + '<span class="status"></span></p></div>')
 
 
 def threshold_weight(probability: float) -> float:

@@ -8,16 +8,22 @@ then continues exactly as a hot standby that had followed the log to that positi
 silently up to the group's committed offset and publishes from there. Kafka Streams keeps its
 state stores on local disk for the same reason.
 
-Writing does not stop the linker: it forks, and the child pickles its copy-on-write view of the
-state while the parent goes on linking. Pickling touches every object's reference count, so the
+Writing does not stop the linker: it forks, and the child writes its copy-on-write view of the
+state while the parent goes on linking. Writing touches every object's reference count, so the
 child's pages are copied as it goes: up to the index's memory again, for as long as the write
 takes. ``worker.snapshot_interval_s: 0`` turns snapshots off.
 
+The file is MessagePack data with a checked header (``streams/snapshot_format.py``), not a pickle:
+reading it cannot run code (a planted pickle ran code in the worker at start). It is written 0600
+in the worker's data directory (0700, checked at start: ``caselink.core.private``), and a file
+owned by another user or writable by others is not read.
+
 A snapshot is refused, and the log replayed from the start as before, when its format, the code
 that made it (the linkage modules, the linker's, the LinkedCase schema) or the model version
-differ, or when it cannot be read; the linker also ignores one beyond the group's committed
-offset (a rewound group, ``caselink rebuild --switch``). The file is a pickle, which can run code
-when loaded: it lives in the worker's own data directory, which only the worker may write.
+differ (checked in the header, before the body is read), when its body does not match its
+length and SHA-256 (checked before anything of it is decoded), or when it cannot be read; the
+linker also ignores one beyond the group's committed offset (a rewound group, ``caselink rebuild
+--switch``).
 """
 
 from __future__ import annotations
@@ -26,24 +32,40 @@ import gc
 import hashlib
 import logging
 import os
-import pickle
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from caselink.linkage.index import CitizenIndex
+from caselink.linkage.index import Citizen, CitizenIndex, RecordState
 from caselink.linkage.model import LinkageModel
+from caselink.linkage.record import LinkRecord
+from caselink.linkage.standardise import StdDate, StdPostcode
 from caselink.schemas import default_serde
 from caselink.schemas.serde import AvroSerde
+from caselink.streams.case_codec import MemberParts
 from caselink.streams.linker_core import LinkerCore
+from caselink.streams.snapshot_format import (
+    HEADER_BYTES,
+    SnapshotFormatError,
+    SnapshotTypes,
+    read_body,
+    read_header,
+    verify_body,
+    write_file,
+)
 
 from caselink import linkage
+from caselink.core.private import ensure_private_dir
 
 log = logging.getLogger(__name__)
 
-FORMAT = "caselink-linker-snapshot/1"
+FORMAT = "caselink-linker-snapshot/2"  # /1 was a pickle
+# Every class a snapshot may rebuild; anything else in the state makes the write fail (logged, the
+# previous snapshot kept) rather than being written in a form the reader would not take.
+TYPES = SnapshotTypes([LinkRecord, StdDate, StdPostcode, RecordState, Citizen, MemberParts])
 _LINKAGE = Path(linkage.__file__).resolve().parent
 _STREAMS = Path(__file__).resolve().parent
 
@@ -53,7 +75,7 @@ def code_fingerprint(serde: AvroSerde) -> str:
     and the schema its member bytes are written in."""
     digest = hashlib.sha256()
     files = sorted(_LINKAGE.glob("*.py")) + [
-        _STREAMS / name for name in ("linker_core.py", "case_codec.py", "snapshot.py")]
+        _STREAMS / name for name in ("linker_core.py", "case_codec.py", "snapshot.py", "snapshot_format.py")]
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(serde.schema("LinkedCase").fingerprint)
@@ -90,27 +112,38 @@ def write(path: Path, core: LinkerCore, position: int) -> int:
     header = {"format": FORMAT, "fingerprint": code_fingerprint(core.serde), "model_version": core.model.version,
               "position": position, "taken_at": time.time()}
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
     try:
-        with tmp.open("wb") as f:
-            pickle.dump(header, f, protocol=5)
-            pickle.dump(core_state(core), f, protocol=5)
-            f.flush()
-            os.fsync(f.fileno())
-            size = f.tell()
+        size = write_file(tmp, core_state(core), TYPES, header)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # a write that failed (disk full, interrupted) leaves nothing behind
     return size
 
 
+def _open_private(path: Path) -> Any:
+    """The file for reading, if it is a regular file of this user that nobody else may write."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        os.close(fd)
+        raise SnapshotFormatError(f"not a private file of this user (mode {stat.filemode(info.st_mode)}, "
+                                  f"owner uid {info.st_uid}): not trusted")
+    return os.fdopen(fd, "rb")
+
+
 def read(path: Path, model: LinkageModel, empty: Callable[[], LinkerCore] | None = None) -> Loaded | None:
-    """The snapshot at ``path`` as a core, or None (logged) when there is none fit to use."""
+    """The snapshot at ``path`` as a core, or None (logged) when there is none fit to use;
+    ``empty`` makes a core with the deployment's guards.
+
+    Nothing of the body is decoded until the header's format, code fingerprint and model version
+    match and the body matches its length and checksum."""
     if not path.exists():
         return None
     started = time.monotonic()
     try:
-        with path.open("rb") as f:
-            header = pickle.load(f)
+        with _open_private(path) as f:
+            header = read_header(f)
             wanted = {"format": FORMAT, "fingerprint": code_fingerprint(default_serde()),
                       "model_version": model.version}
             differs = {k: (header.get(k), v) for k, v in wanted.items() if header.get(k) != v}
@@ -118,10 +151,12 @@ def read(path: Path, model: LinkageModel, empty: Callable[[], LinkerCore] | None
                 log.warning("linker snapshot %s not used (made by other code or model: %s); replaying the log",
                             path, differs)
                 return None
+            verify_body(f, header)
+            f.seek(HEADER_BYTES)
             gc_was = gc.isenabled()
             gc.disable()  # millions of long-lived objects at once: collecting while loading is pure cost
             try:
-                state = pickle.load(f)
+                state = read_body(f, TYPES)
                 core = restore_core(model, state, empty)
             finally:
                 if gc_was:
@@ -153,7 +188,7 @@ class SnapshotWriter:
     def start(self, core: LinkerCore, position: int) -> None:
         """Fork a child that writes ``core`` at ``position``. Call it between batches, from the
         thread that owns ``core``: the child sees the state exactly as it is at the fork."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.path.parent)
         for stale in self.path.parent.glob(f"{self.path.name}.*.tmp"):  # from a writer killed part way
             stale.unlink(missing_ok=True)
         # Only this thread exists in the child, so it must not need a lock another thread may hold:

@@ -22,7 +22,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-SECRET_FIELDS = {("kafka", "sasl_password"), ("consent", "pseudonym_key"), ("ingest", "tokens")}
+SECRET_FIELDS = {("kafka", "sasl_password"), ("consent", "pseudonym_key"), ("ingest", "tokens"), ("web", "tokens")}
 
 
 class KafkaSettings(BaseModel):
@@ -38,8 +38,11 @@ class KafkaSettings(BaseModel):
     ssl_ca_location: str | None = None
     ssl_certificate_location: str | None = None
     ssl_key_location: str | None = None
-    replication_factor: int = Field(default=1, ge=1)
-    min_insync_replicas: int = Field(default=1, ge=1)
+    # None: the cluster's own defaults (default.replication.factor, min.insync.replicas), so a
+    # topic made on `caselink infra up --brokers 3` gets RF 3 and min ISR 2, and on a production
+    # cluster whatever its owners chose. Set them only to override the cluster.
+    replication_factor: int | None = Field(default=None, ge=1)
+    min_insync_replicas: int | None = Field(default=None, ge=1)
     default_partitions: int = Field(default=3, ge=1)
     # The largest message caselink produces (the producer's message.max.bytes): a LinkedCase of a
     # citizen too large for it lists the members that fit and counts the rest (members_omitted).
@@ -153,6 +156,43 @@ class ConsentSettings(BaseModel):
     policy_poll_s: float = 1.0
 
 
+class WebToken(BaseModel):
+    """One person's (or one system's) credential for the worker's web API."""
+
+    role: Literal["reader", "reviewer", "operator"]
+    token: SecretStr
+
+
+class WebSettings(BaseModel):
+    """Who may use the worker's web API (streams/web_auth.py), and TLS for caselink's HTTP listeners.
+
+    Tokens come from the environment only, by name, each with a role:
+    CASELINK_WEB__TOKENS='{"alice": {"role": "reviewer", "token": "..."}}'. The name is who a
+    reviewer's decisions are recorded under. None configured: the API refuses every request for
+    personal data (``/health`` and ``/metrics`` stay open). With ``tls_certfile`` and
+    ``tls_keyfile`` the worker's web API, the gate's and the ingest service serve HTTPS only."""
+
+    tokens: dict[str, WebToken] = {}
+    session_ttl_s: float = Field(default=8 * 3600, gt=0)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+
+    def ssl_context(self) -> Any:
+        """A server TLS context, or None without a certificate."""
+        if self.tls_certfile is None:
+            return None
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.tls_certfile, self.tls_keyfile)
+        return context
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_certfile else "http"
+
+
 class Settings(BaseSettings):
     """Everything configurable about caselink, validated once at start-up."""
 
@@ -167,6 +207,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     connector: ConnectorSettings = ConnectorSettings()
     linkage: LinkageSettings = LinkageSettings()
+    web: WebSettings = WebSettings()
     agencies: list[str] = ["health", "social_care", "police", "education", "housing"]
     purposes: list[str] = ["direct_care", "safeguarding", "research", "planning"]
 

@@ -54,6 +54,23 @@ POSITIONS_KEY = b"__positions__"
 MAX_TRANSACTION = 5000  # outputs per transaction while catching up
 
 
+def transaction_chunks(out: list[Outgoing], limit: int) -> list[list[Outgoing]]:
+    """``out`` in transactions of about ``limit`` records, cut only after a bookkeeping record.
+
+    A release or retraction is three records (the view, its audit, the gate's bookkeeping);
+    cutting between them let a kill -9 after one transaction commit a view and its audit without
+    the bookkeeping, so the standby released it again: a duplicate release and audit (found by
+    the fault benchmark, benchmarks/faults.py)."""
+    chunks: list[list[Outgoing]] = [[]]
+    for item in out:
+        chunks[-1].append(item)
+        if len(chunks[-1]) >= limit and item.topic == GATE_RELEASED_TOPIC:
+            chunks.append([])
+    if len(chunks) > 1 and not chunks[-1]:
+        chunks.pop()
+    return chunks
+
+
 def policy_path(settings: Settings) -> Path:
     return settings.consent.policy_path or bundled_policy_path()
 
@@ -285,7 +302,7 @@ class GateLoop(threading.Thread):
 
     def _publish(self, producer: Producer, out: list[Outgoing], positions: dict[str, int]) -> None:
         """Outputs plus positions, in transactions of at most MAX_TRANSACTION records."""
-        chunks = [out[i:i + MAX_TRANSACTION] for i in range(0, len(out), MAX_TRANSACTION)] or [[]]
+        chunks = transaction_chunks(out, MAX_TRANSACTION)
         for i, chunk in enumerate(chunks):
             producer.begin_transaction()
             for item in chunk:

@@ -143,3 +143,39 @@ def test_principals_get_only_what_their_job_needs(secure_cluster: LocalKafka) ->
     conf = login(bootstrap, health.name, health.password)
     assert write(conf, person_events_topic("health")) is None
     assert write(conf, person_events_topic("police")) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_a_connector_can_neither_damage_nor_forge_another_agencys_checkpoints(secure_cluster: LocalKafka,
+                                                                              tmp_path: Path) -> None:
+    """D2: any connector login could write the shared checkpoint topic: damage every connector's
+    position (a crash at start, for good) or forge another agency's (skipping its rows)."""
+    from caselink.connectors.files import FileConnector
+    from caselink.connectors.mapping import parse_mapping
+    from caselink.infra.topics import connector_checkpoints_topic
+
+    kafka = secure_cluster
+    bootstrap = kafka.state.bootstrap_servers
+    admin = AdminClient(kafka.admin_config())
+    ensure_topics(admin, caselink_topics(["health", "police"], []))
+    principals = {p.name: p for p in standard_principals(["health", "police"], [], "acl-test")}
+    provision(admin, list(principals.values()))
+    health = principals["connector-health"]
+    conf = login(bootstrap, health.name, health.password)
+
+    # Its own agency's checkpoints: yes. Another agency's: neither written nor read.
+    assert write(conf, connector_checkpoints_topic("police")) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert read(conf, connector_checkpoints_topic("police"), "caselink-reader-x", timeout=15) == (
+        "refused", KafkaError.TOPIC_AUTHORIZATION_FAILED)
+
+    # A load as connector-health: events, its checkpoint, and a resume from it, all under its own login.
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers=bootstrap, security_protocol="SASL_PLAINTEXT",
+                                            sasl_mechanism=SASL_MECHANISM, sasl_username=health.name,
+                                            sasl_password=SecretStr(health.password)),
+                        agencies=["health", "police"])
+    data = tmp_path / "h.csv"
+    data.write_text("id,last,dob\n" + "".join(f"H{i},Lee,1990-01-0{1 + i % 9}\n" for i in range(20)))
+    mapping = parse_mapping({"agency": "health", "record_id": "id",
+                             "fields": {"family_name": "last", "date_of_birth": "dob"}})
+    assert FileConnector(settings, mapping, name="file:health").load(data).events == 20
+    again = FileConnector(settings, mapping, name="file:health").load(data)
+    assert again.rows == 0 and again.resumed_from == 20

@@ -224,3 +224,94 @@ def test_sigkill_of_a_parallel_load_then_restart_loses_nothing(settings, topics,
         by_id.setdefault(e["source_record_id"], set()).add((e["event_id"], e["source_version"]))
     assert set(by_id) == {f"Q{i:06d}" for i in range(rows)}  # every row arrived
     assert all(len(v) == 1 for v in by_id.values())  # re-sent rows are exact duplicates
+
+
+def _letters_from(settings, prefix: str) -> list[tuple[dict, dict]]:
+    serde = default_serde()
+    return [(serde.decode(m.value(), expect="DeadLetter")[1], dict(m.headers() or []))
+            for m in read_to_end(settings, [DEAD_LETTER_TOPIC])
+            if serde.decode(m.value(), expect="DeadLetter")[1]["origin"].startswith(prefix)]
+
+
+def _run_connector(settings, mapping_path: Path, data: Path, name: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+           "CASELINK_CONFIG": "/nonexistent"}
+    return subprocess.run([sys.executable, "-m", "caselink.cli", "connector", "run", str(mapping_path), "--path",
+                           str(data), "--name", name, "--json"], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_deeply_nested_jsonl_is_a_dead_letter_and_the_load_goes_on(settings, topics, tmp_path: Path) -> None:
+    """D3: a line of 100,000 '[' crashed the connector (RecursionError); the row after it was never sent."""
+    data = tmp_path / "nested.jsonl"
+    nested = b"[" * 100_000 + b"\n"
+    data.write_bytes(b'{"id": "N1", "first": "Ann", "last": "Lee", "dob": "1990-01-01", "updated": 1}\n' + nested
+                     + b'{"id": "N3", "first": "Bob", "last": "Ray", "dob": "1991-01-01", "updated": 1}\n')
+    mapping_path = tmp_path / "loadtest.yaml"
+    mapping_path.write_text(LOAD_MAPPING + "source: {kind: jsonl}\n")
+    done = _run_connector(settings, mapping_path, data, "t-nested")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["dead_letters"] == 1
+    assert {"N1", "N3"} <= {e["source_record_id"] for e in _events(settings, "loadtest")}
+    (letter, headers), = _letters_from(settings, "nested.jsonl")
+    assert letter["origin"] == "nested.jsonl:row 2" and letter["payload"] == nested
+    assert "nested too deeply" in letter["error"] and headers["caselink-source-kind"] == b"jsonl"
+
+
+def test_csv_dead_letters_keep_the_rows_bytes_and_swallow_nothing(settings, topics, tmp_path: Path) -> None:
+    """D8: an unterminated quote swallowed the rest of the file into one dead letter of 7 bytes
+    ("line 3"); a row with a 1 MB field was dead-lettered with a 6-byte payload."""
+    data = tmp_path / "quotes.csv"
+    huge = b"x" * 1_100_000
+    data.write_bytes(b"id,first,last,dob,updated\n"
+                     b"U1,Ann,Lee,1990-01-01,1\n"
+                     b'U2,"Bob,Ray,1990-01-01,1\n'          # the quote is never closed
+                     b"U3,Cat,Day,1990-01-01,1\n"
+                     b"U4,Dan," + huge + b",1990-01-01,1\n"  # over the row bound
+                     b"U5,Eve,Fox,1990-01-01,1\n"
+                     b"U6,Gus,Hay,1990-01-01,not-a-version\n")  # the mapping rejects it
+    mapping_path = tmp_path / "loadtest.yaml"
+    mapping_path.write_text(LOAD_MAPPING)
+    done = _run_connector(settings, mapping_path, data, "t-quotes")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["rows"], report["events"], report["dead_letters"]) == (6, 3, 3)
+    assert {"U1", "U3", "U5"} <= {e["source_record_id"] for e in _events(settings, "loadtest")}
+
+    letters = {x["origin"]: (x, h) for x, h in _letters_from(settings, "quotes.csv")}
+    quote, headers = letters["quotes.csv:row 2"]
+    assert quote["payload"] == b'U2,"Bob,Ray,1990-01-01,1\n' and "unterminated" in quote["error"]
+    assert headers["caselink-source-kind"] == b"csv"
+    assert headers["caselink-source-header"] == b"id,first,last,dob,updated\n"
+    big, _ = letters["quotes.csv:row 4"]
+    assert big["payload"] == (b"U4,Dan," + huge)[:len(big["payload"])] and len(big["payload"]) == 512 * 1024
+    assert "payload truncated" in big["error"] and "1,100," in big["error"]
+    rejected, _ = letters["quotes.csv:row 6"]
+    assert rejected["payload"] == b"U6,Gus,Hay,1990-01-01,not-a-version\n"  # the row as it was, not re-serialised
+
+
+def test_a_damaged_checkpoint_is_skipped_and_reported_not_a_crash(settings, topics, tmp_path: Path) -> None:
+    """D2: one non-JSON value on the checkpoint topic made every connector crash at start, for good
+    (the topic is compacted). Now it is skipped and reported, and the connector's previous valid
+    checkpoint is used."""
+    from caselink.infra.topics import connector_checkpoints_topic
+    from confluent_kafka import Producer
+
+    data = tmp_path / "cp.csv"
+    _write_load_file(data, 30)
+    mapping_path = tmp_path / "loadtest.yaml"
+    mapping_path.write_text(LOAD_MAPPING)
+    first = FileConnector(settings, load_mapping(mapping_path), name="t-damaged").load(data)
+    assert first.events == 30
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    topic = connector_checkpoints_topic("loadtest")
+    for value in (b"\x00not json", b'{"files": {"x": {"rows": "lots"}}}', b"[" * 100_000):
+        producer.produce(topic, value, key=b"t-damaged")
+    producer.produce(topic, b"{", key=b"someone-else")
+    assert producer.flush(10) == 0
+
+    done = _run_connector(settings, mapping_path, data, "t-damaged")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["damaged_checkpoints"]) == 4 and {d["topic"] for d in report["damaged_checkpoints"]} == {topic}
+    assert report["rows"] == 0 and report["resumed_from"] == 30  # the last valid checkpoint still counts
+    assert "damaged checkpoint skipped" in done.stderr

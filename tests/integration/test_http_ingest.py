@@ -129,3 +129,86 @@ def test_fhir_consent_resource_becomes_a_consent_event(client: TestClient, setti
     assert stored["subject"]["kind"] == "IDENTIFIER" and stored["subject"]["scheme"] == "nhs_number"
     r = client.post("/v1/health/fhir", json={**resource, "provision": {"type": "maybe"}}, headers=HEALTH)
     assert r.status_code == 422 and "provision.type" in r.text
+
+
+@pytest.mark.parametrize("resource, loc", [
+    ({"resourceType": "Bundle", "entry": {"resource": {"resourceType": "Patient", "id": "x"}}}, "entry"),
+    ({"resourceType": "Patient", "id": "fhir-9", "name": "Ann Lee"}, "name"),
+    ({"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Patient", "id": "y", "name": ["Ann"]}}]},
+     "entry[0].name[0]"),
+    ({"resourceType": "Consent", "id": "c", "status": "active", "patient": "Patient/1", "provision": "permit"},
+     "patient"),
+])
+def test_fhir_shape_errors_are_422_naming_the_element(client: TestClient, resource: dict, loc: str) -> None:
+    """D5: a Bundle whose entry is an object, a Patient whose name is a string: 500 before."""
+    r = client.post("/v1/health/fhir", json=resource, headers=HEALTH)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == [loc]
+
+
+def _chunked_post(port: int, path: str, token: str, total: int, chunk: int = 64 * 1024) -> tuple[int, int]:
+    """POST ``total`` bytes chunked (no Content-Length) over a raw socket; stops sending as soon as an
+    answer arrives. Returns (status, bytes sent)."""
+    import select
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall((f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                  "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+    sent = 0
+    piece = b"[" + b" " * (chunk - 1)
+    try:
+        while sent < total:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the server has answered: stop sending
+            sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            sent += len(piece)
+        else:
+            sock.sendall(b"0\r\n\r\n")
+        answer = b""
+        while b"\r\n" not in answer:
+            data = sock.recv(4096)
+            if not data:
+                break
+            answer += data
+    finally:
+        sock.close()
+    return int(answer.split(b" ", 2)[1]), sent
+
+
+def test_a_chunked_body_over_the_limit_gets_413_while_it_streams(settings: Settings, admin, tmp_path) -> None:
+    """D4: only Content-Length was checked; a 30 MB chunked body was read whole, then failed with a 500."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from caselink.infra.kafka_runtime import free_port
+
+    ensure_topics(admin, caselink_topics(["health"], []))
+    port = free_port()
+    env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+           "CASELINK_CONFIG": "/nonexistent", "CASELINK_INGEST__TOKENS": json.dumps({"health": "health-secret"})}
+    log = (tmp_path / "ingest.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "caselink.cli", "ingest", "serve", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise AssertionError((tmp_path / "ingest.log").read_text()) from None
+                time.sleep(0.2)
+        before = len(read_to_end(settings, [person_events_topic("health")]))
+        status, sent = _chunked_post(port, "/v1/health/person-events", "health-secret", 30_000_000)
+        assert status == 413
+        assert sent < 30_000_000  # refused while it was still arriving, not after reading it all
+        assert len(read_to_end(settings, [person_events_topic("health")])) == before
+    finally:
+        server.terminate()
+        server.wait(20)

@@ -87,3 +87,42 @@ def test_three_node_cluster_survives_one_broker_down(tmp_path: Path) -> None:
         assert len(admin.list_topics(timeout=10).brokers) == 3
     finally:
         kafka.stop()
+
+
+def test_the_local_brokers_files_are_private_and_no_secret_is_on_a_command_line(tmp_path: Path,
+                                                                                monkeypatch) -> None:
+    """D7: the broker's data directories were 0755 and segments 0644 (any local user could read
+    personal data around the ACLs), and the admin password was on the `java` command line (in ps)."""
+    import stat
+    import uuid
+
+    import caselink.infra.kafka_runtime as runtime
+    from confluent_kafka.admin import NewTopic
+
+    command_lines: list[list[str]] = []
+    for name in ("run", "Popen"):
+        real = getattr(subprocess, name)
+        monkeypatch.setattr(runtime.subprocess, name, lambda args, *a, _real=real, **kw:
+                            command_lines.append(list(args)) or _real(args, *a, **kw))
+    password = uuid.uuid4().hex
+    kafka = LocalKafka(Settings().infra, tmp_path / "cluster", admin_password=password)
+    kafka.start()
+    try:
+        admin = AdminClient(kafka.admin_config())  # the admin logs in: its credential was set from the file
+        for fut in admin.create_topics([NewTopic("private", 1, 1)]).values():
+            fut.result(timeout=30)
+        producer = Producer(kafka.admin_config())
+        producer.produce("private", b"personal data")
+        assert producer.flush(15) == 0
+        assert command_lines and not [c for c in command_lines if any(password in a for a in c)]
+        for pid in [n.pid for n in kafka.state.nodes]:
+            assert password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        loose = []
+        for path in [tmp_path / "cluster", *(tmp_path / "cluster").rglob("*")]:
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            if mode & 0o077:
+                loose.append(f"{path} {stat.filemode(path.lstat().st_mode)}")
+        assert loose == []
+        assert any(p.suffix == ".log" for p in (tmp_path / "cluster").rglob("private-0/*"))  # segments were checked
+    finally:
+        kafka.stop()

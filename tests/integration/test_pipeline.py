@@ -10,8 +10,11 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,12 +93,15 @@ def test_sample_agencies_become_linked_cases_and_poison_goes_to_dead_letters(pip
         assert len(all_members) == len({(m["agency"], m["source_record_id"]) for m in all_members}) == sent
 
         some = linked[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/citizens/{some['citizen_id']}") as r:
-            assert json.loads(r.read())["citizen_id"] == some["citizen_id"]
+        assert worker.get(f"/citizens/{some['citizen_id']}", role="reader")["citizen_id"] == some["citizen_id"]
         m = some["members"][0]
-        record_url = f"http://127.0.0.1:{worker.port}/records/{m['agency']}/{m['source_record_id']}"
-        with urllib.request.urlopen(record_url) as r:
-            assert json.loads(r.read())["citizen_id"] == some["citizen_id"]
+        record = f"/records/{m['agency']}/{m['source_record_id']}"
+        assert worker.get(record, role="reader")["citizen_id"] == some["citizen_id"]
+        # Personal data only with a credential (the review page's browser test signs in).
+        for path in (f"/citizens/{some['citizen_id']}", record, "/review"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{worker.port}{path}", timeout=5)
+            assert refused.value.code == 401
         with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics") as r:
             assert b"caselink_events_in_total" in r.read()
         # Switching to a rebuilt index is refused while a worker is linking.
@@ -333,12 +339,14 @@ def test_three_broker_cluster_loses_a_broker_mid_stream_and_nothing_is_lost() ->
     directory = Path(tempfile.mkdtemp(prefix="caselink-ha-"))
     kafka = LocalKafka(Settings().infra, directory, brokers=3)
     state = kafka.start()
-    settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers, replication_factor=3,
-                                            min_insync_replicas=2))
+    # The default settings, as `caselink infra up --brokers 3` then `caselink topics ensure` leave them:
+    # the topics take RF 3 and min ISR 2 from the cluster.
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
     worker = None
     try:
-        ensure_topics(admin_client(settings), caselink_topics(settings.agencies, settings.purposes),
-                      replication_factor=3, min_insync_replicas=2)
+        ensure_topics(admin_client(settings), caselink_topics(settings.agencies, settings.purposes))
+        link_input = admin_client(settings).list_topics(LINK_INPUT_TOPIC, timeout=10).topics[LINK_INPUT_TOPIC]
+        assert len(link_input.partitions[0].replicas) == 3
         total = _publish_synthetic(settings, 4000)
         worker = start_worker(settings, app_id="ha-test", data_dir=directory / "worker")
         _wait_for(lambda: _applied(worker) > total // 5, 120)
@@ -417,3 +425,26 @@ def test_two_workers_share_the_stream_and_the_standby_takes_over_without_a_rebui
         for w in workers:
             w.stop()
     _assert_nothing_lost_or_duplicated(settings, published, total)
+
+
+def test_a_worker_that_cannot_listen_on_its_port_links_and_publishes_nothing(pipeline_settings: Settings) -> None:
+    """D9: the worker linked and published ~2,000 records before dying of OSError 98 on its web port."""
+    import socket
+
+    settings = pipeline_settings
+    _publish_synthetic(settings, 2000)
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+               "CASELINK_WORKER__WEB_PORT": str(port), "CASELINK_WORKER__APP_ID": "no-port",
+               "CASELINK_WORKER__DATA_DIR": tempfile.mkdtemp(prefix="caselink-worker-")}
+        done = subprocess.run([sys.executable, "-m", "caselink.cli", "worker"], env=env, capture_output=True,
+                              text=True, timeout=120)
+        time.sleep(2)  # anything it had started would have published by now
+    assert done.returncode != 0
+    assert len(read_to_end(settings, [LINK_INPUT_TOPIC])) == 0
+    assert len(read_to_end(settings, [LINKED_CASES_TOPIC])) == 0
+    assert "cannot listen" in done.stderr and "nothing was linked or published" in done.stderr

@@ -1,26 +1,30 @@
 """The clerical review page, end to end: real broker, real worker, headless Chromium (Selenium).
 
-Two records score in the review band; the page shows them side by side with the score waterfall;
-a reviewer types their name and clicks "Same person"; the linker applies the decision and the two
-records become one citizen. Screenshots go to ``artifacts/screenshots/`` (CASELINK_ARTIFACTS to
-move them) for CI to keep.
+Two records score in the review band; the page sends a browser that is not signed in to the sign-in
+page; the reviewer signs in with their token; the page shows the pair side by side with the score
+waterfall; they click "Same person"; the linker applies the decision, recorded under the name of
+the credential, and the two records become one citizen. Screenshots go to ``artifacts/screenshots/``
+(CASELINK_ARTIFACTS to move them) for CI to keep.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from caselink.infra.topics import person_events_topic
+from caselink.infra.topics import LINK_INPUT_TOPIC, person_events_topic
 from caselink.schemas import default_serde
 from confluent_kafka import Producer
 
+from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import start_worker
 
@@ -33,9 +37,21 @@ JIM = {"given_names": "Jim", "family_name": "Smith", "date_of_birth": "1980-05-1
        "addresses": [{"lines": ["9 Oak Lane"], "postcode": "LS6 2BB"}]}
 
 
-def get(port: int, path: str) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+def get(port: int, path: str, token: str) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
+
+
+def post(port: int, path: str, body: dict, token: str | None) -> int:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def wait_for(condition, timeout: float = 60.0):
@@ -86,14 +102,36 @@ def test_accepting_a_possible_match_makes_one_citizen(pipeline_settings: Setting
             key=f"{agency}:{rid}".encode())
     assert producer.flush(10) == 0
 
-    worker = start_worker(pipeline_settings, data_dir=tmp_path / "worker")
+    tokens = {"a.reviewer": secrets.token_urlsafe(24), "a.reader": secrets.token_urlsafe(24)}
+    os.environ["CASELINK_WEB__TOKENS"] = json.dumps({"A. Reviewer": {"role": "reviewer", "token": tokens["a.reviewer"]},
+                                                     "A. Reader": {"role": "reader", "token": tokens["a.reader"]}})
     try:
-        wait_for(lambda: get(worker.port, "/review")["open"] == 1, 90)
-        before = {get(worker.port, "/records/health/H-JS")["citizen_id"], get(worker.port, "/records/police/P-JS")[
-            "citizen_id"]}
+        worker = start_worker(pipeline_settings, data_dir=tmp_path / "worker")
+    finally:
+        del os.environ["CASELINK_WEB__TOKENS"]
+    reader, reviewer = tokens["a.reader"], tokens["a.reviewer"]
+    try:
+        wait_for(lambda: get(worker.port, "/review", reader)["open"] == 1, 90)
+        before = {get(worker.port, "/records/health/H-JS", reader)["citizen_id"],
+                  get(worker.port, "/records/police/P-JS", reader)["citizen_id"]}
         assert len(before) == 2
+        pair = {"left": "health:H-JS", "right": "police:P-JS", "same_person": True}
+        assert post(worker.port, "/review/decide", {**pair, "by": "Someone Else"}, None) == 401
+        assert post(worker.port, "/review/decide", pair, reader) == 403  # a reader may look, not decide
 
         browser.get(f"http://127.0.0.1:{worker.port}/review/ui")
+        assert browser.current_url.endswith("/login?next=/review/ui")  # not signed in: the sign-in page
+        browser.find_element(By.ID, "token").send_keys("not-a-token")
+        browser.find_element(By.ID, "sign-in").click()
+        error = WebDriverWait(browser, 15).until(ec.presence_of_element_located((By.ID, "error")))
+        assert "not known" in error.text
+        browser.save_screenshot(str(shots / "review-0-sign-in.png"))
+        browser.find_element(By.ID, "token").send_keys(reviewer)
+        browser.find_element(By.ID, "sign-in").click()
+        WebDriverWait(browser, 15).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".pair")))
+        assert browser.current_url.endswith("/review/ui")
+        assert browser.find_element(By.ID, "reviewer").text == "A. Reviewer"  # from the credential
+
         card = browser.find_element(By.CSS_SELECTOR, ".pair")
         assert card.get_attribute("data-left") == "health:H-JS" and card.get_attribute("data-right") == "police:P-JS"
         assert "James Smith" in card.text and "Jim Smith" in card.text
@@ -102,20 +140,58 @@ def test_accepting_a_possible_match_makes_one_citizen(pipeline_settings: Setting
                                                                   "match weight"}
         browser.save_screenshot(str(shots / "review-1-queue.png"))
 
-        card.find_element(By.CSS_SELECTOR, "button.accept").click()  # no name yet: refused in the page
-        assert "enter your name" in card.find_element(By.CSS_SELECTOR, ".status").text
-        browser.find_element(By.ID, "reviewer").send_keys("A. Reviewer")
         card.find_element(By.CSS_SELECTOR, "button.accept").click()
         WebDriverWait(browser, 15).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".pair .status"),
                                                                           "accepted"))
         browser.save_screenshot(str(shots / "review-2-accepted.png"))
 
-        cid = wait_for(lambda: (a := get(worker.port, "/records/health/H-JS")["citizen_id"]) ==
-                       get(worker.port, "/records/police/P-JS")["citizen_id"] and a, 60)
+        cid = wait_for(lambda: (a := get(worker.port, "/records/health/H-JS", reader)["citizen_id"]) ==
+                       get(worker.port, "/records/police/P-JS", reader)["citizen_id"] and a, 60)
         assert cid in before  # the older citizen survives the merge
-        wait_for(lambda: get(worker.port, "/review")["open"] == 0, 30)
+        wait_for(lambda: get(worker.port, "/review", reader)["open"] == 0, 30)
         browser.get(f"http://127.0.0.1:{worker.port}/review/ui")
         assert browser.find_element(By.ID, "empty").text == "Nothing to review."
         browser.save_screenshot(str(shots / "review-3-empty.png"))
+    finally:
+        worker.stop()
+    serde = default_serde()
+    verdicts = [serde.decode(m.value())[1] for m in read_to_end(pipeline_settings, [LINK_INPUT_TOPIC])
+                if serde.decode(m.value())[0] == "ReviewDecision"]
+    assert [v["decided_by"] for v in verdicts] == ["A. Reviewer"]  # one decision, under the credential's name
+    log = (tmp_path / "worker" / "worker.log").read_text()
+    assert "refused POST /review/decide" in log and "refused GET /review/ui" in log
+
+
+def test_the_web_api_serves_https_with_a_certificate(pipeline_settings: Settings, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    """Optional TLS: with a certificate the worker's web API answers HTTPS (and `caselink status` reads it)."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("CASELINK_WEB__TLS_CERTFILE", str(cert))
+    monkeypatch.setenv("CASELINK_WEB__TLS_KEYFILE", str(key))
+    worker = start_worker(pipeline_settings, data_dir=tmp_path / "worker")
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+
+        def https(path: str, token: str | None = None) -> dict:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            request = urllib.request.Request(f"https://127.0.0.1:{worker.port}{path}", headers=headers)
+            with urllib.request.urlopen(request, timeout=5, context=context) as response:
+                return json.loads(response.read())
+
+        assert wait_for(lambda: https("/health")["status"] == "ok", 90)
+        assert https("/review", worker.tokens["reader"])["open"] == 0
+        with pytest.raises(OSError):  # plain HTTP is not served
+            urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/health", timeout=5)
+        from caselink.core.settings import Settings as Fresh
+        from caselink.ops import worker_health
+
+        settings = Fresh(kafka=pipeline_settings.kafka, worker={"web_port": worker.port})
+        assert worker_health(settings)["status"] == "ok"
     finally:
         worker.stop()

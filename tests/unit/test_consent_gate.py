@@ -235,3 +235,21 @@ def test_view_is_what_the_topic_carries() -> None:
     view = core.decide("C1", "direct_care")
     assert isinstance(view, View)
     assert view.agencies == ["health", "social_care"] and "cases" in view.fields
+
+
+def test_transactions_never_split_a_view_from_its_audit_and_bookkeeping() -> None:
+    """A kill -9 between two transactions of one batch must not leave a view out without its
+    bookkeeping (the standby would release it again: one duplicate release and audit seen by
+    benchmarks/faults.py with chunks of exactly 5,000 records)."""
+    from caselink.infra.topics import GATE_RELEASED_TOPIC
+    from caselink.streams.consent.gate_loop import transaction_chunks
+    from caselink.streams.linker_core import Outgoing
+
+    out = [Outgoing(topic, f"{i}".encode(), b"x") for i in range(10)
+           for topic in ("caselink.cases.research", "caselink.disclosures", GATE_RELEASED_TOPIC)]
+    for limit in (1, 2, 3, 4, 5, 7, 29, 30, 31):
+        chunks = transaction_chunks(out, limit)
+        assert [item for chunk in chunks for item in chunk] == out
+        assert all(chunk and chunk[-1].topic == GATE_RELEASED_TOPIC for chunk in chunks), limit
+        assert all(len(chunk) < limit + 3 for chunk in chunks)
+    assert transaction_chunks([], 5) == [[]]  # an empty batch still commits its positions

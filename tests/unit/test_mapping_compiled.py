@@ -177,7 +177,7 @@ class _RecordingSink:
     def send_event(self, event: dict[str, Any]) -> None:
         self.log.append(("event", int(event["source"]["row"])))
 
-    def send_dead_letter(self, letter: dict[str, Any]) -> None:
+    def send_dead_letter(self, letter: dict[str, Any], headers: Any = None) -> None:
         self.log.append(("dead letter", letter["origin"]))
 
     def commit_checkpoint(self, position: dict[str, Any]) -> None:
@@ -197,7 +197,7 @@ def test_a_checkpoint_never_names_a_row_before_it_is_sent(tmp_path: Any, monkeyp
     rows = 3 * every + 7
     data = tmp_path / "rows.csv"
     data.write_text("id,last\n" + "".join(f"R{i},Lee\n" for i in range(rows)))
-    monkeypatch.setattr(files, "read_checkpoints", lambda settings: {})
+    monkeypatch.setattr(files, "read_checkpoints", lambda settings, agency, **kw: {})
     monkeypatch.setattr(files, "ConnectorSink", lambda settings, name, agency: _RecordingSink())
     mapping = parse_mapping({"agency": "health", "record_id": "id", "fields": {"family_name": "last"}})
     for shard in (None, (0, 2), (1, 2)):

@@ -1,7 +1,7 @@
 """Linker snapshots: a restored core carries on exactly as the one it was taken from."""
 
+import copy
 import os
-import pickle
 import time
 from pathlib import Path
 
@@ -75,17 +75,17 @@ def test_a_snapshot_of_other_code_another_model_or_damaged_is_not_used(tmp_path:
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "linker.snapshot"
     assert snapshot.read(path, trained_model()) is None  # none yet
-    unpicklable = LinkerCore(trained_model())
-    unpicklable.members = {"x": lambda: None}  # type: ignore[dict-item]
-    with pytest.raises((pickle.PicklingError, AttributeError)):
-        snapshot.write(path, unpicklable, 1)
+    unwritable = LinkerCore(trained_model())
+    unwritable.members = {"x": lambda: None}  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="may not be written"):
+        snapshot.write(path, unwritable, 1)
     assert list(tmp_path.iterdir()) == []  # a failed write leaves nothing behind
     core = LinkerCore(trained_model())
     for value in _case_events()[:50]:
         core.apply(value)
     snapshot.write(path, core, 50)
     assert snapshot.read(path, trained_model()) is not None
-    other_model = trained_model()
+    other_model = copy.copy(trained_model())  # the shared model is cached: never change it in place
     other_model.version = "another"
     assert snapshot.read(path, other_model) is None
     with monkeypatch.context() as m:
@@ -123,3 +123,122 @@ def test_the_writer_forks_a_child_that_writes_it_while_the_parent_goes_on(tmp_pa
     assert loaded is not None and loaded.core.applied == 100 and loaded.position == 100
     assert not [p for p in os.listdir(writer.path.parent) if p.endswith(".tmp")]
     assert writer.last["at"] >= before  # when this write ended, not an earlier one
+
+
+# ---------------------------------------------------------------- D7: a data format, checked before decoding
+def _written(tmp_path: Path, n: int = 50) -> Path:
+    core = LinkerCore(trained_model())
+    for value in _case_events()[:n]:
+        core.apply(value)
+    tmp_path.mkdir(exist_ok=True)
+    path = tmp_path / "linker.snapshot"
+    snapshot.write(path, core, n)
+    return path
+
+
+def test_a_planted_pickle_runs_nothing_when_the_worker_starts(tmp_path: Path) -> None:
+    """D7: the snapshot was a pickle, so a file planted as linker.snapshot ran code at start."""
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):  # what a pickle calls on load
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "linker.snapshot"
+    path.write_bytes(pickle.dumps({"format": "caselink-linker-snapshot/1"}) + pickle.dumps(Payload()))
+    path.chmod(0o600)
+    assert snapshot.read(path, trained_model()) is None
+    assert not marker.exists()
+
+
+def test_nothing_is_decoded_before_the_header_and_checksum_match(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _written(tmp_path)
+    decoded: list[str] = []
+    real_read_body = snapshot.read_body
+    monkeypatch.setattr(snapshot, "read_body", lambda f, types: decoded.append("body") or real_read_body(f, types))
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF  # one byte of the body damaged
+    path.write_bytes(bytes(data))
+    assert snapshot.read(path, trained_model()) is None and decoded == []
+    path = _written(tmp_path / "again")
+    other = copy.copy(trained_model())
+    other.version = "another"
+    verified: list[str] = []
+    monkeypatch.setattr(snapshot, "verify_body", lambda f, header: verified.append("checksum"))
+    assert snapshot.read(path, other) is None and verified == [] and decoded == []
+
+
+def test_an_object_of_a_class_outside_the_allow_list_is_refused(tmp_path: Path) -> None:
+    from caselink.streams.snapshot_format import SnapshotFormatError, SnapshotTypes, read_body, write_file
+
+    class Innocent:
+        __slots__ = ("x",)
+
+        def __init__(self, x: int) -> None:
+            self.x = x
+
+    writer_types = SnapshotTypes([Innocent])
+    path = tmp_path / "planted"
+    write_file(path, {"index": {"records": {"k": Innocent(1)}}}, writer_types, {"position": 1})
+    reader_types = SnapshotTypes([snapshot.RecordState])  # the reader's allow-list: Innocent is not on it
+    with path.open("rb") as f, pytest.raises(SnapshotFormatError):
+        f.seek(4096)
+        read_body(f, reader_types)
+
+
+def test_any_state_of_the_allowed_kinds_round_trips(tmp_path: Path) -> None:
+    """Generic over what CitizenIndex.state() returns, so fields the linkage code adds are carried."""
+    from datetime import UTC, datetime
+
+    from caselink.linkage.index import Citizen
+    from caselink.linkage.standardise import StdDate, StdPostcode
+    from caselink.streams.case_codec import MemberParts
+    from caselink.streams.snapshot_format import HEADER_BYTES, read_body, read_header, verify_body, write_file
+
+    when = datetime(2026, 11, 1, 12, 30, tzinfo=UTC)
+    state = {
+        "index": {"records": {"a": (1, "x"), "b": None}, "pairs": {("a", "b"): 1.5, ("b", "c"): -2.0},
+                  "sets": {"a": {"b", "c"}, "d": frozenset({"e"})}, "nested": {"k": {"l": [1, 2, {"m": b"\0\1"}]}},
+                  "empty": {}, "seq": 42, "flag": True, "ratio": 0.25, "nothing": None, "listed": ["x", ("y", 1)],
+                  "must": {("a", "b")}, "new_field_added_later": {"z": [StdDate("19900101", True)]}},
+        "members": {"a": MemberParts(b"head", b"tail", when)},
+        "citizens": {"C1": Citizen(3, {"a", "b"}, ["C0"])},
+        "postcodes": [StdPostcode("LS61AB", "LS6 1", "LS6", "LS"), StdPostcode("75001", None, None, None)],
+        "applied": 7, "empty_top": {},
+    }
+    path = tmp_path / "state"
+    write_file(path, state, snapshot.TYPES, {"position": 7})
+    assert (path.stat().st_mode & 0o777) == 0o600
+    with path.open("rb") as f:
+        header = read_header(f)
+        verify_body(f, header)
+        f.seek(HEADER_BYTES)
+        back = read_body(f, snapshot.TYPES)
+    assert back == state
+    assert back["index"]["new_field_added_later"]["z"][0].year == "1990"  # init=False fields carried too
+    assert type(back["members"]["a"]) is MemberParts and back["members"]["a"].linked_at == when
+
+
+def test_snapshot_files_are_private_and_a_file_others_may_write_is_not_read(tmp_path: Path) -> None:
+    from caselink.core.private import UnsafeDirectoryError, ensure_private_dir
+
+    path = _written(tmp_path)
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert snapshot.read(path, trained_model()) is not None
+    path.chmod(0o666)
+    assert snapshot.read(path, trained_model()) is None
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    ensure_private_dir(loose)
+    assert (loose.stat().st_mode & 0o777) == 0o700
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    with pytest.raises(UnsafeDirectoryError, match="world-writable"):
+        ensure_private_dir(open_to_all)
+    fresh = ensure_private_dir(tmp_path / "new" / "data")
+    assert (fresh.stat().st_mode & 0o777) == 0o700
