@@ -217,7 +217,7 @@ class LinkageModel:
                      for (c, w, tf), possible in zip(self._plan, self._still_possible, strict=True))
         self._id_plan, self._fast_plan = plan[:n_ids], plan[n_ids:]
         self._no_ids = [MISSING] * n_ids
-        self._after_ids = self._still_possible[n_ids - 1] if n_ids else 0.0
+        self._after_ids = sum(best[n_ids:])  # the most the comparisons after the identifiers can add
 
     def _tf_weight(self, m: float, frequency: float | None) -> float:
         return math.log2(m / max(frequency or self.tf_minimum, self.tf_minimum))

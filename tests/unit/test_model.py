@@ -171,3 +171,34 @@ def test_a_postal_code_on_most_records_weighs_next_to_nothing() -> None:
     c = standardise_person("c", person("Ann", "Lee", "1990-04-03", postcode="LS6 2AB", address="1 A Road"))
     d = standardise_person("d", person("Ann", "Lee", "1990-04-03", postcode="LS6 2AB", address="9 Z Street"))
     assert {p.field: p for p in model.explain(c, d)}["location"].weight > location.weight + 5
+
+
+def test_early_exit_scoring_agrees_with_full_scoring_without_identifiers() -> None:
+    """A model of data with no identifier (FEBRL) skips no comparison it should not."""
+    import random
+
+    from caselink.linkage.training import train_model
+
+    records, _, _ = synthetic_data()
+    plain = []
+    for r in records[:3000]:
+        copy = standardise_person(r.key, {"given_names": r.given, "family_name": r.family,
+                                          "date_of_birth": r.dob.digits if r.dob else None,
+                                          "addresses": [{"lines": [r.address or ""], "postcode": r.postcode.code
+                                                         if r.postcode else None, "locality": r.locality}]})
+        plain.append(copy)
+    model = train_model(plain, u_pairs=30_000, separate_address=True)
+    assert not any(c.name.startswith("identifier:") for c in model.comparisons)
+    rng = random.Random(3)
+    pairs = [(r, plain[i + 1]) for i, r in enumerate(plain[:-1])] + [(rng.choice(plain), rng.choice(plain))
+                                                                     for _ in range(2000)]
+    kept = 0
+    for a, b in pairs:
+        full = model.score(a, b)
+        quick = model.score_at_least(a, b, model.review_weight)
+        if quick is None:
+            assert full[0] < model.review_weight
+        else:
+            kept += 1
+            assert quick == full
+    assert kept > 0
