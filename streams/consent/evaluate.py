@@ -7,12 +7,20 @@ Rules (fail closed; see docs/policy-language.md):
   records, its match weight reaches the purpose's minimum;
 * consents that apply to a citizen are those about its id or any id merged into it, about any of
   its records, or about any identifier its records carry; each is scoped by purpose and agency;
+* a refusal (DENY, with or without fields, or a national opt-out) covers every record of the
+  citizen it resolves to; a PERMIT about a record or an identifier covers only that record, or the
+  records carrying that identifier (a permission does not travel across a probabilistic link to
+  data nobody asked the person about); a PERMIT about the citizen covers all of its records;
 * where consent is required, a member needs an active PERMIT; a DENY (objection) without fields
   removes the member, a DENY with fields removes those fields; where national opt-outs apply, an
   opt-out removes the member;
-* a purpose with ``statutory_override`` releases despite a refusal and says so in its basis;
-* fields are the purpose's fields, narrowed by permits that name fields, less denied fields;
-  cases above the purpose's maximum sensitivity never flow.
+* a purpose with ``statutory_override`` releases despite every refusal, field-scoped ones
+  included, and names each one it overrode in the basis (and the Disclosure);
+* fields are the purpose's fields, narrowed by permits that name fields, less denied fields; a
+  field a consent names covers the fields derived from it (``identifiers`` every
+  ``identifiers.<scheme>``, ``date_of_birth`` ``year_of_birth``, ``address`` ``postcode`` and
+  ``postcode_district``, ``postcode`` ``postcode_district``); cases above the purpose's maximum
+  sensitivity never flow.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from caselink.linkage.standardise import standardise_postcode
-from caselink.streams.consent.policy import Policy, Purpose
+from caselink.streams.consent.policy import Policy, Purpose, covers_field
 from caselink.streams.consent.pseudonym import Pseudonymiser
 from caselink.streams.consent.register import Provision, identifier_value
 
@@ -63,15 +71,45 @@ class Refusal:
     reason: str
 
 
+def member_subjects(member: dict[str, Any]) -> set[str]:
+    """The subject keys that name this record: the record itself and each identifier it carries."""
+    subjects = {f"record:{member['agency']}:{member['source_record_id']}"}
+    for scheme, value in ((member.get("person") or {}).get("identifiers") or {}).items():
+        if value:
+            subjects.add(f"identifier:{scheme}:{identifier_value(value)}")
+    return subjects
+
+
 def subjects_of(case: dict[str, Any], ancestry: Iterable[str]) -> set[str]:
     """Every subject key under which consent about this citizen may have been recorded."""
     subjects = {f"citizen:{case['citizen_id']}", *(f"citizen:{a}" for a in ancestry)}
     for m in case["members"]:
-        subjects.add(f"record:{m['agency']}:{m['source_record_id']}")
-        for scheme, value in ((m.get("person") or {}).get("identifiers") or {}).items():
-            if value:
-                subjects.add(f"identifier:{scheme}:{identifier_value(value)}")
+        subjects |= member_subjects(m)
     return subjects
+
+
+def refusal_kind(provision: Provision) -> str:
+    if provision.national_opt_out:
+        return "national opt-out"
+    if provision.fields:
+        return f"objection to {', '.join(sorted(provision.fields))}"
+    return "objection"
+
+
+def compose_basis(legal_basis: str, consent_required: bool, overridden: dict[str, str]) -> str:
+    """The release's basis: the policy's text, explicit consent where required, and every refusal
+    a statutory basis overrode (``consent id -> kind``). Phrases are separated by ``; `` and none
+    is repeated, whatever the policy text already says."""
+    phrases = [p.strip() for p in legal_basis.split(";") if p.strip()]
+    if consent_required:
+        phrases.append("explicit consent")
+    if overridden:
+        named = ", ".join(f"{cid} ({kind})" for cid, kind in sorted(overridden.items()))
+        phrases.append(f"statutory basis overrides recorded refusals: {named}")
+    seen: dict[str, str] = {}
+    for phrase in phrases:
+        seen.setdefault(phrase.casefold(), phrase)
+    return "; ".join(seen.values())
 
 
 def evaluate(case: dict[str, Any], purpose_name: str, policy: Policy | None, provisions: list[Provision],
@@ -84,8 +122,10 @@ def evaluate(case: dict[str, Any], purpose_name: str, policy: Policy | None, pro
     if purpose.pseudonymise and pseudonymiser is None:
         return Refusal("pseudonymised purpose but no pseudonymisation key is configured")
     members = case["members"]
-    active = [p for p in provisions if p.active(now)]
-    overrides: set[str] = set()
+    # National opt-outs count only for purposes they apply to.
+    active = [p for p in provisions if p.active(now) and p.purpose in ("*", purpose_name)
+              and (not p.national_opt_out or purpose.national_opt_out)]
+    overridden: dict[str, str] = {}
     released: list[dict[str, Any]] = []
     reasons: list[str] = []
     for m in members:
@@ -95,38 +135,31 @@ def evaluate(case: dict[str, Any], purpose_name: str, policy: Policy | None, pro
         if len(members) > 1 and m["match_weight"] < purpose.min_match_weight:
             reasons.append(f"{agency} record linked below match weight {purpose.min_match_weight}")
             continue
-        # National opt-outs count only for purposes they apply to; an opt-out is always whole.
-        covering = [p for p in active if p.covers(purpose_name, agency)
-                    and (not p.national_opt_out or purpose.national_opt_out)]
-        fields = set(purpose.fields)
-        refusals = [p for p in covering if not p.permit and (not p.fields or p.national_opt_out)]
+        covering = [p for p in active if p.covers(purpose_name, agency)]
+        own = member_subjects(m) if any(p.permit for p in covering) else set()
+        permits = [p for p in covering if p.permit and (p.subject.startswith("citizen:") or p.subject in own)]
+        refusals = [p for p in covering if not p.permit]
+        whole = [p for p in refusals if not p.fields or p.national_opt_out]  # an opt-out is always whole
+        permitted: frozenset[str] | None = None  # None: every field of the purpose
+        denied: frozenset[str] = frozenset()
         if purpose.consent == "required":
-            permits = [p for p in covering if p.permit]
             if not permits:
                 reasons.append(f"no consent recorded for {agency} records")
                 continue
             if all(p.fields for p in permits):
-                fields &= set().union(*(p.fields for p in permits))
-        if refusals:
-            if not purpose.statutory_override:
-                kinds = sorted({"national opt-out" if p.national_opt_out else "objection" for p in refusals})
-                reasons.append(f"{' and '.join(kinds)} for {agency} records")
-                continue
-            overrides.update(p.consent_id for p in refusals)
-        elif not purpose.statutory_override:
-            for p in covering:
-                if not p.permit and p.fields:
-                    fields -= p.fields
-        projected = _project(m, fields, purpose, purpose_name, pseudonymiser)
-        if projected is not None:
-            released.append(projected)
+                permitted = frozenset().union(*(p.fields for p in permits))
+        if purpose.statutory_override:
+            overridden.update((p.consent_id, refusal_kind(p)) for p in refusals)
+        elif whole:
+            kinds = sorted({"national opt-out" if p.national_opt_out else "objection" for p in whole})
+            reasons.append(f"{' and '.join(kinds)} for {agency} records")
+            continue
+        else:
+            denied = frozenset().union(*(p.fields for p in refusals))
+        released.append(_project(m, purpose, purpose_name, pseudonymiser, permitted, denied))
     if not released:
         return Refusal("; ".join(dict.fromkeys(reasons)) or "no records of an agency this purpose may receive")
-    basis = purpose.legal_basis
-    if purpose.consent == "required":
-        basis += "; explicit consent"
-    if overrides:
-        basis += f"; statutory basis overrides recorded refusal ({', '.join(sorted(overrides))})"
+    basis = compose_basis(purpose.legal_basis, purpose.consent == "required", overridden)
     citizen_ref = (pseudonymiser.pseudonym(purpose_name, "citizen", case["citizen_id"])
                    if purpose.pseudonymise and pseudonymiser else case["citizen_id"])
     released.sort(key=lambda m: (m["agency"], m["record_ref"]))
@@ -136,25 +169,32 @@ def evaluate(case: dict[str, Any], purpose_name: str, policy: Policy | None, pro
         else None, members=released, agencies=sorted({m["agency"] for m in released}),
         fields=sorted({f for m in released for f in m["fields"]} | ({"cases"} if any(m["cases"] for m in released)
                                                                      else set())),
-        overrides=sorted(overrides),
+        overrides=sorted(overridden),
     )
 
 
-def _project(member: dict[str, Any], fields: set[str], purpose: Purpose, purpose_name: str,
-             pseudonymiser: Pseudonymiser | None) -> dict[str, Any] | None:
-    """The member reduced to ``fields``; pseudonymised references where the purpose says so."""
+def _project(member: dict[str, Any], purpose: Purpose, purpose_name: str, pseudonymiser: Pseudonymiser | None,
+             permitted: frozenset[str] | None, denied: frozenset[str]) -> dict[str, Any]:
+    """The member reduced to the purpose's fields, kept only where a field-naming permit covers them
+    (``permitted``) and no objection does (``denied``); pseudonymised references where the purpose
+    says so."""
     person = member.get("person") or {}
     hide: Callable[[str, str], str] = (
         (lambda kind, value: pseudonymiser.pseudonym(purpose_name, kind, value))  # type: ignore[union-attr]
         if purpose.pseudonymise else (lambda kind, value: value))
+
+    def allowed(key: str) -> bool:
+        return ((permitted is None or any(covers_field(f, key) for f in permitted))
+                and not any(covers_field(f, key) for f in denied))
+
     record_key = f"{member['agency']}:{member['source_record_id']}"
     values: dict[str, str] = {}
-    for name in fields:
+    for name in purpose.fields:
         for key, value in _field_values(person, name):
-            if value:
+            if value and allowed(key):
                 values[key] = value
     cases = []
-    if "cases" in fields:
+    if "cases" in purpose.fields and allowed("cases"):
         for case in member.get("cases") or []:
             if not purpose.allows_sensitivity(case.get("sensitivity")):
                 continue

@@ -37,6 +37,7 @@ class Released:
     fields: tuple[str, ...]
     basis: str
     policy: str
+    overrides: tuple[str, ...] = ()  # consent ids the basis overrode (absent in bookkeeping before they were kept)
 
     def dump(self) -> bytes:
         return json.dumps(self.__dict__, sort_keys=True).encode()
@@ -45,7 +46,7 @@ class Released:
     def load(cls, data: bytes) -> Released:
         raw = json.loads(data)
         return cls(raw["ref"], raw["digest"], tuple(raw["agencies"]), tuple(raw["fields"]), raw["basis"],
-                   raw["policy"])
+                   raw["policy"], tuple(raw.get("overrides", ())))
 
 
 class GateCore:
@@ -203,14 +204,15 @@ class GateCore:
 
     def _release(self, view: View, reason: str, label: str, now: datetime) -> list[Outgoing]:
         topic = purpose_topic(view.purpose)
-        released = Released(view.citizen_ref, view.digest, tuple(view.agencies), tuple(view.fields), view.basis, label)
+        released = Released(view.citizen_ref, view.digest, tuple(view.agencies), tuple(view.fields), view.basis, label,
+                            tuple(view.overrides))
         self.released[(view.purpose, view.citizen_id)] = released
         self.released_purposes.setdefault(view.citizen_id, set()).add(view.purpose)
         self.stats["releases"] += 1
         return [
             Outgoing(topic, view.citizen_ref.encode(), self.serde.encode("GatedCase", view.record(label, now))),
             self._disclosure(view.citizen_id, view.purpose, "RELEASE", view.agencies, view.fields, view.basis,
-                             reason, label, topic, view.citizen_ref, now),
+                             view.overrides, reason, label, topic, view.citizen_ref, now),
             Outgoing(GATE_RELEASED_TOPIC, f"{view.purpose}|{view.citizen_id}".encode(), released.dump()),
         ]
 
@@ -223,14 +225,17 @@ class GateCore:
         return [
             Outgoing(topic, before.ref.encode(), None),
             self._disclosure(citizen_id, purpose, "RETRACT", list(before.agencies), list(before.fields), before.basis,
-                             reason, label, topic, before.ref, now),
+                             list(before.overrides), reason, label, topic, before.ref, now),
             Outgoing(GATE_RELEASED_TOPIC, f"{purpose}|{citizen_id}".encode(), None),
         ]
 
     def _disclosure(self, citizen_id: str, purpose: str, action: str, agencies: list[str], fields: list[str],
-                    basis: str | None, reason: str, label: str, topic: str, ref: str, now: datetime) -> Outgoing:
+                    basis: str | None, overrides: list[str], reason: str, label: str, topic: str, ref: str,
+                    now: datetime) -> Outgoing:
+        """The audit record; a retraction carries what was out (agencies, fields, basis, overrides)."""
         record = {"disclosure_id": str(uuid.uuid4()), "citizen_id": citizen_id, "purpose": purpose,
                   "action": action, "agencies": agencies, "fields": fields, "basis": basis, "reason": reason,
+                  "overrides": overrides,
                   "policy_version": label, "recipient_topic": topic, "recipient_key": ref, "at": now}
         return Outgoing(DISCLOSURES_TOPIC, citizen_id.encode(), self.serde.encode("Disclosure", record))
 
