@@ -88,6 +88,8 @@ def validate_consent(event: dict[str, Any], policy: Policy | None) -> list[str]:
                         f"(known: {', '.join(sorted(policy.purposes))}, or *)")
     if event.get("national_opt_out") and event.get("decision") != "DENY":
         problems.append("a national opt-out must have decision DENY")
+    if event.get("national_opt_out") and event.get("fields"):
+        problems.append("a national opt-out is always whole: it may not name fields")
     unknown = [f for f in event.get("fields") or [] if not is_known_field(f)]
     if unknown:
         problems.append(f"fields {unknown} are not policy field names")

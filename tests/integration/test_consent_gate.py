@@ -172,13 +172,14 @@ def test_consent_cli_records_shows_withdraws_and_audits(pipeline_settings: Setti
     gate = start(settings)
     try:
         result = runner.invoke(app, ["consent", "record", "--record", "health:H9", "--purpose", "research",
-                                     "--by", "clinic 4", "--id", "cli-1", "--json"])
+                                     "--permit", "--by", "clinic 4", "--id", "cli-1", "--json"])
         assert result.exit_code == 0, result.output
         wait_for(lambda: latest(settings, "research"))
         shown = json.loads(runner.invoke(app, ["consent", "show", "C9", "--json"]).output)
         assert shown["purposes"]["research"]["released"] is True
         assert [c["consent_id"] for c in shown["consents"]] == ["cli-1"]
-        bad = runner.invoke(app, ["consent", "record", "--citizen", "C9", "--purpose", "marketing", "--by", "x"])
+        bad = runner.invoke(app, ["consent", "record", "--citizen", "C9", "--purpose", "marketing", "--permit",
+                                  "--by", "x"])
         assert bad.exit_code == 1 and "marketing" in bad.output
 
         assert runner.invoke(app, ["consent", "withdraw", "cli-1", "--by", "clinic 4"]).exit_code == 0
