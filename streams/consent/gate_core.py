@@ -189,7 +189,7 @@ class GateCore:
             if before is not None:
                 out += self._retract(citizen_id, purpose, before, decision.reason, label, now)
             return out
-        if before is not None and before.ref == decision.citizen_ref and before.digest == decision.digest:
+        if before is not None and before.ref == decision.citizen_ref and before.digest == decision.legacy_digest():
             self.stats["unchanged"] += 1
             return out
         reason = "first release"
@@ -204,8 +204,8 @@ class GateCore:
 
     def _release(self, view: View, reason: str, label: str, now: datetime) -> list[Outgoing]:
         topic = purpose_topic(view.purpose)
-        released = Released(view.citizen_ref, view.digest, tuple(view.agencies), tuple(view.fields), view.basis, label,
-                            tuple(view.overrides))
+        released = Released(view.citizen_ref, view.legacy_digest(), tuple(view.agencies), tuple(view.fields),
+                            view.basis, label, tuple(view.overrides))
         self.released[(view.purpose, view.citizen_id)] = released
         self.released_purposes.setdefault(view.citizen_id, set()).add(view.purpose)
         self.stats["releases"] += 1
