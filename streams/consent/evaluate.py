@@ -190,9 +190,8 @@ def _extractor(name: str) -> Extractor | None:
 
 
 def _address_text(address: dict[str, Any]) -> str:
-    parts = [*address.get("lines", []), address.get("locality"), address.get("region"), address.get("postcode"),
-             address.get("country")]
-    return ", ".join(p for p in parts if p)
+    return ", ".join(filter(None, (*(address.get("lines") or ()), address.get("locality"), address.get("region"),
+                                   address.get("postcode"), address.get("country"))))
 
 
 class PurposeRules:
