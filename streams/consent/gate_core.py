@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -110,13 +110,15 @@ class GateCore:
             _, case = self.serde.decode(value, expect="LinkedCase", topic=topic, partition=partition, offset=offset)
         before = self.cases.pop(citizen_id, None)
         old = self.subjects.pop(citizen_id, set())
+        purposes = affected_purposes(before, case, self.read_by) if self.policy else None
         subjects: set[str] = set()
         if case is not None:
             self.cases[citizen_id] = case
             for retired in case["merged_from"]:
                 self.merged_into[retired] = citizen_id
                 self.absorbed.setdefault(citizen_id, set()).add(retired)
-            subjects = subjects_of(case, self.ancestry(citizen_id))
+            # Same records, identifiers and merges (purposes not None): the same subjects as before.
+            subjects = old if purposes is not None else subjects_of(case, self.ancestry(citizen_id))
             self.subjects[citizen_id] = subjects
         if subjects != old:  # usually equal: a record's details changed, not which records or identifiers
             for subject in old - subjects:
@@ -127,7 +129,7 @@ class GateCore:
                         del self.owners[subject]
             for subject in subjects - old:
                 self.owners.setdefault(subject, set()).add(citizen_id)
-        self.mark(citizen_id, affected_purposes(before, case, self.read_by) if self.policy else None)
+        self.mark(citizen_id, purposes)
 
     def apply_input(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
                     offset: int | None = None) -> None:
@@ -209,18 +211,27 @@ class GateCore:
 
     # ------------------------------------------------------------------ output
     def flush(self) -> list[Outgoing]:
-        """Evaluate every dirty citizen for every purpose; the messages that make the topics right."""
+        """Evaluate every dirty citizen for its purposes; the messages that make the topics right."""
+        return [o for chunk in self.flush_chunks(None) for o in chunk]
+
+    def flush_chunks(self, citizens: int | None) -> Iterator[list[Outgoing]]:
+        """``flush`` a chunk of at most ``citizens`` dirty citizens at a time, so that a gate
+        catching up with a million citizens does not hold every output in memory at once."""
         now = self.clock()
-        out: list[Outgoing] = []
         every = set(self.policy.purposes) if self.policy else set()
-        for citizen_id in sorted(self.dirty):
-            wanted = self.dirty[citizen_id]
-            purposes = every | self.released_purposes.get(citizen_id, set()) if wanted is None else wanted
-            provisions = self.provisions(citizen_id)
-            for purpose in sorted(purposes):
-                out.extend(self._reconcile(citizen_id, purpose, now, provisions))
-        self.dirty.clear()
-        return out
+        pending = sorted(self.dirty)
+        size = citizens or max(len(pending), 1)
+        for start in range(0, len(pending), size):
+            out: list[Outgoing] = []
+            for citizen_id in pending[start:start + size]:
+                wanted = self.dirty.pop(citizen_id)
+                purposes = every | self.released_purposes.get(citizen_id, set()) if wanted is None else wanted
+                if not purposes:
+                    continue
+                provisions = self.provisions(citizen_id)
+                for purpose in sorted(purposes):
+                    out.extend(self._reconcile(citizen_id, purpose, now, provisions))
+            yield out
 
     def _reconcile(self, citizen_id: str, purpose: str, now: datetime, provisions: list[Provision]) -> list[Outgoing]:
         decision = self.decide(citizen_id, purpose, now, provisions)

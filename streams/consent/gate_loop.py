@@ -25,6 +25,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +52,7 @@ from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
 POSITIONS_KEY = b"__positions__"
-MAX_TRANSACTION = 5000  # outputs per transaction while catching up
+CATCH_UP_CITIZENS = 2000  # citizens evaluated, and their outputs committed, per transaction while catching up
 
 
 def policy_path(settings: Settings) -> Path:
@@ -77,6 +78,7 @@ class GateLoop(threading.Thread):
         self.active = False
         self.caught_up = False
         self.inputs_committed = 0  # inputs whose effects are committed (for benchmarks and status)
+        self.catch_up_s: float | None = None  # reading the inputs and publishing the first evaluation
         self.restarts = 0
         self.error: BaseException | None = None
         self._stopping = threading.Event()
@@ -96,7 +98,8 @@ class GateLoop(threading.Thread):
                 if self.settings.consent.pseudonym_key else None,
                 "citizens": len(core.cases) if core else 0, "released": len(core.released) if core else 0,
                 "consents": len(core.register.by_id) if core else 0, **(core.stats if core else {}),
-                "inputs_committed": self.inputs_committed, "restarts": self.restarts,
+                "inputs_committed": self.inputs_committed, "catch_up_s": self.catch_up_s,
+                "restarts": self.restarts,
                 "error": str(self.error) if self.error else None,
             }
 
@@ -174,14 +177,24 @@ class GateLoop(threading.Thread):
             with self.lock:
                 self.core = GateCore(policy, pseudonymiser_from(self.settings))
                 self.active, self.caught_up = True, False
+            started = time.monotonic()
             positions, dead = self._catch_up(consumer)
-            with self.lock:
-                out = dead + self.core.flush()
-            self._publish(producer, out, positions)
+            last_tick = datetime.now(UTC)  # consents starting or ending from here on are ticked
+            chunks = self.core.flush_chunks(CATCH_UP_CITIZENS)
+            while True:
+                with self.lock:
+                    out = next(chunks, None)
+                if out is None:
+                    break
+                self._publish(producer, out, None)
+            # The dead letters and the positions last, together: a gate stopped before this
+            # transaction reads these inputs again as new, and must not have dead-lettered them.
+            self._publish(producer, dead, positions)
+            self.catch_up_s = time.monotonic() - started
             self.caught_up = True
             log.info("consent gate caught up: %d citizens, %d releases out", len(self.core.cases),
                      len(self.core.released))
-            self._live(consumer, producer, positions)
+            self._live(consumer, producer, positions, last_tick)
         finally:
             self.active = False
             consumer.close()
@@ -235,13 +248,12 @@ class GateLoop(threading.Thread):
             dead.append(Outgoing(DEAD_LETTER_TOPIC, origin.encode(), core.serde.encode("DeadLetter", letter)))
             metrics.DEAD_LETTERS.labels("consent-gate", type(exc).__name__).inc()
 
-    def _live(self, consumer: Consumer, producer: Producer, positions: dict[str, int]) -> None:
+    def _live(self, consumer: Consumer, producer: Producer, positions: dict[str, int], last_tick: datetime) -> None:
         core = self.core
         assert core is not None
         md = consumer.list_topics(timeout=30)
         consumer.assign([TopicPartition(t, p, positions.get(f"{t}:{p}", OFFSET_BEGINNING))
                          for t in self._inputs() if t in md.topics for p in md.topics[t].partitions])
-        last_tick = datetime.now(UTC)
         last_policy_check = time.monotonic()
         while not self._stopping.is_set():
             if not self.is_leader():
@@ -261,12 +273,13 @@ class GateLoop(threading.Thread):
             dead: list[Outgoing] = []
             oldest: float | None = None
             with self.lock:
+                consumed: Counter[str] = Counter()
                 for msg in batch:
                     if msg.error():
                         if msg.error().code() == KafkaError._PARTITION_EOF:
                             continue
                         raise KafkaException(msg.error())
-                    metrics.EVENTS_IN.labels(msg.topic()).inc()
+                    consumed[msg.topic()] += 1
                     self._apply(msg, core, live=True, dead=dead)
                     positions[f"{msg.topic()}:{msg.partition()}"] = msg.offset() + 1
                     _kind, ts = msg.timestamp()
@@ -278,23 +291,29 @@ class GateLoop(threading.Thread):
                     last_tick = now
                 out = dead + core.flush()
                 metrics.GATE_CITIZENS.set(len(core.cases))
+            for topic, n in consumed.items():
+                metrics.EVENTS_IN.labels(topic).inc(n)
             if out or batch:
                 self._publish(producer, out, positions)
                 if oldest is not None:
                     metrics.GATE_LATENCY.observe(max(0.0, time.time() - oldest))
 
-    def _publish(self, producer: Producer, out: list[Outgoing], positions: dict[str, int]) -> None:
-        """Outputs plus positions, in transactions of at most MAX_TRANSACTION records."""
-        chunks = [out[i:i + MAX_TRANSACTION] for i in range(0, len(out), MAX_TRANSACTION)] or [[]]
-        for i, chunk in enumerate(chunks):
-            producer.begin_transaction()
-            for item in chunk:
-                produce(producer, item.topic, item.key, item.value)
-                if item.topic.startswith("caselink.cases."):
-                    metrics.GATE_OUTPUT.labels(item.topic.rsplit(".", 1)[1],
-                                               "release" if item.value is not None else "retract").inc()
-                metrics.EVENTS_OUT.labels(item.topic).inc()
-            if i == len(chunks) - 1:
-                produce(producer, GATE_RELEASED_TOPIC, POSITIONS_KEY, json.dumps(positions).encode())
-            producer.commit_transaction(60)
-        self.inputs_committed = sum(positions.values())
+    def _publish(self, producer: Producer, out: list[Outgoing], positions: dict[str, int] | None) -> None:
+        """Outputs, and the positions they account for (None: not yet), in one transaction."""
+        produced: Counter[str] = Counter()
+        views: Counter[tuple[str, str]] = Counter()
+        producer.begin_transaction()
+        for item in out:
+            produce(producer, item.topic, item.key, item.value)
+            produced[item.topic] += 1
+            if item.topic.startswith("caselink.cases."):
+                views[(item.topic.rsplit(".", 1)[1], "release" if item.value is not None else "retract")] += 1
+        if positions is not None:
+            produce(producer, GATE_RELEASED_TOPIC, POSITIONS_KEY, json.dumps(positions).encode())
+        producer.commit_transaction(60)
+        for topic, n in produced.items():
+            metrics.EVENTS_OUT.labels(topic).inc(n)
+        for labels, n in views.items():
+            metrics.GATE_OUTPUT.labels(*labels).inc(n)
+        if positions is not None:
+            self.inputs_committed = sum(positions.values())
