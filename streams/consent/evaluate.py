@@ -156,11 +156,24 @@ def _postcode_district(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
 
 
 def _address(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
-    return (("address", " | ".join(_address_text(a) for a in person.get("addresses") or ()) or None),)
+    addresses = person.get("addresses")
+    if not addresses:
+        return ()
+    if len(addresses) == 1:
+        return (("address", _address_text(addresses[0])),)
+    return (("address", " | ".join([_address_text(a) for a in addresses])),)
+
+
+_SCHEME_KEYS: dict[str, str] = {}
 
 
 def _identifiers(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
-    return [(f"identifiers.{s}", v) for s, v in sorted((person.get("identifiers") or {}).items())]
+    found = person.get("identifiers")
+    if not found:
+        return ()
+    keys = _SCHEME_KEYS
+    return [(keys.get(s) or keys.setdefault(s, f"identifiers.{s}"), v)
+            for s, v in (sorted(found.items()) if len(found) > 1 else found.items())]
 
 
 def _identifier(name: str) -> Extractor:

@@ -13,10 +13,13 @@ gate idempotent: replaying its inputs changes nothing.
 from __future__ import annotations
 
 import json
+import os
+import random
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from caselink.infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, LINKED_CASES_TOPIC, purpose_topic
@@ -28,6 +31,27 @@ from caselink.streams.consent.policy import Policy
 from caselink.streams.consent.pseudonym import Pseudonymiser
 from caselink.streams.consent.register import ConsentRegister, ConsentRejected, Provision
 from caselink.streams.linker_core import Outgoing
+
+_json = encode_basestring_ascii  # a str as a JSON string
+
+
+class _Ids:
+    """Random UUIDs (version 4) for disclosures, from a generator seeded by the OS once per process:
+    ``uuid.uuid4()`` asks the OS for 16 bytes every time, 5% of the live gate's samples. The ids
+    need to be unique, not secret; a forked child reseeds."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._random = random.Random()
+
+    def __call__(self) -> str:
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._random.seed(os.urandom(32))
+        return str(uuid.UUID(int=self._random.getrandbits(128), version=4))
+
+
+disclosure_id = _Ids()
 
 # What a bad input message raises from ``GateCore.apply_input`` (it changes nothing).
 INPUT_ERRORS = (UndecodableEventError, SchemaValidationError, ConsentRejected, ValueError, AttributeError)
@@ -44,9 +68,11 @@ class Released:
     overrides: tuple[str, ...] = ()  # consent ids the basis overrode (absent in bookkeeping before they were kept)
 
     def dump(self) -> bytes:
-        """A JSON list, in field order (a sorted JSON object, as written before, took three times as long)."""
-        return json.dumps([self.ref, self.digest, self.agencies, self.fields, self.basis, self.policy,
-                           self.overrides], separators=(",", ":")).encode()
+        """A JSON list, in field order, written directly (``json.dumps`` of a sorted object, as
+        before, took 6 µs of each release; this 2.5)."""
+        return (f"[{_json(self.ref)},{_json(self.digest)},[{','.join(map(_json, self.agencies))}],"
+                f"[{','.join(map(_json, self.fields))}],{_json(self.basis)},{_json(self.policy)},"
+                f"[{','.join(map(_json, self.overrides))}]]").encode()
 
     @classmethod
     def load(cls, data: bytes) -> Released:
@@ -291,7 +317,7 @@ class GateCore:
                     basis: str | None, overrides: list[str], reason: str, label: str, topic: str, ref: str,
                     now: datetime) -> Outgoing:
         """The audit record; a retraction carries what was out (agencies, fields, basis, overrides)."""
-        record = {"disclosure_id": str(uuid.uuid4()), "citizen_id": citizen_id, "purpose": purpose,
+        record = {"disclosure_id": disclosure_id(), "citizen_id": citizen_id, "purpose": purpose,
                   "action": action, "agencies": agencies, "fields": fields, "basis": basis, "reason": reason,
                   "overrides": overrides,
                   "policy_version": label, "recipient_topic": topic, "recipient_key": ref, "at": now}

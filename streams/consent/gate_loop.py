@@ -79,6 +79,7 @@ class GateLoop(threading.Thread):
         self.caught_up = False
         self.inputs_committed = 0  # inputs whose effects are committed (for benchmarks and status)
         self.catch_up_s: float | None = None  # reading the inputs and publishing the first evaluation
+        self.positions_committed: dict[str, int] = {}  # "topic:partition" -> next offset, committed
         self.restarts = 0
         self.error: BaseException | None = None
         self._stopping = threading.Event()
@@ -98,7 +99,8 @@ class GateLoop(threading.Thread):
                 if self.settings.consent.pseudonym_key else None,
                 "citizens": len(core.cases) if core else 0, "released": len(core.released) if core else 0,
                 "consents": len(core.register.by_id) if core else 0, **(core.stats if core else {}),
-                "inputs_committed": self.inputs_committed, "catch_up_s": self.catch_up_s,
+                "inputs_committed": self.inputs_committed, "positions": self.positions_committed,
+                "catch_up_s": self.catch_up_s,
                 "restarts": self.restarts,
                 "error": str(self.error) if self.error else None,
             }
@@ -166,6 +168,7 @@ class GateLoop(threading.Thread):
         app = self.settings.worker.app_id
         producer = Producer(client_config(self.settings, **{
             "transactional.id": f"{app}-gate", "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+            "compression.type": "lz4", "batch.num.messages": 10000,
             "transaction.timeout.ms": 60000,
         }))
         producer.init_transactions(60)
@@ -317,3 +320,4 @@ class GateLoop(threading.Thread):
             metrics.GATE_OUTPUT.labels(*labels).inc(n)
         if positions is not None:
             self.inputs_committed = sum(positions.values())
+            self.positions_committed = dict(positions)

@@ -158,3 +158,22 @@ def test_an_undecodable_case_changes_nothing() -> None:
         core.apply_linked_case("C1", b"\xc3\x01 damaged")
     assert (core.cases, core.subjects, core.owners) == (cases, subjects, owners)
     assert core.flush() == []
+
+
+def test_disclosure_ids_are_distinct_uuid4s_also_in_a_forked_child() -> None:
+    import os
+    import uuid
+
+    from caselink.streams.consent.gate_core import disclosure_id
+
+    ids = {disclosure_id() for _ in range(10000)}
+    assert len(ids) == 10000 and all(uuid.UUID(i).version == 4 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one id down the pipe, then out without running pytest's teardown
+        os.write(write, disclosure_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    assert child and child != disclosure_id() and child not in ids
