@@ -30,6 +30,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,37 @@ def pseudonymiser_from(settings: Settings) -> Pseudonymiser | None:
     if key is None:
         return None
     return Pseudonymiser(key.get_secret_value().encode(), settings.consent.pseudonym_key_id)
+
+
+class Committer:
+    """Commits a transaction in a helper thread while the gate reads and evaluates the next batch.
+
+    ``commit_transaction`` waits for the broker to write the transaction's markers; py-spy showed
+    the live gate idle there for 7-8% of its time. The next transaction begins only after the
+    previous one is committed (``wait``), so outputs still reach the topics in batch order and at
+    most one transaction is open; a failed commit raises from ``wait``, and the gate restarts from
+    its bookkeeping as after any Kafka error (the batch evaluated meanwhile is discarded with the
+    rest of its in-memory state).
+    """
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+        self._pending: tuple[Future[None], Callable[[], None]] | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="caselink-gate-commit")
+
+    def commit(self, committed: Callable[[], None]) -> None:
+        assert self._pending is None, "wait() for the previous transaction first"
+        self._pending = (self._pool.submit(self.producer.commit_transaction, 60), committed)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            future, committed = self._pending
+            self._pending = None
+            future.result()
+            committed()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 class GateLoop(threading.Thread):
@@ -262,12 +294,23 @@ class GateLoop(threading.Thread):
             metrics.DEAD_LETTERS.labels("consent-gate", type(exc).__name__).inc()
 
     def _live(self, consumer: Consumer, producer: Producer, positions: dict[str, int], last_tick: datetime) -> None:
-        core = self.core
-        assert core is not None
         md = consumer.list_topics(timeout=30)
         consumer.assign([TopicPartition(t, p, positions.get(f"{t}:{p}", OFFSET_BEGINNING))
                          for t in self._inputs() if t in md.topics for p in md.topics[t].partitions])
         last_policy_check = time.monotonic()
+        committer = Committer(producer)
+        try:
+            self._live_batches(consumer, producer, committer, positions, last_tick, last_policy_check)
+        finally:
+            try:
+                committer.wait()  # the last transaction committed (or its failure raised) before anything else
+            finally:
+                committer.close()
+
+    def _live_batches(self, consumer: Consumer, producer: Producer, committer: Committer, positions: dict[str, int],
+                      last_tick: datetime, last_policy_check: float) -> None:
+        core = self.core
+        assert core is not None
         while not self._stopping.is_set():
             if not self.is_leader():
                 log.info("consent gate: this worker no longer leads; standing down")
@@ -283,6 +326,8 @@ class GateLoop(threading.Thread):
                         core.set_policy(policy)
                     log.info("consent gate: policy %s loaded", policy.label)
             batch = drain(consumer, 2000, wait_s=0.05)
+            if not batch:
+                committer.wait()  # nothing new: record the last transaction as committed now, not at the next batch
             dead: list[Outgoing] = []
             oldest: float | None = None
             with self.lock:
@@ -307,12 +352,20 @@ class GateLoop(threading.Thread):
             for topic, n in consumed.items():
                 metrics.EVENTS_IN.labels(topic).inc(n)
             if out or batch:
-                self._publish(producer, out, positions)
+                committer.wait()  # one transaction open at a time, in order
+                committer.commit(self._send(producer, out, positions))
                 if oldest is not None:
                     metrics.GATE_LATENCY.observe(max(0.0, time.time() - oldest))
 
     def _publish(self, producer: Producer, out: list[Outgoing], positions: dict[str, int] | None) -> None:
         """Outputs, and the positions they account for (None: not yet), in one transaction."""
+        committed = self._send(producer, out, positions)
+        producer.commit_transaction(60)
+        committed()
+
+    def _send(self, producer: Producer, out: list[Outgoing],
+              positions: dict[str, int] | None) -> Callable[[], None]:
+        """Begin a transaction and produce into it; what to record once it is committed."""
         produced: Counter[str] = Counter()
         views: Counter[tuple[str, str]] = Counter()
         producer.begin_transaction()
@@ -322,17 +375,21 @@ class GateLoop(threading.Thread):
             if item.topic.startswith("caselink.cases."):
                 views[(item.topic.rsplit(".", 1)[1], "release" if item.value is not None else "retract")] += 1
         if positions is not None:
+            positions = dict(positions)  # as of this transaction: the caller goes on reading
             produce(producer, GATE_RELEASED_TOPIC, POSITIONS_KEY, json.dumps(positions).encode())
         if views and self.settings.consent.test_pause_before_commit is not None:
             self._pause_inside_transaction(producer, self.settings.consent.test_pause_before_commit)
-        producer.commit_transaction(60)
-        for topic, n in produced.items():
-            metrics.EVENTS_OUT.labels(topic).inc(n)
-        for labels, n in views.items():
-            metrics.GATE_OUTPUT.labels(*labels).inc(n)
-        if positions is not None:
-            self.inputs_committed = sum(positions.values())
-            self.positions_committed = dict(positions)
+
+        def committed() -> None:
+            for topic, n in produced.items():
+                metrics.EVENTS_OUT.labels(topic).inc(n)
+            for labels, n in views.items():
+                metrics.GATE_OUTPUT.labels(*labels).inc(n)
+            if positions is not None:
+                self.inputs_committed = sum(positions.values())
+                self.positions_committed = positions
+
+        return committed
 
     def _pause_inside_transaction(self, producer: Producer, marker: Path) -> None:
         """The test hook ``consent.test_pause_before_commit``: the open transaction's records reach

@@ -99,6 +99,7 @@ def test_gate_releases_retracts_audits_and_survives_restart(pipeline_settings: S
         ])
         research = wait_for(lambda: latest(settings, "research"))
         (ref, view), = research.items()
+
         assert ref.startswith("k1.") and view["pseudonymised"] and "Amelia" not in str(view)
 
         letters = wait_for(lambda: [serde.decode(m.value())[1] for m in read_to_end(settings, [DEAD_LETTER_TOPIC])
@@ -111,6 +112,10 @@ def test_gate_releases_retracts_audits_and_survives_restart(pipeline_settings: S
         publish(settings, [(CONSENT_EVENTS_TOPIC, b"C1", serde.encode("ConsentEvent", {
             **permit, "status": "WITHDRAWN", "recorded_at": permit["recorded_at"].replace(year=2027)}))])
         wait_for(lambda: latest(settings, "research") == {ref: None})
+        # Idle again, the gate records its last batch as committed: that commit runs beside the next
+        # batch's evaluation, and with no next batch it must still be recorded (4 consent messages).
+        wait_for(lambda: sum(v for k, v in gate.positions_committed.items()
+                             if k.startswith(f"{CONSENT_EVENTS_TOPIC}:")) == 4, 10)
         assert [(a["action"], a["purpose"]) for a in audit(settings) if a["purpose"] == "research"] == [
             ("RELEASE", "research"), ("RETRACT", "research")]
     finally:
