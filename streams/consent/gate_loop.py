@@ -223,16 +223,7 @@ class GateLoop(threading.Thread):
             started = time.monotonic()
             positions, dead = self._catch_up(consumer)
             last_tick = datetime.now(UTC)  # consents starting or ending from here on are ticked
-            chunks = self.core.flush_chunks(CATCH_UP_CITIZENS)
-            while True:
-                with self.lock:
-                    out = next(chunks, None)
-                if out is None:
-                    break
-                self._publish(producer, out, None)
-            # The dead letters and the positions last, together: a gate stopped before this
-            # transaction reads these inputs again as new, and must not have dead-lettered them.
-            self._publish(producer, dead, positions)
+            self._first_evaluation(producer, dead, positions)
             self.catch_up_s = time.monotonic() - started
             if self.freeze_state:
                 gc.freeze()
@@ -244,6 +235,28 @@ class GateLoop(threading.Thread):
             self.active = False
             consumer.close()
             producer.flush(10)
+
+    def _first_evaluation(self, producer: Producer, dead: list[Outgoing], positions: dict[str, int]) -> None:
+        """Evaluate everyone and commit the differences, CATCH_UP_CITIZENS citizens per transaction,
+        each committed while the next chunk is evaluated."""
+        assert self.core is not None
+        chunks = self.core.flush_chunks(CATCH_UP_CITIZENS)
+        committer = Committer(producer)
+        try:
+            while True:
+                with self.lock:
+                    out = next(chunks, None)
+                if out is None:
+                    break
+                committer.wait()
+                committer.commit(self._send(producer, out, None))
+            # The dead letters and the positions last, together: a gate stopped before this
+            # transaction reads these inputs again as new, and must not have dead-lettered them.
+            committer.wait()
+            committer.commit(self._send(producer, dead, positions))
+            committer.wait()
+        finally:
+            committer.close()
 
     def _ensure_purpose_topics(self, policy: Policy) -> None:
         k = self.settings.kafka
@@ -357,15 +370,10 @@ class GateLoop(threading.Thread):
                 if oldest is not None:
                     metrics.GATE_LATENCY.observe(max(0.0, time.time() - oldest))
 
-    def _publish(self, producer: Producer, out: list[Outgoing], positions: dict[str, int] | None) -> None:
-        """Outputs, and the positions they account for (None: not yet), in one transaction."""
-        committed = self._send(producer, out, positions)
-        producer.commit_transaction(60)
-        committed()
-
     def _send(self, producer: Producer, out: list[Outgoing],
               positions: dict[str, int] | None) -> Callable[[], None]:
-        """Begin a transaction and produce into it; what to record once it is committed."""
+        """Begin a transaction and produce into it the outputs and the input positions they account
+        for (None: not yet); returns what to record once it is committed."""
         produced: Counter[str] = Counter()
         views: Counter[tuple[str, str]] = Counter()
         producer.begin_transaction()
