@@ -34,7 +34,7 @@ from typing import Any
 
 from common import local_broker, percentile, save
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
-from pipeline_throughput import _cpu_seconds, broker_cpu, encode_events
+from pipeline_throughput import _cpu_seconds, broker_cpu, encode_events, worker_cpu
 from pipeline_throughput import publish as publish_events
 
 KEY = "benchmark-key-0123456789abcdef"
@@ -98,14 +98,19 @@ def linker_baseline(n: int) -> dict[str, Any]:
         try:
             wait_for_worker(worker, 0, timeout=120)  # started, before the clock
             out["load_before"] = load()
+            cpu_before = {**worker_cpu(worker.proc.pid), "broker": broker_cpu(directory)}
             publish_events(settings.kafka.bootstrap_servers, bursts[0])
             wait_for_worker(worker, n, timeout=900)
             wait_until_quiet(settings, [LINKED_CASES_TOPIC])
+            cpu = {k: v - cpu_before[k] for k, v in {**worker_cpu(worker.proc.pid),
+                                                      "broker": broker_cpu(directory)}.items()}
             stamps = sorted(m.timestamp()[1] / 1000 for m in read_to_end(settings, [LINK_DECISIONS_TOPIC]))
             out["events_per_s"] = round(len(stamps) / max(stamps[-1] - stamps[0], 1e-9))
+            out["cpu_us_per_event"] = {k: round(v / n * 1e6) for k, v in cpu.items()}
             cases = sum(1 for _ in read_to_end(settings, [LINKED_CASES_TOPIC]))
             print(f"  linker alone: {out['events_per_s']:,} events/s first to last link decision "
-                  f"({cases:,} linked-case messages)", flush=True)
+                  f"({cases:,} linked-case messages); CPU per event: " + ", ".join(
+                      f"{k} {v} µs" for k, v in out["cpu_us_per_event"].items()), flush=True)
 
             started = time.perf_counter()
             gate = start_gate(settings, app_id="bench-chain")
