@@ -8,8 +8,10 @@ Why this shape:
   has not noticed it lost that role, so two gates never write at once;
 * **atomic release and audit**: each batch's purpose-topic records, their ``caselink.disclosures``
   audit records and the gate's own bookkeeping (``caselink.gate-released``, including how far it
-  has read each input) are committed in one Kafka transaction, so the audit matches the releases
-  one to one even across kill -9;
+  has read each input) are committed in one Kafka transaction (catching up: one per 2,000
+  citizens), so the audit matches the releases one to one even across kill -9, inside an open
+  transaction too; a transaction commits while the next batch is evaluated, and the next one
+  begins only once it is committed;
 * **recovery by replay**: on start it reads its bookkeeping, then replays the compacted linked
   cases and the consent topics; inputs below the recorded positions only rebuild state, and the
   first evaluation publishes only what differs from what is already out (nothing, after a clean
