@@ -135,27 +135,53 @@ class GateCore:
         if value is not None:
             _, case = self.serde.decode(value, expect="LinkedCase", topic=topic, partition=partition, offset=offset)
         before = self.cases.pop(citizen_id, None)
-        old = self.subjects.pop(citizen_id, set())
+        old = self.subjects.get(citizen_id, set())
         purposes = affected_purposes(before, case, self.read_by) if self.policy else None
-        subjects: set[str] = set()
-        if case is not None:
+        grew = False
+        if case is None:
+            self._set_subjects(citizen_id, set())
+        else:
             self.cases[citizen_id] = case
             for retired in case["merged_from"]:
                 self.merged_into[retired] = citizen_id
-                self.absorbed.setdefault(citizen_id, set()).add(retired)
+                absorbed = self.absorbed.setdefault(citizen_id, set())
+                grew = grew or retired not in absorbed
+                absorbed.add(retired)
             # Same records, identifiers and merges (purposes not None): the same subjects as before.
-            subjects = old if purposes is not None else subjects_of(case, self.ancestry(citizen_id))
-            self.subjects[citizen_id] = subjects
-        if subjects != old:  # usually equal: a record's details changed, not which records or identifiers
-            for subject in old - subjects:
-                holders = self.owners.get(subject)
-                if holders is not None:
-                    holders.discard(citizen_id)
-                    if not holders:
-                        del self.owners[subject]
-            for subject in subjects - old:
-                self.owners.setdefault(subject, set()).add(citizen_id)
+            self._set_subjects(citizen_id, old if purposes is not None else
+                               subjects_of(case, self.ancestry(citizen_id)))
         self.mark(citizen_id, purposes)
+        if grew:
+            self._ancestry_grew(citizen_id)
+
+    def _set_subjects(self, citizen_id: str, subjects: set[str]) -> None:
+        old = self.subjects.pop(citizen_id, set())
+        if subjects:
+            self.subjects[citizen_id] = subjects
+        if subjects == old:  # usually: a record's details changed, not which records or identifiers
+            return
+        for subject in old - subjects:
+            holders = self.owners.get(subject)
+            if holders is not None:
+                holders.discard(citizen_id)
+                if not holders:
+                    del self.owners[subject]
+        for subject in subjects - old:
+            self.owners.setdefault(subject, set()).add(citizen_id)
+
+    def _ancestry_grew(self, citizen_id: str) -> None:
+        """``citizen_id`` absorbed ids it had not before. Citizens it was itself merged into (read
+        earlier: the linked cases' partitions replay in no particular order relative to each other)
+        inherit those ids too, with the consents recorded about them."""
+        seen = {citizen_id}
+        survivor = self.merged_into.get(citizen_id)
+        while survivor is not None and survivor not in seen:
+            seen.add(survivor)
+            case = self.cases.get(survivor)
+            if case is not None:
+                self._set_subjects(survivor, subjects_of(case, self.ancestry(survivor)))
+                self.mark(survivor)
+            survivor = self.merged_into.get(survivor)
 
     def apply_input(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
                     offset: int | None = None) -> None:

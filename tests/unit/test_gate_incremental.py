@@ -177,3 +177,28 @@ def test_disclosure_ids_are_distinct_uuid4s_also_in_a_forked_child() -> None:
     os.waitpid(pid, 0)
     child = os.read(read, 100).decode()
     assert child and child != disclosure_id() and child not in ids
+
+
+def test_consent_about_an_id_retired_twice_follows_whatever_order_the_partitions_replay_in() -> None:
+    """C3 merged into C2, then C2 into C1. The three cases live in different partitions, so a gate
+    catching up may read C1's case before C2's: the consent about C3 must still reach C1."""
+    for order in (["C2", "C2-gone", "C1"], ["C1", "C2", "C2-gone"], ["C2", "C1", "C2-gone"]):
+        core = GateCore(policy(), pseudonymiser(), clock=lambda: T0 + timedelta(days=1))
+        core.apply_consent({**_objection("C3"), "consent_id": f"obj-{order[0]}"})
+        inputs = {
+            "C2": ("C2", encode_case(linked_case("C2", [member("health", "H2", nhs=None)], ["C3"]))),
+            "C2-gone": ("C2", None),
+            "C1": ("C1", encode_case(linked_case("C1", [member("health", "H1", nhs=None),
+                                                        member("health", "H2", nhs=None)], ["C2"]))),
+        }
+        for step in order:
+            core.apply_linked_case(*inputs[step])
+        core.flush()
+        assert ("direct_care", "C1") not in core.released, order  # the objection about C3 reached C1
+        assert ("direct_care", "C2") not in core.released, order
+
+
+def _objection(citizen_id: str) -> dict[str, Any]:
+    from tests.consent_fixtures import consent
+
+    return consent("CITIZEN", citizen_id=citizen_id, purpose="*", decision="DENY")
