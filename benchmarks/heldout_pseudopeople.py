@@ -316,7 +316,7 @@ def print_summary(s: dict[str, Any]) -> None:
 def _mapping_loader() -> tuple[Any, Any]:
     sys.path.insert(0, str(ROOT))
     try:
-        from connectors.mapping import RowError, load_mapping
+        from caselink.connectors.mapping import RowError, load_mapping
     except ImportError as old_layout:  # the tree is moving to caselink.connectors
         try:
             from caselink.connectors.mapping import RowError, load_mapping  # type: ignore[no-redef]

@@ -71,6 +71,19 @@ def _date(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _decision(permit: bool | None, opt_out: bool, fields: str) -> bool:
+    """PERMIT (True) or DENY, from flags that must agree: nothing is guessed or quietly dropped."""
+    if opt_out and permit:
+        fail("--national-opt-out is a refusal: it cannot be recorded with --permit")
+    if opt_out and fields:
+        fail("a national opt-out is always whole: it cannot name --fields (record an objection with --deny "
+             "--fields instead)")
+    if permit is None and not opt_out:
+        fail("say whether this is consent (--permit), an objection (--deny) or a national opt-out "
+             "(--national-opt-out)")
+    return bool(permit) and not opt_out
+
+
 @consent_app.command("record")
 def consent_record(
     purpose: Annotated[str, typer.Option(help="a purpose of the policy, or * for all")],
@@ -78,7 +91,8 @@ def consent_record(
     citizen: Annotated[str | None, typer.Option(help="subject: a citizen id")] = None,
     record: Annotated[str | None, typer.Option(help="subject: agency:record_id")] = None,
     identifier: Annotated[str | None, typer.Option(help="subject: scheme:value, e.g. nhs_number:9434765919")] = None,
-    permit: Annotated[bool, typer.Option("--permit/--deny", help="consent, or an objection")] = True,
+    permit: Annotated[bool | None, typer.Option(
+        "--permit/--deny", help="consent, or an objection: one of the two, or --national-opt-out")] = None,
     opt_out: Annotated[bool, typer.Option("--national-opt-out", help="a national data opt-out (a deny)")] = False,
     agencies: Annotated[str, typer.Option(help="comma-separated agencies it covers (default all)")] = "",
     fields: Annotated[str, typer.Option(help="comma-separated fields it covers (default all)")] = "",
@@ -95,9 +109,10 @@ def consent_record(
     from caselink.streams.consent.policy import PolicyError, load_policy
     from caselink.streams.consent.register import validate_consent
 
+    decision = _decision(permit, opt_out, fields)
     try:
         event = consent_event(
-            subject_from(citizen, record, identifier), purpose, permit and not opt_out, by, consent_id=consent_id,
+            subject_from(citizen, record, identifier), purpose, decision, by, consent_id=consent_id,
             national_opt_out=opt_out, basis=basis, agencies=[a for a in agencies.split(",") if a],
             fields=[f for f in fields.split(",") if f], valid_from=_date(valid_from), valid_to=_date(valid_to))
         problems = validate_consent(event, load_policy(policy_path(get_settings())))

@@ -114,20 +114,28 @@ def gate_killed_mid_transaction(settings: Settings, citizens: int = 6000) -> dic
         producer.produce(LINKED_CASES_TOPIC, value, key=cid.encode())
     assert producer.flush(60) == 0
 
-    # A backlog, so the gate publishes it in transactions of up to 5,000 records one after another.
-    gates = [start_gate(settings, app_id="gate-fault") for _ in range(2)]
+    # A backlog, which the gate publishes in transactions of whole citizens one after another. The
+    # gate that will be killed stops itself inside its first open transaction (the test hook
+    # consent.test_pause_before_commit), so the kill lands there every time, not by luck of timing.
+    marker = Path(tempfile.mkdtemp(prefix="caselink-gate-pause-")) / "paused"
+    os.environ["CASELINK_CONSENT__TEST_PAUSE_BEFORE_COMMIT"] = str(marker)
     try:
+        active = start_gate(settings, app_id="gate-fault")
+    finally:
+        os.environ.pop("CASELINK_CONSENT__TEST_PAUSE_BEFORE_COMMIT", None)
+    gates = [active]
+    try:
+        wait_for(lambda: http_json(active.port, "/health").get("role") == "active" or marker.exists(), 120)
+        standby = start_gate(settings, app_id="gate-fault")
+        gates.append(standby)
+        wait_for(marker.exists, 180)
         ends = _Ends(settings, purpose_topics)
         try:
-            # Kill the active gate while a transaction is open: records written that a read_committed
-            # reader does not see yet (transactions of 5,000 records follow one another here).
-            in_flight = wait_for(lambda: max(ends.open_records(), 0), 180, pause=0.0)
-            active = next(g for g in gates if http_json(g.port, "/health").get("role") == "active")
-            standby = next(g for g in gates if g is not active)
-            active.proc.send_signal(signal.SIGKILL)
-            killed_at = time.monotonic()
+            in_flight = wait_for(lambda: max(ends.open_records(), 0), 30)
         finally:
             ends.close()
+        active.proc.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
         active.proc.wait()
         wait_for(lambda: (h := http_json(standby.port, "/health")).get("role") == "active" and h.get("caught_up"),
                  120, pause=0.1)

@@ -69,7 +69,8 @@ def sample(name: str) -> dict[str, Any]:
         "Disclosure": {
             "disclosure_id": "x-1", "citizen_id": "C1", "purpose": "research", "action": "RETRACT",
             "agencies": ["health"], "fields": ["sex"], "basis": "consent", "reason": "consent withdrawn",
-            "policy_version": "p1", "recipient_topic": "caselink.cases.research", "recipient_key": "k1.abc", "at": NOW,
+            "overrides": ["obj-1"], "policy_version": "p1", "recipient_topic": "caselink.cases.research",
+            "recipient_key": "k1.abc", "at": NOW,
         },
         "DeadLetter": {
             "origin": "agency.health.person-events[0]@17", "origin_topic": "agency.health.person-events",

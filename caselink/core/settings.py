@@ -154,6 +154,10 @@ class ConsentSettings(BaseModel):
     in_worker: bool = False  # run the gate inside `caselink worker` instead of `caselink gate` (small setups)
     web_port: int = 6067  # `caselink gate` serves /health and /metrics here
     policy_poll_s: float = 1.0
+    # Tests only: before committing its first transaction that releases or retracts a view, the gate
+    # sends what it produced to the broker, writes its pid to this file and stops itself (SIGSTOP),
+    # so a test can look at the open transaction and kill the gate inside it.
+    test_pause_before_commit: Path | None = None
 
 
 class WebToken(BaseModel):

@@ -7,12 +7,20 @@ Rules (fail closed; see docs/policy-language.md):
   records, its match weight reaches the purpose's minimum;
 * consents that apply to a citizen are those about its id or any id merged into it, about any of
   its records, or about any identifier its records carry; each is scoped by purpose and agency;
+* a refusal (DENY, with or without fields, or a national opt-out) covers every record of the
+  citizen it resolves to; a PERMIT about a record or an identifier covers only that record, or the
+  records carrying that identifier (a permission does not travel across a probabilistic link to
+  data nobody asked the person about); a PERMIT about the citizen covers all of its records;
 * where consent is required, a member needs an active PERMIT; a DENY (objection) without fields
   removes the member, a DENY with fields removes those fields; where national opt-outs apply, an
   opt-out removes the member;
-* a purpose with ``statutory_override`` releases despite a refusal and says so in its basis;
-* fields are the purpose's fields, narrowed by permits that name fields, less denied fields;
-  cases above the purpose's maximum sensitivity never flow.
+* a purpose with ``statutory_override`` releases despite every refusal, field-scoped ones
+  included, and names each one it overrode in the basis (and the Disclosure);
+* fields are the purpose's fields, narrowed by permits that name fields, less denied fields; a
+  field a consent names covers the fields derived from it (``identifiers`` every
+  ``identifiers.<scheme>``, ``date_of_birth`` ``year_of_birth``, ``address`` ``postcode`` and
+  ``postcode_district``, ``postcode`` ``postcode_district``); cases above the purpose's maximum
+  sensitivity never flow.
 """
 
 from __future__ import annotations
@@ -22,10 +30,11 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from caselink.linkage.standardise import standardise_postcode
-from caselink.streams.consent.policy import Policy, Purpose
+from caselink.streams.consent.policy import SENSITIVITY_ORDER, Policy, Purpose, covers_field
 from caselink.streams.consent.pseudonym import Pseudonymiser
 from caselink.streams.consent.register import Provision, identifier_value
 
@@ -50,8 +59,10 @@ class View:
                 "pseudonymised": self.pseudonymised, "key_id": self.key_id, "members": self.members,
                 "policy_version": policy_label, "released_at": released_at}
 
-    @property
-    def digest(self) -> str:
+    def legacy_digest(self) -> str:
+        """The digest bookkeeping written before views were digested from their Avro bytes
+        (``gated_codec``) recorded: compared only with such bookkeeping, so that an upgrade does
+        not release every view again."""
         body = json.dumps([self.citizen_ref, self.basis, self.key_id, self.members], sort_keys=True, default=str)
         return hashlib.sha256(body.encode()).hexdigest()[:20]
 
@@ -63,133 +74,268 @@ class Refusal:
     reason: str
 
 
+def member_subjects(member: dict[str, Any]) -> set[str]:
+    """The subject keys that name this record: the record itself and each identifier it carries."""
+    subjects = {f"record:{member['agency']}:{member['source_record_id']}"}
+    for scheme, value in ((member.get("person") or {}).get("identifiers") or {}).items():
+        if value:
+            subjects.add(f"identifier:{scheme}:{identifier_value(value)}")
+    return subjects
+
+
 def subjects_of(case: dict[str, Any], ancestry: Iterable[str]) -> set[str]:
     """Every subject key under which consent about this citizen may have been recorded."""
     subjects = {f"citizen:{case['citizen_id']}", *(f"citizen:{a}" for a in ancestry)}
     for m in case["members"]:
-        subjects.add(f"record:{m['agency']}:{m['source_record_id']}")
-        for scheme, value in ((m.get("person") or {}).get("identifiers") or {}).items():
-            if value:
-                subjects.add(f"identifier:{scheme}:{identifier_value(value)}")
+        subjects |= member_subjects(m)
     return subjects
 
 
+def refusal_kind(provision: Provision) -> str:
+    if provision.national_opt_out:
+        return "national opt-out"
+    if provision.fields:
+        return f"objection to {', '.join(sorted(provision.fields))}"
+    return "objection"
+
+
+def compose_basis(legal_basis: str, consent_required: bool, overridden: dict[str, str]) -> str:
+    """The release's basis: the policy's text, explicit consent where required, and every refusal
+    a statutory basis overrode (``consent id -> kind``). Phrases are separated by ``; `` and none
+    is repeated, whatever the policy text already says."""
+    phrases = [p.strip() for p in legal_basis.split(";") if p.strip()]
+    if consent_required:
+        phrases.append("explicit consent")
+    if overridden:
+        named = ", ".join(f"{cid} ({kind})" for cid, kind in sorted(overridden.items()))
+        phrases.append(f"statutory basis overrides recorded refusals: {named}")
+    seen: dict[str, str] = {}
+    for phrase in phrases:
+        seen.setdefault(phrase.casefold(), phrase)
+    return "; ".join(seen.values())
+
+
+# ---------------------------------------------------------------------------- projection
+# What each policy field takes from a record's person, as (key, value) pairs; empty values are
+# dropped by the caller. One function per field, chosen once per purpose (``PurposeRules``):
+# interpreting the field name on every record was a fifth of an evaluation.
+Extractor = Callable[[dict[str, Any]], Iterable[tuple[str, Any]]]
+
+
+def _plain(name: str) -> Extractor:
+    return lambda person: ((name, person.get(name)),)
+
+
+def _joined(name: str) -> Extractor:
+    return lambda person: ((name, ", ".join(person.get(name) or ())),)
+
+
+def _first_address(person: dict[str, Any]) -> dict[str, Any]:
+    addresses = person.get("addresses")
+    return addresses[0] if addresses else {}
+
+
+@lru_cache(maxsize=65536)
+def _district(postcode: str) -> str | None:
+    standard = standardise_postcode(postcode)
+    return standard.district if standard else None
+
+
+def _year_of_birth(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    dob = person.get("date_of_birth")
+    return (("year_of_birth", dob[:4] if dob and len(dob) >= 4 else None),)
+
+
+def _postcode(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    return (("postcode", _first_address(person).get("postcode")),)
+
+
+def _postcode_district(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    postcode = _first_address(person).get("postcode")
+    return (("postcode_district", _district(postcode) if postcode else None),)
+
+
+def _address(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    addresses = person.get("addresses")
+    if not addresses:
+        return ()
+    if len(addresses) == 1:
+        return (("address", _address_text(addresses[0])),)
+    return (("address", " | ".join([_address_text(a) for a in addresses])),)
+
+
+_SCHEME_KEYS: dict[str, str] = {}
+
+
+def _identifiers(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    found = person.get("identifiers")
+    if not found:
+        return ()
+    keys = _SCHEME_KEYS
+    return [(keys.get(s) or keys.setdefault(s, f"identifiers.{s}"), v)
+            for s, v in (sorted(found.items()) if len(found) > 1 else found.items())]
+
+
+def _identifier(name: str) -> Extractor:
+    scheme = name.split(".", 1)[1]
+    return lambda person: ((name, (person.get("identifiers") or {}).get(scheme)),)
+
+
+def _extractor(name: str) -> Extractor | None:
+    match name:
+        case "given_names" | "family_name" | "date_of_birth" | "sex":
+            return _plain(name)
+        case "other_names" | "phones" | "emails":
+            return _joined(name)
+        case "year_of_birth":
+            return _year_of_birth
+        case "postcode":
+            return _postcode
+        case "postcode_district":
+            return _postcode_district
+        case "address":
+            return _address
+        case "identifiers":
+            return _identifiers
+        case _ if name.startswith("identifiers."):
+            return _identifier(name)
+    return None  # "cases" is not a person field
+
+
+def _address_text(address: dict[str, Any]) -> str:
+    return ", ".join(filter(None, (*(address.get("lines") or ()), address.get("locality"), address.get("region"),
+                                   address.get("postcode"), address.get("country"))))
+
+
+class PurposeRules:
+    """One purpose's decisions that depend only on the policy, taken once when it loads."""
+
+    def __init__(self, name: str, purpose: Purpose) -> None:
+        self.name = name
+        self.purpose = purpose
+        self.every_agency = "*" in purpose.agencies
+        self.agencies = frozenset(purpose.agencies)
+        self.required = purpose.consent == "required"
+        self.extractors = [e for e in map(_extractor, purpose.fields) if e is not None]
+        self.cases = "cases" in purpose.fields
+        most = SENSITIVITY_ORDER[purpose.max_sensitivity]
+        self.sensitivities = frozenset(level for level, rank in SENSITIVITY_ORDER.items() if rank <= most)
+        self.plain_basis = compose_basis(purpose.legal_basis, self.required, {})
+
+    def allows_case(self, case: dict[str, Any]) -> bool:
+        return (case.get("sensitivity") or "normal").lower() in self.sensitivities
+
+    def project(self, member: dict[str, Any], hide: Callable[[str, str], str],
+                permitted: frozenset[str] | None = None, denied: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """The member reduced to the purpose's fields, kept only where a field-naming permit covers
+        them (``permitted``) and no objection does (``denied``); references through ``hide``."""
+        person = member.get("person") or {}
+        values: dict[str, str] = {}
+        for extract in self.extractors:
+            for key, value in extract(person):
+                if value and key not in values:
+                    values[key] = value
+        filtered = permitted is not None or denied
+        if filtered:
+            values = {k: v for k, v in values.items() if _allowed(k, permitted, denied)}
+        cases = []
+        if self.cases and (not filtered or _allowed("cases", permitted, denied)):
+            agency = member["agency"]
+            for case in member.get("cases") or ():
+                if self.allows_case(case):
+                    cases.append({**case, "case_id": hide("case", f"{agency}:{case['case_id']}")
+                                  if self.purpose.pseudonymise else case["case_id"]})
+        return {"agency": member["agency"], "record_ref": hide("record", f"{member['agency']}:"
+                                                                         f"{member['source_record_id']}"),
+                "fields": values, "cases": cases}
+
+
+def _allowed(key: str, permitted: frozenset[str] | None, denied: frozenset[str]) -> bool:
+    return ((permitted is None or any(covers_field(f, key) for f in permitted))
+            and not any(covers_field(f, key) for f in denied))
+
+
+_RULES: dict[int, tuple[Policy, dict[str, PurposeRules]]] = {}
+
+
+def rules_of(policy: Policy) -> dict[str, PurposeRules]:
+    """Every purpose's rules, made once per policy object (a new policy file is a new object)."""
+    held = _RULES.get(id(policy))
+    if held is None or held[0] is not policy:
+        if len(_RULES) > 8:
+            _RULES.clear()
+        held = _RULES[id(policy)] = (policy, {n: PurposeRules(n, p) for n, p in policy.purposes.items()})
+    return held[1]
+
+
+# ---------------------------------------------------------------------------- the decision
 def evaluate(case: dict[str, Any], purpose_name: str, policy: Policy | None, provisions: list[Provision],
              now: datetime, pseudonymiser: Pseudonymiser | None) -> View | Refusal:
     if policy is None:
         return Refusal("no valid policy loaded")
-    purpose = policy.purposes.get(purpose_name)
-    if purpose is None:
+    rules = rules_of(policy).get(purpose_name)
+    if rules is None:
         return Refusal(f"purpose {purpose_name} is not in policy {policy.version}")
+    purpose = rules.purpose
     if purpose.pseudonymise and pseudonymiser is None:
         return Refusal("pseudonymised purpose but no pseudonymisation key is configured")
+    hide: Callable[[str, str], str] = (
+        (lambda kind, value: pseudonymiser.pseudonym(purpose_name, kind, value))  # type: ignore[union-attr]
+        if purpose.pseudonymise else (lambda kind, value: value))
     members = case["members"]
-    active = [p for p in provisions if p.active(now)]
-    overrides: set[str] = set()
+    # National opt-outs count only for purposes they apply to.
+    active = [p for p in provisions if p.purpose in ("*", purpose_name)
+              and (not p.national_opt_out or purpose.national_opt_out) and p.active(now)]
+    overridden: dict[str, str] = {}
     released: list[dict[str, Any]] = []
     reasons: list[str] = []
+    several = len(members) > 1
     for m in members:
         agency = m["agency"]
-        if not purpose.allows_agency(agency):
+        if not rules.every_agency and agency not in rules.agencies:
             continue
-        if len(members) > 1 and m["match_weight"] < purpose.min_match_weight:
+        if several and m["match_weight"] < purpose.min_match_weight:
             reasons.append(f"{agency} record linked below match weight {purpose.min_match_weight}")
             continue
-        # National opt-outs count only for purposes they apply to; an opt-out is always whole.
-        covering = [p for p in active if p.covers(purpose_name, agency)
-                    and (not p.national_opt_out or purpose.national_opt_out)]
-        fields = set(purpose.fields)
-        refusals = [p for p in covering if not p.permit and (not p.fields or p.national_opt_out)]
-        if purpose.consent == "required":
-            permits = [p for p in covering if p.permit]
+        if not active:  # the usual case: no consent recorded about this citizen for this purpose
+            if rules.required:
+                reasons.append(f"no consent recorded for {agency} records")
+                continue
+            released.append(rules.project(m, hide))
+            continue
+        covering = [p for p in active if not p.agencies or agency in p.agencies]
+        own = member_subjects(m) if any(p.permit for p in covering) else set()
+        permits = [p for p in covering if p.permit and (p.subject.startswith("citizen:") or p.subject in own)]
+        refusals = [p for p in covering if not p.permit]
+        whole = [p for p in refusals if not p.fields or p.national_opt_out]  # an opt-out is always whole
+        permitted: frozenset[str] | None = None  # None: every field of the purpose
+        denied: frozenset[str] = frozenset()
+        if rules.required:
             if not permits:
                 reasons.append(f"no consent recorded for {agency} records")
                 continue
             if all(p.fields for p in permits):
-                fields &= set().union(*(p.fields for p in permits))
-        if refusals:
-            if not purpose.statutory_override:
-                kinds = sorted({"national opt-out" if p.national_opt_out else "objection" for p in refusals})
-                reasons.append(f"{' and '.join(kinds)} for {agency} records")
-                continue
-            overrides.update(p.consent_id for p in refusals)
-        elif not purpose.statutory_override:
-            for p in covering:
-                if not p.permit and p.fields:
-                    fields -= p.fields
-        projected = _project(m, fields, purpose, purpose_name, pseudonymiser)
-        if projected is not None:
-            released.append(projected)
+                permitted = frozenset().union(*(p.fields for p in permits))
+        if purpose.statutory_override:
+            overridden.update((p.consent_id, refusal_kind(p)) for p in refusals)
+        elif whole:
+            kinds = sorted({"national opt-out" if p.national_opt_out else "objection" for p in whole})
+            reasons.append(f"{' and '.join(kinds)} for {agency} records")
+            continue
+        else:
+            denied = frozenset().union(*(p.fields for p in refusals))
+        released.append(rules.project(m, hide, permitted, denied))
     if not released:
         return Refusal("; ".join(dict.fromkeys(reasons)) or "no records of an agency this purpose may receive")
-    basis = purpose.legal_basis
-    if purpose.consent == "required":
-        basis += "; explicit consent"
-    if overrides:
-        basis += f"; statutory basis overrides recorded refusal ({', '.join(sorted(overrides))})"
-    citizen_ref = (pseudonymiser.pseudonym(purpose_name, "citizen", case["citizen_id"])
-                   if purpose.pseudonymise and pseudonymiser else case["citizen_id"])
-    released.sort(key=lambda m: (m["agency"], m["record_ref"]))
+    basis = compose_basis(purpose.legal_basis, rules.required, overridden) if overridden else rules.plain_basis
+    if len(released) > 1:
+        released.sort(key=lambda m: (m["agency"], m["record_ref"]))
+    keys = {k for m in released for k in m["fields"]}
+    if any(m["cases"] for m in released):
+        keys.add("cases")
     return View(
-        citizen_id=case["citizen_id"], citizen_ref=citizen_ref, purpose=purpose_name, basis=basis,
-        pseudonymised=purpose.pseudonymise, key_id=pseudonymiser.key_id if purpose.pseudonymise and pseudonymiser
-        else None, members=released, agencies=sorted({m["agency"] for m in released}),
-        fields=sorted({f for m in released for f in m["fields"]} | ({"cases"} if any(m["cases"] for m in released)
-                                                                     else set())),
-        overrides=sorted(overrides),
+        citizen_id=case["citizen_id"], citizen_ref=hide("citizen", case["citizen_id"]), purpose=purpose_name,
+        basis=basis, pseudonymised=purpose.pseudonymise,
+        key_id=pseudonymiser.key_id if purpose.pseudonymise and pseudonymiser else None, members=released,
+        agencies=sorted({m["agency"] for m in released}), fields=sorted(keys), overrides=sorted(overridden),
     )
-
-
-def _project(member: dict[str, Any], fields: set[str], purpose: Purpose, purpose_name: str,
-             pseudonymiser: Pseudonymiser | None) -> dict[str, Any] | None:
-    """The member reduced to ``fields``; pseudonymised references where the purpose says so."""
-    person = member.get("person") or {}
-    hide: Callable[[str, str], str] = (
-        (lambda kind, value: pseudonymiser.pseudonym(purpose_name, kind, value))  # type: ignore[union-attr]
-        if purpose.pseudonymise else (lambda kind, value: value))
-    record_key = f"{member['agency']}:{member['source_record_id']}"
-    values: dict[str, str] = {}
-    for name in fields:
-        for key, value in _field_values(person, name):
-            if value:
-                values[key] = value
-    cases = []
-    if "cases" in fields:
-        for case in member.get("cases") or []:
-            if not purpose.allows_sensitivity(case.get("sensitivity")):
-                continue
-            cases.append({**case, "case_id": hide("case", f"{member['agency']}:{case['case_id']}")
-                          if purpose.pseudonymise else case["case_id"]})
-    return {"agency": member["agency"], "record_ref": hide("record", record_key), "fields": values, "cases": cases}
-
-
-def _field_values(person: dict[str, Any], name: str) -> list[tuple[str, str | None]]:
-    addresses = person.get("addresses") or []
-    first = addresses[0] if addresses else {}
-    dob = person.get("date_of_birth")
-    identifiers = person.get("identifiers") or {}
-    match name:
-        case "given_names" | "family_name" | "date_of_birth" | "sex":
-            return [(name, person.get(name))]
-        case "other_names" | "phones" | "emails":
-            return [(name, ", ".join(person.get(name) or []))]
-        case "year_of_birth":
-            return [(name, dob[:4] if dob and len(dob) >= 4 else None)]
-        case "postcode":
-            return [(name, first.get("postcode"))]
-        case "postcode_district":
-            postcode = standardise_postcode(first.get("postcode")) if first else None
-            return [(name, postcode.district if postcode else None)]
-        case "address":
-            return [(name, " | ".join(_address_text(a) for a in addresses) or None)]
-        case "identifiers":
-            return [(f"identifiers.{s}", v) for s, v in sorted(identifiers.items())]
-        case _ if name.startswith("identifiers."):
-            return [(name, identifiers.get(name.split(".", 1)[1]))]
-    return []  # "cases" is handled by the caller
-
-
-def _address_text(address: dict[str, Any]) -> str:
-    parts = [*address.get("lines", []), address.get("locality"), address.get("region"), address.get("postcode"),
-             address.get("country")]
-    return ", ".join(p for p in parts if p)

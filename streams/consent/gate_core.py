@@ -1,29 +1,57 @@
 """The gate's state and decisions between Kafka messages: inputs in, messages to publish out.
 
 It holds the latest LinkedCase of every citizen, the consent register and what has been
-released to each purpose topic. Any input marks the citizens it may affect as dirty; ``flush``
-evaluates each dirty citizen for every purpose and publishes the difference from what was
-released before: a new or corrected view, or a tombstone (retraction), each with its audit record
-on ``caselink.disclosures`` and its bookkeeping on the compacted ``caselink.gate-released``.
-Publishing only differences makes the gate idempotent: replaying its inputs changes nothing.
+released to each purpose topic. Any input marks the citizens it may affect as dirty, with the
+purposes it may affect (``affected``: a corrected name cannot change a purpose that does not take
+names; a consent for research cannot change planning); ``flush`` evaluates each dirty citizen for
+those purposes and publishes the difference from what was released before: a new or corrected
+view, or a tombstone (retraction), each with its audit record on ``caselink.disclosures`` and its
+bookkeeping on the compacted ``caselink.gate-released``. Publishing only differences makes the
+gate idempotent: replaying its inputs changes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from caselink.infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, LINKED_CASES_TOPIC, purpose_topic
 from caselink.schemas import SchemaValidationError, UndecodableEventError, default_serde
+from caselink.streams.consent.affected import affected_purposes, readers
 from caselink.streams.consent.evaluate import Refusal, View, evaluate, subjects_of
+from caselink.streams.consent.gated_codec import DIGEST_PREFIX, GatedCodec
 from caselink.streams.consent.policy import Policy
 from caselink.streams.consent.pseudonym import Pseudonymiser
-from caselink.streams.consent.register import ConsentRegister, ConsentRejected
+from caselink.streams.consent.register import ConsentRegister, ConsentRejected, Provision
 from caselink.streams.linker_core import Outgoing
+
+_json = encode_basestring_ascii  # a str as a JSON string
+
+
+class _Ids:
+    """Random UUIDs (version 4) for disclosures, from a generator seeded by the OS once per process:
+    ``uuid.uuid4()`` asks the OS for 16 bytes every time, 5% of the live gate's samples. The ids
+    need to be unique, not secret; a forked child reseeds."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._random = random.Random()
+
+    def __call__(self) -> str:
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._random.seed(os.urandom(32))
+        return str(uuid.UUID(int=self._random.getrandbits(128), version=4))
+
+
+disclosure_id = _Ids()
 
 # What a bad input message raises from ``GateCore.apply_input`` (it changes nothing).
 INPUT_ERRORS = (UndecodableEventError, SchemaValidationError, ConsentRejected, ValueError, AttributeError)
@@ -37,15 +65,23 @@ class Released:
     fields: tuple[str, ...]
     basis: str
     policy: str
+    overrides: tuple[str, ...] = ()  # consent ids the basis overrode (absent in bookkeeping before they were kept)
 
     def dump(self) -> bytes:
-        return json.dumps(self.__dict__, sort_keys=True).encode()
+        """A JSON list, in field order, written directly (``json.dumps`` of a sorted object, as
+        before, took 6 µs of each release; this 2.5)."""
+        return (f"[{_json(self.ref)},{_json(self.digest)},[{','.join(map(_json, self.agencies))}],"
+                f"[{','.join(map(_json, self.fields))}],{_json(self.basis)},{_json(self.policy)},"
+                f"[{','.join(map(_json, self.overrides))}]]").encode()
 
     @classmethod
     def load(cls, data: bytes) -> Released:
         raw = json.loads(data)
+        if isinstance(raw, list):
+            ref, digest, agencies, fields, basis, policy, overrides = raw
+            return cls(ref, digest, tuple(agencies), tuple(fields), basis, policy, tuple(overrides))
         return cls(raw["ref"], raw["digest"], tuple(raw["agencies"]), tuple(raw["fields"]), raw["basis"],
-                   raw["policy"])
+                   raw["policy"], tuple(raw.get("overrides", ())))  # bookkeeping written before
 
 
 class GateCore:
@@ -55,6 +91,7 @@ class GateCore:
         self.pseudonymiser = pseudonymiser
         self.clock = clock
         self.serde = default_serde()
+        self.codec = GatedCodec(self.serde)
         self.register = ConsentRegister()
         self.cases: dict[str, dict[str, Any]] = {}
         self.subjects: dict[str, set[str]] = {}  # citizen id -> subject keys of its current case
@@ -63,8 +100,20 @@ class GateCore:
         self.absorbed: dict[str, set[str]] = {}  # the reverse: citizen id -> ids merged into it
         self.released: dict[tuple[str, str], Released] = {}  # (purpose, citizen id) -> what is out
         self.released_purposes: dict[str, set[str]] = {}  # citizen id -> purposes with a release
-        self.dirty: set[str] = set()
-        self.stats = {"releases": 0, "retractions": 0, "unchanged": 0, "consents": 0, "rejected": 0}
+        # citizen id -> the purposes to evaluate it for at the next flush (None: every purpose)
+        self.dirty: dict[str, frozenset[str] | None] = {}
+        self.read_by = readers(policy) if policy else {}
+        self.stats = {"releases": 0, "retractions": 0, "unchanged": 0, "consents": 0, "rejected": 0,
+                      "evaluations": 0}
+
+    def mark(self, citizen_id: str, purposes: frozenset[str] | None = None) -> None:
+        """Evaluate ``citizen_id`` again at the next flush, for ``purposes`` (None: all)."""
+        if citizen_id not in self.dirty:
+            self.dirty[citizen_id] = purposes
+            return
+        held = self.dirty[citizen_id]
+        if held is not None:
+            self.dirty[citizen_id] = None if purposes is None else held | purposes
 
     # ------------------------------------------------------------------ inputs
     def load_released(self, key: bytes, value: bytes | None) -> None:
@@ -76,30 +125,63 @@ class GateCore:
         else:
             self.released[(purpose, citizen_id)] = Released.load(value)
             self.released_purposes.setdefault(citizen_id, set()).add(purpose)
-        self.dirty.add(citizen_id)
+        self.mark(citizen_id)
 
     def apply_linked_case(self, citizen_id: str, value: bytes | None, topic: str | None = None,
                           partition: int | None = None, offset: int | None = None) -> None:
+        """A citizen's new case (None: retired). A message that cannot be decoded raises and changes
+        nothing."""
+        case = None
+        if value is not None:
+            _, case = self.serde.decode(value, expect="LinkedCase", topic=topic, partition=partition, offset=offset)
+        before = self.cases.pop(citizen_id, None)
+        old = self.subjects.get(citizen_id, set())
+        purposes = affected_purposes(before, case, self.read_by) if self.policy else None
+        grew = False
+        if case is None:
+            self._set_subjects(citizen_id, set())
+        else:
+            self.cases[citizen_id] = case
+            for retired in case["merged_from"]:
+                self.merged_into[retired] = citizen_id
+                absorbed = self.absorbed.setdefault(citizen_id, set())
+                grew = grew or retired not in absorbed
+                absorbed.add(retired)
+            # Same records, identifiers and merges (purposes not None): the same subjects as before.
+            self._set_subjects(citizen_id, old if purposes is not None else
+                               subjects_of(case, self.ancestry(citizen_id)))
+        self.mark(citizen_id, purposes)
+        if grew:
+            self._ancestry_grew(citizen_id)
+
+    def _set_subjects(self, citizen_id: str, subjects: set[str]) -> None:
         old = self.subjects.pop(citizen_id, set())
-        for subject in old:
+        if subjects:
+            self.subjects[citizen_id] = subjects
+        if subjects == old:  # usually: a record's details changed, not which records or identifiers
+            return
+        for subject in old - subjects:
             holders = self.owners.get(subject)
             if holders is not None:
                 holders.discard(citizen_id)
                 if not holders:
                     del self.owners[subject]
-        if value is None:
-            self.cases.pop(citizen_id, None)
-        else:
-            _, case = self.serde.decode(value, expect="LinkedCase", topic=topic, partition=partition, offset=offset)
-            self.cases[citizen_id] = case
-            for retired in case["merged_from"]:
-                self.merged_into[retired] = citizen_id
-                self.absorbed.setdefault(citizen_id, set()).add(retired)
-            subjects = subjects_of(case, self.ancestry(citizen_id))
-            self.subjects[citizen_id] = subjects
-            for subject in subjects:
-                self.owners.setdefault(subject, set()).add(citizen_id)
-        self.dirty.add(citizen_id)
+        for subject in subjects - old:
+            self.owners.setdefault(subject, set()).add(citizen_id)
+
+    def _ancestry_grew(self, citizen_id: str) -> None:
+        """``citizen_id`` absorbed ids it had not before. Citizens it was itself merged into (read
+        earlier: the linked cases' partitions replay in no particular order relative to each other)
+        inherit those ids too, with the consents recorded about them."""
+        seen = {citizen_id}
+        survivor = self.merged_into.get(citizen_id)
+        while survivor is not None and survivor not in seen:
+            seen.add(survivor)
+            case = self.cases.get(survivor)
+            if case is not None:
+                self._set_subjects(survivor, subjects_of(case, self.ancestry(survivor)))
+                self.mark(survivor)
+            survivor = self.merged_into.get(survivor)
 
     def apply_input(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
                     offset: int | None = None) -> None:
@@ -115,24 +197,29 @@ class GateCore:
 
     def apply_consent(self, event: dict[str, Any]) -> None:
         """Apply a decoded ConsentEvent; raises ``ConsentRejected`` and changes nothing if it is bad."""
-        for subject in self.register.apply(event, self.policy):
-            self.dirty.update(self.citizens_about(subject))
+        change = self.register.apply(event, self.policy)
+        for subject in change.subjects:
+            for citizen_id in self.citizens_about(subject):
+                self.mark(citizen_id, change.purposes)
         self.stats["consents"] += 1
 
     def set_policy(self, policy: Policy | None) -> None:
         """A new policy (or None: the file is broken, release nothing) re-evaluates everyone."""
         self.policy = policy
-        self.dirty.update(self.cases)
-        self.dirty.update(self.released_purposes)
+        self.read_by = readers(policy) if policy else {}
+        for citizen_id in (*self.cases, *self.released_purposes):
+            self.mark(citizen_id)
 
     def set_pseudonymiser(self, pseudonymiser: Pseudonymiser | None) -> None:
         self.pseudonymiser = pseudonymiser
-        self.dirty.update(self.cases)
+        for citizen_id in (*self.cases, *self.released_purposes):
+            self.mark(citizen_id)
 
     def tick(self, after: datetime, until: datetime) -> None:
         """Consents that started or expired in (after, until] change what may flow."""
-        for subject in self.register.boundaries_between(after, until):
-            self.dirty.update(self.citizens_about(subject))
+        for subject, purpose in self.register.boundaries_between(after, until):
+            for citizen_id in self.citizens_about(subject):
+                self.mark(citizen_id, None if purpose == "*" else frozenset((purpose,)))
 
     # ------------------------------------------------------------------ lookups
     def resolve(self, citizen_id: str) -> str:
@@ -160,27 +247,46 @@ class GateCore:
                 holders.add(cid)
         return holders
 
-    def decide(self, citizen_id: str, purpose: str, now: datetime | None = None) -> View | Refusal:
+    def provisions(self, citizen_id: str) -> list[Provision]:
+        """Every consent recorded about the citizen, in force or not."""
+        return self.register.about(self.subjects.get(citizen_id, ()))
+
+    def decide(self, citizen_id: str, purpose: str, now: datetime | None = None,
+               provisions: list[Provision] | None = None) -> View | Refusal:
         case = self.cases.get(citizen_id)
         if case is None:
             return Refusal("citizen retired (merged into another) or has no records left")
-        provisions = self.register.about(self.subjects.get(citizen_id, set()))
+        if provisions is None:
+            provisions = self.provisions(citizen_id)
+        self.stats["evaluations"] += 1
         return evaluate(case, purpose, self.policy, provisions, now or self.clock(), self.pseudonymiser)
 
     # ------------------------------------------------------------------ output
     def flush(self) -> list[Outgoing]:
-        """Evaluate every dirty citizen for every purpose; the messages that make the topics right."""
-        now = self.clock()
-        out: list[Outgoing] = []
-        purposes = sorted(self.policy.purposes) if self.policy else []
-        for citizen_id in sorted(self.dirty):
-            for purpose in sorted(set(purposes) | self.released_purposes.get(citizen_id, set())):
-                out.extend(self._reconcile(citizen_id, purpose, now))
-        self.dirty.clear()
-        return out
+        """Evaluate every dirty citizen for its purposes; the messages that make the topics right."""
+        return [o for chunk in self.flush_chunks(None) for o in chunk]
 
-    def _reconcile(self, citizen_id: str, purpose: str, now: datetime) -> list[Outgoing]:
-        decision = self.decide(citizen_id, purpose, now)
+    def flush_chunks(self, citizens: int | None) -> Iterator[list[Outgoing]]:
+        """``flush`` a chunk of at most ``citizens`` dirty citizens at a time, so that a gate
+        catching up with a million citizens does not hold every output in memory at once."""
+        now = self.clock()
+        every = set(self.policy.purposes) if self.policy else set()
+        pending = sorted(self.dirty)
+        size = citizens or max(len(pending), 1)
+        for start in range(0, len(pending), size):
+            out: list[Outgoing] = []
+            for citizen_id in pending[start:start + size]:
+                wanted = self.dirty.pop(citizen_id)
+                purposes = every | self.released_purposes.get(citizen_id, set()) if wanted is None else wanted
+                if not purposes:
+                    continue
+                provisions = self.provisions(citizen_id)
+                for purpose in sorted(purposes):
+                    out.extend(self._reconcile(citizen_id, purpose, now, provisions))
+            yield out
+
+    def _reconcile(self, citizen_id: str, purpose: str, now: datetime, provisions: list[Provision]) -> list[Outgoing]:
+        decision = self.decide(citizen_id, purpose, now, provisions)
         before = self.released.get((purpose, citizen_id))
         label = self.policy.label if self.policy else "none"
         out: list[Outgoing] = []
@@ -188,7 +294,11 @@ class GateCore:
             if before is not None:
                 out += self._retract(citizen_id, purpose, before, decision.reason, label, now)
             return out
-        if before is not None and before.ref == decision.citizen_ref and before.digest == decision.digest:
+        view_bytes = self.codec.view_bytes(decision)
+        digest = self.codec.digest(view_bytes)
+        if before is not None and before.ref == decision.citizen_ref and (
+                before.digest == digest
+                or (not before.digest.startswith(DIGEST_PREFIX) and before.digest == decision.legacy_digest())):
             self.stats["unchanged"] += 1
             return out
         reason = "first release"
@@ -198,19 +308,21 @@ class GateCore:
             reason = "re-released under a new reference"
         elif before is not None:
             reason = _change(before, decision)
-        out += self._release(decision, reason, label, now)
+        out += self._release(decision, view_bytes, digest, reason, label, now)
         return out
 
-    def _release(self, view: View, reason: str, label: str, now: datetime) -> list[Outgoing]:
+    def _release(self, view: View, view_bytes: bytes, digest: str, reason: str, label: str,
+                 now: datetime) -> list[Outgoing]:
         topic = purpose_topic(view.purpose)
-        released = Released(view.citizen_ref, view.digest, tuple(view.agencies), tuple(view.fields), view.basis, label)
+        released = Released(view.citizen_ref, digest, tuple(view.agencies), tuple(view.fields), view.basis, label,
+                            tuple(view.overrides))
         self.released[(view.purpose, view.citizen_id)] = released
         self.released_purposes.setdefault(view.citizen_id, set()).add(view.purpose)
         self.stats["releases"] += 1
         return [
-            Outgoing(topic, view.citizen_ref.encode(), self.serde.encode("GatedCase", view.record(label, now))),
+            Outgoing(topic, view.citizen_ref.encode(), self.codec.message(view_bytes, label, now)),
             self._disclosure(view.citizen_id, view.purpose, "RELEASE", view.agencies, view.fields, view.basis,
-                             reason, label, topic, view.citizen_ref, now),
+                             view.overrides, reason, label, topic, view.citizen_ref, now),
             Outgoing(GATE_RELEASED_TOPIC, f"{view.purpose}|{view.citizen_id}".encode(), released.dump()),
         ]
 
@@ -223,14 +335,17 @@ class GateCore:
         return [
             Outgoing(topic, before.ref.encode(), None),
             self._disclosure(citizen_id, purpose, "RETRACT", list(before.agencies), list(before.fields), before.basis,
-                             reason, label, topic, before.ref, now),
+                             list(before.overrides), reason, label, topic, before.ref, now),
             Outgoing(GATE_RELEASED_TOPIC, f"{purpose}|{citizen_id}".encode(), None),
         ]
 
     def _disclosure(self, citizen_id: str, purpose: str, action: str, agencies: list[str], fields: list[str],
-                    basis: str | None, reason: str, label: str, topic: str, ref: str, now: datetime) -> Outgoing:
-        record = {"disclosure_id": str(uuid.uuid4()), "citizen_id": citizen_id, "purpose": purpose,
+                    basis: str | None, overrides: list[str], reason: str, label: str, topic: str, ref: str,
+                    now: datetime) -> Outgoing:
+        """The audit record; a retraction carries what was out (agencies, fields, basis, overrides)."""
+        record = {"disclosure_id": disclosure_id(), "citizen_id": citizen_id, "purpose": purpose,
                   "action": action, "agencies": agencies, "fields": fields, "basis": basis, "reason": reason,
+                  "overrides": overrides,
                   "policy_version": label, "recipient_topic": topic, "recipient_key": ref, "at": now}
         return Outgoing(DISCLOSURES_TOPIC, citizen_id.encode(), self.serde.encode("Disclosure", record))
 

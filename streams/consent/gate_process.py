@@ -74,7 +74,7 @@ def serve(settings: Settings, port: int) -> None:
     """Run the election and the gate; serve /health and /metrics on ``port`` until SIGTERM/SIGINT."""
     election = Election(settings)
     election.start()
-    gate = GateLoop(settings, is_leader=lambda: election.leader)
+    gate = GateLoop(settings, is_leader=lambda: election.leader, freeze_state=True)
     gate.start()
 
     class Handler(BaseHTTPRequestHandler):

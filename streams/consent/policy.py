@@ -42,6 +42,23 @@ class PolicyError(ValueError):
         super().__init__("\n".join(problems))
 
 
+# A field a consent names covers the fields derived from it: an objection to ``date_of_birth``
+# removes ``year_of_birth`` too, and a permit for ``address`` lets ``postcode_district`` through.
+DERIVED_FIELDS = {
+    "date_of_birth": frozenset({"year_of_birth"}),
+    "address": frozenset({"postcode", "postcode_district"}),
+    "postcode": frozenset({"postcode_district"}),
+}
+
+
+def covers_field(named: str, key: str) -> bool:
+    """Whether a consent naming field ``named`` covers the released value ``key`` (a field name, or
+    ``identifiers.<scheme>`` for one identifier)."""
+    if named == key or key in DERIVED_FIELDS.get(named, ()):
+        return True
+    return named == "identifiers" and key.startswith("identifiers.")
+
+
 def is_known_field(name: str) -> bool:
     return name in DIRECT_IDENTIFIER_FIELDS or name in QUASI_FIELDS or bool(IDENTIFIER_FIELD.match(name))
 

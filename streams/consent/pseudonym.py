@@ -5,13 +5,23 @@ their outputs cannot be joined with each other; only the holder of the key can r
 key id travels with every pseudonym (``<key id>.<digest>``) and in ``GatedCase.key_id``, so after
 a rotation consumers can tell which key made a pseudonym, and the gate retracts what it released
 under the old key and releases again under the new one.
+
+The digest is the first 20 bytes (160 bits) of the HMAC in lower-case RFC 4648 base32: 32
+characters, no padding. It is computed from the key's inner and outer SHA-256 states, hashed once
+when the key is loaded (RFC 2104's own optimisation), and written out ten bits at a time from a
+table: the same string ``hmac`` and ``base64.b32encode`` give (tests/unit/test_pseudonym.py), in
+3 µs instead of 6.5. A pseudonymised view needs one for the citizen and one for each record and
+case, so this was a third of evaluating such a purpose.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+_PAIRS = [_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024)]  # ten bits -> two characters
+_SHIFTS = tuple(range(150, -10, -10))
+_BLOCK = 64  # SHA-256's block size, as HMAC pads the key to
 
 
 class Pseudonymiser:
@@ -20,12 +30,18 @@ class Pseudonymiser:
             raise ValueError("the pseudonymisation key must be at least 16 bytes")
         if not key_id or "." in key_id:
             raise ValueError("the key id must be non-empty and contain no '.'")
-        self._key = key
         self.key_id = key_id
+        block = (hashlib.sha256(key).digest() if len(key) > _BLOCK else key).ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def __repr__(self) -> str:  # never print the key
         return f"Pseudonymiser(key_id={self.key_id!r})"
 
     def pseudonym(self, purpose: str, kind: str, value: str) -> str:
-        digest = hmac.new(self._key, f"{purpose}\x1f{kind}\x1f{value}".encode(), hashlib.sha256).digest()
-        return f"{self.key_id}.{base64.b32encode(digest[:20]).decode().lower()}"
+        inner = self._inner.copy()
+        inner.update(f"{purpose}\x1f{kind}\x1f{value}".encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        n = int.from_bytes(outer.digest()[:20], "big")
+        return f"{self.key_id}.{''.join([_PAIRS[(n >> s) & 1023] for s in _SHIFTS])}"

@@ -10,6 +10,7 @@ out-of-order delivery converge; ``status: WITHDRAWN`` removes a consent.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,9 +30,14 @@ class ConsentRejected(ValueError):
         super().__init__("; ".join(problems))
 
 
+_SEPARATORS = re.compile(r"[\s\-]")
+
+
 def identifier_value(value: str) -> str:
     """Identifiers match whatever the spacing and case: '943 476 5919' == '9434765919'."""
-    return re.sub(r"[\s\-]", "", value).upper()
+    if value.isalnum():  # the usual case: nothing to take out (no regex, a third of the time)
+        return value.upper()
+    return _SEPARATORS.sub("", value).upper()
 
 
 def subject_key(subject: dict[str, Any]) -> str:
@@ -88,6 +94,8 @@ def validate_consent(event: dict[str, Any], policy: Policy | None) -> list[str]:
                         f"(known: {', '.join(sorted(policy.purposes))}, or *)")
     if event.get("national_opt_out") and event.get("decision") != "DENY":
         problems.append("a national opt-out must have decision DENY")
+    if event.get("national_opt_out") and event.get("fields"):
+        problems.append("a national opt-out is always whole: it may not name fields")
     unknown = [f for f in event.get("fields") or [] if not is_known_field(f)]
     if unknown:
         problems.append(f"fields {unknown} are not policy field names")
@@ -119,6 +127,15 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class ConsentChange:
+    """What applying a consent event changed: the subjects it was or is about, and the purposes it
+    was or is for (None: ``*``, every purpose)."""
+
+    subjects: frozenset[str]
+    purposes: frozenset[str] | None
+
+
 class ConsentRegister:
     """Provisions by consent id and by subject. Plain data: rebuilt by replaying consent topics."""
 
@@ -126,9 +143,13 @@ class ConsentRegister:
         self.by_id: dict[str, Provision] = {}
         self.withdrawn: dict[str, datetime] = {}  # consent id -> when, so an older ACTIVE cannot revive it
         self.by_subject: dict[str, dict[str, Provision]] = {}
+        # (moment, consent id, recorded_at) for every start and end of a period, earliest first: the
+        # gate asks every second which consents started or ended, and a scan of every consent was
+        # as long as the register.
+        self._bounds: list[tuple[datetime, str, datetime]] = []
 
-    def apply(self, event: dict[str, Any], policy: Policy | None) -> set[str]:
-        """Apply one ConsentEvent; the subject keys whose consent changed (empty for a stale one).
+    def apply(self, event: dict[str, Any], policy: Policy | None) -> ConsentChange:
+        """Apply one ConsentEvent; what changed (no subjects for a stale one).
 
         Raises ``ConsentRejected`` (changing nothing) when the event is malformed.
         """
@@ -140,18 +161,24 @@ class ConsentRegister:
         gone = self.withdrawn.get(new.consent_id)
         newest = max([t for t in (old.recorded_at if old else None, gone) if t is not None], default=None)
         if newest is not None and new.recorded_at < newest:
-            return set()  # an older version arriving late
-        changed = {new.subject}
+            return ConsentChange(frozenset(), frozenset())  # an older version arriving late
+        subjects = {new.subject}
+        purposes = {new.purpose}
         if old is not None:
             self._remove(old)
-            changed.add(old.subject)
+            subjects.add(old.subject)
+            purposes.add(old.purpose)
+        change = ConsentChange(frozenset(subjects), None if "*" in purposes else frozenset(purposes))
         if event.get("status") == "WITHDRAWN":
             self.withdrawn[new.consent_id] = new.recorded_at
-            return changed
+            return change
         self.withdrawn.pop(new.consent_id, None)
         self.by_id[new.consent_id] = new
         self.by_subject.setdefault(new.subject, {})[new.consent_id] = new
-        return changed
+        for bound in (new.valid_from, new.valid_to):
+            if bound is not None:
+                heapq.heappush(self._bounds, (bound, new.consent_id, new.recorded_at))
+        return change
 
     def _remove(self, provision: Provision) -> None:
         del self.by_id[provision.consent_id]
@@ -163,10 +190,18 @@ class ConsentRegister:
     def about(self, subjects: Iterable[str]) -> list[Provision]:
         found: list[Provision] = []
         for subject in subjects:
-            found.extend(self.by_subject.get(subject, {}).values())
+            held = self.by_subject.get(subject)
+            if held:
+                found.extend(held.values())
         return found
 
-    def boundaries_between(self, after: datetime, until: datetime) -> set[str]:
-        """Subjects whose consents start or end in (after, until]: they need evaluating again."""
-        return {p.subject for p in self.by_id.values()
-                if any(b is not None and after < b <= until for b in (p.valid_from, p.valid_to))}
+    def boundaries_between(self, after: datetime, until: datetime) -> list[tuple[str, str]]:
+        """(subject, purpose) of the consents in force whose period starts or ends in (after, until]:
+        their citizens need evaluating again for that purpose. Bounds up to ``until`` are used up."""
+        due: list[tuple[str, str]] = []
+        while self._bounds and self._bounds[0][0] <= until:
+            bound, consent_id, recorded_at = heapq.heappop(self._bounds)
+            provision = self.by_id.get(consent_id)
+            if bound > after and provision is not None and provision.recorded_at == recorded_at:
+                due.append((provision.subject, provision.purpose))
+        return due

@@ -99,6 +99,7 @@ def test_gate_releases_retracts_audits_and_survives_restart(pipeline_settings: S
         ])
         research = wait_for(lambda: latest(settings, "research"))
         (ref, view), = research.items()
+
         assert ref.startswith("k1.") and view["pseudonymised"] and "Amelia" not in str(view)
 
         letters = wait_for(lambda: [serde.decode(m.value())[1] for m in read_to_end(settings, [DEAD_LETTER_TOPIC])
@@ -111,6 +112,10 @@ def test_gate_releases_retracts_audits_and_survives_restart(pipeline_settings: S
         publish(settings, [(CONSENT_EVENTS_TOPIC, b"C1", serde.encode("ConsentEvent", {
             **permit, "status": "WITHDRAWN", "recorded_at": permit["recorded_at"].replace(year=2027)}))])
         wait_for(lambda: latest(settings, "research") == {ref: None})
+        # Idle again, the gate records its last batch as committed: that commit runs beside the next
+        # batch's evaluation, and with no next batch it must still be recorded (4 consent messages).
+        wait_for(lambda: sum(v for k, v in gate.positions_committed.items()
+                             if k.startswith(f"{CONSENT_EVENTS_TOPIC}:")) == 4, 10)
         assert [(a["action"], a["purpose"]) for a in audit(settings) if a["purpose"] == "research"] == [
             ("RELEASE", "research"), ("RETRACT", "research")]
     finally:
@@ -172,13 +177,14 @@ def test_consent_cli_records_shows_withdraws_and_audits(pipeline_settings: Setti
     gate = start(settings)
     try:
         result = runner.invoke(app, ["consent", "record", "--record", "health:H9", "--purpose", "research",
-                                     "--by", "clinic 4", "--id", "cli-1", "--json"])
+                                     "--permit", "--by", "clinic 4", "--id", "cli-1", "--json"])
         assert result.exit_code == 0, result.output
         wait_for(lambda: latest(settings, "research"))
         shown = json.loads(runner.invoke(app, ["consent", "show", "C9", "--json"]).output)
         assert shown["purposes"]["research"]["released"] is True
         assert [c["consent_id"] for c in shown["consents"]] == ["cli-1"]
-        bad = runner.invoke(app, ["consent", "record", "--citizen", "C9", "--purpose", "marketing", "--by", "x"])
+        bad = runner.invoke(app, ["consent", "record", "--citizen", "C9", "--purpose", "marketing", "--permit",
+                                  "--by", "x"])
         assert bad.exit_code == 1 and "marketing" in bad.output
 
         assert runner.invoke(app, ["consent", "withdraw", "cli-1", "--by", "clinic 4"]).exit_code == 0
@@ -234,3 +240,94 @@ def test_gate_processes_elect_one_and_a_standby_takes_over(pipeline_settings: Se
     finally:
         for g in gates:
             g.stop()
+
+
+def _poll_all(settings: Settings, topics: list[str], isolation: str, seconds: float) -> list:
+    """Everything a reader with ``isolation`` gets from the start of ``topics`` within ``seconds``
+    (a read_committed reader cannot reach the end of a partition with an open transaction)."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from caselink.core.kafka import consumer
+
+    c = consumer(settings, f"abort-probe-{time.monotonic_ns()}", **{"isolation.level": isolation,
+                                                                    "enable.partition.eof": False})
+    try:
+        md = c.list_topics(timeout=10)
+        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in md.topics[t].partitions])
+        found, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            found += [m for m in c.consume(500, timeout=0.2) if not m.error()]
+        return found
+    finally:
+        c.close()
+
+
+def test_kill_inside_an_open_transaction_aborts_it_and_the_standby_releases_each_view_once(
+        pipeline_settings: Settings, monkeypatch, tmp_path: Path) -> None:
+    """The active gate stops itself between producing a batch's views and committing them (the
+    test hook ``consent.test_pause_before_commit``) and is killed there with SIGKILL. Its records
+    are on the broker, visible to a read_uncommitted reader only; the standby takes over, its
+    transactional id aborts the open transaction, and it releases every view exactly once: no
+    read_committed reader ever sees the aborted records or their disclosures."""
+    import json
+    import signal
+    import urllib.error
+    import urllib.request
+
+    from caselink.demo import start_gate
+
+    def health(p) -> dict:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{p.port}/health", timeout=2) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return json.loads(exc.read() or b"{}")
+        except (OSError, ValueError):
+            return {}
+
+    settings = pipeline_settings
+    topics = [*(purpose_topic(p) for p in PURPOSES), DISCLOSURES_TOPIC]
+    monkeypatch.setenv("CASELINK_CONSENT__PSEUDONYM_KEY", "shared-by-every-gate-0123456789")
+    marker = tmp_path / "paused-inside-a-transaction"
+    monkeypatch.setenv("CASELINK_CONSENT__TEST_PAUSE_BEFORE_COMMIT", str(marker))
+    doomed = start_gate(settings, app_id="gate-abort")
+    monkeypatch.delenv("CASELINK_CONSENT__TEST_PAUSE_BEFORE_COMMIT")
+    standby = None
+    try:
+        wait_for(lambda: health(doomed).get("role") == "active" and health(doomed).get("caught_up"), 90)
+        standby = start_gate(settings, app_id="gate-abort")
+        wait_for(lambda: health(standby).get("role") == "standby", 60)
+
+        citizens = [f"C{i}" for i in range(10)]  # one health record each: direct care, safeguarding, planning
+        publish(settings, [(LINKED_CASES_TOPIC, cid.encode(), encode_case(linked_case(
+            cid, [member("health", f"H{cid}", nhs=None)]))) for cid in citizens])
+        wait_for(marker.exists, 60)
+        assert int(marker.read_text()) == doomed.proc.pid
+        wait_for(lambda: Path(f"/proc/{doomed.proc.pid}/stat").read_text().split(")")[1].split()[0] == "T", 10)
+
+        # Inside the open transaction: the records are written, but only read_uncommitted sees them.
+        pending = _poll_all(settings, topics, "read_uncommitted", 3.0)
+        pending_audit = [serde.decode(m.value())[1] for m in pending if m.topic() == DISCLOSURES_TOPIC]
+        assert pending_audit and len(pending_audit) == len([m for m in pending if m.topic() != DISCLOSURES_TOPIC])
+        assert _poll_all(settings, topics, "read_committed", 3.0) == []
+
+        doomed.proc.send_signal(signal.SIGKILL)  # kill -9, still stopped inside the transaction
+        doomed.proc.wait()
+        wait_for(lambda: health(standby).get("role") == "active" and health(standby).get("caught_up"), 90)
+        wait_for(lambda: health(standby).get("released") == 3 * len(citizens), 60)
+
+        committed_audit = audit(settings)
+        releases = [(a["purpose"], a["citizen_id"]) for a in committed_audit if a["action"] == "RELEASE"]
+        assert sorted(releases) == sorted((p, c) for p in ("direct_care", "safeguarding", "planning")
+                                          for c in citizens)  # each view once
+        assert not {a["disclosure_id"] for a in pending_audit} & {a["disclosure_id"] for a in committed_audit}
+        for purpose in ("direct_care", "safeguarding", "planning"):
+            keys = [m.key() for m in read_to_end(settings, [purpose_topic(purpose)])]
+            assert len(keys) == len(set(keys)) == len(citizens)
+        # The aborted records are still in the log, for read_uncommitted readers only.
+        everything = _poll_all(settings, [DISCLOSURES_TOPIC], "read_uncommitted", 3.0)
+        assert len(everything) == len(pending_audit) + len(committed_audit)
+    finally:
+        for g in (doomed, standby):
+            if g is not None:
+                g.stop()

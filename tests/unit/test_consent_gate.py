@@ -5,8 +5,9 @@ from datetime import timedelta
 import pytest
 from caselink.infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, purpose_topic
 from caselink.schemas import default_serde
-from caselink.streams.consent.evaluate import Refusal, View
+from caselink.streams.consent.evaluate import Refusal, View, compose_basis
 from caselink.streams.consent.gate_core import GateCore
+from caselink.streams.consent.policy import Policy, Purpose
 from caselink.streams.consent.register import ConsentRegister, ConsentRejected
 
 from tests.consent_fixtures import T0, consent, encode_case, linked_case, member, policy, pseudonymiser
@@ -51,11 +52,12 @@ def test_research_needs_explicit_consent_and_is_pseudonymised() -> None:
     core = gate()
     two_agency_citizen(core)
     assert "C1" not in str(on_topic(core.flush(), "research"))
-    core.apply_consent(consent("RECORD", agency="health", record="H1", purpose="research"))
+    core.apply_consent(consent("CITIZEN", citizen_id="C1", purpose="research"))
     out = on_topic(core.flush(), "research")
     (ref, view), = out.items()
     assert ref.startswith("k1.") and view["pseudonymised"] and view["key_id"] == "k1"
-    assert {m["agency"] for m in view["members"]} == {"health", "social_care"}  # consent follows the record
+    assert {m["agency"] for m in view["members"]} == {"health", "social_care"}  # police: not a research agency
+    assert view["basis"] == "UK GDPR Art 6(1)(a) and 9(2)(a); explicit consent"  # the policy's text says it once
     text = str(view)
     for secret in ("Amelia", "Okafor", "2014-03-09", "9434765919", "Hyde Park", "LS6 2AB", "H1", "S1", "07700"):
         assert secret not in text
@@ -114,8 +116,122 @@ def test_objection_is_overridden_by_safeguarding_and_says_so() -> None:
     out = core.flush()
     assert on_topic(out, "direct_care") == {}
     view = on_topic(out, "safeguarding")["C1"]
-    assert "overrides recorded refusal (obj-1)" in view["basis"]
+    assert view["basis"] == ("Children Act 1989 s.47; Care Act 2014 s.42; "
+                             "statutory basis overrides recorded refusals: obj-1 (objection)")
     assert {m["agency"] for m in view["members"]} == {"health", "social_care", "police"}
+    (audit,) = [serde.decode(o.value)[1] for o in out if o.topic == DISCLOSURES_TOPIC
+                and serde.decode(o.value)[1]["purpose"] == "safeguarding"]
+    assert audit["overrides"] == ["obj-1"] and audit["basis"] == view["basis"]
+
+
+def test_field_objection_overridden_by_a_statutory_basis_is_named_with_the_full_one() -> None:
+    core = gate()
+    two_agency_citizen(core)
+    core.apply_consent(consent("CITIZEN", citizen_id="C1", purpose="*", decision="DENY", consent_id="obj-1"))
+    core.apply_consent(consent("CITIZEN", citizen_id="C1", purpose="safeguarding", decision="DENY",
+                               fields=["phones"], consent_id="obj-2"))
+    out = core.flush()
+    view = on_topic(out, "safeguarding")["C1"]
+    assert all(m["fields"]["phones"] == "07700 900123" for m in view["members"])  # released despite obj-2
+    assert view["basis"].endswith("statutory basis overrides recorded refusals: obj-1 (objection), "
+                                  "obj-2 (objection to phones)")
+    released = {serde.decode(o.value)[1]["purpose"]: serde.decode(o.value)[1] for o in out
+                if o.topic == DISCLOSURES_TOPIC}
+    assert released["safeguarding"]["overrides"] == ["obj-1", "obj-2"]
+    # Lifting the full objection: the field objection alone is still named, and the change is audited.
+    core.apply_consent(consent("CITIZEN", citizen_id="C1", purpose="*", decision="DENY", consent_id="obj-1",
+                               status="WITHDRAWN", recorded_at=T0 + timedelta(days=1)))
+    out = core.flush()
+    (audit,) = [serde.decode(o.value)[1] for o in out if o.topic == DISCLOSURES_TOPIC
+                and serde.decode(o.value)[1]["purpose"] == "safeguarding"]
+    assert audit["overrides"] == ["obj-2"] and "obj-1" not in audit["basis"] and "obj-2 (objection" in audit["basis"]
+    assert "direct_care" in {serde.decode(o.value)[1]["purpose"] for o in out if o.topic == DISCLOSURES_TOPIC}
+    # The retraction of an overriding release carries what it had overridden.
+    core.set_policy(None)
+    retracted = [serde.decode(o.value)[1] for o in core.flush() if o.topic == DISCLOSURES_TOPIC]
+    assert [r["overrides"] for r in retracted if r["purpose"] == "safeguarding"] == [["obj-2"]]
+
+
+def test_a_purpose_without_override_names_no_refusal() -> None:
+    core = gate()
+    two_agency_citizen(core)
+    core.apply_consent(consent("CITIZEN", citizen_id="C1", purpose="*", decision="DENY", fields=["phones"]))
+    out = core.flush()
+    care = on_topic(out, "direct_care")["C1"]
+    assert "overrides" not in care["basis"] and all("phones" not in m["fields"] for m in care["members"])
+    assert all(serde.decode(o.value)[1]["overrides"] == [] for o in out if o.topic == DISCLOSURES_TOPIC
+               and serde.decode(o.value)[1]["purpose"] != "safeguarding")
+
+
+@pytest.mark.parametrize(("legal_basis", "required", "expected"), [
+    ("Art 6(1)(a); explicit consent", True, "Art 6(1)(a); explicit consent"),
+    ("Art 6(1)(a); Explicit Consent ", True, "Art 6(1)(a); Explicit Consent"),
+    ("Art 6(1)(a)", True, "Art 6(1)(a); explicit consent"),
+    ("Art 6(1)(e); Art 6(1)(e)", False, "Art 6(1)(e)"),
+    ("Art 6(1)(a) and explicit consent", True, "Art 6(1)(a) and explicit consent; explicit consent"),
+])
+def test_basis_is_composed_without_repeating_a_phrase(legal_basis: str, required: bool, expected: str) -> None:
+    assert compose_basis(legal_basis, required, {}) == expected
+
+
+def test_record_scoped_refusal_covers_the_citizens_other_agencies() -> None:
+    """A refusal about one record removes the whole citizen it resolves to, within its agencies."""
+    core = gate()
+    two_agency_citizen(core)  # health H1, social care S1, police P1
+    core.flush()
+    core.apply_consent(consent("RECORD", agency="police", record="P1", purpose="planning", decision="DENY"))
+    out = core.flush()
+    assert list(on_topic(out, "planning").values()) == [None]  # health and social care went with police
+    assert on_topic(out, "direct_care") == {} and on_topic(out, "safeguarding") == {}  # other purposes unchanged
+    # The same refusal limited to police records leaves the other agencies' records.
+    core2 = gate()
+    two_agency_citizen(core2)
+    core2.apply_consent(consent("RECORD", agency="police", record="P1", purpose="planning", decision="DENY",
+                                agencies=["police"]))
+    (view,) = on_topic(core2.flush(), "planning").values()
+    assert {m["agency"] for m in view["members"]} == {"health", "social_care"}
+
+
+def test_record_scoped_field_refusal_covers_every_record_of_the_citizen() -> None:
+    core = gate()
+    two_agency_citizen(core)
+    core.apply_consent(consent("RECORD", agency="health", record="H1", purpose="direct_care", decision="DENY",
+                               fields=["phones"]))
+    view = on_topic(core.flush(), "direct_care")["C1"]
+    assert {m["agency"] for m in view["members"]} == {"health", "social_care"}
+    assert all("phones" not in m["fields"] for m in view["members"])
+
+
+def test_record_scoped_permit_covers_only_that_record() -> None:
+    """A permission about one record does not travel across a link to the citizen's other records."""
+    core = gate()
+    two_agency_citizen(core)
+    core.apply_consent(consent("RECORD", agency="health", record="H1", purpose="research"))
+    (view,) = on_topic(core.flush(), "research").values()
+    assert [m["agency"] for m in view["members"]] == ["health"]
+    decision = core.decide("C1", "research")
+    assert isinstance(decision, View) and decision.agencies == ["health"]
+    # The same citizen's consent, recorded against the citizen id, covers both research agencies.
+    core.apply_consent(consent("CITIZEN", citizen_id="C1", purpose="research"))
+    (view,) = on_topic(core.flush(), "research").values()
+    assert {m["agency"] for m in view["members"]} == {"health", "social_care"}
+
+
+def test_identifier_scoped_permit_covers_the_records_carrying_it_and_an_opt_out_the_whole_citizen() -> None:
+    core = gate()
+    core.apply_linked_case("C1", encode_case(linked_case("C1", [member("health", "H1"),
+                                                                member("social_care", "S1", nhs=None)])))
+    core.apply_consent(consent("IDENTIFIER", scheme="nhs_number", value="9434765919", purpose="research"))
+    out = core.flush()
+    (view,) = on_topic(out, "research").values()
+    assert [m["agency"] for m in view["members"]] == ["health"]  # S1 does not carry the number
+    (planning,) = on_topic(out, "planning").values()
+    assert {m["agency"] for m in planning["members"]} == {"health", "social_care"}
+    core.apply_consent(consent("IDENTIFIER", scheme="nhs_number", value="943-476-5919", purpose="*",
+                               decision="DENY", opt_out=True))
+    out = core.flush()
+    assert list(on_topic(out, "planning").values()) == [None]  # the social care record went too
+    assert list(on_topic(out, "research").values()) == [None]
 
 
 def test_field_level_objection_removes_only_those_fields() -> None:
@@ -218,6 +334,7 @@ def test_replaying_inputs_changes_nothing() -> None:
                   "value": None}}, "citizen_id is required"),
     ({"purpose": "marketing"}, "not in policy"),
     ({"national_opt_out": True, "decision": "PERMIT"}, "must have decision DENY"),
+    ({"national_opt_out": True, "decision": "DENY", "fields": ["phones"]}, "always whole"),
     ({"fields": ["shoe_size"]}, "not policy field names"),
     ({"valid_from": T0, "valid_to": T0 - timedelta(days=1)}, "valid_to is not after"),
     ({"consent_id": ""}, "consent_id is empty"),
@@ -237,19 +354,35 @@ def test_view_is_what_the_topic_carries() -> None:
     assert view.agencies == ["health", "social_care"] and "cases" in view.fields
 
 
-def test_transactions_never_split_a_view_from_its_audit_and_bookkeeping() -> None:
-    """A kill -9 between two transactions of one batch must not leave a view out without its
-    bookkeeping (the standby would release it again: one duplicate release and audit seen by
-    benchmarks/faults.py with chunks of exactly 5,000 records)."""
-    from caselink.infra.topics import GATE_RELEASED_TOPIC
-    from caselink.streams.consent.gate_loop import transaction_chunks
-    from caselink.streams.linker_core import Outgoing
+def test_an_objection_to_a_field_covers_what_is_derived_from_it() -> None:
+    core = gate()
+    two_agency_citizen(core)
+    core.apply_consent(consent("CITIZEN", citizen_id="C1", purpose="*", decision="DENY",
+                               fields=["identifiers", "date_of_birth"]))
+    core.apply_consent(consent("CITIZEN", citizen_id="C1", purpose="planning", decision="DENY", fields=["address"]))
+    out = core.flush()
+    care = on_topic(out, "direct_care")["C1"]
+    assert all(not {"identifiers.nhs_number", "date_of_birth"} & set(m["fields"]) for m in care["members"])
+    assert all("given_names" in m["fields"] for m in care["members"])
+    (planning,) = on_topic(out, "planning").values()
+    assert all(set(m["fields"]) == {"sex"} for m in planning["members"])  # no year of birth, no district
 
-    out = [Outgoing(topic, f"{i}".encode(), b"x") for i in range(10)
-           for topic in ("caselink.cases.research", "caselink.disclosures", GATE_RELEASED_TOPIC)]
-    for limit in (1, 2, 3, 4, 5, 7, 29, 30, 31):
-        chunks = transaction_chunks(out, limit)
-        assert [item for chunk in chunks for item in chunk] == out
-        assert all(chunk and chunk[-1].topic == GATE_RELEASED_TOPIC for chunk in chunks), limit
-        assert all(len(chunk) < limit + 3 for chunk in chunks)
-    assert transaction_chunks([], 5) == [[]]  # an empty batch still commits its positions
+
+def test_a_permit_naming_a_field_lets_through_what_is_derived_from_it_and_a_scheme_only_that_scheme() -> None:
+    core = gate()
+    two_agency_citizen(core)
+    core.apply_consent(consent("CITIZEN", citizen_id="C1", purpose="research", fields=["date_of_birth"]))
+    (view,) = on_topic(core.flush(), "research").values()
+    assert all(set(m["fields"]) == {"year_of_birth"} for m in view["members"])
+    assert all(m["cases"] == [] for m in view["members"])  # cases were not in the permit
+
+    casework = Policy(version="t", purposes={"casework": Purpose(
+        legal_basis="b", consent="not_required", national_opt_out=False, agencies=("*",), fields=("identifiers",))})
+    core = gate(policy=casework)
+    two_agency_citizen(core)
+    core.apply_consent(consent("CITIZEN", citizen_id="C1", purpose="casework", decision="DENY",
+                               fields=["identifiers.nhs_number"]))
+    view = on_topic(core.flush(), "casework")["C1"]
+    assert {a: set(m["fields"]) for a, m in ((m["agency"], m) for m in view["members"])} == {
+        "health": {"identifiers.health_id"}, "social_care": {"identifiers.social_care_id"},
+        "police": {"identifiers.police_id"}}

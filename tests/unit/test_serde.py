@@ -125,3 +125,20 @@ def test_check_pair_reports_type_change() -> None:
     reader = json.dumps({"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]})
     assert check_pair(reader, writer)
     assert check_pair(writer, writer) == []
+
+
+def test_a_disclosure_written_before_overrides_existed_reads_with_none() -> None:
+    import io
+
+    import fastavro
+    from caselink.schemas.serde import MAGIC
+
+    old = json.loads((HISTORY_DIR / "Disclosure" / "v2.avsc").read_text())
+    parsed = fastavro.parse_schema(old, named_schemas={})
+    fingerprint = bytes.fromhex(fastavro.schema.fingerprint(fastavro.schema.to_parsing_canonical_form(parsed),
+                                                            "CRC-64-AVRO"))
+    record = {k: v for k, v in sample("Disclosure").items() if k != "overrides"}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, record)
+    _name, decoded = default_serde().decode(MAGIC + fingerprint + buf.getvalue(), expect="Disclosure")
+    assert decoded == {**record, "overrides": []}
