@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
+from caselink.core.cluster import ClusterState, pid_alive
 from caselink.core.kafka import admin_client, local_cluster, state_file
 from caselink.core.settings import get_settings
-from caselink.infra.kafka_runtime import SASL_MECHANISM, ClusterState, KafkaRuntimeError, LocalKafka, pid_alive
+from caselink.infra.kafka_runtime import SASL_MECHANISM, KafkaRuntimeError, LocalKafka
 from caselink.infra.topics import caselink_topics, ensure_topics
 from caselink.output import console, emit, fail
 

@@ -95,8 +95,8 @@ def local_broker_problems(settings: Settings) -> list[str]:
     import shutil
     from pathlib import Path
 
+    from caselink.core.cluster import ClusterState, pid_alive
     from caselink.core.kafka import state_file
-    from caselink.infra.kafka_runtime import ClusterState, pid_alive
 
     path = state_file(settings)
     if not path.exists():

@@ -12,8 +12,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from caselink.core.cluster import ClusterState, pid_alive
 from caselink.core.settings import Settings
-from caselink.infra.kafka_runtime import ClusterState, pid_alive
 
 log = logging.getLogger(__name__)
 # librdkafka reports every refused connection and retry; they go to Python logging under this
