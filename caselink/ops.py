@@ -287,8 +287,8 @@ def source_row(msg: Any, letter: dict[str, Any], source: dict[str, Any]) -> dict
     The letter holds the row's own bytes; a CSV row is read under the header line its message
     carries (``caselink-source-header``). Letters from before that (and JSONL rows) are JSON.
     """
-    from caselink.connectors.base import TRUNCATED_MARK
     from caselink.connectors.readers import SOURCE_HEADER_HEADER, SOURCE_KIND_HEADER, parse_csv_row
+    from caselink.schemas.dead_letter import TRUNCATED_MARK
 
     if TRUNCATED_MARK in letter["error"]:
         raise RedriveError("its payload was truncated (the row was too long to keep); fix the file and load it again")

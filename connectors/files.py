@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from caselink.connectors.base import ConnectorSink, dead_letter, person_event
+from caselink.connectors.base import ConnectorSink, person_event
 from caselink.connectors.checkpoints import Damaged, load_checkpoint, read_checkpoints
 from caselink.connectors.mapping import AgencyMapping, RowError
 from caselink.connectors.readers import (
@@ -31,6 +31,7 @@ from caselink.connectors.readers import (
     read_csv,
     read_jsonl,
 )
+from caselink.schemas.dead_letter import dead_letter
 from tqdm import tqdm
 
 from caselink.core.settings import Settings

@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from caselink.connectors.base import ConnectorSink, dead_letter, person_event
+from caselink.connectors.base import ConnectorSink, person_event
 from caselink.connectors.mapping import AgencyMapping, RowError
+from caselink.schemas.dead_letter import dead_letter
 
 from caselink.core.settings import Settings
 

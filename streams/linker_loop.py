@@ -27,12 +27,12 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from caselink.connectors.base import dead_letter
 from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC
 from caselink.linkage import deployment
 from caselink.linkage.checks import check_model
 from caselink.linkage.model import LinkageModel
 from caselink.schemas import UndecodableEventError, default_serde
+from caselink.schemas.dead_letter import dead_letter
 from caselink.streams import metrics, snapshot
 from caselink.streams.linker_core import LinkerCore, new_core
 from caselink.streams.normalise import packed_record

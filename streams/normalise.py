@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 
-from caselink.connectors.base import dead_letter
 from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
 from caselink.linkage.blocking import blocking_keys
 from caselink.linkage.packed import pack
 from caselink.linkage.record import UnknownSchemeError, UnlinkableRecordError, standardise_person
 from caselink.linkage.rules import DEFAULT_RULES, LinkageRules
 from caselink.schemas import SchemaValidationError, UndecodableEventError, default_serde
+from caselink.schemas.dead_letter import dead_letter
 from caselink.streams import metrics
 
 log = logging.getLogger(__name__)
