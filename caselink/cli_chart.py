@@ -48,8 +48,8 @@ def chart_model(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The match-weight distribution of the current model on synthetic data, with its thresholds."""
-    from caselink.charts import histogram_svg, page
     from caselink.linkage.deployment import load_model
+    from caselink.streams.charts import histogram_svg, page
     from caselink.streams.review_page import threshold_weight
 
     try:
@@ -72,11 +72,11 @@ def chart_decision(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The score waterfall of the latest link decision about a record."""
-    from caselink.charts import decision_html
     from caselink.core.kafka import read_to_end
     from caselink.infra.topics import LINK_DECISIONS_TOPIC
     from caselink.linkage.deployment import load_model
     from caselink.schemas import default_serde
+    from caselink.streams.charts import decision_html
     from caselink.streams.review_page import threshold_weight
 
     serde = default_serde()
