@@ -38,7 +38,7 @@ def _assignment(settings: Settings, clusters: Path | None) -> dict[str, str]:
     """record -> citizen: from a `caselink link` clusters.csv, or the live linked cases."""
     if clusters is not None:
         return {r["record_key"]: r["citizen_id"] for r in _read_csv(clusters, ("record_key", "citizen_id"))}
-    from caselink.demo import latest_linked_cases
+    from caselink.ops import latest_linked_cases
 
     return {f"{m['agency']}:{m['source_record_id']}": cid
             for cid, case in latest_linked_cases(settings).items() for m in case["members"]}

@@ -41,6 +41,7 @@ from caselink.infra.topics import (
     person_events_topic,
     purpose_topic,
 )
+from caselink.ops import http_health, latest_linked_cases
 from caselink.schemas import default_serde
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -154,8 +155,6 @@ def _purpose_views(settings: Settings) -> dict[str, dict[str, dict]]:
 
 
 def _gate_health(gate: WorkerProcess) -> dict:
-    from caselink.ops import http_health
-
     return http_health(f"http://127.0.0.1:{gate.port}/health")
 
 
@@ -357,15 +356,6 @@ def wait_until_quiet(settings: Settings, topics: list[str], quiet_s: float = 1.5
             time.sleep(0.2)
     finally:
         c.close()
-
-
-def latest_linked_cases(settings: Settings) -> dict[str, dict]:
-    serde = default_serde()
-    latest: dict[str, dict | None] = {}
-    for msg in read_to_end(settings, [LINKED_CASES_TOPIC]):
-        key = msg.key().decode()
-        latest[key] = None if msg.value() is None else serde.decode(msg.value(), expect="LinkedCase")[1]
-    return {k: v for k, v in latest.items() if v is not None}
 
 
 def _show_citizens(cases: dict[str, dict], limit: int = 6) -> None:

@@ -17,10 +17,24 @@ from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
-from caselink.core.kafka import admin_client, consumer, idempotent_producer, produce, watermarks
+from caselink.core.kafka import admin_client, consumer, idempotent_producer, produce, read_to_end, watermarks
 from caselink.core.settings import Settings
+from caselink.infra.topics import LINKED_CASES_TOPIC
+from caselink.schemas import default_serde
 
 EPHEMERAL_GROUPS = ("caselink-reader-", "caselink-quiet-probe", "caselink-ops-")
+
+
+# --------------------------------------------------------------------------- linked cases
+def latest_linked_cases(settings: Settings) -> dict[str, dict]:
+    """The last LinkedCase published for every citizen id (retired ones, whose last value is a tombstone, left out)."""
+    serde = default_serde()
+    latest: dict[str, dict | None] = {}
+    for msg in read_to_end(settings, [LINKED_CASES_TOPIC]):
+        key = msg.key().decode()
+        latest[key] = None if msg.value() is None else serde.decode(msg.value(), expect="LinkedCase")[1]
+    return {k: v for k, v in latest.items() if v is not None}
+
 
 
 # --------------------------------------------------------------------------- status

@@ -64,7 +64,7 @@ def replay_index(settings: Settings, model: LinkageModel, progress: Callable[[in
 
 
 def live_members(settings: Settings) -> dict[str, frozenset[str]]:
-    from caselink.demo import latest_linked_cases
+    from caselink.ops import latest_linked_cases
 
     return {cid: frozenset(f"{m['agency']}:{m['source_record_id']}" for m in case["members"])
             for cid, case in latest_linked_cases(settings).items()}

@@ -30,7 +30,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
-from caselink.demo import latest_linked_cases, start_gate, start_worker
+from caselink.demo import start_gate, start_worker
+from caselink.ops import latest_linked_cases
 
 serde = default_serde()
 GATE_KEY = "fault-test-pseudonym-key-0123456789"

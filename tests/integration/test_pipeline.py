@@ -39,7 +39,8 @@ from confluent_kafka import Producer
 
 from caselink.core.kafka import admin_client, read_to_end
 from caselink.core.settings import KafkaSettings, Settings
-from caselink.demo import SAMPLES, latest_linked_cases, start_worker, wait_for_worker, wait_until_quiet
+from caselink.demo import SAMPLES, start_worker, wait_for_worker, wait_until_quiet
+from caselink.ops import latest_linked_cases
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
