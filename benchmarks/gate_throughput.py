@@ -54,9 +54,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
 
+    from caselink.connectors.consent_events import consent_event, subject_from, withdrawal_of
     from caselink.infra.topics import CONSENT_EVENTS_TOPIC, LINKED_CASES_TOPIC, purpose_topic
     from caselink.schemas import default_serde
-    from caselink.streams.consent.events import consent_event, subject_from, withdrawal_of
     from caselink.streams.consent.gate_core import GateCore
     from caselink.streams.consent.gate_loop import GateLoop, pseudonymiser_from
     from caselink.streams.consent.policy import bundled_policy_path, load_policy

@@ -149,14 +149,14 @@ def ingest_serve(
     """Serve POST /v1/{agency}/person-events and /v1/{agency}/fhir (tokens from CASELINK_INGEST__TOKENS)."""
     import uvicorn
 
-    from caselink.connectors.http_ingest import create_ingest_app
     from caselink.core.settings import get_settings
+    from caselink.ingest import ingest_app
 
     settings = get_settings()
     if not settings.ingest.tokens:
         fail("no agency tokens: set CASELINK_INGEST__TOKENS='{\"health\": \"...\"}' in the environment")
     tls = settings.web  # HTTPS when a certificate is configured (CASELINK_WEB__TLS_CERTFILE / _KEYFILE)
-    uvicorn.run(create_ingest_app(settings), host=settings.ingest.host, port=port or settings.ingest.port,
+    uvicorn.run(ingest_app(settings), host=settings.ingest.host, port=port or settings.ingest.port,
                 ssl_certfile=str(tls.tls_certfile) if tls.tls_certfile else None,
                 ssl_keyfile=str(tls.tls_keyfile) if tls.tls_keyfile else None)
 
@@ -166,10 +166,10 @@ def ingest_openapi() -> None:
     """Print the ingest API's OpenAPI document."""
     import json
 
-    from caselink.connectors.http_ingest import create_ingest_app
     from caselink.core.settings import get_settings
+    from caselink.ingest import ingest_app
 
-    typer.echo(json.dumps(create_ingest_app(get_settings()).openapi(), indent=2))
+    typer.echo(json.dumps(ingest_app(get_settings()).openapi(), indent=2))
 
 
 def main() -> None:

@@ -89,8 +89,8 @@ def consent_record(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Record a consent, objection or national opt-out; the gate applies it within seconds."""
+    from caselink.connectors.consent_events import consent_event, subject_from
     from caselink.infra.topics import CONSENT_EVENTS_TOPIC
-    from caselink.streams.consent.events import consent_event, subject_from
     from caselink.streams.consent.gate_loop import policy_path
     from caselink.streams.consent.policy import PolicyError, load_policy
     from caselink.streams.consent.register import validate_consent
@@ -116,9 +116,9 @@ def consent_withdraw(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Withdraw a consent (or lift an objection or opt-out) by its id; the gate retracts what it allowed."""
+    from caselink.connectors.consent_events import withdrawal_of
     from caselink.core.kafka import read_to_end
     from caselink.schemas import UndecodableEventError, default_serde
-    from caselink.streams.consent.events import withdrawal_of
 
     serde = default_serde()
     found = None

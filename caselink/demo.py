@@ -170,8 +170,8 @@ def _wait_for_gate(settings: Settings, gate: WorkerProcess) -> None:
 
 
 def _show_gate(settings: Settings, gate_process: WorkerProcess, cases: dict[str, dict]) -> None:
+    from caselink.connectors.consent_events import consent_event, subject_from
     from caselink.core.kafka import idempotent_producer
-    from caselink.streams.consent.events import consent_event, subject_from
 
     _wait_for_gate(settings, gate_process)
     gate = _gate_health(gate_process)

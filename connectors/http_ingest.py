@@ -16,11 +16,13 @@ import asyncio
 import hmac
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from caselink.connectors.base import event_id
 from caselink.connectors.body_limit import BodyLimit
+from caselink.connectors.consent_events import consent_event
 from caselink.connectors.fhir import bundle_rows, consent_to_event, patient_to_row
 from caselink.connectors.mapping import MappedRow, RowError
 from caselink.infra.topics import consent_events_topic, person_events_topic
@@ -129,7 +131,17 @@ class Accepted(BaseModel):
     event_ids: list[str]
 
 
-def create_ingest_app(settings: Settings) -> FastAPI:
+class ConsentCheckUnavailable(RuntimeError):
+    """Consents cannot be checked now (the policy is invalid): the request gets 503 and is retried."""
+
+
+ConsentCheck = Callable[[list[dict[str, Any]]], list[list[str]]]
+"""What is wrong with each ConsentEvent of a request (an empty list: it may be recorded). The
+consent policy belongs to the gate (``caselink.streams.consent``), a layer above this one, so the
+caller that builds the app passes the check in (``caselink.ingest.ingest_app``)."""
+
+
+def create_ingest_app(settings: Settings, check_consents: ConsentCheck) -> FastAPI:
     app = FastAPI(title="caselink ingest", version="1",
                   description="Push person changes from an agency's system into caselink.")
     bearer = HTTPBearer(auto_error=False)
@@ -218,20 +230,12 @@ def create_ingest_app(settings: Settings) -> FastAPI:
             raise HTTPException(422, [{"loc": [e.field], "msg": e.reason} for e in bad])
         return await produce(agency, [(r, [], None) for _, r in results])  # type: ignore[misc]
 
-    def policy() -> Any:
-        from caselink.streams.consent.gate_loop import policy_path
-        from caselink.streams.consent.policy import PolicyError, load_policy
-
-        try:
-            return load_policy(policy_path(settings))
-        except PolicyError:
-            raise HTTPException(503, "the consent policy is invalid; consents cannot be checked now") from None
-
     async def produce_consents(agency: str, events: list[dict[str, Any]]) -> Accepted:
-        from caselink.streams.consent.register import validate_consent
-
-        current = policy()
-        problems = [{"loc": ["body", i], "msg": p} for i, e in enumerate(events) for p in validate_consent(e, current)]
+        try:
+            checked = check_consents(events)
+        except ConsentCheckUnavailable as exc:
+            raise HTTPException(503, str(exc)) from None
+        problems = [{"loc": ["body", i], "msg": p} for i, found in enumerate(checked) for p in found]
         if problems:
             raise HTTPException(422, problems)
         errors: list[str] = []
@@ -250,8 +254,6 @@ def create_ingest_app(settings: Settings) -> FastAPI:
     async def consent_events(agency: Annotated[str, Depends(authorise)], body: ConsentIn | list[ConsentIn]) -> Accepted:
         """One consent or a batch. Record subjects are the posting agency's records; consent ids are
         namespaced by agency so agencies cannot overwrite each other's consents."""
-        from caselink.streams.consent.events import consent_event
-
         items = body if isinstance(body, list) else [body]
         if len(items) > settings.ingest.max_events_per_request:
             raise HTTPException(413, f"at most {settings.ingest.max_events_per_request} consents per request")
