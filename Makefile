@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The package laid out as it installs (setup.py maps the top-level folders into caselink.*), for
+# import-linter and mypy, which do not follow the editable install's import hook.
+TREE := $(BIN)/python tools/package_tree.py build/package-tree --
 
 .PHONY: demo test lint install bench clean
 
@@ -21,6 +24,8 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(TREE) lint-imports --no-cache $(CURDIR)/pyproject.toml  # the layers (pyproject: tool.importlinter)
+	$(TREE) mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache caselink
 
 test: lint
 	bash infra/ensure-postgres.sh
