@@ -30,8 +30,9 @@ from caselink.schemas import SchemaValidationError, default_serde
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, field_validator
 
 from caselink.core.kafka import idempotent_producer
@@ -172,11 +173,11 @@ def create_ingest_app(settings: Settings, check_consents: ConsentCheck) -> FastA
 
     async def produce(agency: str, rows: list[tuple[MappedRow, list[dict[str, Any]], datetime | None]]) -> Accepted:
         now = datetime.now(UTC)
-        encoded = []
+        encoded: list[tuple[bytes, bytes, str]] = []
         for row, cases, occurred in rows:
             version = row.version if row.version is not None else int(now.timestamp() * 1000)
             op = "DELETE" if row.deleted else "UPSERT"
-            event = {"event_id": event_id(agency, row.record_id, version, op), "agency": agency,
+            event: dict[str, Any] = {"event_id": event_id(agency, row.record_id, version, op), "agency": agency,
                      "source_record_id": row.record_id, "source_version": version, "op": op,
                      "occurred_at": occurred or now, "emitted_at": now,
                      "person": None if row.deleted else row.person, "cases": [] if row.deleted else cases,
@@ -276,9 +277,6 @@ def create_ingest_app(settings: Settings, check_consents: ConsentCheck) -> FastA
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Any:
-        from fastapi.responses import Response
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")

@@ -394,8 +394,8 @@ def reference_apply(m: AgencyMapping, row: Mapping[str, Any]) -> MappedRow:
         lines = address.fields.get("lines")
         built: dict[str, Any] = {"lines": [str(v) for v in many(lines, f"addresses[{i}].lines")] if lines else []}
         for key in ADDRESS_KEYS[1:]:
-            spec = address.fields.get(key)
-            built[key] = _text(scalar(spec, f"addresses[{i}].{key}")) if spec else None
+            key_spec = address.fields.get(key)
+            built[key] = _text(scalar(key_spec, f"addresses[{i}].{key}")) if key_spec else None
         if built["lines"] or built["postcode"] or built["locality"]:
             person["addresses"].append(built)
     cases = []
@@ -668,7 +668,8 @@ def parse_mapping(data: Any, file: str = "<mapping>", schemes: SchemeCatalogue |
         _reject_unknown(case, CASE_KEYS, "case field", file)
         cases.append({k: _field(v, f"cases[{i}].{k}", file, case) for k, v in case.items()})
     op = data.get("op")
-    delete_when, delete_values = None, frozenset()
+    delete_when: FieldSpec | None = None
+    delete_values: frozenset[str] = frozenset()
     if op is not None:
         if not isinstance(op, dict) or "from" not in op or "delete_when" not in op:
             raise MappingError(f"{file}:{_line(data, 'op')}: op needs 'from' (a column) and 'delete_when' (values)")

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka.admin import AdminClient
+
 from caselink.core.cluster import ClusterState, Node, pid_alive
 from caselink.core.private import ensure_private_dir
 from caselink.core.settings import InfraSettings
@@ -341,13 +343,12 @@ class LocalKafka:
 
     def wait_ready(self, timeout: float | None = None) -> float:
         """Block until every node is registered and answering; return seconds waited."""
-        from confluent_kafka.admin import AdminClient
 
         assert self.state is not None
         timeout = timeout or self.settings.ready_timeout_s
         started = time.monotonic()
         want = len(self.state.nodes)
-        admin = AdminClient({**self.admin_config(), "logger": _QUIET})
+        admin = AdminClient({**self.admin_config(), "logger": _QUIET})  # type: ignore[dict-item]  # stubs omit logger
         while True:
             for node in self.state.nodes:
                 if not pid_alive(node.pid):
@@ -370,8 +371,6 @@ class LocalKafka:
 
     @staticmethod
     def _controller_ready(admin: object) -> bool:
-        from confluent_kafka.admin import AdminClient
-
         assert isinstance(admin, AdminClient)
         cluster = admin.describe_cluster(request_timeout=2).result(timeout=3)
         return cluster.controller is not None
@@ -389,7 +388,7 @@ class LocalKafka:
         if not self.state:
             return
         for node in self.state.nodes:
-            if pid_alive(node.pid):
+            if node.pid is not None and pid_alive(node.pid):
                 os.kill(node.pid, signal.SIGTERM)  # all at once, so they shut down in parallel
         for node in self.state.nodes:
             _terminate(node.pid, kill=False, timeout=timeout)

@@ -114,13 +114,13 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
         _web(app, settings, linker, gate, normalisers)
     if on_listening is not None:
         web = app.web
-        serve = web.start_server
+        serve = web.start_server  # type: ignore[attr-defined]  # faust's Web declares no start_server; its server has one
 
         async def start_server() -> None:
             await serve()  # raises (e.g. the port is taken) before anything else is started
             on_listening()
 
-        web.start_server = start_server  # type: ignore[method-assign]
+        web.start_server = start_server  # type: ignore[attr-defined]
     return app
 
 
@@ -146,7 +146,7 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
 
     @app.agent(sources, name="normalise")
     async def normalise(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(w.batch_size, within=w.batch_within_s):
+        async for events in stream.take_events(w.batch_size, within=w.batch_within_s):  # type: ignore[attr-defined]
             consumed: dict[str, int] = {}  # counted once a batch: every inc takes a lock
             for event in events:
                 msg = event.message
@@ -211,7 +211,7 @@ def _web(app: faust.App, settings: Settings, linker: LinkerLoop, gate: GateLoop 
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(registry),  # type: ignore[arg-type]
+        return web.bytes(generate_latest(registry),
                          content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     auth = Authenticator(settings.web.tokens, settings.web.session_ttl_s)

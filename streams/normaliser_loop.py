@@ -60,7 +60,10 @@ class NormaliserLoop:
         for tp in offsets:
             del self._uncommitted[(tp.topic, tp.partition)]
         try:
-            consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:  # the group moved on: the next owner handles a little again
             log.warning("normaliser could not commit %s: %s", offsets, exc)
 

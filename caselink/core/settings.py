@@ -10,6 +10,7 @@ config file can be committed or shared without leaking them.
 from __future__ import annotations
 
 import os
+import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -181,7 +182,6 @@ class WebSettings(BaseModel):
         """A server TLS context, or None without a certificate."""
         if self.tls_certfile is None:
             return None
-        import ssl
 
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
