@@ -70,7 +70,7 @@ class LinkerCore:
         self.last_outcome = ""
 
     # ------------------------------------------------------------------ input
-    def apply(self, value: bytes, topic: str | None = None, partition: int | None = None,
+    def apply(self, value: bytes | None, topic: str | None = None, partition: int | None = None,
               offset: int | None = None, packed: bytes | None = None) -> list[Outgoing]:
         """``packed``: the normaliser's standardised record and blocking keys (``linkage.packed``),
         used instead of standardising the event again when they were made by this code."""
