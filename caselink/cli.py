@@ -15,6 +15,10 @@ from caselink.cli_link import link_command, train_command
 from caselink.cli_ops import dlq_app, export_command, rebuild_command, replay_command, status_command
 from caselink.output import emit, fail
 
+# Each command imports what it drives inside its body, so that `caselink --help` and every other
+# command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
+# docs/benchmarks.md). Imports for type annotations only sit under TYPE_CHECKING.
+
 app = typer.Typer(help="caselink: link public-sector case records around the citizen.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.add_typer(infra_app, name="infra")
