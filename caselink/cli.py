@@ -21,6 +21,24 @@ from caselink.output import emit, fail
 
 app = typer.Typer(help="caselink: link public-sector case records around the citizen.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"caselink {version('caselink')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print the installed version and exit.")] = False,
+) -> None:
+    pass
+
+
 app.add_typer(infra_app, name="infra")
 app.add_typer(topics_app, name="topics")
 app.add_typer(connector_app, name="connector")
