@@ -68,7 +68,7 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
         gate = GateLoop(settings, is_leader=lambda: linker.publish_from is not None)
     normalisers = None
     if settings.worker.normaliser_processes > 0:
-        from caselink.streams.normalisers import NormaliserProcesses
+        from caselink.streams.normaliser_processes import NormaliserProcesses
 
         normalisers = NormaliserProcesses(settings, settings.worker.normaliser_processes, loglevel)
 

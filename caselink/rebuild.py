@@ -24,7 +24,7 @@ from caselink.linkage.model import LinkageModel
 from caselink.ops import latest_linked_cases
 from caselink.schemas import UndecodableEventError
 from caselink.streams.linker_core import new_core
-from caselink.streams.normalise import packed_record
+from caselink.streams.normaliser_core import packed_record
 
 
 @dataclass

@@ -3,11 +3,11 @@
 * the normaliser (stateless, scales across the partitions of every agency topic) decodes and
   validates PersonEvents and forwards them, unchanged, to the single-partition link input;
   anything undecodable or unlinkable goes to ``caselink.dead-letters`` with its origin
-  (``streams.normalise``).
+  (``streams.normaliser_core``).
 * the linker (``streams.linker_loop.LinkerLoop``, a thread of the worker process) is the single
   writer of the citizen index; see its module for why it is not a Faust agent.
 * where it runs: by default ``caselink worker`` starts it in processes of its own
-  (``worker.normaliser_processes``, ``streams.normalisers``), each a confluent-kafka consumer-group
+  (``worker.normaliser_processes``, ``streams.normaliser_processes``), each a confluent-kafka consumer-group
   loop (``streams.normaliser_loop``: a quarter of the Faust agent's CPU per event); with 0 it is
   the ``normalise`` Faust agent below, inside the worker process.
 * the web API: ``/health``, ``/metrics``, ``/citizens/{id}``, ``/records/{agency}/{id}``, ``/review``.
@@ -29,8 +29,8 @@ from caselink.schemas import default_serde
 from caselink.streams import metrics
 from caselink.streams.consent.gate_loop import GateLoop
 from caselink.streams.linker_loop import LinkerLoop
-from caselink.streams.normalise import Normaliser
-from caselink.streams.normalisers import MergedRegistry, NormaliserProcesses
+from caselink.streams.normaliser_core import Normaliser
+from caselink.streams.normaliser_processes import MergedRegistry, NormaliserProcesses
 from caselink.streams.review_page import render_login_page, render_review_page, threshold_weight
 from caselink.streams.sink import BatchSink, broker_wait
 from caselink.streams.web_auth import COOKIE, Authenticator, Principal, Refusal, refused
@@ -76,7 +76,7 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
                normalise: bool = True, normalisers: NormaliserProcesses | None = None,
                on_listening: Callable[[], None] | None = None) -> faust.App:
     """The worker's Faust app: the web API over ``linker``'s index (when given) and, with
-    ``normalise``, the normaliser agent. A normaliser process (``streams.normalisers``) is the
+    ``normalise``, the normaliser agent. A normaliser process (``streams.normaliser_processes``) is the
     same app id with the agent and no web server; the worker process then has the web API only.
     ``on_listening`` is called once the web server is listening (before Faust's consumers start)."""
     w = settings.worker
@@ -134,7 +134,7 @@ def _same_origin(request: Any) -> bool:
 
 
 def _normaliser(app: faust.App, settings: Settings) -> None:
-    """The Faust agent, for ``worker.normaliser_processes: 0``: the same ``streams.normalise`` work as
+    """The Faust agent, for ``worker.normaliser_processes: 0``: the same ``streams.normaliser_core`` work as
     the normaliser processes' loop, in micro-batches through one producer flushed before Faust
     acknowledges the batch's input, so nothing is committed whose outputs are not on the broker."""
     w = settings.worker

@@ -37,7 +37,7 @@ from caselink.schemas.dead_letter import dead_letter
 from caselink.schemas.serde import AvroSerde
 from caselink.streams import metrics, snapshot
 from caselink.streams.linker_core import LinkerCore, new_core
-from caselink.streams.normalise import packed_record
+from caselink.streams.normaliser_core import packed_record
 from caselink.streams.sink import BatchSink
 from caselink.streams.snapshot import SnapshotWriter
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition

@@ -1,7 +1,7 @@
 """The normaliser as a plain confluent-kafka consumer-group loop: what a normaliser process runs.
 
 Why not the Faust agent: measured on these 2-core machines (100,000 events from the agency topics
-to the link input, one process each, the same ``streams.normalise`` work), the Faust agent's
+to the link input, one process each, the same ``streams.normaliser_core`` work), the Faust agent's
 process used 212 µs of CPU per event and this loop 50 µs. The pipeline is CPU-bound across the
 two cores (linker, normaliser and broker), so Faust's per-message machinery (aiokafka's fetcher,
 the conductor, a stream event, an acknowledgement per message) was taking CPU the linker needed.
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from caselink.infra.topics import person_events_topic
 from caselink.linkage.deployment import load_model
 from caselink.streams import metrics
-from caselink.streams.normalise import Normaliser
+from caselink.streams.normaliser_core import Normaliser
 from caselink.streams.sink import BatchSink
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 

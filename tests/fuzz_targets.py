@@ -22,7 +22,7 @@ from caselink.connectors.readers import read_csv, read_jsonl
 from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
 from caselink.schemas import default_serde
 from caselink.streams.consent.policy import PolicyError, parse_policy
-from caselink.streams.normalise import Normaliser
+from caselink.streams.normaliser_core import Normaliser
 
 TRIED: Counter[str] = Counter()  # inputs tried, per target (benchmarks/fuzz.py prints them)
 _DIR = Path(tempfile.mkdtemp(prefix="caselink-fuzz-"))

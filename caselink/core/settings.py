@@ -82,7 +82,7 @@ class WorkerSettings(BaseModel):
     # last one and replays the link input only from there (streams/snapshot.py). Each costs a
     # forked child about 34 s of CPU at a million records (benchmarks/recovery.py).
     snapshot_interval_s: float = Field(default=600.0, ge=0)
-    # Normaliser processes (confluent-kafka loops, streams.normalisers); 0: the Faust agent inside the worker.
+    # Normaliser processes (confluent-kafka loops, streams.normaliser_processes); 0: the Faust agent inside the worker.
     normaliser_processes: int = Field(default=1, ge=0)
 
 
