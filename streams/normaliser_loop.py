@@ -33,7 +33,8 @@ from caselink.streams.normaliser_core import Normaliser
 from caselink.streams.sink import BatchSink
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from caselink.core.kafka import client_config, drain
+from caselink.core import kafka
+from caselink.core.kafka import drain
 from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,11 @@ class NormaliserLoop:
 
     def run(self, should_stop: Callable[[], bool], every_second: Callable[[], None] | None = None) -> None:
         w = self.settings.worker
-        consumer = Consumer(client_config(self.settings, **{
-            "group.id": self.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000, "fetch.wait.max.ms": 10,
-            "partition.assignment.strategy": "cooperative-sticky", "on_commit": self._on_commit,
-        }))
+        consumer = kafka.consumer(self.settings, self.group_id, **{
+            "enable.partition.eof": False, "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
+            "fetch.wait.max.ms": 10, "partition.assignment.strategy": "cooperative-sticky",
+            "on_commit": self._on_commit,
+        })
         sink = BatchSink(self.settings)
         events_in = metrics.Children(metrics.EVENTS_IN)
         route = self.normaliser.route
