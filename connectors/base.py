@@ -85,8 +85,8 @@ class ConnectorSink:
     def producer(self) -> Producer:
         """Made on first use: a connector that only hands a file to worker processes has none,
         so it can fork them (librdkafka's threads do not survive a fork)."""
-        # Delivery reports for failures only: a Python callback per acknowledged message was a
-        # tenth of the file connector's time, and success is what flush() already confirms. One
+        # Delivery reports for failures only: a Python callback per acknowledged message cost the
+        # file connector time, and success is what flush() already confirms. One
         # callback for the producer, rather than one attached to every message.
         return idempotent_producer(self.settings, **{"delivery.report.only.error": True, "linger.ms": 50,
                                                      "on_delivery": self._on_delivery})

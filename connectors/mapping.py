@@ -132,7 +132,7 @@ class FieldSpec:
     # ------------------------------------------------------------------ compiled forms
     # ``scalar`` and ``many`` above are the reference semantics. The compiled forms below do the
     # same with every decision that depends only on the spec taken once, at load time: mapping a
-    # row was 70% of the file connector's time per row. tests/unit/test_mapping_compiled.py checks
+    # row was most of the file connector's time per row. tests/unit/test_mapping_compiled.py checks
     # the two agree on generated specs and rows.
     def compile_scalar(self, path: str) -> Callable[[Mapping[str, Any]], Any]:
         if self.value is not None or len(self.sources) != 1:
@@ -412,10 +412,9 @@ def reference_apply(m: AgencyMapping, row: Mapping[str, Any]) -> MappedRow:
 class _ApplyWriter:
     """Writes the source of one mapping's ``apply``: straight-line code, a field at a time.
 
-    Mapping a row through a closure per field was 4.2 µs a row for the benchmark's mapping (a
-    fifth of the file connector's time); generated code that inlines the common field (one
-    column, stripped, with its default) takes 1.6 µs. Fields with anything more (several
-    columns, a constant, a split) call their compiled closure.
+    Generated code that inlines the common field (one column, stripped, with its default) maps a
+    row in well under half the time of a closure per field (docs/benchmarks.md). Fields with
+    anything more (several columns, a constant, a split) call their compiled closure.
     """
 
     def __init__(self) -> None:

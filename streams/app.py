@@ -83,8 +83,8 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
     w = settings.worker
     # A worker whose normaliser runs in processes of its own (the default) serves only the web API
     # from this app: it gets a consumer group of its own, so that a normaliser process joining
-    # the app's group does not wait for this app's consumer to rejoin (the first event reached
-    # the link input 5.1 s after the worker started instead of 2.7 s).
+    # the app's group does not wait for this app's consumer to rejoin (which delayed the first
+    # event; docs/benchmarks.md).
     app = faust.App(
         w.app_id if normalise else f"{w.app_id}-web",
         broker=[f"kafka://{hp}" for hp in bootstrap_servers(settings).split(",")],

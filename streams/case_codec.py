@@ -1,13 +1,13 @@
 """LinkedCase messages assembled from each member's own Avro encoding.
 
-A LinkedCase carries every member's full record, and the linker publishes one on every change of
-a citizen. Encoding all members again each time was 15% of the linker thread's samples (py-spy),
-and keeping each member's source payload as Python dicts, only so that it could be encoded again,
-was about half of a million-record worker's memory and most of the objects its garbage collector
-walked. Avro writes a record as its fields one after another and an array as a count, its items
-and a zero, so a member encoded once, when its record changes, can be copied into every LinkedCase
-it appears in. The one member field that changes without its record changing is ``match_weight``
-(the member's strongest link), so a member is kept as the bytes before it and the bytes after it.
+A LinkedCase carries every member's full record, and the linker publishes one on every change of a
+citizen. Encoding all members again each time, and keeping each member's source payload as Python
+dicts only so that it could be encoded again, cost the linker much of its CPU and a worker much of
+its memory (docs/benchmarks.md). Avro writes a record as its fields one after another and an array
+as a count, its items and a zero, so a member encoded once, when its record changes, can be copied
+into every LinkedCase it appears in. The one member field that changes without its record changing
+is ``match_weight`` (the member's strongest link), so a member is kept as the bytes before it and
+the bytes after it.
 
 The bytes are exactly what ``AvroSerde.encode("LinkedCase", ...)`` writes for the same case
 (``tests/unit/test_case_codec.py`` holds the two to each other). Each part is written by a writer
@@ -110,8 +110,7 @@ class LinkedCaseCodec:
         """A member's parts. Given the PersonEvent's bytes and their ``spans`` (from
         ``AvroSerde.decode_spans``), its person and cases are copied from them as they are,
         not encoded again: a member ends in the same two fields, with the same types, as a
-        PersonEvent, so those bytes are already the member's (5.5% of the linker's samples were
-        encoding them again)."""
+        PersonEvent, so those bytes are already the member's."""
         head = self._member_head.write({"agency": agency, "source_record_id": source_record_id,
                                         "source_version": source_version})
         if event is not None and spans is not None and self._event_fields is not None:

@@ -1,8 +1,8 @@
 """The single writer of the citizen index, as a plain confluent-kafka loop in the worker.
 
-Why not a Faust agent: measured on these machines, Faust's per-event machinery (stream, buffer,
-acknowledgement) cost several times what linking one record costs, capping the worker near 1,200
-events/s; this loop is the linker's own limit. It keeps Faust's guarantees in its own way:
+Why not a Faust agent: Faust's per-event machinery (stream, buffer, acknowledgement) cost several
+times what linking one record costs (docs/benchmarks.md); this loop is the linker's own limit. It
+keeps Faust's guarantees in its own way:
 
 * exclusivity: it subscribes to the one-partition ``caselink.link-input`` in the consumer group
   ``<app id>-linker``, so one worker links while any others wait to take over;
@@ -15,7 +15,7 @@ events/s; this loop is the linker's own limit. It keeps Faust's guarantees in it
 * at-least-once output: a batch's outputs are acknowledged by the broker before its offset is
   committed. The acknowledgement of one batch's outputs is awaited in a helper thread while this
   thread links the next batch, whose outputs are held back until then (so outputs reach the
-  broker in input order, as before); 4% of the linker's samples had been that wait.
+  broker in input order, as before), instead of waiting for it between batches.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class LinkerLoop(threading.Thread):
         self._pending = None
         self.committed_position = pending.result()
         # Asynchronous: the outputs are on the broker already, so the commit need not be waited
-        # for (3.8% of the linker's samples were that wait). A commit lost with a crash only means
+        # for. A commit lost with a crash only means
         # replaying a little more, silently, on takeover; one that fails is logged by _on_commit.
         consumer.commit(offsets=[TopicPartition(LINK_INPUT_TOPIC, 0, self.committed_position)], asynchronous=True)
 

@@ -1,10 +1,9 @@
 """The normaliser as a plain confluent-kafka consumer-group loop: what a normaliser process runs.
 
-Why not the Faust agent: measured on these 2-core machines (100,000 events from the agency topics
-to the link input, one process each, the same ``streams.normaliser_core`` work), the Faust agent's
-process used 212 µs of CPU per event and this loop 50 µs. The pipeline is CPU-bound across the
-two cores (linker, normaliser and broker), so Faust's per-message machinery (aiokafka's fetcher,
-the conductor, a stream event, an acknowledgement per message) was taking CPU the linker needed.
+Why not the Faust agent: for the same ``streams.normaliser_core`` work this loop uses about a
+quarter of the Faust agent's CPU per event (docs/benchmarks.md). The pipeline is CPU-bound
+(linker, normaliser and broker share the cores), so Faust's per-message machinery (aiokafka's
+fetcher, the conductor, a stream event, an acknowledgement per message) took CPU the linker needed.
 The Faust agent remains for ``worker.normaliser_processes: 0`` (``streams.app``).
 
 It keeps the agent's guarantees:

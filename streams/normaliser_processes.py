@@ -1,8 +1,7 @@
 """The normaliser in processes of its own, supervised by the worker.
 
-Why: in one process the normaliser and the linker thread take turns on one interpreter lock
-(measured with py-spy when the normaliser was a Faust agent there: the worker topped out near
-1,800 events/s with the linker waiting). Each normaliser process runs one member of the app's
+Why: in one process the normaliser and the linker thread take turns on one interpreter lock, and
+the linker waited for it (docs/benchmarks.md). Each normaliser process runs one member of the app's
 normaliser consumer group (``streams.normaliser_loop``), so the processes, and those of other
 workers, share the agency topics' partitions.
 

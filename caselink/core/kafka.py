@@ -116,8 +116,8 @@ def produce(producer: Producer, topic: str, key: bytes | None, value: bytes | No
 
     Delivery reports are served when the backlog grows past ``REPORTS_BACKLOG`` (and by the
     caller's flush), not after every message: ``poll`` releases the GIL, and in a worker where
-    another thread is busy each release waited out that thread's switch interval. Polling after
-    every message was 40% of the linker thread's samples under py-spy.
+    another thread is busy each release waited out that thread's switch interval
+    (docs/benchmarks.md).
     """
     while True:
         try:
