@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import fastavro
 from caselink.schemas.compiled_writer import WRITE_ERRORS, compile_writer, timestamp_millis, write_long
+from caselink.schemas.records import Member
 from caselink.schemas.serde import MAGIC, AvroSerde
 from fastavro.schema import to_parsing_canonical_form
 
@@ -43,7 +45,7 @@ class SchemaPart:
         self.parsed = fastavro.parse_schema(raw, named_schemas={})
         self.compiled = compile_writer(raw)
 
-    def write(self, datum: dict[str, Any]) -> bytes:
+    def write(self, datum: Mapping[str, Any]) -> bytes:
         if self.compiled is not None:
             try:
                 return self.compiled(datum)
@@ -105,7 +107,7 @@ class LinkedCaseCodec:
         self._member = fastavro.parse_schema({**member, "namespace": namespace}, named_schemas={})
 
     def member(self, agency: str, source_record_id: str, source_version: int, linked_at: datetime,
-               person: dict[str, Any], cases: list[dict[str, Any]],
+               person: Mapping[str, Any] | None, cases: Sequence[Mapping[str, Any]],
                event: bytes | None = None, spans: tuple[int, ...] | None = None) -> MemberParts:
         """A member's parts. Given the PersonEvent's bytes and their ``spans`` (from
         ``AvroSerde.decode_spans``), its person and cases are copied from them as they are,
@@ -150,7 +152,7 @@ class LinkedCaseCodec:
         return self._case_tail.write({"merged_from": merged_from, "model_version": model_version,
                                       "updated_at": updated_at, "members_omitted": omitted})
 
-    def decode_member(self, parts: MemberParts, weight: float) -> dict[str, Any]:
+    def decode_member(self, parts: MemberParts, weight: float) -> Member:
         """The member as a dict (for the web API), read back from its bytes."""
         data = parts.head + _DOUBLE.pack(weight) + parts.tail
-        return fastavro.schemaless_reader(io.BytesIO(data), self._member, self._member)  # type: ignore[return-value]
+        return cast(Member, fastavro.schemaless_reader(io.BytesIO(data), self._member, self._member))
