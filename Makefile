@@ -34,9 +34,10 @@ test: lint
 	bash infra/ensure-chromium.sh
 	CASELINK_HYPOTHESIS=ci $(BIN)/pytest
 
-# Fast feedback: the unit tests with the quick Hypothesis profile (tests/depth.py).
+# Fast feedback: the unit tests with the quick Hypothesis profile (tests/depth.py), less those
+# marked slow (make test runs them).
 unit: $(STAMP)
-	CASELINK_HYPOTHESIS=dev $(BIN)/pytest tests/unit -q
+	CASELINK_HYPOTHESIS=dev $(BIN)/pytest tests/unit -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
