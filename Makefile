@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The package laid out as it installs (setup.py maps the top-level folders into caselink.*), for
+# import-linter and mypy, which do not follow the editable install's import hook.
+TREE := $(BIN)/python tools/package_tree.py build/package-tree --
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test unit lint install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,11 +24,20 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(TREE) lint-imports --no-cache $(CURDIR)/pyproject.toml  # the layers (pyproject: tool.importlinter)
+	$(TREE) mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache caselink
 
+# Everything, at CI depth: the property tests at their full example counts, the wheel test
+# (tests/packaging: build, install into a fresh virtualenv, run), integration against a real broker.
 test: lint
 	bash infra/ensure-postgres.sh
 	bash infra/ensure-chromium.sh
-	$(BIN)/pytest
+	CASELINK_HYPOTHESIS=ci $(BIN)/pytest
+
+# Fast feedback: the unit tests with the quick Hypothesis profile (tests/depth.py), less those
+# marked slow (make test runs them).
+unit: $(STAMP)
+	CASELINK_HYPOTHESIS=dev $(BIN)/pytest tests/unit -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

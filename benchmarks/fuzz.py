@@ -29,7 +29,6 @@ def main() -> None:
     os.environ["CASELINK_FUZZ_EXAMPLES"] = str(args.examples)  # read when the tests are imported
     logging.disable(logging.WARNING)  # every rejected input logs its dead letter: thousands of lines
 
-    from caselink.connectors.http_ingest import create_ingest_app
     from caselink.infra.kafka_runtime import LocalKafka
     from caselink.infra.topics import caselink_topics, ensure_topics
     from confluent_kafka.admin import AdminClient
@@ -37,6 +36,7 @@ def main() -> None:
     from pydantic import SecretStr
 
     from caselink.core.settings import IngestSettings, KafkaSettings, Settings
+    from caselink.ingest import ingest_app
     from tests import fuzz_targets
     from tests.integration import test_fuzz_http
     from tests.unit import test_fuzz
@@ -51,7 +51,7 @@ def main() -> None:
         settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers), agencies=["health"],
                             ingest=IngestSettings(tokens={"health": SecretStr("fuzz-token-0123456789")},
                                                   max_body_bytes=50_000))
-        with TestClient(create_ingest_app(settings), raise_server_exceptions=False) as client:
+        with TestClient(ingest_app(settings), raise_server_exceptions=False) as client:
             properties.append(("test_http_ingest", test_fuzz_http.test_no_body_gets_a_server_error,
                                {"client": client}))
             for name, prop, kwargs in properties:

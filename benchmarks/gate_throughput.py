@@ -217,7 +217,7 @@ def gate_run(processes: int, first: list, second: list, third: list, consents: l
              serde: Any) -> dict[str, Any]:
     import psutil
     from caselink.infra.topics import CONSENT_EVENTS_TOPIC, LINKED_CASES_TOPIC, purpose_topic
-    from caselink.streams.consent.events import consent_event, subject_from, withdrawal_of
+    from caselink.connectors.consent_events import consent_event, subject_from, withdrawal_of
 
     from caselink.demo import start_gate
 
@@ -319,8 +319,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, nargs="+", default=[1])
     args = parser.parse_args()
 
+    from caselink.connectors.consent_events import consent_event, subject_from
     from caselink.schemas import default_serde
-    from caselink.streams.consent.events import consent_event, subject_from
     from caselink.streams.consent.policy import bundled_policy_path, load_policy
     from caselink.streams.consent.pseudonym import Pseudonymiser
 

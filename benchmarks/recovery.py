@@ -25,7 +25,7 @@ import psutil
 from caselink.infra.topics import LINK_INPUT_TOPIC, person_events_topic
 from caselink.linkage.synthetic import records_for_size
 from caselink.schemas import default_serde
-from caselink.streams.normalise import Normaliser
+from caselink.streams.normaliser_core import Normaliser
 from common import local_broker, save
 from confluent_kafka import Producer, TopicPartition
 

@@ -17,7 +17,11 @@ from typing import Any
 
 import pandas as pd
 
+from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings, get_settings
+from caselink.infra.topics import purpose_topic
+from caselink.ops import parse_since
+from caselink.schemas import default_serde
 
 BASE_COLUMNS = ["citizen_ref", "purpose", "basis", "pseudonymised", "key_id", "policy_version", "released_at",
                 "agency", "record_ref", "n_cases", "case_types"]
@@ -25,9 +29,6 @@ BASE_COLUMNS = ["citizen_ref", "purpose", "basis", "pseudonymised", "key_id", "p
 
 def current_views(purpose: str, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
     """The live GatedCase per citizen reference on ``caselink.cases.<purpose>``."""
-    from caselink.core.kafka import read_to_end
-    from caselink.infra.topics import purpose_topic
-    from caselink.schemas import default_serde
 
     serde = default_serde()
     latest: dict[str, dict[str, Any] | None] = {}
@@ -38,7 +39,6 @@ def current_views(purpose: str, settings: Settings | None = None) -> dict[str, d
 
 def read_purpose(purpose: str, since: str | datetime | None = None, settings: Settings | None = None) -> pd.DataFrame:
     """One row per released member record, its fields as columns; ``since`` keeps views released at or after it."""
-    from caselink.ops import parse_since
 
     cutoff = parse_since(since) if isinstance(since, str) else since
     rows = []

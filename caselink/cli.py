@@ -15,8 +15,30 @@ from caselink.cli_link import link_command, train_command
 from caselink.cli_ops import dlq_app, export_command, rebuild_command, replay_command, status_command
 from caselink.output import emit, fail
 
+# Each command imports what it drives inside its body, so that `caselink --help` and every other
+# command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
+# docs/benchmarks.md). Imports for type annotations only sit under TYPE_CHECKING.
+
 app = typer.Typer(help="caselink: link public-sector case records around the citizen.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"caselink {version('caselink')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print the installed version and exit.")] = False,
+) -> None:
+    pass
+
+
 app.add_typer(infra_app, name="infra")
 app.add_typer(topics_app, name="topics")
 app.add_typer(connector_app, name="connector")
@@ -149,14 +171,14 @@ def ingest_serve(
     """Serve POST /v1/{agency}/person-events and /v1/{agency}/fhir (tokens from CASELINK_INGEST__TOKENS)."""
     import uvicorn
 
-    from caselink.connectors.http_ingest import create_ingest_app
     from caselink.core.settings import get_settings
+    from caselink.ingest import ingest_app
 
     settings = get_settings()
     if not settings.ingest.tokens:
         fail("no agency tokens: set CASELINK_INGEST__TOKENS='{\"health\": \"...\"}' in the environment")
     tls = settings.web  # HTTPS when a certificate is configured (CASELINK_WEB__TLS_CERTFILE / _KEYFILE)
-    uvicorn.run(create_ingest_app(settings), host=settings.ingest.host, port=port or settings.ingest.port,
+    uvicorn.run(ingest_app(settings), host=settings.ingest.host, port=port or settings.ingest.port,
                 ssl_certfile=str(tls.tls_certfile) if tls.tls_certfile else None,
                 ssl_keyfile=str(tls.tls_keyfile) if tls.tls_keyfile else None)
 
@@ -166,10 +188,10 @@ def ingest_openapi() -> None:
     """Print the ingest API's OpenAPI document."""
     import json
 
-    from caselink.connectors.http_ingest import create_ingest_app
     from caselink.core.settings import get_settings
+    from caselink.ingest import ingest_app
 
-    typer.echo(json.dumps(create_ingest_app(get_settings()).openapi(), indent=2))
+    typer.echo(json.dumps(ingest_app(get_settings()).openapi(), indent=2))
 
 
 def main() -> None:

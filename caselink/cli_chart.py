@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from caselink.core.settings import get_settings
 from caselink.output import emit, fail
+
+if TYPE_CHECKING:
+    from caselink.linkage.model import LinkageModel
+
+# Each command imports what it drives inside its body, so that `caselink --help` and every other
+# command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
+# docs/benchmarks.md). Imports for type annotations only sit under TYPE_CHECKING.
 
 chart_app = typer.Typer(help="Charts: match-weight distribution of the model, one decision's score.",
                         no_args_is_help=True)
 
 
-def weight_samples(model, records: int = 6000, seed: int = 3) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
+def weight_samples(model: LinkageModel, records: int = 6000, seed: int = 3) -> dict[str, list[float]]:
     """Match weights of true matches and of random non-matching pairs in synthetic multi-agency data."""
     from collections import defaultdict
 
@@ -33,7 +39,7 @@ def weight_samples(model, records: int = 6000, seed: int = 3) -> dict[str, list[
         linkable.append((r["truth"], rec))
     matches = [model.score(g[0], other)[0] for g in by_person.values() for other in g[1:]]
     rng = random.Random(seed)
-    non = []
+    non: list[float] = []
     while len(non) < 4 * max(1, len(matches)):
         (ta, a), (tb, b) = rng.sample(linkable, 2)
         if ta != tb:
@@ -48,15 +54,15 @@ def chart_model(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The match-weight distribution of the current model on synthetic data, with its thresholds."""
-    from caselink.charts import histogram_svg, page
+    from caselink.core.settings import get_settings
     from caselink.linkage.deployment import load_model
+    from caselink.streams.charts import histogram_svg, page
     from caselink.streams.review_page import threshold_weight
 
     try:
         model = load_model(get_settings().linkage)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-        return
     series = weight_samples(model, records)
     marks = {"link": threshold_weight(model.link_threshold), "review": threshold_weight(model.review_threshold)}
     out.write_text(page(f"match weights of model {model.version}",
@@ -72,11 +78,12 @@ def chart_decision(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The score waterfall of the latest link decision about a record."""
-    from caselink.charts import decision_html
     from caselink.core.kafka import read_to_end
+    from caselink.core.settings import get_settings
     from caselink.infra.topics import LINK_DECISIONS_TOPIC
     from caselink.linkage.deployment import load_model
     from caselink.schemas import default_serde
+    from caselink.streams.charts import decision_html
     from caselink.streams.review_page import threshold_weight
 
     serde = default_serde()
@@ -90,7 +97,6 @@ def chart_decision(
         model = load_model(get_settings().linkage)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-        return
     out.write_text(decision_html(latest, threshold_weight(model.link_threshold),
                                  threshold_weight(model.review_threshold)))
     emit({"path": str(out), "outcome": latest["outcome"]}, as_json, f"wrote {out} ({latest['outcome']})")

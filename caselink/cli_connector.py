@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
-from caselink.connectors.mapping import MappingError, load_mapping
-from caselink.core.settings import get_settings
 from caselink.output import emit, err_console, fail
+
+# Each command imports what it drives inside its body, so that `caselink --help` and every other
+# command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
+# docs/benchmarks.md). Imports for type annotations only sit under TYPE_CHECKING.
 
 connector_app = typer.Typer(help="Agency connectors: load extracts into Kafka.", no_args_is_help=True)
 
@@ -29,6 +31,8 @@ def run(
 ) -> None:
     """Load a CSV/JSONL extract (or watch a folder) through the agency's mapping."""
     from caselink.connectors.files import FileConnector, resolve_source_path
+    from caselink.connectors.mapping import MappingError, load_mapping
+    from caselink.core.settings import get_settings
 
     settings = get_settings()
     if metrics_port:
@@ -39,7 +43,6 @@ def run(
         mapping = load_mapping(mapping_file)
     except MappingError as exc:
         fail(str(exc))
-        return
     kind = mapping.source.get("kind", "csv")
     if kind == "postgres":
         from caselink.connectors.postgres import PostgresCdcConnector
@@ -93,6 +96,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from dataclasses import asdict
 
     from caselink.connectors.checkpoints import Damaged, read_checkpoints
+    from caselink.core.settings import get_settings
 
     settings = get_settings()
     latest: dict[str, dict] = {}

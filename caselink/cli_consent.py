@@ -10,8 +10,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from caselink.core.settings import get_settings
 from caselink.output import console, emit, fail
+
+# Each command imports what it drives inside its body, so that `caselink --help` and every other
+# command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
+# docs/benchmarks.md). Imports for type annotations only sit under TYPE_CHECKING.
 
 policy_app = typer.Typer(help="The consent policy: which purposes may receive what.", no_args_is_help=True)
 consent_app = typer.Typer(help="Consents, objections and opt-outs.", no_args_is_help=True)
@@ -23,6 +26,7 @@ def policy_check(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Validate a policy file; errors name their line. Exit 1 when it is invalid."""
+    from caselink.core.settings import get_settings
     from caselink.streams.consent.gate_loop import policy_path
     from caselink.streams.consent.policy import PolicyError, load_policy
 
@@ -49,6 +53,7 @@ def policy_check(
 
 def _publish(event: dict[str, Any], topic: str) -> None:
     from caselink.core.kafka import idempotent_producer
+    from caselink.core.settings import get_settings
     from caselink.schemas import default_serde
 
     producer = idempotent_producer(get_settings())
@@ -59,6 +64,7 @@ def _publish(event: dict[str, Any], topic: str) -> None:
 
 
 def _consent_topics() -> list[str]:
+    from caselink.core.settings import get_settings
     from caselink.infra.topics import consent_topics
 
     return consent_topics(get_settings().agencies)
@@ -103,8 +109,9 @@ def consent_record(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Record a consent, objection or national opt-out; the gate applies it within seconds."""
+    from caselink.connectors.consent_events import consent_event, subject_from
+    from caselink.core.settings import get_settings
     from caselink.infra.topics import CONSENT_EVENTS_TOPIC
-    from caselink.streams.consent.events import consent_event, subject_from
     from caselink.streams.consent.gate_loop import policy_path
     from caselink.streams.consent.policy import PolicyError, load_policy
     from caselink.streams.consent.register import validate_consent
@@ -131,9 +138,10 @@ def consent_withdraw(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Withdraw a consent (or lift an objection or opt-out) by its id; the gate retracts what it allowed."""
+    from caselink.connectors.consent_events import withdrawal_of
     from caselink.core.kafka import read_to_end
+    from caselink.core.settings import get_settings
     from caselink.schemas import UndecodableEventError, default_serde
-    from caselink.streams.consent.events import withdrawal_of
 
     serde = default_serde()
     found = None
@@ -156,6 +164,7 @@ def consent_withdraw(
 def _offline_gate() -> Any:
     """A GateCore rebuilt from the topics, as the live gate sees them (same policy and key)."""
     from caselink.core.kafka import read_to_end
+    from caselink.core.settings import get_settings
     from caselink.infra.topics import LINKED_CASES_TOPIC
     from caselink.streams.consent.gate_core import INPUT_ERRORS, GateCore
     from caselink.streams.consent.gate_loop import policy_path, pseudonymiser_from
@@ -230,6 +239,7 @@ def audit_command(
 ) -> None:
     """Everything released to or retracted from purpose topics about a citizen, in order."""
     from caselink.core.kafka import read_to_end
+    from caselink.core.settings import get_settings
     from caselink.infra.topics import DISCLOSURES_TOPIC
     from caselink.schemas import default_serde
 

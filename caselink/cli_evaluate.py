@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from caselink.core.settings import Settings, get_settings
 from caselink.output import emit, fail
+
+if TYPE_CHECKING:
+    from caselink.core.settings import Settings
+
+# Each command imports what it drives inside its body, so that `caselink --help` and every other
+# command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
+# docs/benchmarks.md). Imports for type annotations only sit under TYPE_CHECKING.
 
 _TRUE = {"1", "true", "yes", "same", "y", "t"}
 _FALSE = {"0", "false", "no", "different", "n", "f"}
@@ -31,14 +37,13 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
             return list(reader)
     except OSError as exc:
         fail(f"{path}: {exc.strerror}", code=2)
-        return []
 
 
 def _assignment(settings: Settings, clusters: Path | None) -> dict[str, str]:
     """record -> citizen: from a `caselink link` clusters.csv, or the live linked cases."""
     if clusters is not None:
         return {r["record_key"]: r["citizen_id"] for r in _read_csv(clusters, ("record_key", "citizen_id"))}
-    from caselink.demo import latest_linked_cases
+    from caselink.ops import latest_linked_cases
 
     return {f"{m['agency']}:{m['source_record_id']}": cid
             for cid, case in latest_linked_cases(settings).items() for m in case["members"]}
@@ -78,6 +83,7 @@ def evaluate_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Precision and recall of the citizens, from labels: a truth file, labelled pairs, reviewers' verdicts."""
+    from caselink.core.settings import get_settings
     from caselink.linkage.evaluate import cluster_scores, pairwise_scores
     from caselink.linkage.labels import LabelledPair, calibration, count_pairs
 
@@ -156,4 +162,3 @@ def _link_threshold(settings: Settings) -> float:
         return float(load_model(settings.linkage).link_threshold)
     except (FileNotFoundError, ValueError) as exc:
         fail(f"the reviewed pairs are judged against the deployment's model: {exc}")
-        return 0.0

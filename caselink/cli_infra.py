@@ -5,15 +5,18 @@ from __future__ import annotations
 import secrets
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from caselink.core.kafka import admin_client, local_cluster, state_file
-from caselink.core.settings import get_settings
-from caselink.infra.kafka_runtime import SASL_MECHANISM, ClusterState, KafkaRuntimeError, LocalKafka, pid_alive
-from caselink.infra.topics import caselink_topics, ensure_topics
 from caselink.output import console, emit, fail
+
+if TYPE_CHECKING:
+    from caselink.core.cluster import ClusterState
+
+# Each command imports what it drives inside its body, so that `caselink --help` and every other
+# command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
+# docs/benchmarks.md). Imports for type annotations only sit under TYPE_CHECKING.
 
 infra_app = typer.Typer(
     help="Start, stop and inspect the local Apache Kafka (KRaft) broker.", no_args_is_help=True
@@ -26,6 +29,10 @@ topics_app = typer.Typer(
 def start_local(brokers: int = 1, port: int | None = None, directory: Path | None = None,
                 admin_password: str | None = None) -> tuple[ClusterState, float]:
     """Start a detached local cluster and record it, so later commands find it."""
+    from caselink.core.kafka import state_file
+    from caselink.core.settings import get_settings
+    from caselink.infra.kafka_runtime import LocalKafka
+
     settings = get_settings()
     started = time.monotonic()
     run_dir = directory or settings.infra.run_dir / time.strftime("run-%Y%m%d-%H%M%S")
@@ -44,6 +51,10 @@ def up(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Start Kafka in KRaft combined mode and wait until it answers metadata."""
+    from caselink.core.kafka import local_cluster
+    from caselink.core.settings import get_settings
+    from caselink.infra.kafka_runtime import KafkaRuntimeError
+
     settings = get_settings()
     running = local_cluster(settings)
     if running:
@@ -55,7 +66,6 @@ def up(
         state, seconds = start_local(brokers, port, admin_password=admin_password)
     except KafkaRuntimeError as exc:
         fail(str(exc))
-        return
     emit({"status": "ready", "bootstrap_servers": state.bootstrap_servers, "seconds_to_ready": round(seconds, 2),
           "directory": state.directory, "kafka_version": settings.infra.kafka_version}, as_json,
          f"Kafka {settings.infra.kafka_version} ready at [bold]{state.bootstrap_servers}[/] "
@@ -69,6 +79,11 @@ def up(
 @infra_app.command("down")
 def down(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Stop the local cluster cleanly (its data and logs stay on disk)."""
+    from caselink.core.cluster import ClusterState
+    from caselink.core.kafka import state_file
+    from caselink.core.settings import get_settings
+    from caselink.infra.kafka_runtime import LocalKafka
+
     settings = get_settings()
     path = state_file(settings)
     if not path.exists():
@@ -86,6 +101,10 @@ def down(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @infra_app.command("status")
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Is the local cluster up? Exit code 1 when it is not."""
+    from caselink.core.cluster import ClusterState, pid_alive
+    from caselink.core.kafka import state_file
+    from caselink.core.settings import get_settings
+
     settings = get_settings()
     path = state_file(settings)
     if not path.exists():
@@ -104,6 +123,8 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 def _env_lines(user: str, password: str) -> str:
+    from caselink.infra.kafka_runtime import SASL_MECHANISM
+
     return (f"export CASELINK_KAFKA__SECURITY_PROTOCOL=SASL_PLAINTEXT\n"
             f"export CASELINK_KAFKA__SASL_MECHANISM={SASL_MECHANISM}\n"
             f"export CASELINK_KAFKA__SASL_USERNAME={user}\n"
@@ -125,6 +146,8 @@ def principals(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     Needs admin credentials in the environment (see `infra up --secure`). Each principal's
     credentials are written to an owner-only env file beside the cluster's data.
     """
+    from caselink.core.kafka import admin_client, local_cluster
+    from caselink.core.settings import get_settings
     from caselink.infra.acls import provision, standard_principals
 
     settings = get_settings()
@@ -142,6 +165,10 @@ def principals(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 @topics_app.command("ensure")
 def topics_ensure(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Create missing topics and fix drifted configs; safe to run any number of times."""
+    from caselink.core.kafka import admin_client
+    from caselink.core.settings import get_settings
+    from caselink.infra.topics import caselink_topics, ensure_topics
+
     settings = get_settings()
     report = ensure_topics(
         admin_client(settings),
@@ -157,6 +184,9 @@ def topics_ensure(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 @topics_app.command("list")
 def topics_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The declared topics and their settings."""
+    from caselink.core.settings import get_settings
+    from caselink.infra.topics import caselink_topics
+
     settings = get_settings()
     specs = caselink_topics(settings.agencies, settings.purposes, settings.kafka.default_partitions)
     isr = settings.kafka.min_insync_replicas

@@ -10,12 +10,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from caselink.core.settings import Settings, get_settings
 from caselink.output import console, emit, err_console, fail
+
+if TYPE_CHECKING:
+    from caselink.core.settings import Settings
+
+# Each command imports what it drives inside its body, so that `caselink --help` and every other
+# command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
+# docs/benchmarks.md). Imports for type annotations only sit under TYPE_CHECKING.
 
 
 def mapped_rows(mapping_path: Path, source: Path | None = None) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
@@ -96,6 +102,7 @@ def train_command(
 ) -> None:
     """Train the deployment's linkage model on its own records: m and u by EM, term frequencies,
     filler names learned from the data. `caselink link`, the worker and `caselink rebuild` use it."""
+    from caselink.core.settings import get_settings
     from caselink.linkage.batch import train_on_people
     from caselink.linkage.deployment import rules
     from caselink.linkage.runtime import tune_gc_for_large_index
@@ -107,7 +114,7 @@ def train_command(
     tune_gc_for_large_index()
     try:
         if from_topics:
-            items, errors = list(_from_topics(settings)), []
+            items, errors = list(_from_topics(settings)), list[str]()
         else:
             items, errors = _extracts(mappings or [])
         if not items:
@@ -115,7 +122,6 @@ def train_command(
         model = train_on_people(items, rules(settings.linkage), progress=_progress(as_json))
     except (ValueError, FileNotFoundError, SchemeError) as exc:
         fail(str(exc))
-        return
     target = out or settings.linkage.model_path
     model.save(target)
     learned = model.rules.learned_given | model.rules.learned_family
@@ -146,6 +152,7 @@ def link_command(
 ) -> None:
     """Link several agencies' extracts in one go: record -> citizen id, and the scored pairs."""
     from caselink.connectors.mapping import MappingError
+    from caselink.core.settings import get_settings
     from caselink.linkage.batch import link_records, standardise_all, train_on_people
     from caselink.linkage.checks import check_model
     from caselink.linkage.deployment import load_model, rules
@@ -176,7 +183,6 @@ def link_command(
                                         else settings.linkage.review_threshold)
     except (MappingError, ModelError, SchemeError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-        return
     if settings.linkage.model_check != "off":
         records, _ = standardise_all(items, rules=chosen.rules)
         findings = check_model(chosen, records)
@@ -189,7 +195,6 @@ def link_command(
                               max_citizen_records=settings.linkage.max_citizen_records)
     except ValueError as exc:
         fail(str(exc))
-        return
     out.mkdir(parents=True, exist_ok=True)
     result.clusters.to_csv(out / "clusters.csv", index=False)
     result.pairs.to_csv(out / "pairs.csv", index=False)

@@ -11,8 +11,11 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from caselink.core.settings import get_settings
 from caselink.output import console, emit, fail
+
+# Each command imports what it drives inside its body, so that `caselink --help` and every other
+# command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
+# docs/benchmarks.md). Imports for type annotations only sit under TYPE_CHECKING.
 
 dlq_app = typer.Typer(help="Dead letters: what failed, why, and sending it again after a fix.", no_args_is_help=True)
 
@@ -25,6 +28,7 @@ def status_command(
 ) -> None:
     """Broker, topics, consumer-group lag per partition, throughput, worker and index. Exit 1 when unhealthy."""
     from caselink.core.kafka import admin_client, bootstrap_servers
+    from caselink.core.settings import get_settings
     from caselink.infra.topics import LINKED_CASES_TOPIC, person_events_topic
     from caselink.ops import group_lags, local_broker_problems, topic_ends, worker_health
 
@@ -115,6 +119,7 @@ def replay_command(
 ) -> None:
     """Re-deliver a topic's events from a time or offsets. Safe into the live pipeline (idempotent by
     event id and source version); use --to to replay into a sandbox topic instead."""
+    from caselink.core.settings import get_settings
     from caselink.ops import parse_since, plan_replay, replay
 
     settings = get_settings()
@@ -146,6 +151,7 @@ def replay_command(
 @dlq_app.command("list")
 def dlq_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Dead letters grouped by stage, error type and origin, with counts."""
+    from caselink.core.settings import get_settings
     from caselink.ops import dead_letters, redriven, summarise
 
     letters = dead_letters(get_settings())
@@ -169,6 +175,7 @@ def dlq_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The dead letters themselves: id, origin, reason and the start of the payload."""
+    from caselink.core.settings import get_settings
     from caselink.ops import dead_letters, letter_id
 
     letters = [(m, d) for m, d in dead_letters(get_settings()) if stage is None or d["stage"] == stage][-limit:]
@@ -196,6 +203,7 @@ def dlq_redrive(
 ) -> None:
     """Send dead letters again: events to their origin topic, connector rows through the fixed mapping.
     Each is sent once; a second redrive skips what was already sent."""
+    from caselink.core.settings import get_settings
     from caselink.ops import dead_letters, letter_id, redrive
 
     letters = [(m, d) for m, d in dead_letters(get_settings())
@@ -234,6 +242,7 @@ def rebuild_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Rebuild the index from the retained link input under a model, beside the live one, and compare."""
+    from caselink.core.settings import get_settings
     from caselink.linkage.deployment import load_model
     from caselink.linkage.model import LinkageModel
     from caselink.rebuild import compare, live_members, rebuild_members_for, switch
@@ -243,7 +252,6 @@ def rebuild_command(
         chosen = LinkageModel.load(model) if model else load_model(settings.linkage)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-        return
     from caselink.linkage.runtime import tune_gc_for_large_index
 
     tune_gc_for_large_index()

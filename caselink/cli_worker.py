@@ -7,8 +7,11 @@ import sys
 
 from rich.markup import escape
 
-from caselink.core.settings import get_settings
 from caselink.output import console, err_console, fail
+
+# Each command imports what it drives inside its body, so that `caselink --help` and every other
+# command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
+# docs/benchmarks.md). Imports for type annotations only sit under TYPE_CHECKING.
 
 
 def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel: str = "warn") -> None:
@@ -21,6 +24,7 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
     and what links or publishes starts only once the web server is listening (Faust starts it
     before its consumers and agents; a failed bind stops it there).
     """
+    from caselink.core.settings import get_settings
     from caselink.linkage.runtime import tune_gc_for_large_index
     from caselink.streams.metrics import observe_gc_pauses
 
@@ -55,7 +59,6 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
         model = load_model(settings.linkage)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-        return
     linker = LinkerLoop(settings, model, f"{settings.worker.app_id}-linker")
     gate = None
     if settings.consent.in_worker:
@@ -65,7 +68,7 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
         gate = GateLoop(settings, is_leader=lambda: linker.publish_from is not None)
     normalisers = None
     if settings.worker.normaliser_processes > 0:
-        from caselink.streams.normalisers import NormaliserProcesses
+        from caselink.streams.normaliser_processes import NormaliserProcesses
 
         normalisers = NormaliserProcesses(settings, settings.worker.normaliser_processes, loglevel)
 
@@ -102,6 +105,7 @@ def ensure_port_free(host: str, port: int) -> None:
 def tail(topic: str, as_json: bool = False, limit: int = 0) -> None:
     """Print a topic's messages decoded (everything currently on it)."""
     from caselink.core.kafka import read_to_end
+    from caselink.core.settings import get_settings
     from caselink.schemas import UndecodableEventError, default_serde
 
     serde = default_serde()
@@ -166,6 +170,7 @@ def run_gate(web_port: int | None = None, app_id: str | None = None) -> None:
     """The consent gate in its own process (see streams/consent/gate_process.py)."""
     import logging
 
+    from caselink.core.settings import get_settings
     from caselink.linkage.runtime import tune_gc_for_large_index
     from caselink.streams.consent.gate_process import serve
     from caselink.streams.metrics import observe_gc_pauses

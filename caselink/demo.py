@@ -21,13 +21,25 @@ import time
 import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
+from confluent_kafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from caselink.connectors.consent_events import consent_event, subject_from
 from caselink.connectors.files import FileConnector, resolve_source_path
 from caselink.connectors.mapping import load_mapping
-from caselink.core.kafka import admin_client, bootstrap_servers, local_cluster, read_to_end
+from caselink.core.kafka import (
+    admin_client,
+    bootstrap_servers,
+    consumer,
+    idempotent_producer,
+    local_cluster,
+    read_to_end,
+    state_file,
+    watermarks,
+)
 from caselink.core.settings import KafkaSettings, Settings, get_settings
 from caselink.infra.kafka_runtime import LocalKafka, free_port
 from caselink.infra.topics import (
@@ -41,6 +53,7 @@ from caselink.infra.topics import (
     person_events_topic,
     purpose_topic,
 )
+from caselink.ops import http_health, latest_linked_cases
 from caselink.schemas import default_serde
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -75,7 +88,6 @@ def run_demo(keep_running: bool = False) -> None:
             started_here.stop()
             console.print("[dim]Kafka stopped[/]")
         elif started_here is not None and started_here.state is not None:
-            from caselink.core.kafka import state_file
 
             started_here.state.save(state_file(get_settings()))
             console.print(f"Kafka left running at {started_here.state.bootstrap_servers} (caselink infra down)")
@@ -154,8 +166,6 @@ def _purpose_views(settings: Settings) -> dict[str, dict[str, dict]]:
 
 
 def _gate_health(gate: WorkerProcess) -> dict:
-    from caselink.ops import http_health
-
     return http_health(f"http://127.0.0.1:{gate.port}/health")
 
 
@@ -171,9 +181,6 @@ def _wait_for_gate(settings: Settings, gate: WorkerProcess) -> None:
 
 
 def _show_gate(settings: Settings, gate_process: WorkerProcess, cases: dict[str, dict]) -> None:
-    from caselink.core.kafka import idempotent_producer
-    from caselink.streams.consent.events import consent_event, subject_from
-
     _wait_for_gate(settings, gate_process)
     gate = _gate_health(gate_process)
     console.print(f"`caselink gate` (its own process): policy {gate.get('policy')}; pseudonymisation key id "
@@ -246,16 +253,18 @@ class WorkerProcess:
         self.proc, self.port, self.log_path = proc, port, log_path
         self.tokens = tokens or {}  # role -> the web token start_worker made for it (none if set outside)
 
-    def health(self) -> dict:
+    def health(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
-            return json.loads(response.read())
+            body: dict[str, Any] = json.loads(response.read())
+            return body
 
-    def get(self, path: str, role: str = "operator", timeout: float = 5.0) -> dict:
+    def get(self, path: str, role: str = "operator", timeout: float = 5.0) -> dict[str, Any]:
         """A JSON document from the web API, signed in with the token made for ``role``."""
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
                                          headers={"Authorization": f"Bearer {self.tokens[role]}"})
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
+            body: dict[str, Any] = json.loads(response.read())
+            return body
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -327,7 +336,7 @@ def wait_for_worker(worker: WorkerProcess, expected: int, timeout: float = 120.0
             raise RuntimeError(f"the worker exited with {worker.proc.returncode}; see {worker.log_path}:\n"
                                + "\n".join(tail))
         try:
-            applied = worker.health()["applied"]
+            applied = int(worker.health()["applied"])
             if applied >= expected:
                 return applied
         except (OSError, ValueError):
@@ -338,9 +347,6 @@ def wait_for_worker(worker: WorkerProcess, expected: int, timeout: float = 120.0
 
 def wait_until_quiet(settings: Settings, topics: list[str], quiet_s: float = 1.5, timeout: float = 60.0) -> None:
     """Until nothing new has arrived on ``topics`` for ``quiet_s`` (the worker's last sends are in)."""
-    from confluent_kafka import TopicPartition
-
-    from caselink.core.kafka import consumer, watermarks
 
     c = consumer(settings, "caselink-quiet-probe")
     try:
@@ -357,15 +363,6 @@ def wait_until_quiet(settings: Settings, topics: list[str], quiet_s: float = 1.5
             time.sleep(0.2)
     finally:
         c.close()
-
-
-def latest_linked_cases(settings: Settings) -> dict[str, dict]:
-    serde = default_serde()
-    latest: dict[str, dict | None] = {}
-    for msg in read_to_end(settings, [LINKED_CASES_TOPIC]):
-        key = msg.key().decode()
-        latest[key] = None if msg.value() is None else serde.decode(msg.value(), expect="LinkedCase")[1]
-    return {k: v for k, v in latest.items() if v is not None}
 
 
 def _show_citizens(cases: dict[str, dict], limit: int = 6) -> None:

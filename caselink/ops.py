@@ -7,20 +7,50 @@ prints them for people or as JSON.
 from __future__ import annotations
 
 import json
+import shutil
+import ssl
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
-from caselink.core.kafka import admin_client, consumer, idempotent_producer, produce, watermarks
+from caselink.connectors.base import ConnectorSink, person_event
+from caselink.connectors.mapping import RowError, load_mapping
+from caselink.connectors.readers import SOURCE_HEADER_HEADER, SOURCE_KIND_HEADER, parse_csv_row
+from caselink.core.cluster import ClusterState, pid_alive
+from caselink.core.kafka import (
+    admin_client,
+    consumer,
+    idempotent_producer,
+    produce,
+    read_to_end,
+    state_file,
+    watermarks,
+)
 from caselink.core.settings import Settings
+from caselink.infra.topics import DEAD_LETTER_TOPIC, DLQ_REDRIVEN_TOPIC, LINKED_CASES_TOPIC
+from caselink.schemas import default_serde
+from caselink.schemas.dead_letter import TRUNCATED_MARK
 
 EPHEMERAL_GROUPS = ("caselink-reader-", "caselink-quiet-probe", "caselink-ops-")
+
+
+# --------------------------------------------------------------------------- linked cases
+def latest_linked_cases(settings: Settings) -> dict[str, dict]:
+    """The last LinkedCase published for every citizen id (retired ones, whose last value is a tombstone, left out)."""
+    serde = default_serde()
+    latest: dict[str, dict | None] = {}
+    for msg in read_to_end(settings, [LINKED_CASES_TOPIC]):
+        key = msg.key().decode()
+        latest[key] = None if msg.value() is None else serde.decode(msg.value(), expect="LinkedCase")[1]
+    return {k: v for k, v in latest.items() if v is not None}
+
 
 
 # --------------------------------------------------------------------------- status
@@ -74,7 +104,6 @@ def topic_ends(settings: Settings, topics: list[str], timeout: float = 10.0) -> 
 def http_health(url: str, timeout: float = 3.0, cafile: Any = None) -> dict[str, Any]:
     """A /health document; a 503 still carries its body; no answer is ``status: unreachable``.
     ``cafile``: the certificate to trust for an https URL (the worker's own, when self-signed)."""
-    import ssl
 
     context = ssl.create_default_context(cafile=str(cafile)) if cafile and url.startswith("https") else None
     try:
@@ -92,11 +121,6 @@ LOW_DISK_BYTES = 256 * 1024 * 1024  # a broker data directory with less free tha
 def local_broker_problems(settings: Settings) -> list[str]:
     """What is wrong with the broker `caselink infra up` started, read from the machine: nodes down
     (with the last storage error in their log: a full disk says so), data directories nearly full."""
-    import shutil
-    from pathlib import Path
-
-    from caselink.core.kafka import state_file
-    from caselink.infra.kafka_runtime import ClusterState, pid_alive
 
     path = state_file(settings)
     if not path.exists():
@@ -206,11 +230,11 @@ def read_range(settings: Settings, topic: str, start: dict[int, int], end: dict[
             for msg in batch:
                 if msg.error():
                     continue
-                p = msg.partition()
-                if p in remaining and msg.offset() < remaining[p][1]:
+                p, offset = msg.partition(), msg.offset()
+                if p in remaining and offset is not None and offset < remaining[p][1]:
                     deadline = time.monotonic() + timeout
                     yield msg
-                    if msg.offset() + 1 >= remaining[p][1]:
+                    if offset + 1 >= remaining[p][1]:
                         del remaining[p]
             for tp in c.position([TopicPartition(topic, p) for p in remaining]):
                 if tp.offset >= remaining[tp.partition][1]:
@@ -248,9 +272,6 @@ def replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int], None]
 # --------------------------------------------------------------------------- dead letters
 def dead_letters(settings: Settings) -> list[tuple[Any, dict[str, Any]]]:
     """Every dead letter now on the topic, with its message (for its offset)."""
-    from caselink.core.kafka import read_to_end
-    from caselink.infra.topics import DEAD_LETTER_TOPIC
-    from caselink.schemas import default_serde
 
     serde = default_serde()
     return [(m, serde.decode(m.value(), expect="DeadLetter")[1]) for m in read_to_end(settings, [DEAD_LETTER_TOPIC])]
@@ -267,9 +288,6 @@ def summarise(letters: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]
 
 
 def redriven(settings: Settings) -> set[str]:
-    from caselink.core.kafka import read_to_end
-    from caselink.infra.topics import DLQ_REDRIVEN_TOPIC
-
     done = set()
     for msg in read_to_end(settings, [DLQ_REDRIVEN_TOPIC]):
         if msg.value() is not None:
@@ -287,8 +305,6 @@ def source_row(msg: Any, letter: dict[str, Any], source: dict[str, Any]) -> dict
     The letter holds the row's own bytes; a CSV row is read under the header line its message
     carries (``caselink-source-header``). Letters from before that (and JSONL rows) are JSON.
     """
-    from caselink.connectors.base import TRUNCATED_MARK
-    from caselink.connectors.readers import SOURCE_HEADER_HEADER, SOURCE_KIND_HEADER, parse_csv_row
 
     if TRUNCATED_MARK in letter["error"]:
         raise RedriveError("its payload was truncated (the row was too long to keep); fix the file and load it again")
@@ -315,9 +331,6 @@ def redrive(settings: Settings, letters: list[tuple[Any, dict[str, Any]]], mappi
     (the fixed mapping) and published as PersonEvents. Each re-driven letter is recorded on
     ``caselink.dlq-redriven`` so a second redrive skips it.
     """
-    from caselink.connectors.base import ConnectorSink, person_event
-    from caselink.connectors.mapping import RowError, load_mapping
-    from caselink.infra.topics import DLQ_REDRIVEN_TOPIC
 
     done = redriven(settings)
     mapping = load_mapping(mapping_path) if mapping_path else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 
@@ -20,7 +20,7 @@ def emit(data: Any, as_json: bool, human: str | None = None) -> None:
         console.print(human)
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """One clear line on stderr, then exit."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise SystemExit(code)

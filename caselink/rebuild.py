@@ -15,8 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import TopicPartition
+
+from caselink.core.kafka import admin_client, idempotent_producer, read_to_end, set_group_offsets
 from caselink.core.settings import Settings
+from caselink.infra.topics import LINK_INPUT_TOPIC, LINKED_CASES_TOPIC
 from caselink.linkage.model import LinkageModel
+from caselink.ops import latest_linked_cases
+from caselink.schemas import UndecodableEventError
+from caselink.streams.linker_core import new_core
+from caselink.streams.normaliser_core import packed_record
 
 
 @dataclass
@@ -45,11 +53,6 @@ class Comparison:
 
 def replay_index(settings: Settings, model: LinkageModel, progress: Callable[[int, int], None] | None = None) -> Any:
     """A LinkerCore that has applied the whole link input with ``model``."""
-    from caselink.core.kafka import read_to_end
-    from caselink.infra.topics import LINK_INPUT_TOPIC
-    from caselink.schemas import UndecodableEventError
-    from caselink.streams.linker_core import new_core
-    from caselink.streams.normalise import packed_record
 
     core = new_core(settings, model)
     messages = read_to_end(settings, [LINK_INPUT_TOPIC], timeout=120)
@@ -64,8 +67,6 @@ def replay_index(settings: Settings, model: LinkageModel, progress: Callable[[in
 
 
 def live_members(settings: Settings) -> dict[str, frozenset[str]]:
-    from caselink.demo import latest_linked_cases
-
     return {cid: frozenset(f"{m['agency']}:{m['source_record_id']}" for m in case["members"])
             for cid, case in latest_linked_cases(settings).items()}
 
@@ -77,22 +78,22 @@ def compare(live: dict[str, frozenset[str]], rebuilt: dict[str, frozenset[str]])
     result.new_records = len(set(rebuilt_of) - set(live_of))
     result.missing_records = len(set(live_of) - set(rebuilt_of))
     for cid, members in sorted(live.items()):
-        targets = {rebuilt_of.get(r) for r in members} - {None}
+        targets = {rebuilt_of[r] for r in members if r in rebuilt_of}
         if len(targets) > 1:
             result.split.append({"live": cid, "into": sorted(targets),
                                  "records": {t: sorted(rebuilt[t] & members) for t in sorted(targets)}})
             continue
         target = next(iter(targets), None)
-        if target is not None and rebuilt[target] == members:
+        now = rebuilt[target] if target is not None else frozenset()
+        if target is not None and now == members:
             result.unchanged += 1
             continue
-        joined = sorted({live_of[r] for r in rebuilt.get(target, ()) if r in live_of} - {cid})
+        joined = sorted({live_of[r] for r in now if r in live_of} - {cid})
         if joined:
-            result.merged.append({"live": cid, "with": joined, "rebuilt": target,
-                                  "records": sorted(rebuilt[target])})
+            result.merged.append({"live": cid, "with": joined, "rebuilt": target, "records": sorted(now)})
         else:
             result.changed.append({"live": cid, "rebuilt": target, "live_records": sorted(members),
-                                   "rebuilt_records": sorted(rebuilt.get(target, ()))})
+                                   "rebuilt_records": sorted(now)})
     return result
 
 
@@ -108,10 +109,6 @@ def switch(settings: Settings, live: dict[str, frozenset[str]], rebuilt: dict[st
 
     Refuses while a worker is linking (the linker's consumer group has members): stop it first.
     """
-    from confluent_kafka import TopicPartition
-
-    from caselink.core.kafka import admin_client, idempotent_producer, set_group_offsets
-    from caselink.infra.topics import LINK_INPUT_TOPIC, LINKED_CASES_TOPIC
 
     group = f"{settings.worker.app_id}-linker"
     admin = admin_client(settings)

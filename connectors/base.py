@@ -9,7 +9,6 @@ the linker absorbs them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -61,39 +60,6 @@ def person_event(
     }
 
 
-# A dead letter keeps at most this many bytes of what failed (the broker's default message limit is
-# 1 MiB, and the letter must fit in it with its other fields). A longer payload keeps its start, and
-# the letter's error says so, with the whole payload's length and SHA-256.
-DEAD_LETTER_MAX_PAYLOAD = 512 * 1024
-TRUNCATED_MARK = "[payload truncated:"
-
-
-def dead_letter(origin: str, stage: str, error: Exception | str, payload: bytes, original_size: int | None = None,
-                **where: Any) -> dict[str, Any]:
-    """A DeadLetter record. ``payload`` is what failed, as it arrived; ``original_size`` is its whole
-    length when the caller already holds only its start (a row too long to read whole)."""
-    message = str(error)
-    size = max(len(payload), original_size or 0)
-    if size > len(payload) or len(payload) > DEAD_LETTER_MAX_PAYLOAD:
-        kept = payload[:DEAD_LETTER_MAX_PAYLOAD]
-        digest = f", sha256 {hashlib.sha256(payload).hexdigest()}" if len(payload) == size else ""
-        message += f" {TRUNCATED_MARK} the first {len(kept):,} of {size:,} bytes are kept{digest}]"
-        payload = kept
-    return {
-        "origin": origin,
-        "origin_topic": where.get("topic"),
-        "origin_partition": where.get("partition"),
-        "origin_offset": where.get("offset"),
-        "origin_key": where.get("key"),
-        "stage": stage,
-        "error_type": type(error).__name__ if isinstance(error, Exception) else "Rejected",
-        "error": message,
-        "payload": payload,
-        "attempts": 1,
-        "failed_at": now_utc(),
-    }
-
-
 @dataclass
 class DeliveryStats:
     produced: int = 0
@@ -119,8 +85,8 @@ class ConnectorSink:
     def producer(self) -> Producer:
         """Made on first use: a connector that only hands a file to worker processes has none,
         so it can fork them (librdkafka's threads do not survive a fork)."""
-        # Delivery reports for failures only: a Python callback per acknowledged message was a
-        # tenth of the file connector's time, and success is what flush() already confirms. One
+        # Delivery reports for failures only: a Python callback per acknowledged message cost the
+        # file connector time, and success is what flush() already confirms. One
         # callback for the producer, rather than one attached to every message.
         return idempotent_producer(self.settings, **{"delivery.report.only.error": True, "linger.ms": 50,
                                                      "on_delivery": self._on_delivery})

@@ -1,7 +1,7 @@
 """A request-body limit that holds however the body is sent.
 
-Checking ``Content-Length`` alone let a chunked request (which has none) through: 30 MB were read,
-parsed and validated, then failed at the broker with a 500. This ASGI middleware counts the body's
+Checking ``Content-Length`` alone let a chunked request (which has none) through: it was read,
+parsed and validated whatever its size, then failed at the broker with a 500. This ASGI middleware counts the body's
 bytes as they arrive and stops the request with 413 as soon as they pass the limit, before the
 rest is read; a declared length over the limit is refused before any of it is read.
 """

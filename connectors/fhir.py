@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from caselink.connectors.consent_events import consent_event
 from caselink.connectors.mapping import MappedRow, RowError
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
@@ -175,8 +176,6 @@ def consent_to_event(resource: Mapping[str, Any], agency: str,
     bounds it; a ``category`` coded ``national-opt-out`` marks a national opt-out. Status ``active``
     records it, ``inactive``/``rejected``/``entered-in-error`` withdraw it.
     """
-    from caselink.streams.consent.events import consent_event
-
     systems = {**DEFAULT_SYSTEMS, **(systems or {})}
     resource = _obj(resource, "resource")
     if resource.get("resourceType") != "Consent":

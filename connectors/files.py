@@ -17,10 +17,11 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.context import ForkContext, SpawnContext
 from pathlib import Path
 from typing import Any
 
-from caselink.connectors.base import ConnectorSink, dead_letter, person_event
+from caselink.connectors.base import ConnectorSink, person_event
 from caselink.connectors.checkpoints import Damaged, load_checkpoint, read_checkpoints
 from caselink.connectors.mapping import AgencyMapping, RowError
 from caselink.connectors.readers import (
@@ -31,12 +32,13 @@ from caselink.connectors.readers import (
     read_csv,
     read_jsonl,
 )
+from caselink.schemas.dead_letter import dead_letter
 from tqdm import tqdm
 
 from caselink.core.settings import Settings
 
 # tqdm's monitor thread only tunes how often a bar redraws; without it a process can still fork
-# its load workers (see _start_method).
+# its load workers (see _process_context).
 tqdm.monitor_interval = 0
 
 def source_kind(path: Path, mapping: AgencyMapping) -> str:
@@ -79,7 +81,9 @@ def _identity(path: Path, stat: os.stat_result | None = None) -> dict[str, Any]:
 
 
 def _matches(state: dict[str, Any] | None, identity: dict[str, Any]) -> bool:
-    return bool(state) and state.get("size") == identity["size"] and state.get("mtime_ns") == identity["mtime_ns"]
+    if not state:
+        return False
+    return bool(state.get("size") == identity["size"] and state.get("mtime_ns") == identity["mtime_ns"])
 
 
 def resume_point(checkpoints: dict[str, dict[str, Any]], name: str, identity: dict[str, Any]) -> int:
@@ -94,7 +98,7 @@ def resume_point(checkpoints: dict[str, dict[str, Any]], name: str, identity: di
     """
     def position(key: str) -> int | None:
         state = checkpoints.get(key, {}).get("files", {}).get(identity["file"])
-        return int(state["rows"]) if _matches(state, identity) else None  # type: ignore[index]
+        return int(state["rows"]) if _matches(state, identity) else None
 
     own = position(name)
     if own is not None:
@@ -106,8 +110,9 @@ def resume_point(checkpoints: dict[str, dict[str, Any]], name: str, identity: di
         if not count.isdigit() or int(count) < 1:
             continue
         shards = [position(f"{base}#{i}/{count}") for i in range(int(count))]
-        if all(p is not None for p in shards):
-            safe.append(min(shards))  # type: ignore[type-var]
+        known = [p for p in shards if p is not None]
+        if len(known) == len(shards):
+            safe.append(min(known))
     return max(safe) if safe else 0
 
 
@@ -237,7 +242,7 @@ class FileConnector:
         started = time.monotonic()
         checkpoints = self._read_checkpoints()  # once here, not once per worker
         damaged = self.damaged_checkpoints
-        context = mp.get_context(_start_method(self.sink))
+        context = _process_context(self.sink)
         counter = context.Value("q", 0)
         results = context.Queue()
         procs = [context.Process(target=_load_shard, name=f"{self.base_name}#{i}/{workers}",
@@ -299,14 +304,14 @@ class FileConnector:
                     continue
                 identity = _identity(path)
                 seen = state.get(identity["file"])
-                if _matches(seen, identity) and seen.get("complete"):  # type: ignore[union-attr]
+                if _matches(seen, identity) and seen.get("complete"):
                     continue
                 reports.append(self.load_parallel(path, workers))
             time.sleep(poll_seconds)
         return reports
 
 
-def _start_method(sink: ConnectorSink) -> str:
+def _process_context(sink: ConnectorSink) -> ForkContext | SpawnContext:
     """Fork while this process runs no other thread (a fork copies only the calling thread, so a
     lock another thread holds would stay locked in the child); spawn otherwise.
 
@@ -315,8 +320,8 @@ def _start_method(sink: ConnectorSink) -> str:
     a sixth of loading 100,000 rows.
     """
     if sink.started or threading.active_count() > 1 or "fork" not in mp.get_all_start_methods():
-        return "spawn"
-    return "fork"
+        return mp.get_context("spawn")
+    return mp.get_context("fork")
 
 
 def _add(counter: Any, amount: int) -> None:
@@ -338,7 +343,7 @@ def _load_shard(settings: Settings, mapping: AgencyMapping, name: str, shard: tu
 def resolve_source_path(mapping: AgencyMapping, override: Path | None = None) -> Path:
     if override is not None:
         return override
-    rel = mapping.source.get("path")
+    rel: str | None = mapping.source.get("path")
     if not rel:
         raise ValueError(f"{mapping.path}: no source.path; pass the file explicitly")
     return (Path(mapping.path).parent / rel).resolve()

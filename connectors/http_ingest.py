@@ -16,20 +16,24 @@ import asyncio
 import hmac
 import math
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from caselink.connectors.base import event_id
 from caselink.connectors.body_limit import BodyLimit
+from caselink.connectors.consent_events import consent_event
 from caselink.connectors.fhir import bundle_rows, consent_to_event, patient_to_row
 from caselink.connectors.mapping import MappedRow, RowError
 from caselink.infra.topics import consent_events_topic, person_events_topic
 from caselink.schemas import SchemaValidationError, default_serde
+from confluent_kafka import Producer
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, field_validator
 
 from caselink.core.kafka import idempotent_producer
@@ -129,22 +133,87 @@ class Accepted(BaseModel):
     event_ids: list[str]
 
 
-def create_ingest_app(settings: Settings) -> FastAPI:
+class ConsentCheckUnavailable(RuntimeError):
+    """Consents cannot be checked now (the policy is invalid): the request gets 503 and is retried."""
+
+
+ConsentCheck = Callable[[list[dict[str, Any]]], list[list[str]]]
+"""What is wrong with each ConsentEvent of a request (an empty list: it may be recorded). The
+consent policy belongs to the gate (``caselink.streams.consent``), a layer above this one, so the
+caller that builds the app passes the check in (``caselink.ingest.ingest_app``)."""
+
+
+def create_ingest_app(settings: Settings, check_consents: ConsentCheck) -> FastAPI:
     app = FastAPI(title="caselink ingest", version="1",
                   description="Push person changes from an agency's system into caselink.")
-    bearer = HTTPBearer(auto_error=False)
-    producer = idempotent_producer(settings, **{"linger.ms": 2})
-    serde = default_serde()
-    tokens = {agency: token.get_secret_value() for agency, token in settings.ingest.tokens.items()}
-
     app.add_middleware(BodyLimit, limit=settings.ingest.max_body_bytes)
+    app.exception_handler(RequestValidationError)(_invalid)
+    authorise = _authoriser(settings)
+    out = _Publisher(idempotent_producer(settings, **{"linger.ms": 2}))
+    produce_people = _person_routes(app, settings, authorise, out)
+    _consent_routes(app, settings, authorise, out, check_consents, produce_people)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """422 with the path of every bad field, as FastAPI does, but never a 500: the bad input is
-        echoed back, and JSON's NaN/Infinity (which Python's parser accepts) cannot be written out
-        again (found by the fuzz pass: {"":"","":Infinity} gave a 500)."""
-        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Any:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+# ---------------------------------------------------------------------- the pure steps
+def person_event_of(agency: str, row: MappedRow, cases: list[dict[str, Any]], occurred: datetime | None,
+                    now: datetime) -> dict[str, Any]:
+    """The PersonEvent for a row pushed over HTTP (no version given: ``now`` in milliseconds)."""
+    version = row.version if row.version is not None else int(now.timestamp() * 1000)
+    op = "DELETE" if row.deleted else "UPSERT"
+    return {"event_id": event_id(agency, row.record_id, version, op), "agency": agency,
+            "source_record_id": row.record_id, "source_version": version, "op": op,
+            "occurred_at": occurred or now, "emitted_at": now,
+            "person": None if row.deleted else row.person, "cases": [] if row.deleted else cases,
+            "source": {"connector": "http"}}
+
+
+def consent_event_of(agency: str, consent: ConsentIn) -> dict[str, Any]:
+    """The ConsentEvent for a consent pushed by ``agency``; ValueError when its subject is not exactly
+    one of a citizen id, one of the agency's records, or an identifier."""
+    s = consent.subject
+    kinds = [k for k, v in (("CITIZEN", s.citizen_id), ("RECORD", s.source_record_id),
+                            ("IDENTIFIER", s.scheme or s.value)) if v]
+    if len(kinds) != 1:
+        raise ValueError("give exactly one of citizen_id, source_record_id, scheme+value")
+    subject = {"kind": kinds[0], "citizen_id": s.citizen_id, "agency": agency if s.source_record_id else None,
+               "source_record_id": s.source_record_id, "scheme": s.scheme, "value": s.value}
+    return consent_event(
+        subject, consent.purpose, consent.decision == "PERMIT", consent.recorded_by, consent_id=consent.consent_id,
+        national_opt_out=consent.national_opt_out, basis=consent.basis, agencies=consent.agencies,
+        fields=consent.fields, valid_from=consent.valid_from, valid_to=consent.valid_to,
+        withdrawn=consent.status == "WITHDRAWN", recorded_at=consent.recorded_at)
+
+
+def namespaced(agency: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Consent ids under the agency's name, so agencies cannot overwrite each other's consents."""
+    consent_id = event["consent_id"]
+    return {**event, "consent_id": consent_id if consent_id.startswith(f"{agency}:") else f"{agency}:{consent_id}"}
+
+
+# ---------------------------------------------------------------------- the service
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with the path of every bad field, as FastAPI does, but never a 500: the bad input is
+    echoed back, and JSON's NaN/Infinity (which Python's parser accepts) cannot be written out
+    again (found by the fuzz pass: {"":"","":Infinity} gave a 500)."""
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+Authorise = Callable[..., str]  # a FastAPI dependency: the agency of the path, once its token is checked
+
+
+def _authoriser(settings: Settings) -> Authorise:
+    bearer = HTTPBearer(auto_error=False)
+    tokens = {agency: token.get_secret_value() for agency, token in settings.ingest.tokens.items()}
 
     def authorise(agency: str, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
         if agency not in settings.agencies:
@@ -158,29 +227,43 @@ def create_ingest_app(settings: Settings) -> FastAPI:
             raise HTTPException(403, f"this token may write only to {owner}")
         return agency
 
+    return authorise
+
+
+class _Publisher:
+    """Sends a request's events and answers only once Kafka has acknowledged all of them."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+
+    async def publish(self, topic: str, messages: list[tuple[bytes, bytes]], what: str) -> None:
+        errors: list[str] = []
+        for key, value in messages:
+            self.producer.produce(topic, value, key=key,
+                                  on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
+        remaining = await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 30.0)
+        if remaining or errors:
+            raise HTTPException(503, f"Kafka did not acknowledge {remaining or len(errors)} {what}; retry")
+
+
+ProducePeople = Callable[[str, list[tuple[MappedRow, list[dict[str, Any]], datetime | None]]], Awaitable[Accepted]]
+
+
+def _person_routes(app: FastAPI, settings: Settings, authorise: Authorise, out: _Publisher) -> ProducePeople:
+    """The canonical PersonEvent route; returns how it publishes rows, for the FHIR route."""
+    serde = default_serde()
+
     async def produce(agency: str, rows: list[tuple[MappedRow, list[dict[str, Any]], datetime | None]]) -> Accepted:
         now = datetime.now(UTC)
-        encoded = []
+        encoded: list[tuple[bytes, bytes, str]] = []
         for row, cases, occurred in rows:
-            version = row.version if row.version is not None else int(now.timestamp() * 1000)
-            op = "DELETE" if row.deleted else "UPSERT"
-            event = {"event_id": event_id(agency, row.record_id, version, op), "agency": agency,
-                     "source_record_id": row.record_id, "source_version": version, "op": op,
-                     "occurred_at": occurred or now, "emitted_at": now,
-                     "person": None if row.deleted else row.person, "cases": [] if row.deleted else cases,
-                     "source": {"connector": "http"}}
+            event = person_event_of(agency, row, cases, occurred, now)
             try:
                 encoded.append((f"{agency}:{row.record_id}".encode(), serde.encode("PersonEvent", event, check=True),
                                 event["event_id"]))
             except SchemaValidationError as exc:
                 raise HTTPException(422, [{"loc": [row.record_id], "msg": e} for e in exc.errors]) from None
-        errors: list[str] = []
-        for key, value, _ in encoded:
-            producer.produce(person_events_topic(agency), value, key=key,
-                             on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
-        remaining = await asyncio.get_running_loop().run_in_executor(None, producer.flush, 30.0)
-        if remaining or errors:
-            raise HTTPException(503, f"Kafka did not acknowledge {remaining or len(errors)} event(s); retry")
+        await out.publish(person_events_topic(agency), [(k, v) for k, v, _ in encoded], "event(s)")
         return Accepted(accepted=len(encoded), event_ids=[e for _, _, e in encoded])
 
     @app.post("/v1/{agency}/person-events", status_code=202, response_model=Accepted)
@@ -197,6 +280,28 @@ def create_ingest_app(settings: Settings) -> FastAPI:
             rows.append((MappedRow(e.source_record_id, e.source_version, e.op == "DELETE", person, []),
                          [c.model_dump() for c in e.cases], e.occurred_at))
         return await produce(agency, rows)
+
+    return produce
+
+
+def _consent_routes(app: FastAPI, settings: Settings, authorise: Authorise, out: _Publisher,
+                    check_consents: ConsentCheck, produce_people: ProducePeople) -> None:
+    """Consents, and FHIR resources (a Consent, or Patients sent as PersonEvents)."""
+    serde = default_serde()
+
+    async def produce_consents(agency: str, events: list[dict[str, Any]]) -> Accepted:
+        try:
+            checked = check_consents(events)
+        except ConsentCheckUnavailable as exc:
+            raise HTTPException(503, str(exc)) from None
+        problems = [{"loc": ["body", i], "msg": p} for i, found in enumerate(checked) for p in found]
+        if problems:
+            raise HTTPException(422, problems)
+        events = [namespaced(agency, e) for e in events]
+        await out.publish(consent_events_topic(agency),
+                          [(e["consent_id"].encode(), serde.encode("ConsentEvent", e, check=True)) for e in events],
+                          "consent(s)")
+        return Accepted(accepted=len(events), event_ids=[e["event_id"] for e in events])
 
     @app.post("/v1/{agency}/fhir", status_code=202, response_model=Accepted)
     async def fhir(agency: Annotated[str, Depends(authorise)], resource: dict[str, Any]) -> Accepted:
@@ -216,71 +321,19 @@ def create_ingest_app(settings: Settings) -> FastAPI:
         bad = [r for _, r in results if isinstance(r, RowError)]
         if bad:
             raise HTTPException(422, [{"loc": [e.field], "msg": e.reason} for e in bad])
-        return await produce(agency, [(r, [], None) for _, r in results])  # type: ignore[misc]
-
-    def policy() -> Any:
-        from caselink.streams.consent.gate_loop import policy_path
-        from caselink.streams.consent.policy import PolicyError, load_policy
-
-        try:
-            return load_policy(policy_path(settings))
-        except PolicyError:
-            raise HTTPException(503, "the consent policy is invalid; consents cannot be checked now") from None
-
-    async def produce_consents(agency: str, events: list[dict[str, Any]]) -> Accepted:
-        from caselink.streams.consent.register import validate_consent
-
-        current = policy()
-        problems = [{"loc": ["body", i], "msg": p} for i, e in enumerate(events) for p in validate_consent(e, current)]
-        if problems:
-            raise HTTPException(422, problems)
-        errors: list[str] = []
-        for e in events:
-            e = {**e, "consent_id": e["consent_id"] if e["consent_id"].startswith(f"{agency}:")
-                 else f"{agency}:{e['consent_id']}"}
-            producer.produce(consent_events_topic(agency), serde.encode("ConsentEvent", e, check=True),
-                             key=e["consent_id"].encode(),
-                             on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
-        remaining = await asyncio.get_running_loop().run_in_executor(None, producer.flush, 30.0)
-        if remaining or errors:
-            raise HTTPException(503, f"Kafka did not acknowledge {remaining or len(errors)} consent(s); retry")
-        return Accepted(accepted=len(events), event_ids=[e["event_id"] for e in events])
+        return await produce_people(agency, [(r, [], None) for _, r in results])  # type: ignore[misc]
 
     @app.post("/v1/{agency}/consent-events", status_code=202, response_model=Accepted)
     async def consent_events(agency: Annotated[str, Depends(authorise)], body: ConsentIn | list[ConsentIn]) -> Accepted:
         """One consent or a batch. Record subjects are the posting agency's records; consent ids are
         namespaced by agency so agencies cannot overwrite each other's consents."""
-        from caselink.streams.consent.events import consent_event
-
         items = body if isinstance(body, list) else [body]
         if len(items) > settings.ingest.max_events_per_request:
             raise HTTPException(413, f"at most {settings.ingest.max_events_per_request} consents per request")
         events = []
         for i, c in enumerate(items):
-            s = c.subject
-            kinds = [k for k, v in (("CITIZEN", s.citizen_id), ("RECORD", s.source_record_id),
-                                    ("IDENTIFIER", s.scheme or s.value)) if v]
-            if len(kinds) != 1:
-                raise HTTPException(422, [{"loc": ["body", i, "subject"],
-                                           "msg": "give exactly one of citizen_id, source_record_id, scheme+value"}])
-            subject = {"kind": kinds[0], "citizen_id": s.citizen_id, "agency": agency if s.source_record_id else None,
-                       "source_record_id": s.source_record_id, "scheme": s.scheme, "value": s.value}
-            events.append(consent_event(
-                subject, c.purpose, c.decision == "PERMIT", c.recorded_by, consent_id=c.consent_id,
-                national_opt_out=c.national_opt_out, basis=c.basis, agencies=c.agencies, fields=c.fields,
-                valid_from=c.valid_from, valid_to=c.valid_to, withdrawn=c.status == "WITHDRAWN",
-                recorded_at=c.recorded_at))
+            try:
+                events.append(consent_event_of(agency, c))
+            except ValueError as exc:
+                raise HTTPException(422, [{"loc": ["body", i, "subject"], "msg": str(exc)}]) from None
         return await produce_consents(agency, events)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Any:
-        from fastapi.responses import Response
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    return app

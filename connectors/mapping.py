@@ -132,7 +132,7 @@ class FieldSpec:
     # ------------------------------------------------------------------ compiled forms
     # ``scalar`` and ``many`` above are the reference semantics. The compiled forms below do the
     # same with every decision that depends only on the spec taken once, at load time: mapping a
-    # row was 70% of the file connector's time per row. tests/unit/test_mapping_compiled.py checks
+    # row was most of the file connector's time per row. tests/unit/test_mapping_compiled.py checks
     # the two agree on generated specs and rows.
     def compile_scalar(self, path: str) -> Callable[[Mapping[str, Any]], Any]:
         if self.value is not None or len(self.sources) != 1:
@@ -394,8 +394,8 @@ def reference_apply(m: AgencyMapping, row: Mapping[str, Any]) -> MappedRow:
         lines = address.fields.get("lines")
         built: dict[str, Any] = {"lines": [str(v) for v in many(lines, f"addresses[{i}].lines")] if lines else []}
         for key in ADDRESS_KEYS[1:]:
-            spec = address.fields.get(key)
-            built[key] = _text(scalar(spec, f"addresses[{i}].{key}")) if spec else None
+            key_spec = address.fields.get(key)
+            built[key] = _text(scalar(key_spec, f"addresses[{i}].{key}")) if key_spec else None
         if built["lines"] or built["postcode"] or built["locality"]:
             person["addresses"].append(built)
     cases = []
@@ -412,10 +412,9 @@ def reference_apply(m: AgencyMapping, row: Mapping[str, Any]) -> MappedRow:
 class _ApplyWriter:
     """Writes the source of one mapping's ``apply``: straight-line code, a field at a time.
 
-    Mapping a row through a closure per field was 4.2 µs a row for the benchmark's mapping (a
-    fifth of the file connector's time); generated code that inlines the common field (one
-    column, stripped, with its default) takes 1.6 µs. Fields with anything more (several
-    columns, a constant, a split) call their compiled closure.
+    Generated code that inlines the common field (one column, stripped, with its default) maps a
+    row in well under half the time of a closure per field (docs/benchmarks.md). Fields with
+    anything more (several columns, a constant, a split) call their compiled closure.
     """
 
     def __init__(self) -> None:
@@ -668,7 +667,8 @@ def parse_mapping(data: Any, file: str = "<mapping>", schemes: SchemeCatalogue |
         _reject_unknown(case, CASE_KEYS, "case field", file)
         cases.append({k: _field(v, f"cases[{i}].{k}", file, case) for k, v in case.items()})
     op = data.get("op")
-    delete_when, delete_values = None, frozenset()
+    delete_when: FieldSpec | None = None
+    delete_values: frozenset[str] = frozenset()
     if op is not None:
         if not isinstance(op, dict) or "from" not in op or "delete_when" not in op:
             raise MappingError(f"{file}:{_line(data, 'op')}: op needs 'from' (a column) and 'delete_when' (values)")

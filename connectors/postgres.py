@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from caselink.connectors.base import ConnectorSink, dead_letter, person_event
+from caselink.connectors.base import ConnectorSink, person_event
 from caselink.connectors.mapping import AgencyMapping, RowError
+from caselink.schemas.dead_letter import dead_letter
 
 from caselink.core.settings import Settings
 
@@ -82,8 +83,10 @@ class PostgresCdcConnector:
             exists = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)).fetchone()
             if exists:
                 return False
-            (lsn,) = conn.execute("SELECT lsn FROM pg_create_logical_replication_slot(%s, 'test_decoding')",
-                                  (self.slot,)).fetchone()
+            created = conn.execute("SELECT lsn FROM pg_create_logical_replication_slot(%s, 'test_decoding')",
+                                   (self.slot,)).fetchone()
+            assert created is not None  # the function returns one row
+            (lsn,) = created
             # Changes after the slot's consistent point start *at* that LSN: snapshot rows sit just below.
             version = lsn_number(str(lsn)) - 1
             conn.autocommit = False  # a server-side cursor streams the table inside one transaction

@@ -94,7 +94,7 @@ class _Lines:
         self.pending.extendleft(reversed(lines))
 
     def _read(self) -> str | _LongLine:
-        line = self.handle.readline(MAX_ROW_BYTES + 1)
+        line: str = self.handle.readline(MAX_ROW_BYTES + 1)
         if len(line) <= MAX_ROW_BYTES:
             return line
         start, size = line[:MAX_ROW_BYTES], len(line)  # one physical line too long: skip the rest of it

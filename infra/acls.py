@@ -34,6 +34,7 @@ from confluent_kafka.admin import (
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialAlteration,
     UserScramCredentialUpsertion,
 )
 
@@ -99,7 +100,8 @@ def standard_principals(agencies: Iterable[str], purposes: Iterable[str], app_id
 def provision(admin: AdminClient, principals: list[Principal], timeout: float = 30.0) -> None:
     """Create or reset each principal's SCRAM credential and add its ACLs (existing ACLs are kept)."""
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
-    upserts = [UserScramCredentialUpsertion(p.name, info, p.password.encode()) for p in principals]
+    upserts: list[UserScramCredentialAlteration] = [
+        UserScramCredentialUpsertion(p.name, info, p.password.encode()) for p in principals]
     for fut in admin.alter_user_scram_credentials(upserts).values():
         fut.result(timeout=timeout)
     for fut in admin.create_acls([acl for p in principals for acl in p.acls()]).values():

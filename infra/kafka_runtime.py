@@ -9,7 +9,6 @@ outside the repository) and we run ``kafka.Kafka`` on the local JDK.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import shutil
@@ -19,10 +18,12 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka.admin import AdminClient
+
+from caselink.core.cluster import ClusterState, Node, pid_alive
 from caselink.core.private import ensure_private_dir
 from caselink.core.settings import InfraSettings
 
@@ -138,68 +139,6 @@ def kafka_uuid() -> str:
         value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not value.startswith("-"):
             return value
-
-
-@dataclass
-class Node:
-    node_id: int
-    port: int
-    controller_port: int
-    directory: str
-    pid: int | None = None
-
-    @property
-    def log_path(self) -> Path:
-        return Path(self.directory) / "logs" / "server.log"
-
-    @property
-    def stdout_path(self) -> Path:
-        return Path(self.directory) / "logs" / "stdout.log"
-
-
-@dataclass
-class ClusterState:
-    """What ``infra up`` started, saved as JSON so ``down`` and ``status`` work from another shell."""
-
-    directory: str
-    cluster_id: str
-    nodes: list[Node] = field(default_factory=list)
-    sasl: bool = False  # SASL/SCRAM on the client listener, StandardAuthorizer with ACLs
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
-
-    def save(self, path: Path) -> None:
-        ensure_private_dir(path.parent)
-        path.write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> ClusterState:
-        data = json.loads(path.read_text())
-        return cls(
-            directory=data["directory"],
-            cluster_id=data["cluster_id"],
-            nodes=[Node(**n) for n in data["nodes"]],
-            sasl=bool(data.get("sasl", False)),
-        )
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); look at its state to be sure.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class LocalKafka:
@@ -404,13 +343,12 @@ class LocalKafka:
 
     def wait_ready(self, timeout: float | None = None) -> float:
         """Block until every node is registered and answering; return seconds waited."""
-        from confluent_kafka.admin import AdminClient
 
         assert self.state is not None
         timeout = timeout or self.settings.ready_timeout_s
         started = time.monotonic()
         want = len(self.state.nodes)
-        admin = AdminClient({**self.admin_config(), "logger": _QUIET})
+        admin = AdminClient({**self.admin_config(), "logger": _QUIET})  # type: ignore[dict-item]  # stubs omit logger
         while True:
             for node in self.state.nodes:
                 if not pid_alive(node.pid):
@@ -433,8 +371,6 @@ class LocalKafka:
 
     @staticmethod
     def _controller_ready(admin: object) -> bool:
-        from confluent_kafka.admin import AdminClient
-
         assert isinstance(admin, AdminClient)
         cluster = admin.describe_cluster(request_timeout=2).result(timeout=3)
         return cluster.controller is not None
@@ -452,7 +388,7 @@ class LocalKafka:
         if not self.state:
             return
         for node in self.state.nodes:
-            if pid_alive(node.pid):
+            if node.pid is not None and pid_alive(node.pid):
                 os.kill(node.pid, signal.SIGTERM)  # all at once, so they shut down in parallel
         for node in self.state.nodes:
             _terminate(node.pid, kill=False, timeout=timeout)

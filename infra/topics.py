@@ -18,6 +18,7 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    ConfigSource,
     NewPartitions,
     NewTopic,
 )
@@ -239,7 +240,6 @@ def _current_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float)
 
 def _topic_overrides(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> dict[str, set[str]]:
     """Per topic, the configs set on the topic itself (not inherited from the broker or Kafka's defaults)."""
-    from confluent_kafka.admin import ConfigSource
 
     resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs]
     described = admin.describe_configs(resources)

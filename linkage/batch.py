@@ -121,6 +121,6 @@ def link_dataframe(
     df: pd.DataFrame, key_column: str = "record_key", model: LinkageModel | None = None, progress: bool = False
 ) -> BatchResult:
     """Link a DataFrame of flat canonical columns (see ``person_from_row``)."""
-    rows = df.to_dict("records")
+    rows: list[dict[str, Any]] = df.to_dict("records")  # type: ignore[assignment]  # column names are str
     return link_records([(str(r[key_column]), person_from_row(r)) for r in rows], model,
                         total=len(rows), progress=progress)

@@ -179,7 +179,7 @@ class BlockingIndex:
                 found.add(members)
             else:
                 found.update(members)
-        found.discard(exclude)  # type: ignore[arg-type]
+        found.discard(exclude)
         return found
 
     def add(self, record_key: str, keys: Iterable[str]) -> None:
@@ -203,8 +203,8 @@ class BlockingIndex:
                     if h not in self.capped:
                         self.capped.add(h)
                         self.capped_names[h] = key
-            else:
-                members.append(record_key)
+            else:  # a list (``type() is`` over isinstance on this path for speed; mypy narrows only the latter)
+                members.append(record_key)  # type: ignore[union-attr]
 
     def remove(self, record_key: str, keys: Iterable[str]) -> None:
         blocks = self.blocks
@@ -224,8 +224,8 @@ class BlockingIndex:
             if type(members) is tuple:
                 members = members[:i] + members[i + 1:]
                 blocks[h] = members
-            else:
-                del members[i]
+            else:  # a list, as above
+                del members[i]  # type: ignore[union-attr]
             if len(members) == 1:
                 blocks[h] = members[0]
 

@@ -193,8 +193,9 @@ class LinkageModel:
                 table = tables.get(level)
                 if table:
                     m = params.m[level]
-                    weights = {_tf_key(attribute, v): self._tf_weight(m, f) for v, f in table.items() if v != TF_OTHERS}
-                    adjusted[level] = (attribute, weights, self._tf_weight(m, table.get(TF_OTHERS)))
+                    by_value = {_tf_key(attribute, v): self._tf_weight(m, f)
+                                for v, f in table.items() if v != TF_OTHERS}
+                    adjusted[level] = (attribute, by_value, self._tf_weight(m, table.get(TF_OTHERS)))
             self._tf.append(adjusted or None)
         self._plan = tuple(zip(self._comparisons, self._weights, self._tf, strict=True))
         self._household = HouseholdRule.for_comparisons(
@@ -328,7 +329,7 @@ class LinkageModel:
             return 1.0
         if weight < -60:
             return 0.0
-        odds = 2.0**weight
+        odds: float = 2.0**weight
         return odds / (1 + odds)
 
     # ----------------------------------------------------------------- persistence

@@ -98,6 +98,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import datetime as dt
 import functools
 import itertools
 import re
@@ -106,7 +107,7 @@ import sys
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
 from pathlib import Path
@@ -631,7 +632,7 @@ class _Corruptor:
         formats_used.add(fmt)
         return self.ocr(dob.strftime(fmt))
 
-    def _year_typo(self, dob: date) -> date:
+    def _year_typo(self, dob: dt.date) -> dt.date:  # dt.date: a method of this class is named date
         rng = self.rng
         y = dob.year
         options = {y + 1, y - 1, y + 10, y - 10, y - y % 10 + rng.randrange(10)}
@@ -641,7 +642,7 @@ class _Corruptor:
         year = rng.choice(sorted(options))
         return dob.replace(year=year, day=min(dob.day, 28) if dob.month == 2 else dob.day)
 
-    def _bad_date(self, dob: date, fmt: str) -> str:
+    def _bad_date(self, dob: dt.date, fmt: str) -> str:
         rng = self.rng
         y, m, d = f"{dob.year:04d}", f"{dob.month:02d}", f"{dob.day:02d}"
         kind = rng.randrange(6)
@@ -685,13 +686,13 @@ class _PopulationBuilder:
 
     # -- draws
 
-    def _pick(self, items: list[Any], cum: list[float]) -> Any:
+    def _pick(self, items: list[Any], cum: Sequence[float]) -> Any:
         return items[bisect.bisect_right(cum, self.rng.random() * cum[-1])]
 
     def first_name(self, sex: str, avoid: set[str] | frozenset[str] = frozenset(), initial: str = "") -> str:
         pool, cum = (FEMALE, self.female_cum) if sex == "F" else (MALE, self.male_cum)
         for _ in range(60):
-            name = self._pick(pool, cum)
+            name: str = self._pick(pool, cum)
             if name not in avoid and (not initial or name[0] == initial):
                 return name
         return next(n for n in pool if n not in avoid)
@@ -704,7 +705,8 @@ class _PopulationBuilder:
     def one_surname(self) -> str:
         if self.rng.random() < 0.1:
             return self.rng.choice(PARTICLE_SURNAMES)
-        return self._pick(SURNAMES, self.surname_cum)
+        picked: str = self._pick(SURNAMES, self.surname_cum)
+        return picked
 
     def surname(self, style: str) -> str:
         first = self.one_surname()
@@ -850,7 +852,7 @@ class _PopulationBuilder:
     def multigen(self, hh: Household, addr: Address, style: str, n_kids: int) -> None:
         rng = self.rng
         elders_head = rng.random() < 0.5
-        rel = {  # relationships to the head, by role, for the two ways of choosing the head
+        rel: dict[str, Any] = {  # relationships to the head, by role, for the two ways of choosing the head
             "gf": "Head" if elders_head else "Father", "gm": "Spouse" if elders_head else "Mother",
             "son": "Son" if elders_head else "Head", "daughter": "Daughter" if elders_head else "Head",
             "in_law_f": "Daughter-in-law" if elders_head else "Spouse",
@@ -1320,8 +1322,8 @@ class _Extracts:
                 family_id = f"F{families:05d}"
                 guardian = self.by_id[gid]
                 family_address, shared = self.shared_address(guardian, "benefit")
-                mother = guardian.sex == "F" and (not children or gid in children[0].parents)
-                members = [(guardian, "M" if mother else "G")] + [(k, "C") for k in children]
+                is_mother = guardian.sex == "F" and (not children or gid in children[0].parents)
+                members = [(guardian, "M" if is_mother else "G")] + [(k, "C") for k in children]
                 everyone = [m for m, _ in members]
                 for m, category in members:
                     participants += 1

@@ -266,7 +266,8 @@ def _initial_m(n_levels: int) -> np.ndarray:
     """A starting guess that matches mostly agree: mass falling off across the levels."""
     m = np.array([0.5**i for i in range(n_levels)], dtype=float)
     m[-1] = 0.05
-    return m / m.sum()
+    normalised: np.ndarray = m / m.sum()
+    return normalised
 
 
 def expectation_maximisation(
@@ -300,7 +301,7 @@ def expectation_maximisation(
         for j, comparison in enumerate(comparisons):
             col = patterns[:, j]
             present = col != MISSING
-            mass = np.bincount(col[present], weights=weighted[present], minlength=comparison.n_levels)
+            mass: np.ndarray = np.bincount(col[present], weights=weighted[present], minlength=comparison.n_levels)
             # Half a pair of pseudo-count per level: a level no training match showed is rare,
             # not impossible, so it must not veto a link on its own.
             mass = mass + 0.5
@@ -358,7 +359,7 @@ def train_model(
     household = household_evidence(random_levels, comparisons)
     names = [c.name for c in comparisons]
     estimates: dict[str, list[np.ndarray]] = defaultdict(list)
-    session_info = {}
+    session_info: dict[str, dict[str, Any]] = {}
     prior = None
     for session in SESSIONS:
         pairs = pairs_sharing(records, session.key, seed=seed)

@@ -33,7 +33,7 @@ class SchemaCompiler:
 
     @staticmethod
     def full_name(schema: dict[str, Any], namespace: str | None) -> str:
-        name = schema["name"]
+        name: str = schema["name"]
         if "." in name:
             return name
         space = schema.get("namespace", namespace)

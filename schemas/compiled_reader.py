@@ -1,9 +1,10 @@
 """Avro binary readers compiled from a schema into straight-line Python, the counterpart of
 ``schemas/compiled_writer.py``.
 
-fastavro's ``schemaless_reader`` took 15.6 µs to read a PersonEvent, and every event is read
-twice on its way to the index (by the normaliser, then by the linker). The reader generated here
-reads a message written with exactly the schema it was compiled from, in about a third of that.
+Every event is read twice on its way to the index (by the normaliser, then by the linker), and
+fastavro's ``schemaless_reader`` interprets the schema each time. The reader generated here reads
+a message written with exactly the schema it was compiled from in about a third of fastavro's
+time (docs/benchmarks.md).
 Messages written with an older version of a schema need schema resolution, and stay with
 fastavro; so does anything this reader cannot read (corrupt or truncated bytes raise here, and
 ``AvroSerde.decode`` then lets fastavro read it or say why not). tests/unit/test_compiled_reader.py

@@ -2,10 +2,9 @@
 
 fastavro's ``schemaless_writer`` interprets the schema on every call: it dispatches on each
 field's type and, for every ``["null", X]`` union, validates the value against the branches to
-pick one. For a PersonEvent that was 13 µs a message, half of the file connector's time per row
-and a large share of the linker's per-event cost. The writer generated here takes every decision
-that depends only on the schema once, when the schema is loaded (the way Avro's own code
-generators for Java and C++ do), and comes to a few microseconds.
+pick one: half of the file connector's time per row (docs/benchmarks.md). The writer generated
+here takes every decision that depends only on the schema once, when the schema is loaded (the
+way Avro's own code generators for Java and C++ do).
 
 It covers what caselink's schemas use: records, enums, arrays, maps, ``["null", X]`` unions,
 string, bytes, boolean, int, long, float, double and ``timestamp-millis``. A schema with anything

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from caselink.schemas.compiled_reader import READ_ERRORS, Reader, compile_reader
@@ -221,12 +221,12 @@ class AvroSerde:
                 pass  # fastavro reads it, or says what is wrong with it
         buf = io.BytesIO(data[HEADER_LEN:])
         try:
-            record = fastavro.schemaless_reader(buf, writer.parsed, reader.parsed)
+            record = cast(dict[str, Any], fastavro.schemaless_reader(buf, writer.parsed, reader.parsed))
         except Exception as exc:  # noqa: BLE001 - fastavro raises many types for corrupt input
             raise fail(f"corrupt {writer.name} body: {type(exc).__name__}: {exc}") from None
         if buf.tell() != len(data) - HEADER_LEN:
             raise fail(f"{len(data) - HEADER_LEN - buf.tell()} trailing bytes after the {writer.name} body")
-        return writer.name, record, None  # type: ignore[return-value]
+        return writer.name, record, None
 
 
 def _describe(error: str) -> str:

@@ -3,11 +3,11 @@
 * the normaliser (stateless, scales across the partitions of every agency topic) decodes and
   validates PersonEvents and forwards them, unchanged, to the single-partition link input;
   anything undecodable or unlinkable goes to ``caselink.dead-letters`` with its origin
-  (``streams.normalise``).
+  (``streams.normaliser_core``).
 * the linker (``streams.linker_loop.LinkerLoop``, a thread of the worker process) is the single
   writer of the citizen index; see its module for why it is not a Faust agent.
 * where it runs: by default ``caselink worker`` starts it in processes of its own
-  (``worker.normaliser_processes``, ``streams.normalisers``), each a confluent-kafka consumer-group
+  (``worker.normaliser_processes``, ``streams.normaliser_processes``), each a confluent-kafka consumer-group
   loop (``streams.normaliser_loop``: a quarter of the Faust agent's CPU per event); with 0 it is
   the ``normalise`` Faust agent below, inside the worker process.
 * the web API: ``/health``, ``/metrics``, ``/citizens/{id}``, ``/records/{agency}/{id}``, ``/review``.
@@ -28,9 +28,10 @@ from caselink.linkage.deployment import load_model
 from caselink.schemas import default_serde
 from caselink.streams import metrics
 from caselink.streams.consent.gate_loop import GateLoop
+from caselink.streams.linker_core import LinkerCore
 from caselink.streams.linker_loop import LinkerLoop
-from caselink.streams.normalise import Normaliser
-from caselink.streams.normalisers import MergedRegistry, NormaliserProcesses
+from caselink.streams.normaliser_core import Normaliser
+from caselink.streams.normaliser_processes import MergedRegistry, NormaliserProcesses
 from caselink.streams.review_page import render_login_page, render_review_page, threshold_weight
 from caselink.streams.sink import BatchSink, broker_wait
 from caselink.streams.web_auth import COOKIE, Authenticator, Principal, Refusal, refused
@@ -76,14 +77,14 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
                normalise: bool = True, normalisers: NormaliserProcesses | None = None,
                on_listening: Callable[[], None] | None = None) -> faust.App:
     """The worker's Faust app: the web API over ``linker``'s index (when given) and, with
-    ``normalise``, the normaliser agent. A normaliser process (``streams.normalisers``) is the
+    ``normalise``, the normaliser agent. A normaliser process (``streams.normaliser_processes``) is the
     same app id with the agent and no web server; the worker process then has the web API only.
     ``on_listening`` is called once the web server is listening (before Faust's consumers start)."""
     w = settings.worker
     # A worker whose normaliser runs in processes of its own (the default) serves only the web API
     # from this app: it gets a consumer group of its own, so that a normaliser process joining
-    # the app's group does not wait for this app's consumer to rejoin (the first event reached
-    # the link input 5.1 s after the worker started instead of 2.7 s).
+    # the app's group does not wait for this app's consumer to rejoin (which delayed the first
+    # event; docs/benchmarks.md).
     app = faust.App(
         w.app_id if normalise else f"{w.app_id}-web",
         broker=[f"kafka://{hp}" for hp in bootstrap_servers(settings).split(",")],
@@ -114,13 +115,13 @@ def create_app(settings: Settings, linker: LinkerLoop | None, gate: GateLoop | N
         _web(app, settings, linker, gate, normalisers)
     if on_listening is not None:
         web = app.web
-        serve = web.start_server
+        serve = web.start_server  # type: ignore[attr-defined]  # faust's Web declares no start_server; its server has one
 
         async def start_server() -> None:
             await serve()  # raises (e.g. the port is taken) before anything else is started
             on_listening()
 
-        web.start_server = start_server  # type: ignore[method-assign]
+        web.start_server = start_server  # type: ignore[attr-defined]
     return app
 
 
@@ -134,7 +135,7 @@ def _same_origin(request: Any) -> bool:
 
 
 def _normaliser(app: faust.App, settings: Settings) -> None:
-    """The Faust agent, for ``worker.normaliser_processes: 0``: the same ``streams.normalise`` work as
+    """The Faust agent, for ``worker.normaliser_processes: 0``: the same ``streams.normaliser_core`` work as
     the normaliser processes' loop, in micro-batches through one producer flushed before Faust
     acknowledges the batch's input, so nothing is committed whose outputs are not on the broker."""
     w = settings.worker
@@ -146,7 +147,7 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
 
     @app.agent(sources, name="normalise")
     async def normalise(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(w.batch_size, within=w.batch_within_s):
+        async for events in stream.take_events(w.batch_size, within=w.batch_within_s):  # type: ignore[attr-defined]
             consumed: dict[str, int] = {}  # counted once a batch: every inc takes a lock
             for event in events:
                 msg = event.message
@@ -159,63 +160,10 @@ def _normaliser(app: faust.App, settings: Settings) -> None:
 
 def _web(app: faust.App, settings: Settings, linker: LinkerLoop, gate: GateLoop | None,
          normalisers: NormaliserProcesses | None) -> None:
-    registry = MergedRegistry(normalisers)
-    serde = default_serde()
-    def jsonable(value: Any) -> Any:
-        if isinstance(value, datetime):
-            return value.astimezone(UTC).isoformat()
-        if isinstance(value, dict):
-            return {k: jsonable(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [jsonable(v) for v in value]
-        return value
-
-    @app.page("/health")
-    async def health(web: Any, request: Any) -> Any:
-        with linker.lock:
-            core = linker.core
-            status = ("starting" if linker.ident is None and linker.error is None  # not started yet: see cli_worker
-                      else "ok" if linker.error is None and linker.is_alive() else "failed")
-            body = {"status": status,
-                    "records": len(core.index.records), "citizens": len(core.index.citizens),
-                    "review_open": len(core.index.review), "applied": core.applied,
-                    "link_input_position": linker.position, "recovering": linker.recovering,
-                    "role": "linker" if linker.publish_from is not None else "standby",
-                    "standby_position": linker.standby_position, "last_takeover": linker.last_takeover,
-                    "capped_blocking_keys": len(core.index.blocking.capped),
-                    "snapshot": {**linker.snapshots.status(), "loaded": linker.snapshot_loaded},
-                    "model_version": core.model.version, "model_findings": linker.model_findings,
-                    "size_guard_refusals": core.index.size_refusals}
-        if linker.error is not None:
-            body["error"] = str(linker.error)
-        elif linker.refused is not None:
-            body["status"] = "refused"
-            body["error"] = linker.refused
-        waiting = broker_wait()
-        if waiting is not None:  # outputs not yet acknowledged: the broker is down, or cannot write (disk full?)
-            body["broker"] = waiting
-            if waiting["waiting_s"] >= BROKER_WAIT_DEGRADED_S and body["status"] == "ok":
-                body["status"] = "degraded"
-                body["reason"] = (f"paused: {waiting['unacknowledged']} output(s) waiting {waiting['waiting_s']:.0f} s "
-                                  f"for the broker ({waiting['last_error'] or 'no answer'}); nothing is committed "
-                                  "until they are acknowledged")
-        if normalisers is not None:
-            body["normalisers"] = normalisers.status()
-        if gate is not None:
-            body["gate"] = gate.status()
-            if gate.error is not None or not gate.is_alive():
-                body["status"] = "failed"
-            elif gate.policy_error and body["status"] == "ok":
-                body["status"] = "degraded"  # linking goes on; nothing is released until the policy is fixed
-        return web.json(body, status=200 if body["status"] == "ok" else 503)
-
-    @app.page("/metrics")
-    async def prometheus(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(registry),  # type: ignore[arg-type]
-                         content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
+    """The web API: status pages open to all, the rest behind a bearer token or a signed-in session."""
+    _status_pages(app, linker, gate, normalisers)
     auth = Authenticator(settings.web.tokens, settings.web.session_ttl_s)
-    secure_cookie = "; Secure" if settings.web.tls_certfile else ""
+    _sign_in_pages(app, auth, secure_cookie="; Secure" if settings.web.tls_certfile else "")
 
     def allowed(view: Any, request: Any, role: str, write: bool = False) -> Principal | Any:
         """The principal, or the refusal response (logged)."""
@@ -227,6 +175,112 @@ def _web(app: faust.App, settings: Settings, linker: LinkerLoop, gate: GateLoop 
         headers = {"WWW-Authenticate": 'Bearer realm="caselink"'} if result.status == 401 else None
         return view.json({"error": result.reason}, status=result.status, headers=headers)
 
+    _index_pages(app, linker, allowed)
+    _review_pages(app, linker, allowed)
+
+
+# ---------------------------------------------------------------------- the pure steps
+def jsonable(value: Any) -> Any:
+    """``value`` with datetimes as ISO strings in UTC, for a JSON response."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def health_report(linker: LinkerLoop, gate: GateLoop | None, normalisers: NormaliserProcesses | None,
+                  waiting: dict[str, Any] | None) -> dict[str, Any]:
+    """What /health says: the index, the linker's role and position, the broker's backlog
+    (``waiting``: outputs not yet acknowledged), the normaliser processes and the gate; ``status``
+    is ok, starting, degraded (paused, or the policy invalid), refused (the model) or failed."""
+    with linker.lock:
+        core = linker.core
+        status = ("starting" if linker.ident is None and linker.error is None  # not started yet: see cli_worker
+                  else "ok" if linker.error is None and linker.is_alive() else "failed")
+        body: dict[str, Any] = {
+            "status": status,
+            "records": len(core.index.records), "citizens": len(core.index.citizens),
+            "review_open": len(core.index.review), "applied": core.applied,
+            "link_input_position": linker.position, "recovering": linker.recovering,
+            "role": "linker" if linker.publish_from is not None else "standby",
+            "standby_position": linker.standby_position, "last_takeover": linker.last_takeover,
+            "capped_blocking_keys": len(core.index.blocking.capped),
+            "snapshot": {**linker.snapshots.status(), "loaded": linker.snapshot_loaded},
+            "model_version": core.model.version, "model_findings": linker.model_findings,
+            "size_guard_refusals": core.index.size_refusals}
+    if linker.error is not None:
+        body["error"] = str(linker.error)
+    elif linker.refused is not None:
+        body["status"] = "refused"
+        body["error"] = linker.refused
+    if waiting is not None:  # outputs not yet acknowledged: the broker is down, or cannot write (disk full?)
+        body["broker"] = waiting
+        if waiting["waiting_s"] >= BROKER_WAIT_DEGRADED_S and body["status"] == "ok":
+            body["status"] = "degraded"
+            body["reason"] = (f"paused: {waiting['unacknowledged']} output(s) waiting {waiting['waiting_s']:.0f} s "
+                              f"for the broker ({waiting['last_error'] or 'no answer'}); nothing is committed "
+                              "until they are acknowledged")
+    if normalisers is not None:
+        body["normalisers"] = normalisers.status()
+    if gate is not None:
+        body["gate"] = gate.status()
+        if gate.error is not None or not gate.is_alive():
+            body["status"] = "failed"
+        elif gate.policy_error and body["status"] == "ok":
+            body["status"] = "degraded"  # linking goes on; nothing is released until the policy is fixed
+    return body
+
+
+def review_items(core: LinkerCore, limit: int, with_people: bool) -> tuple[list[dict[str, Any]], int]:
+    """The open review pairs, strongest first (at most ``limit``), each with its score explained,
+    and how many are open. Call with the linker's lock held."""
+    index = core.index
+    items = []
+    for (a, b), w in sorted(index.review.items(), key=lambda kv: -kv[1])[:limit]:
+        item = {"left": a, "right": b, "match_weight": w, "match_probability": core.model.probability(w),
+                "explanation": [f.__dict__ for f in core.model.explain(index.records[a].record,
+                                                                       index.records[b].record)]}
+        if with_people:
+            item["left_person"], item["right_person"] = core.person(a), core.person(b)
+        items.append(item)
+    return items, len(index.review)
+
+
+def review_decision(body: Any, by: str, now: datetime) -> dict[str, Any]:
+    """A ReviewDecision from a reviewer's request body; ValueError (or KeyError, TypeError) says
+    what is wrong with it. ``by`` is who signed in, never a name typed in the request."""
+    left, right = str(body["left"]), str(body["right"])
+    same = body["same_person"]
+    if not isinstance(same, bool):
+        raise ValueError("same_person must be true or false")
+    pair = sorted((left, right))
+    return {"decision_id": str(uuid.uuid4()), "left_record": pair[0], "right_record": pair[1],
+            "same_person": same, "decided_by": by, "reason": body.get("reason"), "decided_at": now}
+
+
+# ---------------------------------------------------------------------- the pages
+Allowed = Callable[..., Any]  # (view, request, role, write=False) -> Principal, or the refusal response
+
+
+def _status_pages(app: faust.App, linker: LinkerLoop, gate: GateLoop | None,
+                  normalisers: NormaliserProcesses | None) -> None:
+    registry = MergedRegistry(normalisers)
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        body = health_report(linker, gate, normalisers, broker_wait())
+        return web.json(body, status=200 if body["status"] == "ok" else 503)
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(registry),
+                         content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def _sign_in_pages(app: faust.App, auth: Authenticator, secure_cookie: str) -> None:
     @app.page("/login")
     class Login(View):
         """Sign in with a token, for the review page in a browser: a session cookie."""
@@ -253,6 +307,8 @@ def _web(app: faust.App, settings: Settings, linker: LinkerLoop, gate: GateLoop 
             return self.html("", status=303, headers={
                 "Location": "/login", "Set-Cookie": f"{COOKIE}=; Max-Age=0; HttpOnly; SameSite=Strict; Path=/"})
 
+
+def _index_pages(app: faust.App, linker: LinkerLoop, allowed: Allowed) -> None:
     @app.page("/citizens/{citizen_id}")
     async def citizen(web: Any, request: Any, citizen_id: str) -> Any:
         who = allowed(web, request, "reader")
@@ -278,18 +334,10 @@ def _web(app: faust.App, settings: Settings, linker: LinkerLoop, gate: GateLoop 
             return web.json({"error": f"no record {agency}:{record_id}"}, status=404)
         return web.json({"record": f"{agency}:{record_id}", "citizen_id": cid})
 
-    def open_pairs(limit: int = 200) -> tuple[list[dict[str, Any]], int]:
-        with linker.lock:
-            core = linker.core
-            index = core.index
-            items = []
-            for (a, b), w in sorted(index.review.items(), key=lambda kv: -kv[1])[:limit]:
-                people = [core.person(x) for x in (a, b)]
-                items.append({"left": a, "right": b, "match_weight": w, "match_probability": core.model.probability(w),
-                              "explanation": [f.__dict__ for f in core.model.explain(index.records[a].record,
-                                                                                     index.records[b].record)],
-                              "left_person": people[0], "right_person": people[1]})
-            return items, len(index.review)
+
+def _review_pages(app: faust.App, linker: LinkerLoop, allowed: Allowed) -> None:
+    serde = default_serde()
+    decisions_out = idempotent_producer(linker.settings)
 
     @app.page("/review/ui")
     async def review_ui(web: Any, request: Any) -> Any:
@@ -298,12 +346,11 @@ def _web(app: faust.App, settings: Settings, linker: LinkerLoop, gate: GateLoop 
             if who.status == 401 and not request.headers.get("Authorization"):
                 return web.html("", status=303, headers={"Location": "/login?next=/review/ui"})
             return who
-        items, total = open_pairs()
+        with linker.lock:
+            items, total = review_items(linker.core, 200, with_people=True)
         model = linker.core.model
         return web.html(render_review_page(items, total, threshold_weight(model.link_threshold),
                                            threshold_weight(model.review_threshold), who.name, who.may("reviewer")))
-
-    decisions_out = idempotent_producer(linker.settings)
 
     @app.page("/review/decide")
     class Decide(View):
@@ -311,31 +358,23 @@ def _web(app: faust.App, settings: Settings, linker: LinkerLoop, gate: GateLoop 
             who = allowed(self, request, "reviewer", write=True)
             if not isinstance(who, Principal):
                 return who
-            by = who.name  # who decided is who signed in, never a name typed in the request
             try:
                 if request.content_type != "application/json":
                     raise ValueError("the body must be application/json")
-                body = await request.json()
-                left, right = str(body["left"]), str(body["right"])
-                same = body["same_person"]
-                if not isinstance(same, bool):
-                    raise ValueError("same_person must be true or false")
+                decision = review_decision(await request.json(), who.name, datetime.now(UTC))
             except (KeyError, ValueError, TypeError) as exc:
                 return self.json({"error": f"bad request: {exc}"}, status=400)
+            pair = (decision["left_record"], decision["right_record"])
             with linker.lock:
-                pair = tuple(sorted((left, right)))
                 if pair not in linker.core.index.review and not all(k in linker.core.index.records for k in pair):
-                    return self.json({"error": f"no open pair {left} / {right}"}, status=404)
-            decision = {"decision_id": str(uuid.uuid4()), "left_record": pair[0], "right_record": pair[1],
-                        "same_person": same, "decided_by": by, "reason": body.get("reason"),
-                        "decided_at": datetime.now(UTC)}
+                    return self.json({"error": f"no open pair {pair[0]} / {pair[1]}"}, status=404)
             decisions_out.produce(LINK_INPUT_TOPIC, serde.encode("ReviewDecision", decision, check=True),
                                   key=pair[0].encode())
             remaining = await asyncio.get_running_loop().run_in_executor(None, decisions_out.flush, 30.0)
             if remaining:
                 return self.json({"error": "Kafka did not acknowledge the decision; try again"}, status=503)
-            return self.json({"decision_id": decision["decision_id"], "status": "published", "decided_by": by},
-                             status=202)
+            return self.json({"decision_id": decision["decision_id"], "status": "published",
+                              "decided_by": who.name}, status=202)
 
     @app.page("/review")
     async def review(web: Any, request: Any) -> Any:
@@ -343,11 +382,5 @@ def _web(app: faust.App, settings: Settings, linker: LinkerLoop, gate: GateLoop 
         if not isinstance(who, Principal):
             return who
         with linker.lock:
-            core = linker.core
-            index = core.index
-            items = [{"left": a, "right": b, "match_weight": w, "match_probability": core.model.probability(w),
-                      "explanation": [f.__dict__ for f in core.model.explain(index.records[a].record,
-                                                                              index.records[b].record)]}
-                     for (a, b), w in sorted(index.review.items(), key=lambda kv: -kv[1])[:200]]
-            total = len(index.review)
+            items, total = review_items(linker.core, 200, with_people=False)
         return web.json({"open": total, "items": items})

@@ -1,13 +1,13 @@
 """LinkedCase messages assembled from each member's own Avro encoding.
 
-A LinkedCase carries every member's full record, and the linker publishes one on every change of
-a citizen. Encoding all members again each time was 15% of the linker thread's samples (py-spy),
-and keeping each member's source payload as Python dicts, only so that it could be encoded again,
-was about half of a million-record worker's memory and most of the objects its garbage collector
-walked. Avro writes a record as its fields one after another and an array as a count, its items
-and a zero, so a member encoded once, when its record changes, can be copied into every LinkedCase
-it appears in. The one member field that changes without its record changing is ``match_weight``
-(the member's strongest link), so a member is kept as the bytes before it and the bytes after it.
+A LinkedCase carries every member's full record, and the linker publishes one on every change of a
+citizen. Encoding all members again each time, and keeping each member's source payload as Python
+dicts only so that it could be encoded again, cost the linker much of its CPU and a worker much of
+its memory (docs/benchmarks.md). Avro writes a record as its fields one after another and an array
+as a count, its items and a zero, so a member encoded once, when its record changes, can be copied
+into every LinkedCase it appears in. The one member field that changes without its record changing
+is ``match_weight`` (the member's strongest link), so a member is kept as the bytes before it and
+the bytes after it.
 
 The bytes are exactly what ``AvroSerde.encode("LinkedCase", ...)`` writes for the same case
 (``tests/unit/test_case_codec.py`` holds the two to each other). Each part is written by a writer
@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import fastavro
 from caselink.schemas.compiled_writer import WRITE_ERRORS, compile_writer, timestamp_millis, write_long
+from caselink.schemas.records import Member
 from caselink.schemas.serde import MAGIC, AvroSerde
 from fastavro.schema import to_parsing_canonical_form
 
@@ -43,7 +45,7 @@ class SchemaPart:
         self.parsed = fastavro.parse_schema(raw, named_schemas={})
         self.compiled = compile_writer(raw)
 
-    def write(self, datum: dict[str, Any]) -> bytes:
+    def write(self, datum: Mapping[str, Any]) -> bytes:
         if self.compiled is not None:
             try:
                 return self.compiled(datum)
@@ -105,13 +107,12 @@ class LinkedCaseCodec:
         self._member = fastavro.parse_schema({**member, "namespace": namespace}, named_schemas={})
 
     def member(self, agency: str, source_record_id: str, source_version: int, linked_at: datetime,
-               person: dict[str, Any], cases: list[dict[str, Any]],
+               person: Mapping[str, Any] | None, cases: Sequence[Mapping[str, Any]],
                event: bytes | None = None, spans: tuple[int, ...] | None = None) -> MemberParts:
         """A member's parts. Given the PersonEvent's bytes and their ``spans`` (from
         ``AvroSerde.decode_spans``), its person and cases are copied from them as they are,
         not encoded again: a member ends in the same two fields, with the same types, as a
-        PersonEvent, so those bytes are already the member's (5.5% of the linker's samples were
-        encoding them again)."""
+        PersonEvent, so those bytes are already the member's."""
         head = self._member_head.write({"agency": agency, "source_record_id": source_record_id,
                                         "source_version": source_version})
         if event is not None and spans is not None and self._event_fields is not None:
@@ -151,7 +152,7 @@ class LinkedCaseCodec:
         return self._case_tail.write({"merged_from": merged_from, "model_version": model_version,
                                       "updated_at": updated_at, "members_omitted": omitted})
 
-    def decode_member(self, parts: MemberParts, weight: float) -> dict[str, Any]:
+    def decode_member(self, parts: MemberParts, weight: float) -> Member:
         """The member as a dict (for the web API), read back from its bytes."""
         data = parts.head + _DOUBLE.pack(weight) + parts.tail
-        return fastavro.schemaless_reader(io.BytesIO(data), self._member, self._member)  # type: ignore[return-value]
+        return cast(Member, fastavro.schemaless_reader(io.BytesIO(data), self._member, self._member))

@@ -2,7 +2,7 @@
 
 The linker publishes a decision for every event, and each candidate in it carries the per-field
 weights that add up to its match weight. Building those as objects and dicts and encoding them was
-13% of the linker thread's samples (py-spy, 100,000 records). A field weight depends only on the
+a large share of the linker's time (docs/benchmarks.md). A field weight depends only on the
 comparison, its level and, for a term-frequency adjusted level, the value compared
 (``LinkageModel.field_weight_key``): there are few of them, so each is encoded once and copied
 into every decision that has it. Avro writes a record as its fields one after another and an
@@ -19,6 +19,7 @@ from caselink.linkage.index import Candidate
 from caselink.linkage.model import FieldWeight, LinkageModel
 from caselink.linkage.record import LinkRecord
 from caselink.schemas.compiled_writer import write_long
+from caselink.schemas.records import LinkDecision
 from caselink.schemas.serde import MAGIC, AvroSerde
 from caselink.streams.case_codec import SchemaPart
 
@@ -100,9 +101,9 @@ class DecisionCodec:
         out.append(b"\x00")
         return b"".join(out)
 
-    def encode(self, decision: dict[str, Any], candidates: list[Candidate], record: LinkRecord | None,
+    def encode(self, decision: LinkDecision, candidates: list[Candidate], record: LinkRecord | None,
                finite: Any) -> bytes:
-        """``decision``: every LinkDecision field except ``candidates``, which are written from
+        """``decision``: every LinkDecision field but ``candidates`` (left empty), which are written from
         ``candidates`` (none when ``record`` is None), their weights passed through ``finite``."""
         if not self.fast:
             return self.serde.encode("LinkDecision", {**decision, "candidates": [

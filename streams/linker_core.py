@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from caselink.infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC
 from caselink.linkage.index import DEFAULT_MAX_CITIZEN_RECORDS, CitizenIndex, LinkResult
 from caselink.linkage.model import LinkageModel
 from caselink.linkage.packed import unpack
 from caselink.schemas import default_serde
+from caselink.schemas.records import LinkDecision, LinkedCase, LinkOutcome, PersonEvent, ReviewDecision
 from caselink.streams.case_codec import LinkedCaseCodec, MemberParts
 from caselink.streams.decision_codec import DecisionCodec
 
@@ -70,19 +72,19 @@ class LinkerCore:
         self.last_outcome = ""
 
     # ------------------------------------------------------------------ input
-    def apply(self, value: bytes, topic: str | None = None, partition: int | None = None,
+    def apply(self, value: bytes | None, topic: str | None = None, partition: int | None = None,
               offset: int | None = None, packed: bytes | None = None) -> list[Outgoing]:
         """``packed``: the normaliser's standardised record and blocking keys (``linkage.packed``),
         used instead of standardising the event again when they were made by this code."""
         name, record, spans = self.serde.decode_spans(value, topic=topic, partition=partition, offset=offset)
         self.applied += 1
-        if name == "PersonEvent":
-            return self._person_event(record, value, spans, packed)
+        if name == "PersonEvent":  # the serde checked it against the schema these classes are generated from
+            return self._person_event(cast(PersonEvent, record), value, spans, packed)
         if name == "ReviewDecision":
-            return self._review_decision(record)
+            return self._review_decision(cast(ReviewDecision, record))
         raise ValueError(f"{name} does not belong on the link input")
 
-    def _person_event(self, event: dict[str, Any], value: bytes | None = None,
+    def _person_event(self, event: PersonEvent, value: bytes | None = None,
                       spans: tuple[int, ...] | None = None, packed: bytes | None = None) -> list[Outgoing]:
         key = f"{event['agency']}:{event['source_record_id']}"
         at: datetime = event["emitted_at"]
@@ -96,8 +98,8 @@ class LinkerCore:
                         else None)
             if unpacked is not None:
                 result = self.index.upsert(key, unpacked[0], version, keys=unpacked[1])
-            else:
-                result = self.index.upsert(key, event["person"], version)
+            else:  # an UPSERT without a person fails in the index; the linker dead-letters the event
+                result = self.index.upsert(key, event["person"], version)  # type: ignore[arg-type]
             if result.outcome == "REJECTED":
                 self.members.pop(key, None)  # an earlier version it had is out of the index too
             elif result.outcome != "IGNORED_STALE":
@@ -107,7 +109,7 @@ class LinkerCore:
                     previous.linked_at if previous else at, event["person"], event["cases"], value, spans)
         return self._outputs(result, event["event_id"], version, at)
 
-    def _review_decision(self, decision: dict[str, Any]) -> list[Outgoing]:
+    def _review_decision(self, decision: ReviewDecision) -> list[Outgoing]:
         result = self.index.apply_review(decision["left_record"], decision["right_record"],
                                          decision["same_person"])
         return self._outputs(result, decision["decision_id"], 0, decision["decided_at"])
@@ -134,18 +136,19 @@ class LinkerCore:
 
     def _decision(self, result: LinkResult, event_id: str, version: int, at: datetime) -> Outgoing:
         candidates = result.candidates[:MAX_DECISION_CANDIDATES]  # strongest first
-        decision = {
+        decision: LinkDecision = {
             "decision_id": uuid5_text(DECISION_NAMESPACE, f"{event_id}:{result.outcome}"),
             "record_key": result.record_key,
             "event_id": event_id,
             "source_version": version,
-            "outcome": result.outcome,
+            "outcome": cast(LinkOutcome, result.outcome),
             "citizen_id": result.citizen_id,
             "affected_citizens": sorted(set(result.changed) | set(result.retired)),
             "reason": result.reason,
             "model_version": self.model.version,
             "decided_at": at,
             "candidates_omitted": len(result.candidates) - len(candidates),
+            "candidates": [],  # written by the codec from ``candidates``
         }
         value = self.decisions.encode(decision, candidates, self._record(result.record_key), _finite)
         return Outgoing(LINK_DECISIONS_TOPIC, result.record_key.encode(), value)
@@ -162,7 +165,7 @@ class LinkerCore:
             out.append((self.members[key], _finite(max(edges.values())) if edges else 0.0))
         return out
 
-    def linked_case(self, citizen_id: str, at: datetime | None = None) -> dict[str, Any]:
+    def linked_case(self, citizen_id: str, at: datetime | None = None) -> LinkedCase:
         """The LinkedCase view of a live citizen (also served by the web API)."""
         citizen = self.index.citizens[citizen_id]
         return {
@@ -176,7 +179,7 @@ class LinkerCore:
             "members_omitted": 0,
         }
 
-    def person(self, record_key: str) -> dict[str, Any]:
+    def person(self, record_key: str) -> Mapping[str, Any]:
         """The source record's person, as last applied (empty when the record is not held)."""
         parts = self.members.get(record_key)
         return self.codec.decode_member(parts, 0.0)["person"] if parts else {}

@@ -1,8 +1,8 @@
 """The single writer of the citizen index, as a plain confluent-kafka loop in the worker.
 
-Why not a Faust agent: measured on these machines, Faust's per-event machinery (stream, buffer,
-acknowledgement) cost several times what linking one record costs, capping the worker near 1,200
-events/s; this loop is the linker's own limit. It keeps Faust's guarantees in its own way:
+Why not a Faust agent: Faust's per-event machinery (stream, buffer, acknowledgement) cost several
+times what linking one record costs (docs/benchmarks.md); this loop is the linker's own limit. It
+keeps Faust's guarantees in its own way:
 
 * exclusivity: it subscribes to the one-partition ``caselink.link-input`` in the consumer group
   ``<app id>-linker``, so one worker links while any others wait to take over;
@@ -15,7 +15,7 @@ events/s; this loop is the linker's own limit. It keeps Faust's guarantees in it
 * at-least-once output: a batch's outputs are acknowledged by the broker before its offset is
   committed. The acknowledgement of one batch's outputs is awaited in a helper thread while this
   thread links the next batch, whose outputs are held back until then (so outputs reach the
-  broker in input order, as before); 4% of the linker's samples had been that wait.
+  broker in input order, as before), instead of waiting for it between batches.
 """
 
 from __future__ import annotations
@@ -25,22 +25,25 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
-from caselink.connectors.base import dead_letter
 from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC
 from caselink.linkage import deployment
 from caselink.linkage.checks import check_model
 from caselink.linkage.model import LinkageModel
 from caselink.schemas import UndecodableEventError, default_serde
+from caselink.schemas.dead_letter import dead_letter
+from caselink.schemas.serde import AvroSerde
 from caselink.streams import metrics, snapshot
 from caselink.streams.linker_core import LinkerCore, new_core
-from caselink.streams.normalise import packed_record
+from caselink.streams.normaliser_core import packed_record
 from caselink.streams.sink import BatchSink
 from caselink.streams.snapshot import SnapshotWriter
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from caselink.core.kafka import client_config, drain
+from caselink.core import kafka
+from caselink.core.kafka import drain
 from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,7 +132,7 @@ class LinkerLoop(threading.Thread):
         self._pending = None
         self.committed_position = pending.result()
         # Asynchronous: the outputs are on the broker already, so the commit need not be waited
-        # for (3.8% of the linker's samples were that wait). A commit lost with a crash only means
+        # for. A commit lost with a crash only means
         # replaying a little more, silently, on takeover; one that fails is logged by _on_commit.
         consumer.commit(offsets=[TopicPartition(LINK_INPUT_TOPIC, 0, self.committed_position)], asynchronous=True)
 
@@ -266,106 +269,28 @@ class LinkerLoop(threading.Thread):
         self.snapshots.start(self.core, position)
 
     def _run(self) -> None:
-        w = self.settings.worker
-        if w.snapshot_interval_s > 0:
+        if self.settings.worker.snapshot_interval_s > 0:
             self._load_snapshot()
             self.snapshots.started = time.monotonic()  # the first snapshot one interval from now
-        consumer = Consumer(client_config(self.settings, **{
-            "group.id": self.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000, "fetch.wait.max.ms": 10,
-            "max.poll.interval.ms": 600000, "partition.assignment.strategy": "cooperative-sticky",
-            "on_commit": self._on_commit,
-        }))
+        consumer, follower = self._consumers()
         sink = BatchSink(self.settings)
         serde = default_serde()
-        consumer.subscribe([LINK_INPUT_TOPIC], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_revoke)
-        follower = Consumer(client_config(self.settings, **{
-            "group.id": f"{self.group_id}-standby", "enable.auto.commit": False, "fetch.wait.max.ms": 10,
-        }))
         follow_state: dict[str, float] = {}
-        events_in = metrics.EVENTS_IN.labels(LINK_INPUT_TOPIC)
-        decisions = metrics.Children(metrics.DECISIONS)
-
         acks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caselink-linker-acks")
         try:
             while not self._stopping.is_set():
                 self._settle(consumer, wait=False)
                 self._maybe_snapshot(consumer)
-                if self.refused is not None:  # paused by the model check: hold the partition, link nothing
-                    consumer.poll(0.5)
+                batch = self._next_batch(consumer, follower, follow_state)
+                publish_from = self.publish_from
+                if not batch or publish_from is None:
                     continue
-                if self.publish_from is None:
-                    # Not the linker (yet): poll the group (to be assigned) and follow the log meanwhile.
-                    batch = drain(consumer, w.batch_size, wait_s=0.0)
-                    if self.publish_from is None:
-                        self._follow(consumer, follower, follow_state)
-                        continue
-                    follow_state.clear()
-                else:
-                    batch = drain(consumer, w.batch_size, wait_s=0.1)
-                if not batch or self.publish_from is None:
+                linked = link_batch(self.core, self.lock, batch, publish_from, serde)
+                self._count(linked)
+                if linked.last is None:
                     continue
-                last = None
-                applied = 0
-                outcomes: dict[str, int] = {}
-                # (topic, key, value, link-input offset): sent once the last batch's are acknowledged
-                outputs: list[tuple[str, bytes, bytes | None, int]] = []
-                for msg in batch:
-                    if msg.error():
-                        if msg.error().code() != KafkaError._PARTITION_EOF:
-                            raise RuntimeError(f"reading {LINK_INPUT_TOPIC}: {msg.error()}")
-                        continue
-                    last = msg.offset()
-                    live = msg.offset() >= self.publish_from
-                    applied += 1
-                    try:
-                        with self.lock:
-                            out = self.core.apply(msg.value(), msg.topic(), msg.partition(), msg.offset(),
-                                                  packed_record(msg.headers()))
-                    except Exception as exc:
-                        if not isinstance(exc, (UndecodableEventError, ValueError)):
-                            log.exception("linker could not apply %s[%d]@%d; dead-lettered, going on", msg.topic(),
-                                          msg.partition(), msg.offset())
-                        if live:
-                            origin = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
-                            letter = dead_letter(origin, "link", exc, msg.value() or b"", topic=msg.topic(),
-                                                 partition=msg.partition(), offset=msg.offset(), key=msg.key())
-                            outputs.append((DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter),
-                                            msg.offset()))
-                            metrics.DEAD_LETTERS.labels("link", type(exc).__name__).inc()
-                        continue
-                    if not live:
-                        continue
-                    outcomes[self.core.last_outcome] = outcomes.get(self.core.last_outcome, 0) + 1
-                    outputs.extend((item.topic, item.key, item.value, msg.offset()) for item in out)
-                    _kind, ts = msg.timestamp()
-                    if ts > 0:
-                        metrics.LATENCY.observe(max(0.0, time.time() - ts / 1000))
-                # Counters once a batch: every ``inc`` takes a lock.
-                events_in.inc(applied)
-                for outcome, n in outcomes.items():
-                    decisions(outcome).inc(n)
-                if last is None:
-                    continue
-                self.position = last + 1
-                if self.recovered_at is None and not self.recovering:
-                    self.recovered_at = time.monotonic()
-                if self.position > (self.publish_from or 0):
-                    self._settle(consumer, wait=True)
-                    for topic, key, value, offset in outputs:
-                        self._publish(sink, serde, topic, key, value, offset)
-                    sink.count()
-                    self._pending = acks.submit(_acknowledged, sink, self.position)
-                _lo, hi = consumer.get_watermark_offsets(TopicPartition(LINK_INPUT_TOPIC, 0), cached=True)
-                if hi >= 0:
-                    metrics.LINKER_LAG.set(max(0, hi - self.position))
-                with self.lock:
-                    metrics.INDEX_RECORDS.set(len(self.core.index.records))
-                    metrics.INDEX_CITIZENS.set(len(self.core.index.citizens))
-                    metrics.REVIEW_OPEN.set(len(self.core.index.review))
-                    metrics.SIZE_GUARD.set(self.core.index.size_refusals)
-                    self._maybe_check_model()
+                self._advance(consumer, sink, serde, acks, linked.last + 1, linked.outputs)
+                self._update_gauges(consumer)
         finally:
             try:
                 self._commit_now(consumer)
@@ -377,6 +302,76 @@ class LinkerLoop(threading.Thread):
             consumer.close()
             self.snapshots.wait(60)  # a snapshot being written is finished, not left half-way
 
+    def _consumers(self) -> tuple[Consumer, Consumer]:
+        """The link input's group member (the linker, or waiting to be), and the standby's reader
+        of the same log (assigned explicitly, never subscribed)."""
+        consumer = kafka.consumer(self.settings, self.group_id, **{
+            "enable.partition.eof": False, "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
+            "fetch.wait.max.ms": 10, "max.poll.interval.ms": 600000,
+            "partition.assignment.strategy": "cooperative-sticky", "on_commit": self._on_commit,
+        })
+        consumer.subscribe([LINK_INPUT_TOPIC], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_revoke)
+        follower = kafka.consumer(self.settings, f"{self.group_id}-standby",
+                                  **{"enable.partition.eof": False, "fetch.wait.max.ms": 10})
+        return consumer, follower
+
+    def _linking(self) -> bool:
+        """Whether this worker holds the link input (the group's callbacks change it during a poll)."""
+        return self.publish_from is not None
+
+    def _next_batch(self, consumer: Consumer, follower: Consumer, follow_state: dict[str, float]) -> list[Message]:
+        """The next link-input messages to link: none while paused, or while another worker links
+        (this one then follows the log as a standby)."""
+        batch_size = self.settings.worker.batch_size
+        if self.refused is not None:  # paused by the model check: hold the partition, link nothing
+            consumer.poll(0.5)
+            return []
+        if self._linking():
+            return drain(consumer, batch_size, wait_s=0.1)
+        # Not the linker (yet): poll the group (to be assigned) and follow the log meanwhile.
+        batch = drain(consumer, batch_size, wait_s=0.0)
+        if not self._linking():
+            self._follow(consumer, follower, follow_state)
+            return []
+        follow_state.clear()
+        return batch
+
+    @staticmethod
+    def _count(linked: LinkedBatch) -> None:
+        """Counters once a batch: every ``inc`` takes a lock."""
+        metrics.EVENTS_IN.labels(LINK_INPUT_TOPIC).inc(linked.applied)
+        for outcome, n in linked.outcomes.items():
+            metrics.DECISIONS.labels(outcome).inc(n)
+        for error_type in linked.dead_letters:
+            metrics.DEAD_LETTERS.labels("link", error_type).inc()
+        for seconds in linked.latencies:
+            metrics.LATENCY.observe(seconds)
+
+    def _advance(self, consumer: Consumer, sink: BatchSink, serde: AvroSerde, acks: ThreadPoolExecutor,
+                 position: int, outputs: list[Output]) -> None:
+        """Move the position past the batch; once past the replay, send its outputs after the last
+        batch's are acknowledged, and have the helper thread wait for this batch's."""
+        self.position = position
+        if self.recovered_at is None and not self.recovering:
+            self.recovered_at = time.monotonic()
+        if self.position > (self.publish_from or 0):
+            self._settle(consumer, wait=True)
+            for topic, key, value, offset in outputs:
+                self._publish(sink, serde, topic, key, value, offset)
+            sink.count()
+            self._pending = acks.submit(_acknowledged, sink, self.position)
+
+    def _update_gauges(self, consumer: Consumer) -> None:
+        _lo, hi = consumer.get_watermark_offsets(TopicPartition(LINK_INPUT_TOPIC, 0), cached=True)
+        if hi >= 0:
+            metrics.LINKER_LAG.set(max(0, hi - self.position))
+        with self.lock:
+            metrics.INDEX_RECORDS.set(len(self.core.index.records))
+            metrics.INDEX_CITIZENS.set(len(self.core.index.citizens))
+            metrics.REVIEW_OPEN.set(len(self.core.index.review))
+            metrics.SIZE_GUARD.set(self.core.index.size_refusals)
+            self._maybe_check_model()
 
     @staticmethod
     def _publish(sink: BatchSink, serde: Any, topic: str, key: bytes, value: bytes | None, offset: int) -> None:
@@ -406,3 +401,59 @@ def _acknowledged(sink: BatchSink, position: int) -> int:
     """In the helper thread: ``position`` once every output sent before it is acknowledged."""
     sink.wait_for_acks()
     return position
+
+
+Output = tuple[str, bytes, bytes | None, int]  # topic, key, value, and the link-input offset it answers
+
+
+@dataclass
+class LinkedBatch:
+    """What linking one batch did: what to publish, and what to count."""
+
+    last: int | None = None  # the batch's last offset (None: it held only end-of-partition markers)
+    applied: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    outputs: list[Output] = field(default_factory=list)  # sent once the last batch's are acknowledged
+    dead_letters: list[str] = field(default_factory=list)  # the error type of each message dead-lettered
+    latencies: list[float] = field(default_factory=list)  # seconds from each event's timestamp to its linking
+
+
+def link_batch(core: LinkerCore, lock: threading.RLock, batch: list[Message], publish_from: int,
+               serde: AvroSerde) -> LinkedBatch:
+    """Apply a batch of link-input messages to the index (the step without Kafka I/O). Messages
+    below ``publish_from`` are replayed: they change the index and publish nothing. A message the
+    index cannot apply becomes a dead letter, and the batch goes on."""
+    linked = LinkedBatch()
+    for msg in batch:
+        failure = msg.error()
+        if failure is not None:
+            if failure.code() != KafkaError._PARTITION_EOF:
+                raise RuntimeError(f"reading {LINK_INPUT_TOPIC}: {failure}")
+            continue
+        offset = msg.offset()
+        assert offset is not None  # every message read from a partition has one
+        linked.last = offset
+        live = offset >= publish_from
+        linked.applied += 1
+        try:
+            with lock:  # per message, so the web API reads between them
+                out = core.apply(msg.value(), msg.topic(), msg.partition(), offset, packed_record(msg.headers()))
+        except Exception as exc:
+            if not isinstance(exc, (UndecodableEventError, ValueError)):
+                log.exception("linker could not apply %s[%d]@%d; dead-lettered, going on", msg.topic(),
+                              msg.partition(), offset)
+            if live:
+                origin = f"{msg.topic()}[{msg.partition()}]@{offset}"
+                letter = dead_letter(origin, "link", exc, msg.value() or b"", topic=msg.topic(),
+                                     partition=msg.partition(), offset=offset, key=msg.key())
+                linked.outputs.append((DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter), offset))
+                linked.dead_letters.append(type(exc).__name__)
+            continue
+        if not live:
+            continue
+        linked.outcomes[core.last_outcome] = linked.outcomes.get(core.last_outcome, 0) + 1
+        linked.outputs.extend((item.topic, item.key, item.value, offset) for item in out)
+        _kind, ts = msg.timestamp()
+        if ts > 0:
+            linked.latencies.append(max(0.0, time.time() - ts / 1000))
+    return linked

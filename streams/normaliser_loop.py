@@ -1,10 +1,9 @@
 """The normaliser as a plain confluent-kafka consumer-group loop: what a normaliser process runs.
 
-Why not the Faust agent: measured on these 2-core machines (100,000 events from the agency topics
-to the link input, one process each, the same ``streams.normalise`` work), the Faust agent's
-process used 212 µs of CPU per event and this loop 50 µs. The pipeline is CPU-bound across the
-two cores (linker, normaliser and broker), so Faust's per-message machinery (aiokafka's fetcher,
-the conductor, a stream event, an acknowledgement per message) was taking CPU the linker needed.
+Why not the Faust agent: for the same ``streams.normaliser_core`` work this loop uses about a
+quarter of the Faust agent's CPU per event (docs/benchmarks.md). The pipeline is CPU-bound
+(linker, normaliser and broker share the cores), so Faust's per-message machinery (aiokafka's
+fetcher, the conductor, a stream event, an acknowledgement per message) took CPU the linker needed.
 The Faust agent remains for ``worker.normaliser_processes: 0`` (``streams.app``).
 
 It keeps the agent's guarantees:
@@ -29,11 +28,12 @@ from collections.abc import Callable
 from caselink.infra.topics import person_events_topic
 from caselink.linkage.deployment import load_model
 from caselink.streams import metrics
-from caselink.streams.normalise import Normaliser
+from caselink.streams.normaliser_core import Normaliser
 from caselink.streams.sink import BatchSink
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from caselink.core.kafka import client_config, drain
+from caselink.core import kafka
+from caselink.core.kafka import drain
 from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,10 @@ class NormaliserLoop:
         for tp in offsets:
             del self._uncommitted[(tp.topic, tp.partition)]
         try:
-            consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:  # the group moved on: the next owner handles a little again
             log.warning("normaliser could not commit %s: %s", offsets, exc)
 
@@ -80,11 +83,11 @@ class NormaliserLoop:
 
     def run(self, should_stop: Callable[[], bool], every_second: Callable[[], None] | None = None) -> None:
         w = self.settings.worker
-        consumer = Consumer(client_config(self.settings, **{
-            "group.id": self.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000, "fetch.wait.max.ms": 10,
-            "partition.assignment.strategy": "cooperative-sticky", "on_commit": self._on_commit,
-        }))
+        consumer = kafka.consumer(self.settings, self.group_id, **{
+            "enable.partition.eof": False, "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
+            "fetch.wait.max.ms": 10, "partition.assignment.strategy": "cooperative-sticky",
+            "on_commit": self._on_commit,
+        })
         sink = BatchSink(self.settings)
         events_in = metrics.Children(metrics.EVENTS_IN)
         route = self.normaliser.route

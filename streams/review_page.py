@@ -13,7 +13,7 @@ import html
 import math
 from typing import Any
 
-from caselink.charts import waterfall_svg
+from caselink.streams.charts import waterfall_svg
 
 SHOWN = (("name", lambda p: " ".join(x for x in (p.get("given_names"), p.get("family_name")) if x)),
          ("other names", lambda p: ", ".join(p.get("other_names") or [])),

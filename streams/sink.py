@@ -36,8 +36,8 @@ class BatchSink:
         # Reports for failures only: success is what flush() confirms, without a Python call per message.
         # Every batch ends in flush(), which sends at once whatever linger.ms is (librdkafka >= 1.8),
         # so a long linger costs no latency and lets a batch's outputs go in a few large produce
-        # requests instead of one every 2 ms: the broker's CPU per event was as much as the
-        # normaliser's (174 µs) with 2 ms.
+        # requests instead of one every 2 ms, which cost the broker as much CPU per event as the
+        # normaliser (docs/benchmarks.md).
         self.producer = idempotent_producer(settings, **{"linger.ms": 100, "delivery.report.only.error": True,
                                                          "error_cb": self._broker_error})
         self.errors: list[str] = []
@@ -61,7 +61,7 @@ class BatchSink:
 
     def count(self) -> None:
         """Add the batch's sends to the Prometheus counters: once a batch, since every ``inc``
-        takes a lock (1.3% of the linker thread's samples when it was once a message)."""
+        takes a lock."""
         sent, self._sent = self._sent, {}
         for topic, n in sent.items():
             self._out(topic).inc(n)

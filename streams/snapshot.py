@@ -1,7 +1,7 @@
 """Snapshots of the linker's state, so that a restart replays the link input only since the last one.
 
 Why: the index is a deterministic function of the link-input log, and a worker that starts
-without a standby replayed all of it: 127 s with a million records. A snapshot is that state at
+without a standby replayed all of it, for minutes at a million records. A snapshot is that state at
 a position of the log whose outputs are all acknowledged and committed; a worker that starts
 with one loads it (the blocking index, keyed by this process's string hashes, is rebuilt) and
 then continues exactly as a hot standby that had followed the log to that position: it replays

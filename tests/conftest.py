@@ -19,6 +19,7 @@ import pytest
 from caselink.infra.kafka_runtime import LocalKafka
 from caselink.infra.topics import caselink_topics, ensure_topics
 from confluent_kafka.admin import AdminClient, NewTopic
+from hypothesis import settings as hypothesis_settings
 
 from caselink.core.kafka import admin_client
 from caselink.core.settings import KafkaSettings, Settings
@@ -27,6 +28,12 @@ from caselink.core.settings import KafkaSettings, Settings
 # before any settings are read, so subprocesses started by tests inherit it too. Tests of the
 # deployment-model workflow set their own.
 os.environ.setdefault("CASELINK_LINKAGE__BUNDLED_MODEL", "true")
+
+# Hypothesis profiles (tests/depth.py): "ci" is the depth `make test` runs, "dev" a quick pass.
+# Tests that name their own example count scale it with tests.depth.examples().
+hypothesis_settings.register_profile("ci", deadline=None, print_blob=True)
+hypothesis_settings.register_profile("dev", max_examples=20, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("CASELINK_HYPOTHESIS", "dev"))
 
 
 @pytest.fixture(scope="session")

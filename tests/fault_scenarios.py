@@ -30,7 +30,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
-from caselink.demo import latest_linked_cases, start_gate, start_worker
+from caselink.demo import start_gate, start_worker
+from caselink.ops import latest_linked_cases
+from tests.events import synthetic_person_event
 
 serde = default_serde()
 GATE_KEY = "fault-test-pseudonym-key-0123456789"
@@ -200,10 +202,7 @@ def publish_steadily(settings: Settings, n: int, rate: float, stop: threading.Ev
     now = datetime(2026, 11, 1, tzinfo=UTC)
     started = time.monotonic()
     for i, item in enumerate(records_for_size(n, seed=5)):
-        value = serde.encode("PersonEvent", {
-            "event_id": f"e{i}", "agency": item["agency"], "source_record_id": item["source_record_id"],
-            "source_version": 1, "op": "UPSERT", "occurred_at": now, "emitted_at": now, "person": item["person"],
-            "cases": [], "source": {}})
+        value = synthetic_person_event(i, item, now)
         producer.produce(person_events_topic(item["agency"]), value,
                          key=f"{item['agency']}:{item['source_record_id']}".encode())
         ahead = started + (i + 1) / rate - time.monotonic()

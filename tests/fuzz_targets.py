@@ -22,7 +22,9 @@ from caselink.connectors.readers import read_csv, read_jsonl
 from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
 from caselink.schemas import default_serde
 from caselink.streams.consent.policy import PolicyError, parse_policy
-from caselink.streams.normalise import Normaliser
+from caselink.streams.normaliser_core import Normaliser
+
+from tests.events import encoded_person_event
 
 TRIED: Counter[str] = Counter()  # inputs tried, per target (benchmarks/fuzz.py prints them)
 _DIR = Path(tempfile.mkdtemp(prefix="caselink-fuzz-"))
@@ -77,12 +79,10 @@ def jsonl_bytes(data: bytes) -> None:
 _SERDE = default_serde()
 _NORMALISER = Normaliser()
 _T0 = datetime(2026, 11, 1, tzinfo=UTC)
-VALID_EVENT = _SERDE.encode("PersonEvent", {
-    "event_id": "e1", "agency": "health", "source_record_id": "H1", "source_version": 1, "op": "UPSERT",
-    "occurred_at": _T0, "emitted_at": _T0, "cases": [], "source": {},
-    "person": {"given_names": "Ann", "family_name": "Lee", "date_of_birth": "1990-01-02",
-               "identifiers": {"nhs_number": "9434765919"}, "addresses": [{"lines": ["1 Mill Lane"],
-                                                                          "postcode": "LS6 2AB"}]}})
+VALID_EVENT = encoded_person_event("health", "H1", {
+    "given_names": "Ann", "family_name": "Lee", "date_of_birth": "1990-01-02",
+    "identifiers": {"nhs_number": "9434765919"}, "addresses": [{"lines": ["1 Mill Lane"], "postcode": "LS6 2AB"}]},
+    event_id="e1", at=_T0)
 
 
 def avro_event(value: bytes) -> None:

@@ -9,11 +9,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
+from caselink.core.cluster import ClusterState, pid_alive
 from caselink.core.settings import Settings
-from caselink.infra.kafka_runtime import ClusterState, pid_alive
 
 log = logging.getLogger(__name__)
 # librdkafka reports every refused connection and retry; they go to Python logging under this
@@ -108,8 +116,8 @@ def produce(producer: Producer, topic: str, key: bytes | None, value: bytes | No
 
     Delivery reports are served when the backlog grows past ``REPORTS_BACKLOG`` (and by the
     caller's flush), not after every message: ``poll`` releases the GIL, and in a worker where
-    another thread is busy each release waited out that thread's switch interval. Polling after
-    every message was 40% of the linker thread's samples under py-spy.
+    another thread is busy each release waited out that thread's switch interval
+    (docs/benchmarks.md).
     """
     while True:
         try:
@@ -136,7 +144,6 @@ def drain(c: Consumer, max_messages: int, wait_s: float) -> list[Any]:
 
 def watermarks(c: Consumer, tp: Any, timeout: float = 30.0) -> tuple[int, int]:
     """Low and high offsets, waiting out the moments after creation when a partition has no leader yet."""
-    from confluent_kafka import KafkaException
 
     deadline = time.monotonic() + timeout
     while True:
@@ -159,7 +166,6 @@ def iter_to_end(c: Consumer, topics: list[str], timeout: float = 30.0, deadline_
     (None: no bound, for reads that may be long, such as a gate catching up); ``stop`` ends it early.
     A message carrying an error raises ``error(message)`` (default: ``KafkaException``).
     """
-    from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
     md = c.list_topics(timeout=timeout)
     ends = {}
@@ -183,10 +189,11 @@ def iter_to_end(c: Consumer, topics: list[str], timeout: float = 30.0, deadline_
             # consume() waits out its whole timeout unless the batch fills: a short one, since
             # the positions below, not the wait, say when the read is done.
             for msg in c.consume(5000, timeout=0.05):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                failure = msg.error()
+                if failure is not None:
+                    if failure.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise error(msg) if error is not None else KafkaException(msg.error())
+                    raise error(msg) if error is not None else KafkaException(failure)
                 yield msg
             # Transactional topics end in commit markers, which are never delivered: the position,
             # not the last message, says whether a partition has been read.
@@ -210,7 +217,6 @@ def read_to_end(settings: Settings, topics: list[str], timeout: float = 30.0) ->
 def set_group_offsets(admin: AdminClient, group: str, partitions: list[Any], timeout: float = 60.0) -> None:
     """Commit offsets for a consumer group that is not running, retrying while the group
     coordinator is still loading or moving (errors are reported per partition, not raised)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
 
     deadline = time.monotonic() + timeout
     while True:

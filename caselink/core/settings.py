@@ -10,6 +10,7 @@ config file can be committed or shared without leaking them.
 from __future__ import annotations
 
 import os
+import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -72,16 +73,16 @@ class WorkerSettings(BaseModel):
     web_port: int = 6066
     data_dir: Path = Path.home() / ".local" / "state" / "caselink" / "worker"
     batch_size: int = 500
-    # How long the Faust normaliser agent (normaliser_processes: 0) waits to fill a batch. Under
-    # load batches fill by count first; at 1,000 events/s, 4 ms instead of 10 ms took publish ->
-    # decision p50 from 19.0 to 13.8 ms (benchmarks/pipeline_throughput.py). The normaliser
-    # processes' loop does not wait: it takes whatever has been fetched once one message is there.
+    # How long the Faust normaliser agent (normaliser_processes: 0) waits to fill a batch: under
+    # load batches fill by count first, and a short wait keeps latency low at low rates (figures:
+    # docs/benchmarks.md). The normaliser processes' loop does not wait: it takes whatever has
+    # been fetched once one message is there.
     batch_within_s: float = 0.004
     # Seconds between snapshots of the linker's index in data_dir (0: none): a restart loads the
     # last one and replays the link input only from there (streams/snapshot.py). Each costs a
-    # forked child about 34 s of CPU at a million records (benchmarks/recovery.py).
+    # forked child's CPU time, growing with the index (docs/benchmarks.md).
     snapshot_interval_s: float = Field(default=600.0, ge=0)
-    # Normaliser processes (confluent-kafka loops, streams.normalisers); 0: the Faust agent inside the worker.
+    # Normaliser processes (confluent-kafka loops, streams.normaliser_processes); 0: the Faust agent inside the worker.
     normaliser_processes: int = Field(default=1, ge=0)
 
 
@@ -185,7 +186,6 @@ class WebSettings(BaseModel):
         """A server TLS context, or None without a certificate."""
         if self.tls_certfile is None:
             return None
-        import ssl
 
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2

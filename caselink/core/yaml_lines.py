@@ -17,7 +17,7 @@ class LineLoader(yaml.SafeLoader):
     """A SafeLoader whose mappings are ``LineDict``s."""
 
 
-class LineDict(dict):  # type: ignore[type-arg]
+class LineDict(dict):
     line: int = 0
     key_lines: dict[str, int]
 

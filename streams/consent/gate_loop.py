@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from caselink.connectors.base import dead_letter
 from caselink.infra.topics import (
     DEAD_LETTER_TOPIC,
     GATE_RELEASED_TOPIC,
@@ -46,6 +45,7 @@ from caselink.infra.topics import (
     ensure_topics,
     purpose_topic_specs,
 )
+from caselink.schemas.dead_letter import dead_letter
 from caselink.streams import metrics
 from caselink.streams.consent.gate_core import INPUT_ERRORS, GateCore
 from caselink.streams.consent.policy import Policy, PolicyError, bundled_policy_path, load_policy

@@ -78,7 +78,7 @@ def validate_consent(event: dict[str, Any], policy: Policy | None) -> list[str]:
     if not event.get("consent_id"):
         problems.append("consent_id is empty")
     subject = event.get("subject") or {}
-    kind = subject.get("kind")
+    kind: str = subject.get("kind") or ""
     needs = {"CITIZEN": ("citizen_id",), "RECORD": ("agency", "source_record_id"),
              "IDENTIFIER": ("scheme", "value")}.get(kind, ())
     for name in needs:

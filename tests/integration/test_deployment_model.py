@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import start_worker, wait_for_worker
+from tests.events import synthetic_person_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,10 +38,8 @@ def test_train_from_topics_then_judge_the_model_by_reviewers_verdicts(pipeline_s
     now = datetime(2026, 11, 1, tzinfo=UTC)
     data = records_for_size(3000, seed=9)
     for i, item in enumerate(data):
-        producer.produce(person_events_topic(item["agency"]), serde.encode("PersonEvent", {
-            "event_id": f"e{i}", "agency": item["agency"], "source_record_id": item["source_record_id"],
-            "source_version": 1, "op": "UPSERT", "occurred_at": now, "emitted_at": now, "person": item["person"],
-            "cases": [], "source": {}}), key=f"{item['agency']}:{item['source_record_id']}".encode())
+        producer.produce(person_events_topic(item["agency"]), synthetic_person_event(i, item, now),
+                         key=f"{item['agency']}:{item['source_record_id']}".encode())
     assert producer.flush(60) == 0
 
     model_path = tmp_path / "model.json"

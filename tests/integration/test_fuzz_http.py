@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from caselink.connectors.http_ingest import create_ingest_app
 from caselink.infra.topics import caselink_topics, ensure_topics
 from fastapi.testclient import TestClient
 from hypothesis import given
@@ -11,6 +10,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from caselink.core.settings import IngestSettings, KafkaSettings, Settings
+from caselink.ingest import ingest_app
 from tests import fuzz_targets as targets
 from tests.unit.test_fuzz import fhir_like, fuzz, json_values
 
@@ -26,7 +26,7 @@ def client(kafka_cluster: str):
     settings = Settings(kafka=KafkaSettings(bootstrap_servers=kafka_cluster), agencies=["health"],
                         ingest=IngestSettings(tokens={"health": SecretStr("fuzz-token-0123456789")},
                                               max_body_bytes=50_000))
-    with TestClient(create_ingest_app(settings), raise_server_exceptions=False) as c:
+    with TestClient(ingest_app(settings), raise_server_exceptions=False) as c:
         yield c
 
 

@@ -2,7 +2,6 @@
 
 import pytest
 from caselink.connectors.fhir import NHS_NUMBER_SYSTEM
-from caselink.connectors.http_ingest import create_ingest_app
 from caselink.infra.topics import caselink_topics, ensure_topics, person_events_topic
 from caselink.schemas import default_serde
 from fastapi.testclient import TestClient
@@ -10,6 +9,7 @@ from pydantic import SecretStr
 
 from caselink.core.kafka import read_to_end
 from caselink.core.settings import IngestSettings, Settings
+from caselink.ingest import ingest_app
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def client(settings: Settings, admin) -> TestClient:
     ensure_topics(admin, caselink_topics(["health", "police"], []))
     configured = settings.model_copy(update={"ingest": IngestSettings(
         tokens={"health": SecretStr("health-secret"), "police": SecretStr("police-secret")}, max_body_bytes=20_000)})
-    return TestClient(create_ingest_app(configured))
+    return TestClient(ingest_app(configured))
 
 
 def _on_topic(settings: Settings, agency: str) -> dict[str, dict]:

@@ -3,8 +3,6 @@ broker: the linker publishes what fits, holds further links for review, and goes
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from caselink.infra.topics import LINK_INPUT_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC, person_events_topic
 from caselink.schemas import default_serde
@@ -13,6 +11,7 @@ from confluent_kafka import Producer
 from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import start_worker, wait_for_worker
+from tests.events import encoded_person_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -21,10 +20,7 @@ HISTORY = "x" * 9_000  # each member carries about 27 KB of case history: 40 mem
 
 
 def _event(i: int, person: dict, cases: list[dict]) -> bytes:
-    now = datetime(2026, 11, 1, tzinfo=UTC)
-    return default_serde().encode("PersonEvent", {
-        "event_id": f"e{i}", "agency": "health", "source_record_id": f"H{i}", "source_version": 1, "op": "UPSERT",
-        "occurred_at": now, "emitted_at": now, "person": person, "cases": cases, "source": {}})
+    return encoded_person_event("health", f"H{i}", person, cases=cases, event_id=f"e{i}")
 
 
 def test_a_huge_citizen_is_published_within_the_message_size_and_the_linker_goes_on(

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from caselink.connectors.base import dead_letter
 from caselink.connectors.files import FileConnector
 from caselink.connectors.mapping import load_mapping
 from caselink.infra.topics import DEAD_LETTER_TOPIC, person_events_topic, purpose_topic
 from caselink.schemas import default_serde
+from caselink.schemas.dead_letter import dead_letter
 from confluent_kafka import Consumer, Producer, TopicPartition
 from typer.testing import CliRunner
 

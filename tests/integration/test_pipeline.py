@@ -39,7 +39,9 @@ from confluent_kafka import Producer
 
 from caselink.core.kafka import admin_client, read_to_end
 from caselink.core.settings import KafkaSettings, Settings
-from caselink.demo import SAMPLES, latest_linked_cases, start_worker, wait_for_worker, wait_until_quiet
+from caselink.demo import SAMPLES, start_worker, wait_for_worker, wait_until_quiet
+from caselink.ops import latest_linked_cases
+from tests.events import synthetic_person_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -184,16 +186,12 @@ def _assert_nothing_lost_or_duplicated(settings: Settings, published: dict[str, 
 
 
 def _publish_synthetic(settings: Settings, n: int, start: int = 0) -> int:
-    serde = default_serde()
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True,
                          "linger.ms": 5})
     now = datetime(2026, 11, 1, tzinfo=UTC)
     errors: list = []
     for i, item in enumerate(records_for_size(n, seed=5)[start:], start=start):
-        value = serde.encode("PersonEvent", {
-            "event_id": f"e{i}", "agency": item["agency"], "source_record_id": item["source_record_id"],
-            "source_version": 1, "op": "UPSERT", "occurred_at": now, "emitted_at": now, "person": item["person"],
-            "cases": [], "source": {}})
+        value = synthetic_person_event(i, item, now)
         producer.produce(person_events_topic(item["agency"]), value,
                          key=f"{item['agency']}:{item['source_record_id']}".encode(),
                          on_delivery=lambda err, _msg: errors.append(err) if err else None)

@@ -27,6 +27,7 @@ from confluent_kafka import Producer
 from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import start_worker
+from tests.events import encoded_person_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ARTIFACTS = Path(os.environ.get("CASELINK_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
@@ -96,10 +97,8 @@ def test_accepting_a_possible_match_makes_one_citizen(pipeline_settings: Setting
     serde = default_serde()
     producer = Producer({"bootstrap.servers": pipeline_settings.kafka.bootstrap_servers})
     for agency, rid, person in (("health", "H-JS", JAMES), ("police", "P-JS", JIM)):
-        producer.produce(person_events_topic(agency), serde.encode("PersonEvent", {
-            "event_id": f"{agency}-{rid}", "agency": agency, "source_record_id": rid, "source_version": 1,
-            "op": "UPSERT", "occurred_at": T0, "emitted_at": T0, "person": person, "cases": [], "source": {}}),
-            key=f"{agency}:{rid}".encode())
+        producer.produce(person_events_topic(agency), encoded_person_event(agency, rid, person, at=T0),
+                         key=f"{agency}:{rid}".encode())
     assert producer.flush(10) == 0
 
     tokens = {"a.reviewer": secrets.token_urlsafe(24), "a.reader": secrets.token_urlsafe(24)}

@@ -5,6 +5,7 @@ from caselink.schemas import default_serde
 from caselink.streams.case_codec import LinkedCaseCodec
 from caselink.streams.linker_core import LinkerCore
 
+from tests.events import encoded_person_event
 from tests.linkage_fixtures import person, synthetic_data, trained_model
 from tests.unit.test_linker_core import T0, event
 
@@ -115,10 +116,8 @@ def test_a_citizen_too_large_for_one_message_lists_the_members_that_fit_and_coun
     big = None
     for i in range(120):  # one person, many source records, each with a long case history
         p = person("Ann", "Lee", "1990-04-03", nhs="9434765919")
-        raw = serde.encode("PersonEvent", {
-            "event_id": f"e{i}", "agency": "health", "source_record_id": f"H{i}", "source_version": 1,
-            "op": "UPSERT", "occurred_at": T0, "emitted_at": T0, "person": p,
-            "cases": [{"case_id": f"C{i}-{j}", "case_type": "attendance " * 5} for j in range(3)], "source": {}})
+        raw = encoded_person_event("health", f"H{i}", p, event_id=f"e{i}", at=T0,
+                                   cases=[{"case_id": f"C{i}-{j}", "case_type": "attendance " * 5} for j in range(3)])
         for out in core.apply(raw):
             if out.topic == LINKED_CASES_TOPIC and out.value is not None:
                 big = out

@@ -2,10 +2,10 @@
 
 import re
 
+from caselink.streams.charts import decision_html, histogram_svg, waterfall_svg
 from caselink.streams.review_page import render_review_page, threshold_weight
 from typer.testing import CliRunner
 
-from caselink.charts import decision_html, histogram_svg, waterfall_svg
 from caselink.cli import app
 
 

@@ -11,6 +11,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
+import pytest
 from caselink.linkage.synthetic_intl import generate, write
 
 
@@ -27,6 +28,7 @@ def caselink(*args: str, env: dict[str, str] | None = None, timeout: float = 300
                           timeout=timeout)
 
 
+@pytest.mark.slow  # trains models in subprocesses: make test runs it, make unit does not
 def test_train_then_link_and_evaluate_with_the_deployments_own_model(tmp_path: Path,
                                                                      tmp_path_factory: object) -> None:
     data = extracts(str(tmp_path / "intl"))
@@ -78,6 +80,7 @@ def test_evaluate_with_nothing_to_judge_says_so_and_fails(tmp_path: Path) -> Non
     assert done.returncode != 0
 
 
+@pytest.mark.slow  # trains models in subprocesses: make test runs it, make unit does not
 def test_a_model_that_does_not_fit_the_data_is_reported_and_refused_by_setting(tmp_path: Path) -> None:
     """The bundled UK model on extracts where one placeholder postal code stands on every record."""
     data = tmp_path / "placeholder"

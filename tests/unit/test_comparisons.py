@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 from rapidfuzz.fuzz import token_set_ratio
 
+from tests.depth import examples
+
 
 def _location_reference(a: LinkRecord, b: LinkRecord) -> int:
     """The location levels written out without shortcuts: every input computed every time."""
@@ -50,14 +52,14 @@ def records(draw: st.DrawFn) -> LinkRecord:
     return standardise_person("x:1", person)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(3000), deadline=None)
 @given(records(), records())
 def test_location_matches_its_reference(a: LinkRecord, b: LinkRecord) -> None:
     assert _location(a, b) == _location_reference(a, b)
     assert _location(b, a) == _location_reference(b, a)
 
 
-@settings(max_examples=5000, deadline=None)
+@settings(max_examples=examples(5000), deadline=None)
 @given(st.text("abc12", max_size=7), st.text("abc12", max_size=7))
 def test_one_edit_by_osa_is_one_edit_by_damerau_levenshtein(x: str, y: str) -> None:
     from rapidfuzz.distance import OSA

@@ -18,9 +18,10 @@ from caselink.schemas.compiled_reader import READ_ERRORS, read_long
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.depth import examples
 from tests.unit.test_compiled_writer import LONG, _strategy
 
-CHECKS = settings(max_examples=150, deadline=None,
+CHECKS = settings(max_examples=examples(150), deadline=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -22,6 +22,7 @@ from caselink.schemas.serde import MAGIC
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.depth import examples
 from tests.samples import sample
 
 LONG = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-200, 70_000),
@@ -98,7 +99,8 @@ def test_every_caselink_schema_compiles(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(150), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_valid_records_encode_to_fastavro_bytes(name: str, data: st.DataObject) -> None:
     record = data.draw(_strategy(name, wrong=False))
@@ -108,7 +110,8 @@ def test_valid_records_encode_to_fastavro_bytes(name: str, data: st.DataObject) 
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(150), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_a_record_the_writer_takes_is_written_as_fastavro_writes_it(name: str, data: st.DataObject) -> None:
     record = data.draw(_strategy(name, wrong=True))

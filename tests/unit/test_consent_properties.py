@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.consent_fixtures import T0, consent, encode_case, linked_case, member, pseudonymiser
+from tests.depth import examples
 
 serde = default_serde()
 AGENCIES = ["health", "social_care", "police", "education"]
@@ -107,7 +108,7 @@ def secrets_of(case: dict[str, Any]) -> set[str]:
     return {s for s in found if s}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_outputs_never_exceed_policy_and_consent(data: Any) -> None:
     policy, cases, _events, core, out = scenario(data)
@@ -138,7 +139,7 @@ def test_outputs_never_exceed_policy_and_consent(data: Any) -> None:
                 assert any(p.permit and p.covers(name, m["agency"]) for p in provisions)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(data=st.data())
 def test_audit_matches_releases_and_withdrawal_retracts(data: Any) -> None:
     policy, _cases, events, core, out = scenario(data)

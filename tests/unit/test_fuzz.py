@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import fuzz_targets as targets
+from tests.depth import examples
 
-EXAMPLES = int(os.environ.get("CASELINK_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("CASELINK_FUZZ_EXAMPLES") or examples(150))
 fuzz = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 json_values = st.recursive(

@@ -6,17 +6,15 @@ from caselink.infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC
 from caselink.schemas import default_serde
 from caselink.streams.linker_core import LinkerCore
 
+from tests.events import encoded_person_event
 from tests.linkage_fixtures import person, synthetic_data, trained_model
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def event(agency: str, rid: str, version: int, p: dict | None, op: str = "UPSERT") -> bytes:
-    return default_serde().encode("PersonEvent", {
-        "event_id": f"{agency}-{rid}-{version}-{op}", "agency": agency, "source_record_id": rid,
-        "source_version": version, "op": op, "occurred_at": T0, "emitted_at": T0 + timedelta(seconds=version),
-        "person": p, "cases": [], "source": {},
-    })
+    return encoded_person_event(agency, rid, p, version=version, op=op, at=T0,
+                                emitted_at=T0 + timedelta(seconds=version))
 
 
 def synthetic_events(n: int = 400) -> list[bytes]:

@@ -22,6 +22,8 @@ from caselink.connectors.mapping import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.depth import examples
+
 COLUMNS = ["a", "b", "n.x"]
 cell = st.one_of(
     st.none(), st.just(""), st.just("  "), st.just(math.nan), st.integers(-5, 5),
@@ -61,13 +63,13 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(spec=specs, row=rows)
 def test_compiled_scalar_agrees_with_the_reference(spec: FieldSpec, row: dict[str, Any]) -> None:
     assert _same(_outcome(spec.compile_scalar("f"), row), _outcome(spec.scalar, row, "f"))
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(spec=specs, row=rows)
 def test_compiled_many_agrees_with_the_reference(spec: FieldSpec, row: dict[str, Any]) -> None:
     assert _same(_outcome(spec.compile_many("f"), row), _outcome(spec.many, row, "f"))
@@ -95,7 +97,7 @@ mappings = st.builds(
 )
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=examples(800), deadline=None)
 @given(mapping=mappings, row=rows)
 def test_generated_apply_agrees_with_the_reference(mapping: AgencyMapping, row: dict[str, Any]) -> None:
     """The generated code of a whole mapping: same MappedRow, or the same RowError first."""
@@ -155,7 +157,7 @@ def test_shard_of_is_stable_and_spreads() -> None:
     assert 400 < owners.count(0) < 600
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(name=st.text(max_size=40))
 def test_uuid5_text_is_uuid5(name: str) -> None:
     import uuid

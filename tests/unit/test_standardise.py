@@ -14,6 +14,8 @@ from caselink.linkage.standardise import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.depth import examples
+
 
 def test_names_lose_case_accents_punctuation_and_titles() -> None:
     assert clean_text("  Zoë  O'Brien ") == "zoe obrien"
@@ -134,7 +136,7 @@ def test_blocking_index_caps_and_reports_common_keys() -> None:
     assert index.size("pair") == 0
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=examples(2000), deadline=None)
 @given(st.text())
 def test_strip_accents_fast_path_agrees_with_nfkd(text: str) -> None:
     import unicodedata
@@ -172,7 +174,7 @@ def _nhs_reference(value: str) -> bool:
 _DIGITS = st.sampled_from("0123456789") | st.sampled_from("٠١٢٣٤٥٦٧٨٩०१२")
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=examples(2000), deadline=None)
 @given(value=st.text(_DIGITS, min_size=9, max_size=11) | st.text(max_size=10))
 def test_nhs_number_check_agrees_with_the_plain_rule(value: str) -> None:
     assert nhs_modulus_11(value) == _nhs_reference(value)

@@ -1,8 +1,7 @@
 """The normaliser in processes of its own, supervised by the worker.
 
-Why: in one process the normaliser and the linker thread take turns on one interpreter lock
-(measured with py-spy when the normaliser was a Faust agent there: the worker topped out near
-1,800 events/s with the linker waiting). Each normaliser process runs one member of the app's
+Why: in one process the normaliser and the linker thread take turns on one interpreter lock, and
+the linker waited for it (docs/benchmarks.md). Each normaliser process runs one member of the app's
 normaliser consumer group (``streams.normaliser_loop``), so the processes, and those of other
 workers, share the agency topics' partitions.
 
@@ -18,11 +17,13 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from caselink.streams.normaliser_loop import NormaliserLoop
 from prometheus_client import REGISTRY
 from prometheus_client.samples import Sample
 
@@ -61,9 +62,6 @@ def run_normaliser(settings: Settings, index: int, parent_pid: int, reports: Any
 
     SIGTERM (the worker stopping it) ends the loop after its batch: outputs flushed, offsets
     committed, the group left. A process whose worker is gone (kill -9) exits within a second."""
-    import signal
-
-    from caselink.streams.normaliser_loop import NormaliserLoop
 
     logging.basicConfig(level=loglevel.upper(), format=f"[normaliser-{index}] %(levelname)s %(name)s: %(message)s")
     stopping = threading.Event()
@@ -174,7 +172,7 @@ class MergedRegistry:
     def __init__(self, normalisers: NormaliserProcesses | None) -> None:
         self.normalisers = normalisers
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterable[Any]:
         if self.normalisers is None:
             return REGISTRY.collect()
         return merged_families(self.normalisers.totals())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 GREEN, RED, GREY, INK = "#2e7d32", "#c62828", "#9e9e9e", "#212121"
@@ -56,7 +56,7 @@ def waterfall_svg(weights: Sequence[tuple[str, str, float]], width: int = 560, l
     return "".join(parts)
 
 
-def histogram_svg(series: dict[str, Iterable[float]], width: int = 640, height: int = 260, bins: int = 40,
+def histogram_svg(series: Mapping[str, Iterable[float]], width: int = 640, height: int = 260, bins: int = 40,
                   marks: dict[str, float] | None = None) -> str:
     """Overlaid histograms (log-scaled counts) of match weights, e.g. true matches vs non-matches."""
     data = {k: [v for v in vs if math.isfinite(v)] for k, vs in series.items()}

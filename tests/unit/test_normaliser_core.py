@@ -8,7 +8,7 @@ from caselink.linkage.blocking import blocking_keys
 from caselink.linkage.packed import unpack
 from caselink.linkage.record import standardise_person
 from caselink.schemas import default_serde
-from caselink.streams.normalise import Normaliser, packed_record
+from caselink.streams.normaliser_core import Normaliser, packed_record
 
 from tests.linkage_fixtures import person
 from tests.unit.test_linker_core import event

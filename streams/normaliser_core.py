@@ -10,14 +10,15 @@ the dead letters with its origin, the error and the payload. Nothing is dropped.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from caselink.connectors.base import dead_letter
 from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, person_events_topic
 from caselink.linkage.blocking import blocking_keys
 from caselink.linkage.packed import pack
 from caselink.linkage.record import UnknownSchemeError, UnlinkableRecordError, standardise_person
 from caselink.linkage.rules import DEFAULT_RULES, LinkageRules
 from caselink.schemas import SchemaValidationError, UndecodableEventError, default_serde
+from caselink.schemas.dead_letter import dead_letter
 from caselink.streams import metrics
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,12 @@ class Normaliser:
         return DEAD_LETTER_TOPIC, origin.encode(), self.serde.encode("DeadLetter", letter), None
 
 
-def packed_record(headers: list[tuple[str, bytes]] | None) -> bytes | None:
-    """The packed record among a link-input message's headers (``Message.headers()``), if any."""
+def packed_record(headers: Any) -> bytes | None:
+    """The packed record among a link-input message's headers (``Message.headers()``: (name, bytes)
+    pairs as read from a topic), if any."""
     if headers:
         for name, value in headers:
             if name == PACKED_HEADER:
-                return value
+                packed: bytes = value
+                return packed
     return None
