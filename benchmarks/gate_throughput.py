@@ -216,8 +216,8 @@ def produce_all(producer: Producer, topic: str, items: list[tuple[str, bytes]]) 
 def gate_run(processes: int, first: list, second: list, third: list, consents: list, rounds: int,
              serde: Any) -> dict[str, Any]:
     import psutil
-    from caselink.infra.topics import CONSENT_EVENTS_TOPIC, LINKED_CASES_TOPIC, purpose_topic
     from caselink.connectors.consent_events import consent_event, subject_from, withdrawal_of
+    from caselink.infra.topics import CONSENT_EVENTS_TOPIC, LINKED_CASES_TOPIC, purpose_topic
 
     from caselink.demo import start_gate
 

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from caselink.infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, LINKED_CASES_TOPIC, purpose_topic
