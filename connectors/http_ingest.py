@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import math
 import re
+import time
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -30,6 +31,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, field_validator
 
 from caselink.core.kafka import idempotent_producer
@@ -124,6 +126,11 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+INGEST_REQUESTS = Counter("caselink_ingest_requests_total", "HTTP ingest requests", ["route", "agency", "status"])
+INGEST_SECONDS = Histogram("caselink_ingest_request_seconds", "HTTP ingest request latency, body read to answer",
+                           ["route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
 class Accepted(BaseModel):
     accepted: int
     event_ids: list[str]
@@ -138,6 +145,25 @@ def create_ingest_app(settings: Settings) -> FastAPI:
     tokens = {agency: token.get_secret_value() for agency, token in settings.ingest.tokens.items()}
 
     app.add_middleware(BodyLimit, limit=settings.ingest.max_body_bytes)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Any:
+        """Requests and their latency by route and status (the route's template, so that one
+        agency's thousand record ids are one series)."""
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            if template not in ("/metrics", "/health"):
+                agency = request.path_params.get("agency", "") if route is not None else ""
+                agency = agency if agency in settings.agencies or not agency else "unknown"  # bounded labels
+                INGEST_REQUESTS.labels(template, agency, str(status)).inc()
+                INGEST_SECONDS.labels(template).observe(time.perf_counter() - started)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

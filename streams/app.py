@@ -205,8 +205,10 @@ def _web(app: faust.App, settings: Settings, linker: LinkerLoop, gate: GateLoop 
             body["gate"] = gate.status()
             if gate.error is not None or not gate.is_alive():
                 body["status"] = "failed"
-            elif gate.policy_error and body["status"] == "ok":
-                body["status"] = "degraded"  # linking goes on; nothing is released until the policy is fixed
+            elif (gate.policy_error or gate.warnings) and body["status"] == "ok":
+                body["status"] = "degraded"  # linking goes on; nothing (or not all) is released until fixed
+                body["reason"] = (f"the consent policy is invalid: {gate.policy_error}" if gate.policy_error
+                                  else "; ".join(gate.warnings))
         return web.json(body, status=200 if body["status"] == "ok" else 503)
 
     @app.page("/metrics")

@@ -68,6 +68,10 @@ class LinkerCore:
         self.citizen_versions: dict[str, int] = {}
         self.applied = 0
         self.last_outcome = ""
+        # What reviewers said about each pair, in order ("left|right" -> [{by, action, same_person,
+        # note, at}]): shown beside the pair on the review page (a "not sure" note, an undo).
+        self.review_notes: dict[str, list[dict[str, Any]]] = {}
+        self.last_review: dict[str, Any] | None = None  # the last ReviewDecision applied, for the log
 
     # ------------------------------------------------------------------ input
     def apply(self, value: bytes, topic: str | None = None, partition: int | None = None,
@@ -76,6 +80,7 @@ class LinkerCore:
         used instead of standardising the event again when they were made by this code."""
         name, record, spans = self.serde.decode_spans(value, topic=topic, partition=partition, offset=offset)
         self.applied += 1
+        self.last_review = None
         if name == "PersonEvent":
             return self._person_event(record, value, spans, packed)
         if name == "ReviewDecision":
@@ -108,8 +113,29 @@ class LinkerCore:
         return self._outputs(result, event["event_id"], version, at)
 
     def _review_decision(self, decision: dict[str, Any]) -> list[Outgoing]:
-        result = self.index.apply_review(decision["left_record"], decision["right_record"],
-                                         decision["same_person"])
+        """A verdict (must-link or cannot-link), an undo of the pair's verdict, or "not sure" (a note
+        on the pair, which stays open). Each is kept in ``review_notes``."""
+        left, right = sorted((decision["left_record"], decision["right_record"]))
+        action = decision.get("action") or "decide"
+        self.last_review = decision
+        note = {"by": decision["decided_by"], "action": action, "same_person": decision["same_person"],
+                "note": decision.get("reason"), "at": decision["decided_at"].isoformat(),
+                "decision_id": decision["decision_id"]}
+        if action == "not_sure":
+            if left not in self.index.records or right not in self.index.records:
+                self.last_outcome = "REJECTED"
+                return []
+            self.review_notes.setdefault(f"{left}|{right}", []).append(note)
+            self.last_outcome = "NOTED"
+            return []
+        if action == "undo":
+            result = self.index.undo_review(left, right)
+        elif action == "decide":
+            result = self.index.apply_review(left, right, decision["same_person"])
+        else:
+            result = LinkResult(left, "REJECTED", self.index.citizen_of(left), reason=f"unknown action {action!r}")
+        if result.outcome != "REJECTED":
+            self.review_notes.setdefault(f"{left}|{right}", []).append(note)
         return self._outputs(result, decision["decision_id"], 0, decision["decided_at"])
 
     # ------------------------------------------------------------------ output

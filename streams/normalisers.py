@@ -65,7 +65,9 @@ def run_normaliser(settings: Settings, index: int, parent_pid: int, reports: Any
 
     from caselink.streams.normaliser_loop import NormaliserLoop
 
-    logging.basicConfig(level=loglevel.upper(), format=f"[normaliser-{index}] %(levelname)s %(name)s: %(message)s")
+    from caselink.core.logs import configure
+
+    configure(settings, loglevel, role=f"normaliser-{index}")
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -87,7 +89,7 @@ def run_normaliser(settings: Settings, index: int, parent_pid: int, reports: Any
 class NormaliserProcesses:
     """Starts, watches and restarts the worker's normaliser processes."""
 
-    def __init__(self, settings: Settings, count: int, loglevel: str = "warn") -> None:
+    def __init__(self, settings: Settings, count: int, loglevel: str = "info") -> None:
         self.settings = settings
         self.count = count
         self.loglevel = loglevel
