@@ -202,6 +202,11 @@ class LinkerCore:
             "members_omitted": 0,
         }
 
+    def member(self, record_key: str) -> dict[str, Any] | None:
+        """The record's LinkedCase member (person and cases) as last applied, or None."""
+        parts = self.members.get(record_key)
+        return self.codec.decode_member(parts, 0.0) if parts else None
+
     def person(self, record_key: str) -> dict[str, Any]:
         """The source record's person, as last applied (empty when the record is not held)."""
         parts = self.members.get(record_key)

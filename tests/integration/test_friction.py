@@ -94,6 +94,8 @@ def test_what_does_not_exist_or_holds_nothing_is_an_error(pipeline_settings: Set
     assert result.returncode == 0 and len(pd.read_parquet(tmp_path / "p.parquet")) == 0
     result = caselink(pipeline_settings, "audit", "C-nobody")
     assert result.returncode == 1 and "nothing has been released about C-nobody" in result.stderr
+    result = caselink(pipeline_settings, "chart", "live", "--out", str(tmp_path / "live.html"))
+    assert result.returncode == 1 and "no link decisions on caselink.link-decisions yet" in result.stderr
 
 
 def test_a_gate_without_its_key_says_so_and_status_sees_the_gate(pipeline_settings: Settings, tmp_path: Path,
@@ -157,7 +159,8 @@ def test_tail_follow_prints_what_arrives_until_interrupted(pipeline_settings: Se
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert "following caselink.linked-cases" in proc.stderr.readline()
-        publish(pipeline_settings, [(LINKED_CASES_TOPIC, b"C1", encode_case(linked_case("C1", [member("police", "P1")])))])
+        case = encode_case(linked_case("C1", [member("police", "P1")]))
+        publish(pipeline_settings, [(LINKED_CASES_TOPIC, b"C1", case)])
         line = json.loads(proc.stdout.readline())
         assert (line["key"], line["type"], line["id"]) == ("C1", "LinkedCase", f"{line['partition']}@0")
     finally:
@@ -267,8 +270,8 @@ def test_replay_takes_ids_as_tail_prints_them(pipeline_settings: Settings) -> No
 
 def test_review_decide_of_a_record_the_index_lacks_is_refused(pipeline_settings: Settings) -> None:
     """Item 4: checked before anything is published; --json."""
-    publish(pipeline_settings, [(LINKED_CASES_TOPIC, b"C1", encode_case(linked_case("C1", [member("police", "P1"),
-                                                                                             member("health", "H1")])))])
+    case = encode_case(linked_case("C1", [member("police", "P1"), member("health", "H1")]))
+    publish(pipeline_settings, [(LINKED_CASES_TOPIC, b"C1", case)])
     result = caselink(pipeline_settings, "review", "decide", "health:H9", "police:P1", "--different", "--by", "x")
     assert result.returncode == 1
     assert result.stderr.startswith("error: no record health:H9 in the citizen index (caselink.linked-cases)")
@@ -295,8 +298,8 @@ def test_one_log_format_json_by_a_setting_and_reviews_are_logged(pipeline_settin
     worker = start_worker(pipeline_settings, data_dir=tmp_path / "worker")
     try:
         wait_for(lambda: worker.get("/review", "reader")["open"] == 1, 90)
-        result = caselink(pipeline_settings, "review", "decide", "health:H1", "police:P1", "--same", "--by", "A. Person",
-                          "--reason", "same GP")
+        result = caselink(pipeline_settings, "review", "decide", "health:H1", "police:P1", "--same",
+                          "--by", "A. Person", "--reason", "same GP")
         assert result.returncode == 0, result.stderr
         wait_for(lambda: worker.get("/review", "reader")["open"] == 0, 30)
         time.sleep(11)  # the linker's decision summary comes every 10 s
@@ -305,6 +308,14 @@ def test_one_log_format_json_by_a_setting_and_reviews_are_logged(pipeline_settin
     finally:
         worker.stop()
     assert "caselink_index_records 2.0" in exported and "caselink_gate_policy_ok" not in exported
+    # The live data as charts from the topics (the worker's /charts pages are driven in the browser test).
+    out = tmp_path / "live.html"
+    result = caselink(pipeline_settings, "chart", "live", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["decisions"] >= 3 and report["records"] == 2  # two events and the reviewer's merge
+    assert report["completeness"]["health"]["date of birth"] == 1.0
+    assert 'class="weights-histogram"' in out.read_text() and 'class="completeness"' in out.read_text()
     lines = [line for line in worker.log_path.read_text().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]  # every line is one JSON object: no banner, no escape codes
     assert {"at", "level", "logger", "pid", "role", "message"} <= set(records[0])
