@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from caselink.core.settings import get_settings
-from caselink.output import console, emit, fail, show_table
+from caselink.output import console, emit, fail, note, show_table
 
 policy_app = typer.Typer(help="The consent policy: which purposes may receive what.", no_args_is_help=True)
 consent_app = typer.Typer(help="Consents, objections and opt-outs.", no_args_is_help=True)
@@ -136,6 +136,9 @@ def consent_withdraw(
     emit(withdrawal, as_json, f"withdrew consent {consent_id}")
 
 
+NO_KEY = "(no key here)"
+
+
 def _offline_gate() -> Any:
     """A GateCore rebuilt from the topics, as the live gate sees them (same policy and key)."""
     from caselink.core.kafka import read_to_end
@@ -151,7 +154,16 @@ def _offline_gate() -> Any:
         fail(f"the consent policy is invalid:\n{exc}")
     from caselink.output import reading
 
-    core = GateCore(policy, pseudonymiser_from(settings))
+    pseudonymiser = pseudonymiser_from(settings)
+    if pseudonymiser is None:
+        # Whether a pseudonymised purpose may see a citizen does not depend on the key, only the
+        # reference does: decide with a throwaway key and say the reference needs the gate's.
+        import secrets
+
+        from caselink.streams.consent.pseudonym import Pseudonymiser
+
+        pseudonymiser = Pseudonymiser(secrets.token_bytes(32), NO_KEY)
+    core = GateCore(policy, pseudonymiser)
     with reading("reading the linked cases and consents") as progress:
         messages = read_to_end(settings, [LINKED_CASES_TOPIC, *_consent_topics()], progress=progress)
     for msg in messages:
@@ -185,11 +197,20 @@ def consent_show(
                      for p in provisions],
         "purposes": {n: ({"released": False, "reason": d.reason} if isinstance(d, Refusal) else
                          {"released": True, "basis": d.basis, "agencies": d.agencies, "fields": d.fields,
-                          "reference": d.citizen_ref}) for n, d in decisions.items()},
+                          "reference": None if d.key_id == NO_KEY else d.citizen_ref})
+                     for n, d in decisions.items()},
     }
+    from caselink.ops import gate_health
+
+    gate = gate_health(get_settings())  # what the policy allows is not always what the gate can do now
+    data["gate"] = {"url": gate.get("url"), "status": gate.get("status"), "reason": gate.get("reason")}
     if as_json:
         emit(data, True)
         return
+    if gate.get("status") != "ok":
+        note(f"note: the consent gate at {gate.get('url')} is {gate.get('status')}"
+             + (f": {gate.get('reason') or gate.get('error')}" if gate.get("reason") or gate.get("error") else "")
+             + "; below is what the policy and the consents allow, which the gate releases once it is ok")
     console.print(f"citizen {live}" + (f" (asked for retired id {citizen_id})" if live != citizen_id else ""),
                   markup=False, highlight=False)
     rows = []

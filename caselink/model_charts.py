@@ -163,4 +163,4 @@ def best_weights(decisions: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
         if d["candidates"]:
             best = max(c["match_weight"] for c in d["candidates"])
             (linked if d["outcome"] in ("LINKED", "MERGED") else apart).append(best)
-    return {"linked: strongest candidate": linked, "not linked: strongest candidate": apart}
+    return {"linked": linked, "not linked": apart}

@@ -54,6 +54,7 @@ def group_lags(settings: Settings, timeout: float = 10.0) -> list[GroupLag]:
                 _lo, hi = watermarks(probe, TopicPartition(tp.topic, tp.partition), timeout)
                 lag.partitions.append({"topic": tp.topic, "partition": tp.partition, "committed": tp.offset,
                                        "end": hi, "lag": max(0, hi - tp.offset)})
+            lag.partitions.sort(key=lambda p: (p["topic"], p["partition"]))
             out.append(lag)
     finally:
         probe.close()

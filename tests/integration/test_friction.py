@@ -124,6 +124,16 @@ def test_a_gate_without_its_key_says_so_and_status_sees_the_gate(pipeline_settin
         result = caselink(pipeline_settings, "export", "planning", "--out", str(tmp_path / "pl.parquet"), **env)
         assert result.returncode == 1 and "the consent gate says: no pseudonymisation key" in result.stderr
         wait_for(lambda: caselink(pipeline_settings, "tail", "direct_care", "--json", **env).stdout.count("\n") == 3)
+        # What the policy allows this citizen, as `consent show` works it out here without the key,
+        # and the gate's word that it cannot release it now.
+        shown = caselink(pipeline_settings, "consent", "show", "C0", **env)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stderr.startswith(f"note: the consent gate at http://127.0.0.1:{port}/health is degraded: no "
+                                       "pseudonymisation key")
+        planning = next(line for line in shown.stdout.splitlines() if line.startswith("planning "))
+        assert planning.split()[1] == "yes"
+        detail = json.loads(caselink(pipeline_settings, "consent", "show", "C0", "--json", **env).stdout)
+        assert detail["purposes"]["planning"]["reference"] is None and detail["gate"]["status"] == "degraded"
         result = caselink(pipeline_settings, "status", "--no-worker", "--interval", "0.1", **env)
         assert result.returncode == 1
         assert f"consent gate http://127.0.0.1:{port}/health: degraded no pseudonymisation key" in result.stdout
