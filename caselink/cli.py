@@ -145,6 +145,30 @@ def review_decide(
     """Tell the linker two records are (or are not) the same person; it applies it in order.
     Exit 2 without --same or --different or with a key of no agency; exit 1 when a record is not
     in the index (the linker would refuse the decision)."""
+    if same is None:
+        fail("say which: --same (one person) or --different (two people)", code=2)
+    _publish_review(left, right, by, reason, check, as_json, action=None, same=same)
+
+
+@review_app.command("undo")
+def review_undo(
+    left: Annotated[str, typer.Argument(help="record key, e.g. health:HE0000001")],
+    right: Annotated[str, typer.Argument(help="record key")],
+    by: Annotated[str, typer.Option(help="who undid it (kept in the audit)")],
+    reason: Annotated[str | None, typer.Option(help="a note kept with the undo")] = None,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="check both records are in the citizen index "
+                                        "(reads caselink.linked-cases)")] = True,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Take back a decision about two records: the linker weighs the pair again as if nobody had
+    decided (linked if it scores above the link threshold, open for review if in the review band).
+    The worker's log says whether there was a decision to undo."""
+    _publish_review(left, right, by, reason, check, as_json, action="undo", same=False)
+
+
+def _publish_review(left: str, right: str, by: str, reason: str | None, check: bool, as_json: bool,
+                    action: str | None, same: bool) -> None:
+    """A ReviewDecision onto the link input, after checking the keys (exit 2) and the records (exit 1)."""
     import uuid
     from datetime import UTC, datetime
 
@@ -153,8 +177,6 @@ def review_decide(
     from caselink.infra.topics import LINK_INPUT_TOPIC
     from caselink.schemas import default_serde
 
-    if same is None:
-        fail("say which: --same (one person) or --different (two people)", code=2)
     settings = get_settings()
     for key in (left, right):
         agency, _, record_id = key.partition(":")
@@ -175,14 +197,16 @@ def review_decide(
             fail(f"no record {' or '.join(missing)} in the citizen index (caselink.linked-cases): the linker would "
                  "refuse the decision. Check the key (`caselink tail caselink.link-decisions` lists records)")
     decision = {"decision_id": str(uuid.uuid4()), "left_record": left, "right_record": right, "same_person": same,
-                "decided_by": by, "reason": reason, "decided_at": datetime.now(UTC), "action": None}
+                "decided_by": by, "reason": reason, "decided_at": datetime.now(UTC), "action": action}
     producer = idempotent_producer(settings)
     producer.produce(LINK_INPUT_TOPIC, default_serde().encode("ReviewDecision", decision, check=True),
                      key=min(left, right).encode())
     if producer.flush(30):
         fail("the decision was not acknowledged by Kafka")
-    emit(decision, as_json, f"recorded: {left} and {right} are {'the same person' if same else 'different people'}"
-         f" (decision {decision['decision_id']}; the worker's log says when it is applied)")
+    what = ("the decision about them is taken back" if action == "undo"
+            else f"they are {'the same person' if same else 'different people'}")
+    emit(decision, as_json, f"recorded: {left} and {right}: {what} (decision {decision['decision_id']}; the "
+         "worker's log says when it is applied)")
 
 
 ingest_app = typer.Typer(help="HTTP ingest for agencies that push changes.", no_args_is_help=True)

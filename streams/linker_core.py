@@ -68,6 +68,7 @@ class LinkerCore:
         self.citizen_versions: dict[str, int] = {}
         self.applied = 0
         self.last_outcome = ""
+        self.last_reason: str | None = None  # why, when the last outcome was REJECTED
         # What reviewers said about each pair, in order ("left|right" -> [{by, action, same_person,
         # note, at}]): shown beside the pair on the review page (a "not sure" note, an undo).
         self.review_notes: dict[str, list[dict[str, Any]]] = {}
@@ -123,10 +124,10 @@ class LinkerCore:
                 "decision_id": decision["decision_id"]}
         if action == "not_sure":
             if left not in self.index.records or right not in self.index.records:
-                self.last_outcome = "REJECTED"
+                self.last_outcome, self.last_reason = "REJECTED", "both records must be in the index"
                 return []
             self.review_notes.setdefault(f"{left}|{right}", []).append(note)
-            self.last_outcome = "NOTED"
+            self.last_outcome, self.last_reason = "NOTED", None
             return []
         if action == "undo":
             result = self.index.undo_review(left, right)
@@ -140,7 +141,7 @@ class LinkerCore:
 
     # ------------------------------------------------------------------ output
     def _outputs(self, result: LinkResult, event_id: str, version: int, at: datetime) -> list[Outgoing]:
-        self.last_outcome = result.outcome
+        self.last_outcome, self.last_reason = result.outcome, result.reason
         out = [self._decision(result, event_id, version, at)]
         if result.outcome == "IGNORED_STALE" or (result.outcome == "REJECTED" and not result.changed
                                                   and not result.retired):

@@ -341,7 +341,7 @@ class LinkerLoop(threading.Thread):
                     if not live:
                         continue
                     if self.core.last_review is not None:
-                        _log_review(self.core.last_review, self.core.last_outcome, out)
+                        _log_review(self.core.last_review, self.core.last_outcome, self.core.last_reason, out)
                     outcomes[self.core.last_outcome] = outcomes.get(self.core.last_outcome, 0) + 1
                     outputs.extend((item.topic, item.key, item.value, msg.offset()) for item in out)
                     _kind, ts = msg.timestamp()
@@ -435,14 +435,14 @@ class DecisionSummary:
         self.counts, self.since = {}, now
 
 
-def _log_review(decision: dict[str, Any], outcome: str, out: list[Any]) -> None:
+def _log_review(decision: dict[str, Any], outcome: str, reason: str | None, out: list[Any]) -> None:
     """Every reviewer's decision in the log at the default level, applied or refused and why."""
     action = decision.get("action") or ("same person" if decision["same_person"] else "different people")
     pair = f"{decision['left_record']} / {decision['right_record']}"
     note = f" ({decision['reason']})" if decision.get("reason") else ""
     if outcome == "REJECTED":
-        log.warning("review decision %s by %s on %s: %s%s refused: the records are not both in the index",
-                    decision["decision_id"], decision["decided_by"], pair, action, note)
+        log.warning("review decision %s by %s on %s: %s%s refused: %s", decision["decision_id"],
+                    decision["decided_by"], pair, action, note, reason or "the linker could not apply it")
     else:
         log.info("review decision %s by %s on %s: %s%s applied: %s, %d message(s) out",
                     decision["decision_id"], decision["decided_by"], pair, action, note, outcome, len(out))

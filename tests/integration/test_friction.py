@@ -312,6 +312,12 @@ def test_one_log_format_json_by_a_setting_and_reviews_are_logged(pipeline_settin
                           "--by", "A. Person", "--reason", "same GP")
         assert result.returncode == 0, result.stderr
         wait_for(lambda: worker.get("/review", "reader")["open"] == 0, 30)
+        result = caselink(pipeline_settings, "review", "undo", "health:H1", "police:P1", "--by", "A. Person",
+                          "--reason", "pressed too soon")
+        assert result.returncode == 0 and "the decision about them is taken back" in result.stdout
+        wait_for(lambda: worker.get("/review", "reader")["open"] == 1, 30)  # open again, at its own score
+        result = caselink(pipeline_settings, "review", "undo", "health:H1", "police:P1", "--by", "A. Person")
+        assert result.returncode == 0  # published; the linker refuses it (nothing left to undo) and says so
         time.sleep(11)  # the linker's decision summary comes every 10 s
         with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as response:
             exported = response.read().decode()
@@ -323,7 +329,7 @@ def test_one_log_format_json_by_a_setting_and_reviews_are_logged(pipeline_settin
     result = caselink(pipeline_settings, "chart", "live", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["decisions"] >= 3 and report["records"] == 2  # two events and the reviewer's merge
+    assert report["decisions"] >= 3 and report["records"] == 2  # two events and the reviewers' merge and undo
     assert report["completeness"]["health"]["date of birth"] == 1.0
     assert 'class="weights-histogram"' in out.read_text() and 'class="completeness"' in out.read_text()
     lines = [line for line in worker.log_path.read_text().splitlines() if line.strip()]
@@ -334,3 +340,6 @@ def test_one_log_format_json_by_a_setting_and_reviews_are_logged(pipeline_settin
     assert any(m.startswith("review decision ") and "by A. Person on health:H1 / police:P1: same person (same GP) "
                "applied: MERGED" in m for m in messages), messages
     assert any(m.startswith("linker: ") and " decisions in the last " in m for m in messages), messages
+    assert any("by A. Person on health:H1 / police:P1: undo (pressed too soon) applied: SPLIT" in m for m in messages)
+    assert any("by A. Person on health:H1 / police:P1: undo refused: no reviewer's decision about them to undo" in m
+               for m in messages)
