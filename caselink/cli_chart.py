@@ -1,74 +1,98 @@
-"""`caselink chart model|decision`: the charts as stand-alone HTML files."""
+"""`caselink chart model|live|decision`: the charts as stand-alone HTML (or SVG) files.
+
+The same charts as the worker's /charts pages, for a machine without the worker's web API or for a
+report: the model in use (m and u per comparison level, with the weights they give), the live data
+from the topics (the match weights of the linker's decisions against the thresholds, and how
+complete each agency's records are), one decision's score.
+"""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
-from caselink.output import emit, fail
+from caselink.core.settings import get_settings
+from caselink.output import emit, fail, reading
 
-if TYPE_CHECKING:
-    from caselink.linkage.model import LinkageModel
-
-# Each command imports what it drives inside its body, so that `caselink --help` and every other
-# command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
-# docs/benchmarks.md). Imports for type annotations only sit under TYPE_CHECKING.
-
-chart_app = typer.Typer(help="Charts: match-weight distribution of the model, one decision's score.",
+chart_app = typer.Typer(help="Charts of the model in use and of the live data, as HTML or SVG files.",
                         no_args_is_help=True)
 
 
-def weight_samples(model: LinkageModel, records: int = 6000, seed: int = 3) -> dict[str, list[float]]:
-    """Match weights of true matches and of random non-matching pairs in synthetic multi-agency data."""
-    from collections import defaultdict
+def _write(out: Path, title: str, body: str, svg: str) -> None:
+    """An .svg file gets the chart alone; anything else a page with its explanation."""
+    from caselink.streams.charts import page
 
-    from caselink.linkage.record import UnlinkableRecordError, standardise_person
-    from caselink.linkage.synthetic import records_for_size
+    if out.suffix not in (".html", ".htm", ".svg"):
+        fail(f"write charts to an .html or .svg file, not {out.suffix or 'a file without an extension'}")
+    out.write_text(svg if out.suffix == ".svg" else page(title, body))
 
-    by_person: dict[str, list] = defaultdict(list)
-    linkable = []
-    for r in records_for_size(records, seed=seed):
-        try:
-            rec = standardise_person(f"{r['agency']}:{r['source_record_id']}", r["person"])
-        except UnlinkableRecordError:
-            continue
-        by_person[r["truth"]].append(rec)
-        linkable.append((r["truth"], rec))
-    matches = [model.score(g[0], other)[0] for g in by_person.values() for other in g[1:]]
-    rng = random.Random(seed)
-    non: list[float] = []
-    while len(non) < 4 * max(1, len(matches)):
-        (ta, a), (tb, b) = rng.sample(linkable, 2)
-        if ta != tb:
-            non.append(model.score(a, b)[0])
-    return {"same person": matches, "different people (random pairs)": non}
+
+def _model() -> Any:
+    from caselink.linkage.deployment import load_model
+
+    try:
+        return load_model(get_settings().linkage)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
 
 
 @chart_app.command("model")
 def chart_model(
-    out: Annotated[Path, typer.Option(help="an .html file")] = Path("model-weights.html"),
-    records: Annotated[int, typer.Option(help="synthetic records to score")] = 6000,
+    out: Annotated[Path, typer.Option(help="an .html or .svg file")] = Path("model.html"),
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The match-weight distribution of the current model on synthetic data, with its thresholds."""
-    from caselink.core.settings import get_settings
-    from caselink.linkage.deployment import load_model
-    from caselink.streams.charts import histogram_svg, page
-    from caselink.streams.review_page import threshold_weight
+    """The model in use: m and u of every comparison level and the weight they give."""
+    from caselink.streams.model_charts import mu_svg
 
-    try:
-        model = load_model(get_settings().linkage)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-    series = weight_samples(model, records)
-    marks = {"link": threshold_weight(model.link_threshold), "review": threshold_weight(model.review_threshold)}
-    out.write_text(page(f"match weights of model {model.version}",
-                        histogram_svg(series, marks=marks, width=900, height=360)))
-    emit({"path": str(out), **{k: len(v) for k, v in series.items()}}, as_json,
-         f"wrote {out} ({', '.join(f'{len(v):,} {k}' for k, v in series.items())})")
+    model = _model()
+    svg = mu_svg(model)
+    _write(out, f"How model {model.version} weighs evidence",
+           f"<p>Linked from weight {model.link_weight:+.2f} (probability {model.link_threshold:g}), offered for "
+           f"review from {model.review_weight:+.2f} ({model.review_threshold:g}).</p>{svg}", svg)
+    levels = sum(len([lv for lv in c.levels if lv != "missing"]) for c in model.comparisons)
+    emit({"path": str(out), "model": model.version, "comparisons": len(model.comparisons), "levels": levels},
+         as_json, f"wrote {out}: model {model.version}, {len(model.comparisons)} comparisons, {levels} levels")
+
+
+@chart_app.command("live")
+def chart_live(
+    out: Annotated[Path, typer.Option(help="an .html file (or .svg: the match weights alone)")] = Path("live.html"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The live data from the topics: the strongest candidate's match weight of every link decision,
+    linked or not, against the thresholds; how complete each agency's records are, field by field.
+    Exit 1 when the linker has decided nothing yet."""
+    from caselink.core.kafka import read_to_end
+    from caselink.infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC
+    from caselink.schemas import default_serde
+    from caselink.streams.data_charts import completeness, completeness_svg
+    from caselink.streams.model_charts import best_weights, threshold_marks, weights_histogram_svg
+
+    settings = get_settings()
+    serde = default_serde()
+    model = _model()
+    with reading(f"reading {LINK_DECISIONS_TOPIC}") as progress:
+        decisions = [serde.decode(m.value(), expect="LinkDecision")[1]
+                     for m in read_to_end(settings, [LINK_DECISIONS_TOPIC], progress=progress) if m.value()]
+    if not decisions:
+        fail(f"no link decisions on {LINK_DECISIONS_TOPIC} yet: is the worker running, and has anything been loaded?")
+    with reading(f"reading {LINKED_CASES_TOPIC}") as progress:
+        latest: dict[bytes, bytes | None] = {m.key(): m.value()
+                                             for m in read_to_end(settings, [LINKED_CASES_TOPIC], progress=progress)}
+    persons = [(m["agency"], m["person"] or {}) for value in latest.values() if value is not None
+               for m in serde.decode(value, expect="LinkedCase")[1]["members"]]
+    series = best_weights(decisions)
+    histogram = weights_histogram_svg(series, threshold_marks(model))
+    shares, counts = completeness(persons)
+    _write(out, "The live data", "<h2>Match weights of the linker's decisions</h2>"
+           f"<p>Each decision's strongest candidate; {len(decisions):,} decisions, model {model.version}.</p>"
+           f"{histogram}<h2>How complete each agency's records are</h2>{completeness_svg(shares, counts)}", histogram)
+    emit({"path": str(out), "decisions": len(decisions), **{k: len(v) for k, v in series.items()},
+          "records": sum(counts.values()), "completeness": shares}, as_json,
+         f"wrote {out}: {len(decisions):,} decisions ({', '.join(f'{len(v):,} {k}' for k, v in series.items())}), "
+         f"{sum(counts.values()):,} records of {len(counts)} agencies")
 
 
 @chart_app.command("decision")
@@ -78,25 +102,24 @@ def chart_decision(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The score waterfall of the latest link decision about a record."""
-    from caselink.core.kafka import read_to_end
-    from caselink.core.settings import get_settings
+    from caselink.core.kafka import key_partition, partition_count, read_to_end
     from caselink.infra.topics import LINK_DECISIONS_TOPIC
-    from caselink.linkage.deployment import load_model
     from caselink.schemas import default_serde
     from caselink.streams.charts import decision_html
     from caselink.streams.review_page import threshold_weight
 
+    settings = get_settings()
     serde = default_serde()
+    partitions = partition_count(settings, LINK_DECISIONS_TOPIC)
+    only = {LINK_DECISIONS_TOPIC: {key_partition(record.encode(), partitions)}} if partitions else None
     latest = None
-    for msg in read_to_end(get_settings(), [LINK_DECISIONS_TOPIC]):
-        if msg.key() == record.encode():
-            latest = serde.decode(msg.value(), expect="LinkDecision")[1]
+    with reading(f"reading {LINK_DECISIONS_TOPIC}") as progress:
+        for msg in read_to_end(settings, [LINK_DECISIONS_TOPIC], progress=progress, only=only):
+            if msg.key() == record.encode():
+                latest = serde.decode(msg.value(), expect="LinkDecision")[1]
     if latest is None:
         fail(f"no link decision about {record}")
-    try:
-        model = load_model(get_settings().linkage)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    model = _model()
     out.write_text(decision_html(latest, threshold_weight(model.link_threshold),
                                  threshold_weight(model.review_threshold)))
     emit({"path": str(out), "outcome": latest["outcome"]}, as_json, f"wrote {out} ({latest['outcome']})")

@@ -30,7 +30,9 @@ def run(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Load a CSV/JSONL extract (or watch a folder) through the agency's mapping."""
-    from caselink.connectors.files import FileConnector, resolve_source_path
+    import sys
+
+    from caselink.connectors.files import FileConnector, SourceMismatchError, resolve_source_path
     from caselink.connectors.mapping import MappingError, load_mapping
     from caselink.core.settings import get_settings
 
@@ -61,11 +63,19 @@ def run(
         fail(f"{mapping_file}: source.kind {kind!r} is not one of csv, jsonl, postgres")
     connector = FileConnector(settings, mapping, name=name)
     target = resolve_source_path(mapping, path)
-    if watch or target.is_dir():
-        reports = connector.watch(target, pattern, workers=workers)
-        emit([r.__dict__ for r in reports], as_json, f"{len(reports)} file(s) loaded")
-        return
-    report = connector.load_parallel(target, workers, progress=not as_json, resume=not restart)
+    if not target.exists():
+        fail(f"no such file or folder: {target}")
+    try:
+        if watch or target.is_dir():
+            reports = connector.watch(target, pattern, workers=workers)
+            emit([r.__dict__ for r in reports], as_json, f"{len(reports)} file(s) loaded")
+            return
+        report = connector.load_parallel(target, workers, progress=not as_json and sys.stderr.isatty(),
+                                         resume=not restart)
+    except SourceMismatchError as exc:
+        fail(str(exc))
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning[/]: {warning}", highlight=False)
     for d in report.damaged_checkpoints:
         err_console.print(f"[yellow]damaged checkpoint skipped[/]: {d['topic']}@{d['offset']} key {d['key']!r}: "
                           f"{d['reason']}", highlight=False)
@@ -74,6 +84,9 @@ def run(
          f"in {report.seconds:.1f}s ({report.rows / max(report.seconds, 1e-9):,.0f} rows/s"
          + (f", {report.workers} workers)" if report.workers > 1 else ")")
          + (f"; resumed after row {report.resumed_from}" if report.resumed_from else ""))
+    if report.rows and not report.events:
+        fail(f"every one of the {report.rows:,} rows became a dead letter: `caselink dlq show --stage connector` "
+             "says why; fix the mapping, then `caselink dlq redrive --mapping` the fixed file")
 
 
 @connector_app.command("slots")

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
-from caselink.output import console, emit, fail
+from caselink.core.settings import get_settings
+from caselink.output import console, emit, fail, note, show_table
 
 # Each command imports what it drives inside its body, so that `caselink --help` and every other
 # command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
@@ -40,15 +41,13 @@ def policy_check(
         emit({"valid": True, "version": policy.version, "label": policy.label,
               "purposes": {n: p.model_dump() for n, p in policy.purposes.items()}}, True)
         return
-    table = Table(title=f"{path}: policy {policy.label}")
-    for column in ("purpose", "legal basis", "consent", "opt-outs", "override", "agencies", "fields", "min weight",
-                   "pseudonymised"):
-        table.add_column(column, overflow="fold")
-    for name, p in policy.purposes.items():
-        table.add_row(name, p.legal_basis, p.consent, "apply" if p.national_opt_out else "-",
-                      "yes" if p.statutory_override else "-", ", ".join(p.agencies), ", ".join(p.fields),
-                      f"{p.min_match_weight:g}", "yes" if p.pseudonymise else "no")
-    console.print(table)
+    show_table(f"{path}: policy {policy.label}",
+               ("purpose", "legal basis", "consent", "opt-outs", "override", "agencies", "fields", "min weight",
+                "pseudonymised"),
+               [(name, p.legal_basis, p.consent, "apply" if p.national_opt_out else "-",
+                 "yes" if p.statutory_override else "-", ", ".join(p.agencies), ", ".join(p.fields),
+                 f"{p.min_match_weight:g}", "yes" if p.pseudonymise else "no")
+                for name, p in policy.purposes.items()], right=("min weight",))
 
 
 def _publish(event: dict[str, Any], topic: str) -> None:
@@ -161,6 +160,9 @@ def consent_withdraw(
     emit(withdrawal, as_json, f"withdrew consent {consent_id}")
 
 
+NO_KEY = "(no key here)"
+
+
 def _offline_gate() -> Any:
     """A GateCore rebuilt from the topics, as the live gate sees them (same policy and key)."""
     from caselink.core.kafka import read_to_end
@@ -175,8 +177,21 @@ def _offline_gate() -> Any:
         policy = load_policy(policy_path(settings))
     except PolicyError as exc:
         fail(f"the consent policy is invalid:\n{exc}")
-    core = GateCore(policy, pseudonymiser_from(settings))
-    for msg in read_to_end(settings, [LINKED_CASES_TOPIC, *_consent_topics()]):
+    from caselink.output import reading
+
+    pseudonymiser = pseudonymiser_from(settings)
+    if pseudonymiser is None:
+        # Whether a pseudonymised purpose may see a citizen does not depend on the key, only the
+        # reference does: decide with a throwaway key and say the reference needs the gate's.
+        import secrets
+
+        from caselink.streams.consent.pseudonym import Pseudonymiser
+
+        pseudonymiser = Pseudonymiser(secrets.token_bytes(32), NO_KEY)
+    core = GateCore(policy, pseudonymiser)
+    with reading("reading the linked cases and consents") as progress:
+        messages = read_to_end(settings, [LINKED_CASES_TOPIC, *_consent_topics()], progress=progress)
+    for msg in messages:
         try:
             core.apply_input(msg.topic(), msg.key(), msg.value())
         except INPUT_ERRORS:
@@ -207,57 +222,67 @@ def consent_show(
                      for p in provisions],
         "purposes": {n: ({"released": False, "reason": d.reason} if isinstance(d, Refusal) else
                          {"released": True, "basis": d.basis, "agencies": d.agencies, "fields": d.fields,
-                          "reference": d.citizen_ref}) for n, d in decisions.items()},
+                          "reference": None if d.key_id == NO_KEY else d.citizen_ref})
+                     for n, d in decisions.items()},
     }
+    from caselink.ops import gate_health
+
+    gate = gate_health(get_settings())  # what the policy allows is not always what the gate can do now
+    data["gate"] = {"url": gate.get("url"), "status": gate.get("status"), "reason": gate.get("reason")}
     if as_json:
         emit(data, True)
         return
-    console.print(f"[bold]citizen {live}[/]" + (f" (asked for retired id {citizen_id})" if live != citizen_id else ""))
-    table = Table(title="consents, objections and opt-outs that apply")
-    for column in ("id", "about", "purpose", "decision", "agencies", "fields", "valid", "recorded"):
-        table.add_column(column, overflow="fold")
+    if gate.get("status") != "ok":
+        note(f"note: the consent gate at {gate.get('url')} is {gate.get('status')}"
+             + (f": {gate.get('reason') or gate.get('error')}" if gate.get("reason") or gate.get("error") else "")
+             + "; below is what the policy and the consents allow, which the gate releases once it is ok")
+    console.print(f"citizen {live}" + (f" (asked for retired id {citizen_id})" if live != citizen_id else ""),
+                  markup=False, highlight=False)
+    rows = []
     for c in data["consents"]:
         decision = "OPT-OUT" if c["national_opt_out"] else c["decision"]
         valid = f"{c['valid_from'] or '…'} → {c['valid_to'] or '…'}"
-        table.add_row(c["consent_id"], c["subject"], c["purpose"], decision, ", ".join(c["agencies"]) or "all",
-                      ", ".join(c["fields"]) or "all", valid, str(c["recorded_at"])[:19])
-    console.print(table if data["consents"] else "no consents recorded")
-    table = Table(title=f"what each purpose may see now (policy {core.policy.label})")
-    for column in ("purpose", "released", "agencies", "fields / reason", "basis"):
-        table.add_column(column, overflow="fold")
-    for name, d in data["purposes"].items():
-        if d["released"]:
-            table.add_row(name, "[green]yes[/]", ", ".join(d["agencies"]), ", ".join(d["fields"]), d["basis"])
-        else:
-            table.add_row(name, "[red]no[/]", "", d["reason"], "")
-    console.print(table)
+        rows.append((c["consent_id"], c["subject"], c["purpose"], decision, ", ".join(c["agencies"]) or "all",
+                     ", ".join(c["fields"]) or "all", valid, str(c["recorded_at"])[:19]))
+    show_table("consents, objections and opt-outs that apply",
+               ("id", "about", "purpose", "decision", "agencies", "fields", "valid", "recorded"), rows,
+               empty="no consents recorded")
+    show_table(f"what each purpose may see now (policy {core.policy.label})",
+               ("purpose", "released", "agencies", "fields / reason", "basis"),
+               [(name, Text("yes", "green"), ", ".join(d["agencies"]), ", ".join(d["fields"]), d["basis"])
+                if d["released"] else (name, Text("no", "red"), "", d["reason"], "")
+                for name, d in data["purposes"].items()])
 
 
 def audit_command(
     citizen_id: str,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Everything released to or retracted from purpose topics about a citizen, in order."""
-    from caselink.core.kafka import read_to_end
-    from caselink.core.settings import get_settings
+    """Everything released to or retracted from purpose topics about a citizen, in order. Reads only
+    the partition the citizen's disclosures are on. Exit 1 when nothing was ever released about it."""
+    from caselink.core.kafka import key_partition, partition_count, read_to_end
     from caselink.infra.topics import DISCLOSURES_TOPIC
+    from caselink.output import reading
     from caselink.schemas import default_serde
 
+    settings = get_settings()
     serde = default_serde()
-    rows = [serde.decode(m.value(), expect="Disclosure")[1]
-            for m in read_to_end(get_settings(), [DISCLOSURES_TOPIC]) if m.key() == citizen_id.encode()]
+    key = citizen_id.encode()
+    partitions = partition_count(settings, DISCLOSURES_TOPIC)
+    if not partitions:
+        fail(f"no topic {DISCLOSURES_TOPIC}: run `caselink topics ensure`")
+    only = {DISCLOSURES_TOPIC: {key_partition(key, partitions)}}  # the gate's producer partitions by key
+    with reading(f"reading {DISCLOSURES_TOPIC}") as progress:
+        messages = read_to_end(settings, [DISCLOSURES_TOPIC], progress=progress, only=only)
+    rows = [serde.decode(m.value(), expect="Disclosure")[1] for m in messages if m.key() == key]
     rows.sort(key=lambda r: r["at"])
+    if not rows:
+        fail(f"nothing has been released about {citizen_id} (no disclosure on {DISCLOSURES_TOPIC} names it)")
     if as_json:
         emit(rows, True)
         return
-    if not rows:
-        console.print(f"nothing has been released about {citizen_id}")
-        return
-    table = Table(title=f"disclosures about {citizen_id}")
-    for column in ("when", "purpose", "action", "agencies", "fields", "basis", "why", "policy"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        colour = "green" if r["action"] == "RELEASE" else "red"
-        table.add_row(str(r["at"])[:19], r["purpose"], f"[{colour}]{r['action']}[/]", ", ".join(r["agencies"]),
-                      ", ".join(r["fields"]), r["basis"] or "", r["reason"] or "", r["policy_version"])
-    console.print(table)
+    show_table(f"disclosures about {citizen_id}",
+               ("when", "purpose", "action", "agencies", "fields", "basis", "why", "policy"),
+               [(str(r["at"])[:19], r["purpose"], Text(r["action"], "green" if r["action"] == "RELEASE" else "red"),
+                 ", ".join(r["agencies"]), ", ".join(r["fields"]), r["basis"] or "", r["reason"] or "",
+                 r["policy_version"]) for r in rows])

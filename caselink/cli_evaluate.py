@@ -69,7 +69,11 @@ def _reviewed_pairs(settings: Settings) -> list[Any]:
         name, record = serde.decode(msg.value())
         if name == "ReviewDecision":
             a, b = sorted((record["left_record"], record["right_record"]))
-            verdicts[(a, b)] = bool(record["same_person"])
+            action = record.get("action")
+            if action == "undo":  # taken back: no verdict on the pair until the next one
+                verdicts.pop((a, b), None)
+            elif action is None:  # "not_sure" is a note, not a verdict
+                verdicts[(a, b)] = bool(record["same_person"])
     return [LabelledPair(a, b, same, offered.get((a, b))) for (a, b), same in sorted(verdicts.items())]
 
 

@@ -90,12 +90,42 @@ def down(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         emit({"status": "not running"}, as_json, "no local Kafka recorded")
         return
     state = ClusterState.load(path)
+    nodes = [(n.node_id, n.pid, n.port, n.controller_port) for n in state.nodes]
     kafka = LocalKafka(settings.infra, Path(state.directory), brokers=len(state.nodes))
     kafka.state = state
+    started = time.monotonic()
     kafka.stop()
+    still = _wait_until_gone(nodes)
+    seconds = time.monotonic() - started
+    if still:
+        fail(f"Kafka not stopped after {seconds:.1f}s: {'; '.join(still)} (state kept in {path})")
     path.unlink()
-    emit({"status": "stopped", "directory": state.directory}, as_json,
-         f"Kafka stopped; logs kept in {state.directory}")
+    emit({"status": "stopped", "directory": state.directory, "seconds": round(seconds, 2),
+          "nodes": [{"node_id": i, "pid": pid, "ports_closed": [p, c]} for i, pid, p, c in nodes]}, as_json,
+         f"Kafka stopped in {seconds:.1f}s: " + ", ".join(f"node {i} (pid {pid}) exited, ports {p} and {c} closed"
+                                                         for i, pid, p, c in nodes)
+         + f"; logs kept in {state.directory}")
+
+
+def _wait_until_gone(nodes: list[tuple[int, int | None, int, int]], timeout: float = 15.0) -> list[str]:
+    """Until every node's process has exited and its ports refuse connections; what is left, if anything.
+    (The process may stay a zombie until init reaps it: it has exited, and that is what counts.)"""
+    import socket
+
+    from caselink.core.cluster import pid_alive
+
+    def port_open(port: int) -> bool:
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [f"node {i} pid {pid} still running" for i, pid, _p, _c in nodes if pid_alive(pid)]
+        left += [f"node {i} port {port} still open" for i, _pid, p, c in nodes for port in (p, c) if port_open(port)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 @infra_app.command("status")

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.progress import Progress
-from rich.table import Table
+from rich.text import Text
 
-from caselink.output import console, emit, fail
+from caselink.core.settings import get_settings
+from caselink.output import console, emit, fail, reading, show_table
 
 # Each command imports what it drives inside its body, so that `caselink --help` and every other
 # command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
@@ -25,12 +26,14 @@ def status_command(
     max_lag: Annotated[int, typer.Option(help="a consumer group lagging more than this is unhealthy")] = 100_000,
     interval: Annotated[float, typer.Option(help="seconds over which throughput is measured")] = 1.0,
     worker: Annotated[bool, typer.Option("--worker/--no-worker", help="check the worker's /health")] = True,
+    gate: Annotated[bool, typer.Option("--gate/--no-gate", help="check the consent gate's /health")] = True,
 ) -> None:
-    """Broker, topics, consumer-group lag per partition, throughput, worker and index. Exit 1 when unhealthy."""
+    """Broker, topics, consumer-group lag per partition, throughput, worker, consent gate and index.
+    Exit 1 when unhealthy."""
     from caselink.core.kafka import admin_client, bootstrap_servers
     from caselink.core.settings import get_settings
     from caselink.infra.topics import LINKED_CASES_TOPIC, person_events_topic
-    from caselink.ops import group_lags, local_broker_problems, topic_ends, worker_health
+    from caselink.ops import gate_health, group_lags, local_broker_problems, topic_ends, worker_health
 
     settings = get_settings()
     problems: list[str] = []
@@ -69,6 +72,12 @@ def status_command(
         if health.get("status") != "ok":
             why = health.get("reason") or health.get("error", "")
             problems.append(f"worker {health.get('url')}: {health.get('status')} {why}".strip())
+    if gate:
+        health = gate_health(settings)
+        report["gate"] = health
+        if health.get("status") != "ok":
+            why = health.get("reason") or health.get("error") or ""
+            problems.append(f"consent gate {health.get('url')}: {health.get('status')} {why}".strip())
     report["healthy"] = not problems
     report["problems"] = problems
     if as_json:
@@ -85,25 +94,24 @@ def _print_status(report: dict[str, Any]) -> None:
                   f"at {report['bootstrap_servers']}")
     rates = ", ".join(f"{t} {r:,.0f}/s" for t, r in report["throughput_per_s"].items() if r) or "idle"
     console.print(f"throughput: {rates}")
-    table = Table(title="consumer groups", title_justify="left")
-    for column in ("group", "state", "topic", "partition", "committed", "end", "lag"):
-        table.add_column(column, justify="right" if column in ("partition", "committed", "end", "lag") else "left")
-    for g in report["groups"]:
-        for p in g["partitions"] or [{"topic": "-", "partition": "", "committed": "", "end": "", "lag": 0}]:
-            colour = "red" if p["lag"] else "green"
-            table.add_row(g["group"], g["state"], p["topic"], str(p["partition"]), str(p["committed"]), str(p["end"]),
-                          f"[{colour}]{p['lag']}[/]")
-    console.print(table)
+    rows = [(g["group"], g["state"], p["topic"], p["partition"], p["committed"], p["end"],
+             Text(str(p["lag"]), "red" if p["lag"] else "green"))
+            for g in report["groups"]
+            for p in g["partitions"] or [{"topic": "-", "partition": "", "committed": "", "end": "", "lag": 0}]]
+    show_table("consumer groups", ("group", "state", "topic", "partition", "committed", "end", "lag"), rows,
+               right=("partition", "committed", "end", "lag"))
     w = report.get("worker")
     if w:
         colour = "green" if w.get("status") == "ok" else "red"
         detail = (f"{w.get('records', '?')} records, {w.get('citizens', '?')} citizens, "
                   f"{w.get('review_open', '?')} open reviews" if "records" in w else w.get("error", ""))
         console.print(f"worker [{colour}]{w.get('status')}[/] ({w['url']}): {escape(str(detail))}")
-        gate = w.get("gate")
-        if gate:
-            console.print(f"consent gate: {'active' if gate['active'] else 'standby'}, policy {gate['policy']}, "
-                          f"{gate['released']} views out" + (", [red]policy error[/]" if gate["policy_error"] else ""))
+    g = report.get("gate")
+    if g:
+        colour = "green" if g.get("status") == "ok" else "red"
+        detail = (f"{'active' if g.get('active') else 'standby'}, policy {g.get('policy')}, {g.get('released')} views "
+                  f"out, {g.get('citizens')} citizens" if "released" in g else g.get("error", ""))
+        console.print(f"consent gate [{colour}]{g.get('status')}[/] ({g['url']}): {escape(str(detail))}")
     for problem in report["problems"]:
         console.print(f"[red]unhealthy:[/] {escape(problem)}")
 
@@ -112,29 +120,48 @@ def replay_command(
     topic: Annotated[str, typer.Argument(help="the source topic, e.g. agency.health.person-events")],
     since: Annotated[str | None, typer.Option("--from", help="ISO time (UTC unless given) or a duration: 30m, 2h, 7d")]
     = None,
-    offsets: Annotated[str | None, typer.Option(help="partition:offset,... to start from instead of a time")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="a sandbox topic (default: back onto the same topic)")] = None,
+    offsets: Annotated[str | None, typer.Option(help="partition@offset,... to start from (ids as `tail` prints "
+                                                "them)")] = None,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="everything still on the topic")] = False,
+    to: Annotated[str | None, typer.Option("--to", help="a sandbox topic to replay into")] = None,
+    in_place: Annotated[bool, typer.Option("--in-place", help="back onto the same topic, into the live pipeline")]
+    = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would move, move nothing")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Re-deliver a topic's events from a time or offsets. Safe into the live pipeline (idempotent by
-    event id and source version); use --to to replay into a sandbox topic instead."""
-    from caselink.core.settings import get_settings
-    from caselink.ops import parse_since, plan_replay, replay
+    """Re-deliver a topic's events from a time, offsets or the beginning, into a sandbox topic (--to)
+    or back into the live pipeline (--in-place: safe, the linker skips what it has applied by event
+    id and source version). Both choices must be said: neither has a default."""
+    from caselink.ops import parse_offsets, parse_since, plan_replay, replay
 
+    starts = [name for name, given in (("--from", since), ("--offsets", offsets), ("--from-beginning", from_beginning))
+              if given]
+    if not starts:
+        fail("say where to start: --from TIME (e.g. 6h, 2026-11-01T00:00), --offsets P@O,... or --from-beginning",
+             code=2)
+    if len(starts) > 1:
+        fail(f"say where to start once: {' and '.join(starts)} were both given", code=2)
+    if to and in_place:
+        fail("--to and --in-place say different things: choose one", code=2)
+    if not to and not in_place:
+        fail(f"say where to: --to SANDBOX_TOPIC, or --in-place to re-deliver onto {topic} itself "
+             "(safe for the live pipeline: the linker skips what it has already applied)", code=2)
     settings = get_settings()
     try:
-        start_offsets = ({int(p): int(o) for p, o in (x.split(":") for x in offsets.split(","))}
-                         if offsets else None)
-        plan = plan_replay(settings, topic, parse_since(since) if since else None, start_offsets, to)
+        start_offsets = parse_offsets(offsets) if offsets else None
+        moment = parse_since(since) if since else None
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    try:
+        plan = plan_replay(settings, topic, moment, start_offsets, to)
     except ValueError as exc:
         fail(str(exc))
     summary = {"topic": plan.topic, "target": plan.target, "messages": plan.count,
                "partitions": {p: {"from": plan.start[p], "to": plan.end[p]} for p in plan.start}, "dry_run": dry_run}
     if dry_run or plan.count == 0:
         emit(summary, as_json, f"{'would replay' if dry_run else 'nothing to replay:'} {plan.count:,} messages "
-             f"from {plan.topic} to {plan.target} "
-             + " ".join(f"p{p}:{plan.start[p]}..{plan.end[p]}" for p in plan.start))
+             f"from {plan.topic} to {plan.target}: "
+             + ", ".join(f"{p}@{plan.start[p]}..{p}@{plan.end[p]}" for p in plan.start))
         return
     if plan.target != plan.topic:
         from caselink.core.kafka import admin_client
@@ -154,18 +181,16 @@ def dlq_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from caselink.core.settings import get_settings
     from caselink.ops import dead_letters, redriven, summarise
 
-    letters = dead_letters(get_settings())
+    with reading("reading caselink.dead-letters") as progress:
+        letters = dead_letters(get_settings(), progress)
     done = redriven(get_settings())
     rows = summarise(letters)
     if as_json:
         emit({"total": len(letters), "redriven": len(done), "groups": rows}, True)
         return
-    table = Table(title=f"{len(letters)} dead letters ({len(done)} already re-driven)", title_justify="left")
-    for column in ("stage", "error", "origin topic", "count"):
-        table.add_column(column, justify="right" if column == "count" else "left")
-    for r in rows:
-        table.add_row(r["stage"], r["error_type"], r["origin_topic"], str(r["count"]))
-    console.print(table)
+    show_table(f"{len(letters)} dead letters ({len(done)} already re-driven)",
+               ("stage", "error", "origin topic", "count"),
+               [(r["stage"], r["error_type"], r["origin_topic"], r["count"]) for r in rows], right=("count",))
 
 
 @dlq_app.command("show")
@@ -175,21 +200,19 @@ def dlq_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The dead letters themselves: id, origin, reason and the start of the payload."""
-    from caselink.core.settings import get_settings
-    from caselink.ops import dead_letters, letter_id
+    from caselink.ops import dead_letters, letter_agency, letter_id
 
-    letters = [(m, d) for m, d in dead_letters(get_settings()) if stage is None or d["stage"] == stage][-limit:]
+    with reading("reading caselink.dead-letters") as progress:
+        everything = dead_letters(get_settings(), progress)
+    letters = [(m, d) for m, d in everything if stage is None or d["stage"] == stage][-limit:]
     if as_json:
-        emit([{"id": letter_id(m), **{k: v for k, v in d.items() if k != "payload"},
+        emit([{"id": letter_id(m), "agency": letter_agency(m), **{k: v for k, v in d.items() if k != "payload"},
                "payload": d["payload"].decode("utf-8", "replace")} for m, d in letters], True)
         return
-    table = Table(title="dead letters", title_justify="left")
-    for column in ("id", "origin", "stage", "error", "payload"):
-        table.add_column(column, overflow="fold")
-    for m, d in letters:
-        table.add_row(letter_id(m), d["origin"], d["stage"], d["error"][:160],
-                      escape(d["payload"][:80].decode("utf-8", "replace")))
-    console.print(table)
+    show_table("dead letters", ("id", "agency", "origin", "stage", "error", "payload"),
+               [(letter_id(m), letter_agency(m) or "", d["origin"], d["stage"], d["error"][:160],
+                 d["payload"][:80].decode("utf-8", "replace")) for m, d in letters],
+               empty=f"no dead letters{' of stage ' + stage if stage else ''}")
 
 
 @dlq_app.command("redrive")
@@ -206,7 +229,9 @@ def dlq_redrive(
     from caselink.core.settings import get_settings
     from caselink.ops import dead_letters, letter_id, redrive
 
-    letters = [(m, d) for m, d in dead_letters(get_settings())
+    with reading("reading caselink.dead-letters") as progress:
+        everything = dead_letters(get_settings(), progress)
+    letters = [(m, d) for m, d in everything
                if (stage is None or d["stage"] == stage) and (not ids or letter_id(m) in ids)]
     report = redrive(get_settings(), letters, str(mapping) if mapping else None, dry_run=dry_run)
     emit(report, as_json, f"{'would re-drive' if dry_run else 're-drove'} {len(report['redriven'])}, "
@@ -220,18 +245,32 @@ def export_command(
     purpose: str,
     out: Annotated[Path, typer.Option(help="a .parquet or .csv file")],
     since: Annotated[str | None, typer.Option("--from", help="only views released since: ISO time or 7d, 2h")] = None,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="write a file with no rows instead of "
+                                              "failing when nothing has been released")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Write a purpose topic's current views (one row per member record) to Parquet or CSV."""
-    from caselink.analyst import export, read_purpose
+    """Write a purpose topic's current views (one row per member record, typed columns) to Parquet
+    or CSV. Exit 1, writing nothing, when the purpose has no topic or no views (see --allow-empty)."""
+    from caselink.analyst import NoSuchPurposeError, export, read_purpose, why_empty
+    from caselink.output import reading
 
+    settings = get_settings()
+    if out.suffix not in (".parquet", ".csv"):
+        fail(f"export to .parquet or .csv, not {out.suffix or 'a file without an extension'}")
     try:
-        frame = read_purpose(purpose, since)
-        path = export(frame, out)
-    except ValueError as exc:
+        with reading(f"reading caselink.cases.{purpose}") as progress:
+            frame = read_purpose(purpose, since, settings, progress)
+    except (NoSuchPurposeError, ValueError) as exc:
         fail(str(exc))
-    emit({"path": str(path), "rows": len(frame), "citizens": int(frame["citizen_ref"].nunique())}, as_json,
-         f"wrote {len(frame):,} member rows of {frame['citizen_ref'].nunique():,} citizens to {path}")
+    if frame.empty and not allow_empty:
+        window = f" released since {since}" if since else ""
+        fail(f"no views{window} on caselink.cases.{purpose}; nothing written: {why_empty(purpose, settings)}")
+    path = export(frame, out)
+    dates = frame.attrs.get("dates_not_calendar_dates", 0)
+    emit({"path": str(path), "rows": len(frame), "citizens": int(frame["citizen_ref"].nunique()),
+          "columns": {c: str(t) for c, t in frame.dtypes.items()}, "dates_of_birth_not_calendar_dates": dates},
+         as_json, f"wrote {len(frame):,} member rows of {frame['citizen_ref'].nunique():,} citizens to {path}"
+         + (f" ({dates:,} dates of birth empty: not calendar dates)" if dates else ""))
 
 
 def rebuild_command(
@@ -269,15 +308,12 @@ def rebuild_command(
     if as_json:
         emit(report, True)
         return
-    table = Table(title=f"live index vs rebuilt with {chosen.version}", title_justify="left")
-    table.add_column("")
-    table.add_column("citizens", justify="right")
-    for label, key in (("live citizens", "live_citizens"), ("rebuilt citizens", "rebuilt_citizens"),
-                       ("unchanged", "unchanged"), ("merged with others", "merged"), ("split apart", "split"),
-                       ("otherwise changed", "changed"), ("records only in the rebuild", "new_records"),
-                       ("records only in the live index", "missing_records")):
-        table.add_row(label, f"{report[key]:,}")
-    console.print(table)
+    show_table(f"live index vs rebuilt with {chosen.version}", ("", "citizens"),
+               [(label, f"{report[key]:,}") for label, key in (
+                   ("live citizens", "live_citizens"), ("rebuilt citizens", "rebuilt_citizens"),
+                   ("unchanged", "unchanged"), ("merged with others", "merged"), ("split apart", "split"),
+                   ("otherwise changed", "changed"), ("records only in the rebuild", "new_records"),
+                   ("records only in the live index", "missing_records"))], right=("citizens",))
     for kind in ("merged", "split", "changed"):
         for ex in report["examples"][kind]:
             console.print(f"[bold]{kind}[/] {escape(str(ex))}")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 from rich.markup import escape
 
-from caselink.output import console, err_console, fail
+from caselink.core.settings import get_settings
+from caselink.output import console, err_console, fail, note, reading
 
 # Each command imports what it drives inside its body, so that `caselink --help` and every other
 # command start without loading settings, Kafka clients, pandas or Faust (CLI start-up time,
 # docs/benchmarks.md). Imports for type annotations only sit under TYPE_CHECKING.
 
 
-def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel: str = "warn") -> None:
+def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel: str | None = None) -> None:
     """Serve the web API, then start the linker thread (it rebuilds the index from the link input),
     the normaliser processes and, if configured, the gate.
 
@@ -35,8 +37,13 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
     from caselink.linkage.deployment import load_model
     from caselink.streams.app import create_app
     from caselink.streams.linker_loop import LinkerLoop
+    from caselink.streams.metrics import keep_only
 
     settings = get_settings()
+    loglevel = loglevel or settings.log.level
+    from caselink.core.logs import configure, logging_config
+
+    configure(settings, loglevel, role="worker")
     if web_port is not None:
         settings.worker.web_port = web_port
     if app_id is not None:
@@ -61,6 +68,7 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
         fail(str(exc))
     linker = LinkerLoop(settings, model, f"{settings.worker.app_id}-linker")
     gate = None
+    keep_only(linker=True, gate=settings.consent.in_worker)
     if settings.consent.in_worker:
         from caselink.streams.consent.gate_loop import GateLoop
 
@@ -85,11 +93,19 @@ def run_worker(web_port: int | None = None, app_id: str | None = None, loglevel:
     app = create_app(settings, linker, gate, normalise=normalisers is None, normalisers=normalisers,
                      on_listening=start_linking)
 
-    sys.argv = ["caselink-worker", "worker", "--loglevel", loglevel, "--web-port", str(settings.worker.web_port),
-                "--web-host", settings.worker.web_host]
-    err_console.print(f"worker {settings.worker.app_id} starting: model {model.version}, web "
-                      f"http://{settings.worker.web_host}:{settings.worker.web_port}", highlight=False)
-    app.main()
+    import logging
+
+    from faust import Worker
+
+    web_url = f"{settings.web.scheme}://{settings.worker.web_host}:{settings.worker.web_port}"
+    app.conf.canonical_url = web_url  # type: ignore[assignment]  # faust's setter takes a str; its getter says URL
+    logging.getLogger("caselink.worker").info("worker %s starting: model %s, web %s, log level %s",
+                                              settings.worker.app_id, model.version, web_url, loglevel)
+    # Faust's worker, without its command line: no banner (it wrote terminal escape codes into
+    # log files and named the web app, not caselink), and caselink's log format for its loggers too.
+    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
+                    logging_config=logging_config(settings, loglevel, role="worker"))
+    worker.execute_from_commandline()
 
 
 def ensure_port_free(host: str, port: int) -> None:
@@ -102,37 +118,87 @@ def ensure_port_free(host: str, port: int) -> None:
         probe.listen(1)
 
 
-def tail(topic: str, as_json: bool = False, limit: int = 0) -> None:
-    """Print a topic's messages decoded (everything currently on it)."""
-    from caselink.core.kafka import read_to_end
-    from caselink.core.settings import get_settings
+def tail(topic: str, as_json: bool = False, limit: int = 0, follow: bool = False) -> None:
+    """Print a topic's messages decoded: everything on it now (the last ``limit``), then, with
+    ``follow``, each new message as it arrives until interrupted. A topic that does not exist is an
+    error; one with nothing on it says so (with why, for a purpose) and exits 1 unless following."""
+    import uuid
+
+    from caselink.core.kafka import consumer, iter_to_end
+
+    settings = get_settings()
+    if "." not in topic:  # a purpose name: its topic
+        from caselink.analyst import NoSuchPurposeError, require_purpose_topic
+
+        purpose = topic
+        try:
+            topic = require_purpose_topic(purpose, settings)
+        except NoSuchPurposeError as exc:
+            fail(str(exc))
+    else:
+        purpose = None
+    c = consumer(settings, f"caselink-reader-{uuid.uuid4().hex[:12]}")
+    try:
+        md = c.list_topics(topic, timeout=10)
+        if topic not in md.topics or md.topics[topic].error is not None:
+            fail(f"no topic {topic} (`caselink topics list` shows caselink's topics)")
+        ends: dict[tuple[str, int], int] = {}
+        printed = 0
+        with reading(f"reading {topic}") as progress:
+            messages = iter_to_end(c, [topic], progress=progress, ends_out=ends)
+            if limit:
+                from collections import deque
+
+                messages = iter(deque(messages, maxlen=limit))
+            for msg in messages:
+                _print_message(msg, as_json)
+                printed += 1
+        if not printed and not follow:
+            why = ""
+            if purpose is not None:
+                from caselink.analyst import why_empty
+
+                why = f": {why_empty(purpose, settings)}"
+            fail(f"{topic} has no messages{why}")
+        if follow:
+            from confluent_kafka import TopicPartition
+
+            c.assign([TopicPartition(t, p, offset) for (t, p), offset in ends.items()])
+            note(f"following {topic} (Ctrl-C to stop)")
+            try:
+                while True:
+                    for msg in c.consume(500, timeout=0.5):
+                        if not msg.error():
+                            _print_message(msg, as_json)
+                    sys.stdout.flush()
+            except KeyboardInterrupt:
+                return
+    finally:
+        c.close()
+
+
+def _print_message(msg: Any, as_json: bool) -> None:
     from caselink.schemas import UndecodableEventError, default_serde
 
     serde = default_serde()
-    if "." not in topic:  # a purpose name: its topic
-        from caselink.infra.topics import purpose_topic
-
-        topic = purpose_topic(topic)
-    messages = read_to_end(get_settings(), [topic])
-    if limit:
-        messages = messages[-limit:]
-    for msg in messages:
-        key = msg.key().decode(errors="replace") if msg.key() else None
-        if msg.value() is None:
-            record: object = None
-            name = "tombstone"
-        else:
-            try:
-                name, record = serde.decode(msg.value(), topic=msg.topic(), partition=msg.partition(),
-                                            offset=msg.offset())
-            except UndecodableEventError as exc:
-                name, record = "undecodable", str(exc)
-        if as_json:
-            sys.stdout.write(json.dumps({"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
-                                         "key": key, "type": name, "value": record}, default=_default) + "\n")
-        else:
-            console.print(f"[dim]{msg.partition()}@{msg.offset()}[/] [bold]{escape(str(key))}[/] {name}: "
-                          f"{escape(_summary(name, record))}", highlight=False)
+    key = msg.key().decode(errors="replace") if msg.key() else None
+    if msg.value() is None:
+        record: object = None
+        name = "tombstone"
+    else:
+        try:
+            name, record = serde.decode(msg.value(), topic=msg.topic(), partition=msg.partition(),
+                                        offset=msg.offset())
+        except UndecodableEventError as exc:
+            name, record = "undecodable", str(exc)
+    where = f"{msg.partition()}@{msg.offset()}"
+    if as_json:
+        sys.stdout.write(json.dumps({"topic": msg.topic(), "partition": msg.partition(),
+                                     "offset": msg.offset(), "id": where, "key": key, "type": name,
+                                     "value": record}, default=_default) + "\n")
+    else:
+        console.print(f"[dim]{where}[/] [bold]{escape(str(key))}[/] {name}: {escape(_summary(name, record))}",
+                      highlight=False)
 
 
 def _default(value: object) -> object:
@@ -156,7 +222,7 @@ def _summary(name: str, record: object) -> str:
     if name == "DeadLetter":
         return f"{record['stage']}: {record['error']}"
     if name == "GatedCase":
-        members = ", ".join(f"{m['agency']}:{m['record_ref'][:16]}({len(m['fields'])} fields, {len(m['cases'])} cases)"
+        members = ", ".join(f"{m['record_ref'][:24]}({len(m['fields'])} fields, {len(m['cases'])} cases)"
                             for m in record["members"])
         return f"{record['basis'][:60]} [{members}]"
     if name == "Disclosure":
@@ -173,16 +239,19 @@ def run_gate(web_port: int | None = None, app_id: str | None = None) -> None:
     from caselink.core.settings import get_settings
     from caselink.linkage.runtime import tune_gc_for_large_index
     from caselink.streams.consent.gate_process import serve
-    from caselink.streams.metrics import observe_gc_pauses
+    from caselink.streams.metrics import keep_only, observe_gc_pauses
 
     tune_gc_for_large_index()
     observe_gc_pauses()
+    keep_only(linker=False, gate=True)
 
     settings = get_settings()
     if app_id is not None:
         settings.worker.app_id = app_id
     port = web_port or settings.consent.web_port
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
-    err_console.print(f"consent gate for app {settings.worker.app_id} starting; health http://"
-                      f"{settings.worker.web_host}:{port}/health", highlight=False)
+    from caselink.core.logs import configure
+
+    configure(settings, role="gate")
+    logging.getLogger("caselink.gate").info("consent gate for app %s starting; health http://%s:%d/health",
+                                            settings.worker.app_id, settings.worker.web_host, port)
     serve(settings, port)

@@ -84,6 +84,7 @@ def group_lags(settings: Settings, timeout: float = 10.0) -> list[GroupLag]:
                 _lo, hi = watermarks(probe, TopicPartition(tp.topic, tp.partition), timeout)
                 lag.partitions.append({"topic": tp.topic, "partition": tp.partition, "committed": tp.offset,
                                        "end": hi, "lag": max(0, hi - tp.offset)})
+            lag.partitions.sort(key=lambda p: (p["topic"], p["partition"]))
             out.append(lag)
     finally:
         probe.close()
@@ -159,6 +160,40 @@ def worker_health(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:
                        timeout, settings.web.tls_certfile)
 
 
+def gate_health(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:
+    """The consent gate's /health: its own process's (``caselink gate``, plain HTTP on
+    ``consent.web_port``), or the worker's ``gate`` part when it runs there (``consent.in_worker``)."""
+    if settings.consent.in_worker:
+        worker = worker_health(settings, timeout)
+        gate = worker.get("gate")
+        if gate is None:
+            return {"url": worker["url"], "status": worker.get("status", "unreachable"), "error": worker.get("error")}
+        return {"url": worker["url"], **gate, "status": worker.get("status"), "reason": worker.get("reason")}
+    return http_health(f"http://{settings.worker.web_host}:{settings.consent.web_port}/health", timeout)
+
+
+def records_in_index(settings: Settings, keys: set[str],
+                     progress: Callable[[int, int], None] | None = None) -> set[str]:
+    """Which of ``keys`` (agency:record_id) a live citizen on caselink.linked-cases holds now."""
+    from caselink.core.kafka import read_to_end
+    from caselink.infra.topics import LINKED_CASES_TOPIC
+    from caselink.schemas import default_serde
+
+    serde = default_serde()
+    latest: dict[bytes, bytes | None] = {}
+    for msg in read_to_end(settings, [LINKED_CASES_TOPIC], progress=progress):
+        latest[msg.key()] = msg.value()
+    found = set()
+    for value in latest.values():
+        if value is None:
+            continue
+        case = serde.decode(value, expect="LinkedCase")[1]
+        found |= {f"{m['agency']}:{m['source_record_id']}" for m in case["members"]} & keys
+        if found == keys:
+            break
+    return found
+
+
 # --------------------------------------------------------------------------- replay
 @dataclass
 class ReplayPlan:
@@ -183,6 +218,20 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     except ValueError:
         raise ValueError(f"{value!r} is neither an ISO time nor a duration like 30m, 2h, 7d") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_offsets(text: str) -> dict[int, int]:
+    """``0@1200,2@998`` (partition@offset, as `tail` and `dlq` print message ids; ``0:1200`` is
+    accepted too) as {partition: offset}; ValueError saying what is expected."""
+    out: dict[int, int] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        pieces = part.replace(":", "@").split("@")
+        if len(pieces) != 2 or not all(x.strip().isdigit() for x in pieces):
+            raise ValueError(f"--offsets: {part!r} is not partition@offset (two whole numbers, e.g. 0@1200,2@998)")
+        out[int(pieces[0])] = int(pieces[1])
+    if not out:
+        raise ValueError("--offsets: give partition@offset pairs, e.g. 0@1200,2@998")
+    return out
 
 
 def plan_replay(settings: Settings, topic: str, since: datetime | None = None,
@@ -270,11 +319,13 @@ def replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int], None]
 
 
 # --------------------------------------------------------------------------- dead letters
-def dead_letters(settings: Settings) -> list[tuple[Any, dict[str, Any]]]:
+def dead_letters(settings: Settings, progress: Callable[[int, int], None] | None = None
+                 ) -> list[tuple[Any, dict[str, Any]]]:
     """Every dead letter now on the topic, with its message (for its offset)."""
 
     serde = default_serde()
-    return [(m, serde.decode(m.value(), expect="DeadLetter")[1]) for m in read_to_end(settings, [DEAD_LETTER_TOPIC])]
+    return [(m, serde.decode(m.value(), expect="DeadLetter")[1])
+            for m in read_to_end(settings, [DEAD_LETTER_TOPIC], progress=progress)]
 
 
 def letter_id(msg: Any) -> str:
@@ -297,6 +348,25 @@ def redriven(settings: Settings) -> set[str]:
 
 class RedriveError(ValueError):
     """A dead letter that cannot be re-driven as it is (the reason says why)."""
+
+
+def letter_agency(msg: Any) -> str | None:
+    """The agency whose connector wrote a dead letter (its ``caselink-agency`` header), if it says."""
+    from caselink.connectors.base import AGENCY_HEADER
+
+    value = dict(msg.headers() or []).get(AGENCY_HEADER)
+    return value.decode() if value else None
+
+
+def check_letter_agency(msg: Any, agency: str, mapping_path: str) -> None:
+    """A connector row goes back only through a mapping of the agency whose connector wrote it."""
+    origin = letter_agency(msg)
+    if origin is None:
+        raise RedriveError("it does not say which agency's connector wrote it (written before caselink recorded "
+                           "that): load the fixed file again instead")
+    if origin != agency:
+        raise RedriveError(f"a row of {origin}'s connector, and {mapping_path} maps {agency}: give {origin}'s "
+                           "fixed mapping")
 
 
 def source_row(msg: Any, letter: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
@@ -348,6 +418,7 @@ def redrive(settings: Settings, letters: list[tuple[Any, dict[str, Any]]], mappi
             else:
                 if mapping is None:
                     raise RedriveError("a connector row: give the fixed mapping with --mapping")
+                check_letter_agency(msg, mapping.agency, mapping.path)
                 row = source_row(msg, letter, mapping.source)
                 try:
                     mapped = mapping.apply(row)

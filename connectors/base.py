@@ -68,6 +68,9 @@ class DeliveryStats:
     errors: list[str] = field(default_factory=list)
 
 
+AGENCY_HEADER = "caselink-agency"  # on a connector's dead letters: whose row it is
+
+
 class ConnectorSink:
     """Produces one connector's events and dead letters, and keeps its checkpoint."""
 
@@ -112,7 +115,11 @@ class ConnectorSink:
         self._counted = self.stats.produced
 
     def send_dead_letter(self, letter: dict[str, Any], headers: list[tuple[str, bytes]] | None = None) -> None:
+        """A dead letter, with the agency whose connector wrote it in its ``caselink-agency`` header
+        (the DeadLetter itself does not say, and `caselink dlq redrive --mapping` must not re-drive
+        one agency's row through another's mapping)."""
         value = self.serde.encode("DeadLetter", letter)
+        headers = [*(headers or []), (AGENCY_HEADER, self.agency.encode())]
         self._produce(DEAD_LETTER_TOPIC, letter["origin"].encode(), value, headers)
         self.stats.dead_letters += 1
         DEAD_LETTERS.labels(self.name, letter["error_type"]).inc()

@@ -55,6 +55,50 @@ def iter_source(path: Path, mapping: AgencyMapping, skip: int = 0) -> Iterator[S
     raise ValueError(f"{mapping.path}: source.kind {kind!r} is not a file kind (csv, jsonl)")
 
 
+class SourceMismatchError(ValueError):
+    """The file does not have the columns the mapping reads: nothing was sent, nothing checkpointed."""
+
+
+JSON_ROWS_CHECKED = 100
+
+
+def check_source(path: Path, mapping: AgencyMapping) -> list[str]:
+    """Compare the file's columns with the mapping before anything is produced; raise
+    SourceMismatchError naming each column the mapping reads and the file lacks (with the mapping
+    file's line) and the file's own columns; return warnings about alternative columns missing.
+
+    A CSV is checked against its header. A JSONL file has no header: its first rows' keys stand
+    in, and only the record id, version and op columns are required of them (a field absent from
+    a hundred rows may still be on others)."""
+    kind = source_kind(path, mapping)
+    columns: set[str] = set()
+    if kind == "csv":
+        from caselink.connectors.readers import parse_csv_row
+
+        header = csv_header_bytes(path, mapping.source.get("encoding", "utf-8"))
+        if not header.strip():
+            raise SourceMismatchError(f"{path}: empty file (no header line)")
+        try:
+            names = parse_csv_row(header, header, mapping.source.get("delimiter", ","),
+                                  mapping.source.get("encoding", "utf-8"))
+        except ValueError:
+            return []  # a header csv cannot read: its rows become dead letters with the reason
+        columns = {c.strip() for c in names}
+    else:
+        for i, row in enumerate(iter_source(path, mapping)):
+            if i >= JSON_ROWS_CHECKED:
+                break
+            if row.data is not None:
+                columns |= set(row.data)
+        if not columns:
+            return []
+    errors, warnings = mapping.missing_columns(columns, partial=kind != "csv")
+    if errors:
+        shown = ", ".join(sorted(columns)[:40]) + (" ..." if len(columns) > 40 else "")
+        raise SourceMismatchError("; ".join(errors) + f". {path.name} has: {shown}. Nothing was sent.")
+    return warnings
+
+
 @dataclass
 class LoadReport:
     path: str
@@ -66,6 +110,7 @@ class LoadReport:
     workers: int = 1
     last_row: int = 0
     damaged_checkpoints: list[dict[str, Any]] = field(default_factory=list)  # skipped, with why
+    warnings: list[str] = field(default_factory=list)
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -153,6 +198,7 @@ class FileConnector:
         them) saves reading the topic again when the caller has just read it."""
         started = time.monotonic()
         path = Path(path)
+        warnings = check_source(path, self.mapping) if self.shard is None else []  # load_parallel checked
         stat = path.stat()
         identity = _identity(path, stat)
         # An idempotent producer's first acknowledgement takes half a second (librdkafka asks
@@ -163,7 +209,7 @@ class FileConnector:
         self._files_state = checkpoints.get(self.name, {}).get("files", {})
         skip = resume_point(checkpoints, self.name, identity) if resume else 0
         report = LoadReport(str(path), resumed_from=skip,
-                            damaged_checkpoints=[asdict(d) for d in self.damaged_checkpoints])
+                            damaged_checkpoints=[asdict(d) for d in self.damaged_checkpoints], warnings=warnings)
         fallback_version = int(stat.st_mtime * 1000)
         occurred_at = datetime.fromtimestamp(stat.st_mtime, UTC)
         bar = tqdm(total=stat.st_size, unit="B", unit_scale=True, disable=not progress,
@@ -239,6 +285,7 @@ class FileConnector:
         if workers <= 1:
             return self.load(path, progress, resume)
         path = Path(path)
+        warnings = check_source(path, self.mapping)
         started = time.monotonic()
         checkpoints = self._read_checkpoints()  # once here, not once per worker
         damaged = self.damaged_checkpoints
@@ -280,7 +327,7 @@ class FileConnector:
                           dead_letters=sum(r.dead_letters for r in reports),
                           resumed_from=min(r.resumed_from for r in reports),
                           seconds=time.monotonic() - started, workers=workers,
-                          damaged_checkpoints=[asdict(d) for d in damaged])
+                          damaged_checkpoints=[asdict(d) for d in damaged], warnings=warnings)
 
     def _read_checkpoints(self) -> dict[str, dict[str, Any]]:
         """This agency's checkpoints; damaged ones are skipped and kept in ``damaged_checkpoints``."""
@@ -349,5 +396,6 @@ def resolve_source_path(mapping: AgencyMapping, override: Path | None = None) ->
     return (Path(mapping.path).parent / rel).resolve()
 
 
-__all__ = ["FileConnector", "LoadReport", "iter_source", "read_csv", "read_jsonl", "resolve_source_path",
+__all__ = ["FileConnector", "LoadReport", "SourceMismatchError", "check_source", "iter_source", "read_csv",
+           "read_jsonl", "resolve_source_path",
            "resume_point", "shard_of"]

@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
@@ -33,7 +34,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field, field_validator
 
 from caselink.core.kafka import idempotent_producer
@@ -128,6 +129,11 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+INGEST_REQUESTS = Counter("caselink_ingest_requests_total", "HTTP ingest requests", ["route", "agency", "status"])
+INGEST_SECONDS = Histogram("caselink_ingest_request_seconds", "HTTP ingest request latency, body read to answer",
+                           ["route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
 class Accepted(BaseModel):
     accepted: int
     event_ids: list[str]
@@ -152,6 +158,25 @@ def create_ingest_app(settings: Settings, check_consents: ConsentCheck) -> FastA
     out = _Publisher(idempotent_producer(settings, **{"linger.ms": 2}))
     produce_people = _person_routes(app, settings, authorise, out)
     _consent_routes(app, settings, authorise, out, check_consents, produce_people)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Any:
+        """Requests and their latency by route and status (the route's template, so that one
+        agency's thousand record ids are one series)."""
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            if template not in ("/metrics", "/health"):
+                agency = request.path_params.get("agency", "") if route is not None else ""
+                agency = agency if agency in settings.agencies or not agency else "unknown"  # bounded labels
+                INGEST_REQUESTS.labels(template, agency, str(status)).inc()
+                INGEST_SECONDS.labels(template).observe(time.perf_counter() - started)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Any:

@@ -76,6 +76,7 @@ class FieldSpec:
     default: Any = None
     required: bool = False
     case: str | None = None
+    line: int = field(default=0, compare=False)  # where the mapping file gives it, for error messages
 
     def raw(self, row: Mapping[str, Any], path: str) -> list[Any]:
         if self.value is not None:
@@ -260,8 +261,9 @@ def _lookup(row: Mapping[str, Any], source: str) -> Any:
 
 
 def _field(spec: Any, where: str, file: str, node: Any = None) -> FieldSpec:
+    line = _line(node, where.rsplit(".", 1)[-1]) if node is not None else 0
     if isinstance(spec, str):
-        return FieldSpec(sources=(spec,))
+        return FieldSpec(sources=(spec,), line=line)
     if not isinstance(spec, dict):
         raise MappingError(f"{file}:{_line(node)}: {where} must be a column name or a mapping")
     unknown = set(spec) - FIELD_KEYS
@@ -301,6 +303,7 @@ def _field(spec: Any, where: str, file: str, node: Any = None) -> FieldSpec:
         default=spec.get("default"),
         required=bool(spec.get("required", False)),
         case="lower" if spec.get("lower") else ("upper" if spec.get("upper") else None),
+        line=line,
     )
 
 
@@ -340,6 +343,50 @@ class AgencyMapping:
         """The canonical pieces of one source row, or RowError."""
         return self._apply(row)
 
+    def specs(self) -> list[tuple[str, FieldSpec, bool]]:
+        """Every field spec as (path, spec, is_key): the key parts (record id, version, op) decide
+        whether a row can be an event at all."""
+        out: list[tuple[str, FieldSpec, bool]] = [("record_id", self.record_id, True)]
+        out += [("version", self.version, True)] if self.version is not None else []
+        out += [("op", self.delete_when, True)] if self.delete_when is not None else []
+        out += [(f"fields.{k}", v, False) for k, v in {**self.scalars, **self.lists}.items()]
+        out += [(f"fields.identifiers.{k}", v, False) for k, v in self.identifiers.items()]
+        out += [(f"fields.addresses[{i}].{k}", v, False) for i, a in enumerate(self.addresses)
+                for k, v in a.fields.items()]
+        out += [(f"cases[{i}].{k}", v, False) for i, c in enumerate(self.cases) for k, v in c.items()]
+        return out
+
+    def missing_columns(self, columns: set[str], partial: bool = False) -> tuple[list[str], list[str]]:
+        """Check a source's columns (a CSV header; for JSON, the keys seen on its first rows)
+        against the mapping before anything is sent. Returns (errors, warnings):
+
+        * error: a key part (record id, version, op) or any field none of whose columns is there:
+          every row would be a dead letter, or the field would never be filled;
+        * warning: a field some of whose alternative columns are missing.
+
+        ``partial``: ``columns`` are only what some rows showed (JSON), so only key parts count."""
+        errors, warnings = [], []
+        for path, spec, key in self.specs():
+            if not spec.sources or (partial and not key):
+                continue
+            absent = [c for c in spec.sources if c not in columns and c.split(".", 1)[0] not in columns]
+            if not absent:
+                continue
+            where = f"{self.path}:{spec.line}" if spec.line else self.path
+            quoted = ", ".join(repr(c) for c in absent)
+            if len(absent) == len(spec.sources):
+                errors.append(f"{where}: {path} reads column(s) {quoted}, which the source does not have")
+            else:
+                warnings.append(f"{where}: {path}: column(s) {quoted} not in the source (the others are used)")
+        return errors, warnings
+
+
+def _missing_id(spec: FieldSpec) -> str:
+    """What a row without a record id is told: which column(s) were empty."""
+    if not spec.sources:
+        return "missing record id"
+    return f"missing record id: column {', '.join(repr(c) for c in spec.sources)} is empty on this row"
+
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
@@ -372,7 +419,7 @@ def reference_apply(m: AgencyMapping, row: Mapping[str, Any]) -> MappedRow:
 
     rid = key_part(m.record_id, "record_id")
     if rid is None or str(rid).strip() == "":
-        raise RowError("record_id", "missing record id")
+        raise RowError("record_id", _missing_id(m.record_id))
     ver = _version_number(key_part(m.version, "version")) if m.version is not None else None
     deleted = False
     if m.delete_when is not None:
@@ -515,7 +562,7 @@ def _compile_apply(m: AgencyMapping) -> Callable[[Mapping[str, Any]], MappedRow]
     w.emit("quality = []")
     w.guarded("record_id", "rid", lambda: w.scalar(m.record_id, "record_id", "rid"), "key")
     w.emit("if rid is None or str(rid).strip() == '':")
-    w.emit("raise RowError('record_id', 'missing record id')", 2)
+    w.emit(f"raise RowError('record_id', {_missing_id(m.record_id)!r})", 2)
     if m.version is not None:
         version = m.version
         w.guarded("version", "ver", lambda: w.scalar(version, "version", "ver"), "key")

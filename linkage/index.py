@@ -177,6 +177,12 @@ class CitizenIndex:
         """A reviewer's decision: must-link (an edge that always holds) or cannot-link (never)."""
         return self._handing_over(self._apply_review(a, b, same))
 
+    def undo_review(self, a: str, b: str) -> LinkResult:
+        """Take back a reviewer's decision about a pair: the pair is weighed again as if nobody had
+        decided (linked if it scores above the link threshold, open for review again if it scores in
+        the review band), and the citizens it touches are re-partitioned."""
+        return self._handing_over(self._undo_review(a, b))
+
     def _handing_over(self, result: LinkResult) -> LinkResult:
         """The change's size-guard refusals go with its result."""
         result.guarded.extend(self._guarded)
@@ -264,6 +270,33 @@ class CitizenIndex:
         changed, retired, new = self._recluster(touched, members)
         outcome = "MERGED" if retired else ("SPLIT" if new else "UPDATED")
         return LinkResult(a, outcome, self.citizen_of(a), changed=changed, retired=retired)
+
+    def _undo_review(self, a: str, b: str) -> LinkResult:
+        pair = (a, b) if a < b else (b, a)
+        if a not in self.records or b not in self.records:
+            return LinkResult(a, "REJECTED", self.citizen_of(a), reason="both records must be in the index")
+        if pair not in self.must_link and pair not in self.cannot_link:
+            return LinkResult(a, "REJECTED", self.citizen_of(a), reason="no reviewer's decision about them to undo")
+        self.seq += 1
+        self.must_link.discard(pair)
+        self.cannot_link.discard(pair)
+        self.edges.get(a, {}).pop(b, None)
+        self.edges.get(b, {}).pop(a, None)
+        weight, _levels = self.model.score(self.records[a].record, self.records[b].record)
+        if weight >= self.model.link_weight:
+            self._add_edge(a, b, weight)
+        touched = {self.records[a].citizen_id, self.records[b].citizen_id}
+        members = set().union(*(self.citizens[c].members for c in touched))
+        changed, retired, new = self._recluster(touched, members)
+        review = []
+        if (self.model.review_weight <= weight < self.model.link_weight
+                and self.records[a].citizen_id != self.records[b].citizen_id):
+            self.review[pair] = weight
+            self._review_partners.setdefault(a, set()).add(b)
+            self._review_partners.setdefault(b, set()).add(a)
+            review = [(a, b, weight)]
+        outcome = "MERGED" if retired else ("SPLIT" if new else "UPDATED")
+        return LinkResult(a, outcome, self.citizen_of(a), changed=changed, retired=retired, review=review)
 
     # ----------------------------------------------------------------- internals
     def _keys(self, record: LinkRecord) -> list[str]:

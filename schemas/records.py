@@ -203,6 +203,7 @@ class Disclosure(TypedDict):
     fields: list[str]
     basis: str | None
     reason: str | None
+    overrides: list[str]
     policy_version: str
     recipient_topic: str
     recipient_key: str | None
@@ -226,8 +227,9 @@ class DeadLetter(TypedDict):
 
 
 class ReviewDecision(TypedDict):
-    """A person's verdict on a possible match; the linker applies it as must-link or cannot-link.
-    Travels on caselink.link-input so it is ordered with the record changes it affects."""
+    """A person's verdict on a possible match (or an undo, or a 'not sure' note: see action); the
+    linker applies it as must-link or cannot-link. Travels on caselink.link-input so it is ordered
+    with the record changes it affects."""
 
     decision_id: str
     left_record: str
@@ -236,6 +238,7 @@ class ReviewDecision(TypedDict):
     decided_by: str
     reason: str | None
     decided_at: datetime
+    action: str | None
 
 Op = Literal["UPSERT", "DELETE"]
 ConsentStatus = Literal["ACTIVE", "WITHDRAWN"]

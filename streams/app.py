@@ -16,9 +16,11 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,12 +29,16 @@ from caselink.infra.topics import LINK_INPUT_TOPIC, cluster_defaults, person_eve
 from caselink.linkage.deployment import load_model
 from caselink.schemas import default_serde
 from caselink.streams import metrics
+from caselink.streams.chart_data import citizen_graph, live_weights, sample_persons
+from caselink.streams.charts import page
 from caselink.streams.consent.gate_loop import GateLoop
-from caselink.streams.linker_core import LinkerCore
+from caselink.streams.data_charts import cluster_svg, completeness, completeness_svg
 from caselink.streams.linker_loop import LinkerLoop
+from caselink.streams.model_charts import mu_svg, threshold_marks, weights_histogram_svg
 from caselink.streams.normaliser_core import Normaliser
 from caselink.streams.normaliser_processes import MergedRegistry, NormaliserProcesses
 from caselink.streams.review_page import render_login_page, render_review_page, threshold_weight
+from caselink.streams.review_view import open_pairs, pairs_between
 from caselink.streams.sink import BatchSink, broker_wait
 from caselink.streams.web_auth import COOKIE, Authenticator, Principal, Refusal, refused
 from faust.web import View
@@ -229,36 +235,50 @@ def health_report(linker: LinkerLoop, gate: GateLoop | None, normalisers: Normal
         body["gate"] = gate.status()
         if gate.error is not None or not gate.is_alive():
             body["status"] = "failed"
-        elif gate.policy_error and body["status"] == "ok":
-            body["status"] = "degraded"  # linking goes on; nothing is released until the policy is fixed
+        elif (gate.policy_error or gate.warnings) and body["status"] == "ok":
+            body["status"] = "degraded"  # linking goes on; nothing (or not all) is released until fixed
+            body["reason"] = (f"the consent policy is invalid: {gate.policy_error}" if gate.policy_error
+                              else "; ".join(gate.warnings))
     return body
 
 
-def review_items(core: LinkerCore, limit: int, with_people: bool) -> tuple[list[dict[str, Any]], int]:
-    """The open review pairs, strongest first (at most ``limit``), each with its score explained,
-    and how many are open. Call with the linker's lock held."""
-    index = core.index
-    items = []
-    for (a, b), w in sorted(index.review.items(), key=lambda kv: -kv[1])[:limit]:
-        item = {"left": a, "right": b, "match_weight": w, "match_probability": core.model.probability(w),
-                "explanation": [f.__dict__ for f in core.model.explain(index.records[a].record,
-                                                                       index.records[b].record)]}
-        if with_people:
-            item["left_person"], item["right_person"] = core.person(a), core.person(b)
-        items.append(item)
-    return items, len(index.review)
+@dataclass(frozen=True)
+class ReviewRequest:
+    """A reviewer's request: a verdict on a pair (``decide``), an undo of the pair's verdict, or
+    ``not_sure`` (a note on the pair, which stays open)."""
+
+    left: str
+    right: str
+    action: str
+    same_person: bool | None
+    reason: str | None
 
 
-def review_decision(body: Any, by: str, now: datetime) -> dict[str, Any]:
-    """A ReviewDecision from a reviewer's request body; ValueError (or KeyError, TypeError) says
-    what is wrong with it. ``by`` is who signed in, never a name typed in the request."""
-    left, right = str(body["left"]), str(body["right"])
-    same = body["same_person"]
-    if not isinstance(same, bool):
+def review_request(body: Any) -> ReviewRequest:
+    """A reviewer's request body checked; ValueError (or KeyError, TypeError) says what is wrong."""
+    left, right = sorted((str(body["left"]), str(body["right"])))
+    action = body.get("action") or "decide"
+    if action not in ("decide", "undo", "not_sure"):
+        raise ValueError("action must be decide, undo or not_sure")
+    same = body.get("same_person")
+    if action == "decide" and not isinstance(same, bool):
         raise ValueError("same_person must be true or false")
-    pair = sorted((left, right))
-    return {"decision_id": str(uuid.uuid4()), "left_record": pair[0], "right_record": pair[1],
-            "same_person": same, "decided_by": by, "reason": body.get("reason"), "decided_at": now}
+    reason = body.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
+        raise ValueError("reason must be text of at most 2,000 characters")
+    if action == "not_sure" and not (reason or "").strip():
+        raise ValueError("say in a note what would settle it")
+    return ReviewRequest(left, right, action, same if isinstance(same, bool) else None, reason or None)
+
+
+def review_decisions(review: ReviewRequest, pairs: list[tuple[str, str]], by: str,
+                     now: datetime) -> list[dict[str, Any]]:
+    """The ReviewDecisions for a request, one per pair it settles. ``by`` is who signed in, never a
+    name typed in the request."""
+    return [{"decision_id": str(uuid.uuid4()), "left_record": a, "right_record": b,
+             "same_person": bool(review.same_person), "decided_by": by, "reason": review.reason,
+             "decided_at": now, "action": None if review.action == "decide" else review.action}
+            for a, b in pairs]
 
 
 # ---------------------------------------------------------------------- the pages
@@ -339,18 +359,24 @@ def _review_pages(app: faust.App, linker: LinkerLoop, allowed: Allowed) -> None:
     serde = default_serde()
     decisions_out = idempotent_producer(linker.settings)
 
+    def signed_in(web: Any, request: Any, role: str = "reader") -> Principal | Any:
+        """The principal, or for a browser that has not signed in the sign-in page, then back here."""
+        who = allowed(web, request, role)
+        if not isinstance(who, Principal) and who.status == 401 and not request.headers.get("Authorization"):
+            return web.html("", status=303, headers={"Location": f"/login?next={request.path}"})
+        return who
+
     @app.page("/review/ui")
     async def review_ui(web: Any, request: Any) -> Any:
-        who = allowed(web, request, "reader")
+        who = signed_in(web, request)
         if not isinstance(who, Principal):
-            if who.status == 401 and not request.headers.get("Authorization"):
-                return web.html("", status=303, headers={"Location": "/login?next=/review/ui"})
             return who
         with linker.lock:
-            items, total = review_items(linker.core, 200, with_people=True)
-        model = linker.core.model
+            items, total = open_pairs(linker.core)
+            model = linker.core.model
         return web.html(render_review_page(items, total, threshold_weight(model.link_threshold),
-                                           threshold_weight(model.review_threshold), who.name, who.may("reviewer")))
+                                           threshold_weight(model.review_threshold), who.name, who.may("reviewer"),
+                                           model.link_threshold, model.review_threshold))
 
     @app.page("/review/decide")
     class Decide(View):
@@ -361,20 +387,39 @@ def _review_pages(app: faust.App, linker: LinkerLoop, allowed: Allowed) -> None:
             try:
                 if request.content_type != "application/json":
                     raise ValueError("the body must be application/json")
-                decision = review_decision(await request.json(), who.name, datetime.now(UTC))
+                review = review_request(await request.json())
             except (KeyError, ValueError, TypeError) as exc:
                 return self.json({"error": f"bad request: {exc}"}, status=400)
-            pair = (decision["left_record"], decision["right_record"])
+            left, right, action = review.left, review.right, review.action
+            pair = (left, right)
+            if action == "undo":
+                # The decision being undone may still be on its way through the link input (a
+                # reviewer who presses undo at once): give the linker a moment to apply it.
+                for _ in range(50):
+                    with linker.lock:
+                        index = linker.core.index
+                        if pair in index.must_link or pair in index.cannot_link:
+                            break
+                    await asyncio.sleep(0.1)
+                else:
+                    return self.json({"error": f"no decision about {left} / {right} to undo"}, status=409)
             with linker.lock:
-                if pair not in linker.core.index.review and not all(k in linker.core.index.records for k in pair):
-                    return self.json({"error": f"no open pair {pair[0]} / {pair[1]}"}, status=404)
-            decisions_out.produce(LINK_INPUT_TOPIC, serde.encode("ReviewDecision", decision, check=True),
-                                  key=pair[0].encode())
+                index = linker.core.index
+                if action == "not_sure" and pair not in index.review:
+                    return self.json({"error": f"no open pair {left} / {right}"}, status=404)
+                if action == "decide" and pair not in index.review and not all(k in index.records for k in pair):
+                    return self.json({"error": f"no open pair {left} / {right}"}, status=404)
+                pairs = pairs_between(linker.core, left, right, action, review.same_person)
+            decisions = review_decisions(review, pairs, who.name, datetime.now(UTC))
+            for decision in decisions:
+                decisions_out.produce(LINK_INPUT_TOPIC, serde.encode("ReviewDecision", decision, check=True),
+                                      key=decision["left_record"].encode())
             remaining = await asyncio.get_running_loop().run_in_executor(None, decisions_out.flush, 30.0)
             if remaining:
                 return self.json({"error": "Kafka did not acknowledge the decision; try again"}, status=503)
-            return self.json({"decision_id": decision["decision_id"], "status": "published",
-                              "decided_by": who.name}, status=202)
+            return self.json({"decision_id": decisions[0]["decision_id"], "status": "published",
+                              "decided_by": who.name, "action": action, "pairs": [list(p) for p in pairs]},
+                             status=202)
 
     @app.page("/review")
     async def review(web: Any, request: Any) -> Any:
@@ -382,5 +427,55 @@ def _review_pages(app: faust.App, linker: LinkerLoop, allowed: Allowed) -> None:
         if not isinstance(who, Principal):
             return who
         with linker.lock:
-            items, total = review_items(linker.core, 200, with_people=False)
-        return web.json({"open": total, "items": items})
+            items, total = open_pairs(linker.core)
+        return web.json({"open": total, "items": jsonable(items)})
+
+    @app.page("/charts/model")
+    async def chart_model(web: Any, request: Any) -> Any:
+        who = signed_in(web, request)
+        if not isinstance(who, Principal):
+            return who
+        model = linker.core.model
+        return web.html(page(f"How the computer weighs evidence (model {model.version})", (
+            "<p>For each comparison of two records, how often records of one person reach each level (m) and how "
+            "often two unrelated records do (u). Their ratio is the evidence: the weight, in doublings of the odds. "
+            f"A pair is linked from a total weight of {model.link_weight:+.2f} (probability {model.link_threshold:g}) "
+            f"and offered to a person from {model.review_weight:+.2f} ({model.review_threshold:g}).</p>"
+            + mu_svg(model) + '<p><a href="/charts/live">Charts of the live data</a> · '
+            '<a href="/review/ui">Possible matches to check</a></p>')))
+
+    @app.page("/charts/live")
+    async def chart_live(web: Any, request: Any) -> Any:
+        who = signed_in(web, request)
+        if not isinstance(who, Principal):
+            return who
+        with linker.lock:
+            weights = live_weights(linker.core)
+            persons = sample_persons(linker.core)
+            model = linker.core.model
+            records = len(linker.core.index.records)
+        shares, counts = completeness(persons)
+        sampled = f" (the first {len(persons):,} of {records:,})" if records > len(persons) else ""
+        return web.html(page("The live data", (
+            "<h2>Match weights of the links and of the pairs waiting for a person</h2>"
+            + weights_histogram_svg(weights, threshold_marks(model))
+            + f"<h2>How complete each agency's records are{sampled}</h2>" + completeness_svg(shares, counts)
+            + '<p><a href="/charts/model">How the computer weighs evidence</a> · '
+            '<a href="/review/ui">Possible matches to check</a></p>')))
+
+    @app.page("/charts/citizen/{citizen_id}")
+    async def chart_citizen(web: Any, request: Any, citizen_id: str) -> Any:
+        who = signed_in(web, request)
+        if not isinstance(who, Principal):
+            return who
+        with linker.lock:
+            live, nodes, edges = citizen_graph(linker.core, citizen_id)
+            model = linker.core.model
+        if live is None:
+            return web.html(page("No such person", f"<p>No live citizen {html.escape(citizen_id)}.</p>"), status=404)
+        note = f" (now {html.escape(live)})" if live != citizen_id else ""
+        return web.html(page(f"One person's records: {live}", (
+            f"<p>{html.escape(citizen_id)}{note}: {sum(1 for n in nodes if 'another person' not in n['label'])} "
+            "record(s) and the links that join them.</p>"
+            + cluster_svg(nodes, edges, model.link_weight, model.review_weight)
+            + '<p><a href="/review/ui">Possible matches to check</a></p>')))

@@ -21,7 +21,7 @@ from caselink.linkage.index import DEFAULT_MAX_CITIZEN_RECORDS, CitizenIndex, Li
 from caselink.linkage.model import LinkageModel
 from caselink.linkage.packed import unpack
 from caselink.schemas import default_serde
-from caselink.schemas.records import LinkDecision, LinkedCase, LinkOutcome, PersonEvent, ReviewDecision
+from caselink.schemas.records import LinkDecision, LinkedCase, LinkOutcome, Member, PersonEvent, ReviewDecision
 from caselink.streams.case_codec import LinkedCaseCodec, MemberParts
 from caselink.streams.decision_codec import DecisionCodec
 
@@ -70,6 +70,11 @@ class LinkerCore:
         self.citizen_versions: dict[str, int] = {}
         self.applied = 0
         self.last_outcome = ""
+        self.last_reason: str | None = None  # why, when the last outcome was REJECTED
+        # What reviewers said about each pair, in order ("left|right" -> [{by, action, same_person,
+        # note, at}]): shown beside the pair on the review page (a "not sure" note, an undo).
+        self.review_notes: dict[str, list[dict[str, Any]]] = {}
+        self.last_review: ReviewDecision | None = None  # the last ReviewDecision applied, for the log
 
     # ------------------------------------------------------------------ input
     def apply(self, value: bytes | None, topic: str | None = None, partition: int | None = None,
@@ -78,6 +83,7 @@ class LinkerCore:
         used instead of standardising the event again when they were made by this code."""
         name, record, spans = self.serde.decode_spans(value, topic=topic, partition=partition, offset=offset)
         self.applied += 1
+        self.last_review = None
         if name == "PersonEvent":  # the serde checked it against the schema these classes are generated from
             return self._person_event(cast(PersonEvent, record), value, spans, packed)
         if name == "ReviewDecision":
@@ -110,13 +116,34 @@ class LinkerCore:
         return self._outputs(result, event["event_id"], version, at)
 
     def _review_decision(self, decision: ReviewDecision) -> list[Outgoing]:
-        result = self.index.apply_review(decision["left_record"], decision["right_record"],
-                                         decision["same_person"])
+        """A verdict (must-link or cannot-link), an undo of the pair's verdict, or "not sure" (a note
+        on the pair, which stays open). Each is kept in ``review_notes``."""
+        left, right = sorted((decision["left_record"], decision["right_record"]))
+        action = decision.get("action") or "decide"
+        self.last_review = decision
+        note = {"by": decision["decided_by"], "action": action, "same_person": decision["same_person"],
+                "note": decision.get("reason"), "at": decision["decided_at"].isoformat(),
+                "decision_id": decision["decision_id"]}
+        if action == "not_sure":
+            if left not in self.index.records or right not in self.index.records:
+                self.last_outcome, self.last_reason = "REJECTED", "both records must be in the index"
+                return []
+            self.review_notes.setdefault(f"{left}|{right}", []).append(note)
+            self.last_outcome, self.last_reason = "NOTED", None
+            return []
+        if action == "undo":
+            result = self.index.undo_review(left, right)
+        elif action == "decide":
+            result = self.index.apply_review(left, right, decision["same_person"])
+        else:
+            result = LinkResult(left, "REJECTED", self.index.citizen_of(left), reason=f"unknown action {action!r}")
+        if result.outcome != "REJECTED":
+            self.review_notes.setdefault(f"{left}|{right}", []).append(note)
         return self._outputs(result, decision["decision_id"], 0, decision["decided_at"])
 
     # ------------------------------------------------------------------ output
     def _outputs(self, result: LinkResult, event_id: str, version: int, at: datetime) -> list[Outgoing]:
-        self.last_outcome = result.outcome
+        self.last_outcome, self.last_reason = result.outcome, result.reason
         out = [self._decision(result, event_id, version, at)]
         if result.outcome == "IGNORED_STALE" or (result.outcome == "REJECTED" and not result.changed
                                                   and not result.retired):
@@ -178,6 +205,11 @@ class LinkerCore:
             "updated_at": at or datetime.now(UTC),
             "members_omitted": 0,
         }
+
+    def member(self, record_key: str) -> Member | None:
+        """The record's LinkedCase member (person and cases) as last applied, or None."""
+        parts = self.members.get(record_key)
+        return self.codec.decode_member(parts, 0.0) if parts else None
 
     def person(self, record_key: str) -> Mapping[str, Any]:
         """The source record's person, as last applied (empty when the record is not held)."""

@@ -53,6 +53,29 @@ GC_PAUSE = Histogram(
 )
 
 
+# Which process exports what: a metric exported where it means nothing reads as a real value (the
+# worker's caselink_gate_policy_ok stayed 0 and fired the "policy invalid" page; the gate said
+# caselink_index_records 0). Each process keeps only its own (``keep_only``).
+LINKER_METRICS = (DECISIONS, LATENCY, INDEX_RECORDS, INDEX_CITIZENS, REVIEW_OPEN, SIZE_GUARD, MODEL_FINDINGS,
+                  LINKER_LAG)
+GATE_METRICS = (GATE_OUTPUT, GATE_CONSENTS, GATE_CITIZENS, GATE_LATENCY, GATE_POLICY_OK)
+
+
+def keep_only(linker: bool, gate: bool) -> None:
+    """Unregister the linker's or the gate's metrics from this process's registry when it does not
+    run that part. Called once by the process's entry point (`caselink worker`, `caselink gate`)."""
+    from prometheus_client import REGISTRY
+
+    for keep, group in ((linker, LINKER_METRICS), (gate, GATE_METRICS)):
+        if keep:
+            continue
+        for metric in group:
+            try:
+                REGISTRY.unregister(metric)
+            except KeyError:  # already gone
+                pass
+
+
 _observing_gc = False
 
 

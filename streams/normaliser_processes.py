@@ -63,7 +63,9 @@ def run_normaliser(settings: Settings, index: int, parent_pid: int, reports: Any
     SIGTERM (the worker stopping it) ends the loop after its batch: outputs flushed, offsets
     committed, the group left. A process whose worker is gone (kill -9) exits within a second."""
 
-    logging.basicConfig(level=loglevel.upper(), format=f"[normaliser-{index}] %(levelname)s %(name)s: %(message)s")
+    from caselink.core.logs import configure
+
+    configure(settings, loglevel, role=f"normaliser-{index}")
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -85,7 +87,7 @@ def run_normaliser(settings: Settings, index: int, parent_pid: int, reports: Any
 class NormaliserProcesses:
     """Starts, watches and restarts the worker's normaliser processes."""
 
-    def __init__(self, settings: Settings, count: int, loglevel: str = "warn") -> None:
+    def __init__(self, settings: Settings, count: int, loglevel: str = "info") -> None:
         self.settings = settings
         self.count = count
         self.loglevel = loglevel

@@ -84,7 +84,7 @@ def code_fingerprint(serde: AvroSerde) -> str:
 
 def core_state(core: LinkerCore) -> dict[str, Any]:
     return {"index": core.index.state(), "members": core.members, "citizen_versions": core.citizen_versions,
-            "applied": core.applied}
+            "applied": core.applied, "review_notes": core.review_notes}
 
 
 def restore_core(model: LinkageModel, state: dict[str, Any],
@@ -96,6 +96,7 @@ def restore_core(model: LinkageModel, state: dict[str, Any],
     core.members = state["members"]
     core.citizen_versions = state["citizen_versions"]
     core.applied = state["applied"]
+    core.review_notes = state["review_notes"]
     return core
 
 

@@ -397,7 +397,7 @@ def status_of(settings: Settings, directory: Path) -> dict[str, Any]:
     env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
            "CASELINK_INFRA__RUN_DIR": str(settings.infra.run_dir), "CASELINK_CONFIG": "/nonexistent",
            "CASELINK_WORKER__WEB_PORT": "9"}
-    done = subprocess.run([sys.executable, "-m", "caselink.cli", "status", "--json", "--no-worker",
+    done = subprocess.run([sys.executable, "-m", "caselink.cli", "status", "--json", "--no-worker", "--no-gate",
                            "--interval", "0.2"], env=env, capture_output=True, text=True, timeout=120)
     try:
         report = json.loads(done.stdout)

@@ -81,6 +81,7 @@ def sample(name: str) -> dict[str, Any]:
         "ReviewDecision": {
             "decision_id": "r-1", "left_record": "health:H1", "right_record": "police:P9", "same_person": True,
             "decided_by": "analyst@council", "reason": "same NHS number on paper file", "decided_at": NOW,
+            "action": None,
         },
     }
     return samples[name]

@@ -157,59 +157,107 @@ def watermarks(c: Consumer, tp: Any, timeout: float = 30.0) -> tuple[int, int]:
             time.sleep(0.2)
 
 
-def iter_to_end(c: Consumer, topics: list[str], timeout: float = 30.0, deadline_s: float | None = 30.0,
+def iter_to_end(c: Consumer, topics: list[str], timeout: float = 30.0, deadline_s: float | None = None,
                 stop: Callable[[], bool] | None = None,
-                error: Callable[[Any], Exception] | None = None) -> Iterator[Any]:
+                error: Callable[[Any], Exception] | None = None, idle_s: float | None = 30.0,
+                progress: Callable[[int, int], None] | None = None,
+                only: dict[str, set[int]] | None = None,
+                ends_out: dict[tuple[str, int], int] | None = None) -> Iterator[Any]:
     """Stream every message now on ``topics``, from the beginning to the end they had when asked.
 
-    ``c`` is assigned the partitions (and unassigned after); ``deadline_s`` bounds the whole read
-    (None: no bound, for reads that may be long, such as a gate catching up); ``stop`` ends it early.
-    A message carrying an error raises ``error(message)`` (default: ``KafkaException``).
+    ``c`` is assigned the partitions (and unassigned after). ``idle_s`` bounds how long the read
+    may go without a message before it gives up (TimeoutError): a large topic takes as long as it
+    takes, a broker that stops answering does not hang the caller. ``deadline_s`` bounds the whole
+    read (None: no bound). ``stop`` ends it early. ``progress(done, total)`` is called as messages
+    arrive (total: the messages between the low and high watermarks). ``only`` restricts a topic
+    to some of its partitions (a key's partition, say). ``ends_out`` receives every partition's end
+    as it was when the read began (to follow on from there). A message carrying an error raises
+    ``error(message)`` (default: ``KafkaException``).
     """
 
     md = c.list_topics(timeout=timeout)
-    ends = {}
+    ends, total = {}, 0
     for topic in topics:
         if topic not in md.topics:
             continue
         for p in md.topics[topic].partitions:
+            if only is not None and topic in only and p not in only[topic]:
+                continue
             lo, hi = watermarks(c, TopicPartition(topic, p), timeout)
+            if ends_out is not None:
+                ends_out[(topic, p)] = hi
             if hi > lo:
                 ends[(topic, p)] = hi
+                total += hi - lo
     if not ends:
         return
     c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for (t, p) in ends])
     deadline = None if deadline_s is None else time.monotonic() + deadline_s
+    last_seen = time.monotonic()
+    done = 0
     try:
         while ends:
             if stop is not None and stop():
                 return
-            if deadline is not None and time.monotonic() > deadline:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
                 raise TimeoutError(f"could not read to the end of {sorted(ends)} within {deadline_s}s")
+            if idle_s is not None and now - last_seen > idle_s:
+                raise TimeoutError(f"no message from {sorted(ends)} for {idle_s:.0f}s before reaching their end")
             # consume() waits out its whole timeout unless the batch fills: a short one, since
             # the positions below, not the wait, say when the read is done.
-            for msg in c.consume(5000, timeout=0.05):
+            batch = c.consume(5000, timeout=0.05)
+            if batch:
+                last_seen = time.monotonic()
+            for msg in batch:
                 failure = msg.error()
                 if failure is not None:
                     if failure.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise error(msg) if error is not None else KafkaException(failure)
                 yield msg
+            done += len(batch)
+            if progress is not None and batch:
+                progress(min(done, total), total)
             # Transactional topics end in commit markers, which are never delivered: the position,
             # not the last message, says whether a partition has been read.
             for tp in c.position([TopicPartition(t, p) for (t, p) in ends]):
                 if tp.offset >= ends[(tp.topic, tp.partition)]:
                     del ends[(tp.topic, tp.partition)]
+        if progress is not None:
+            progress(total, total)
     finally:
         c.unassign()
 
 
-def read_to_end(settings: Settings, topics: list[str], timeout: float = 30.0) -> list[Any]:
-    """Every message now on ``topics`` (from the beginning up to the current end), in partition order."""
+def read_to_end(settings: Settings, topics: list[str], timeout: float = 30.0,
+                progress: Callable[[int, int], None] | None = None,
+                only: dict[str, set[int]] | None = None) -> list[Any]:
+    """Every message now on ``topics`` (from the beginning up to the current end), in partition
+    order. ``timeout``: how long without a message before giving up (not a bound on the whole read)."""
     c = consumer(settings, f"caselink-reader-{uuid.uuid4().hex[:12]}")
     try:
-        return list(iter_to_end(c, topics, timeout, deadline_s=timeout,
+        return list(iter_to_end(c, topics, timeout, idle_s=timeout, progress=progress, only=only,
                                 error=lambda msg: RuntimeError(f"reading {msg.topic()}: {msg.error()}")))
+    finally:
+        c.close()
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition librdkafka's default partitioner (``consistent_random``: CRC-32 of the key)
+    gives a keyed message, so a reader after one key reads one partition instead of the topic."""
+    import zlib
+
+    return zlib.crc32(key) % partitions
+
+
+def partition_count(settings: Settings, topic: str, timeout: float = 10.0) -> int:
+    """How many partitions ``topic`` has (0: no such topic)."""
+    c = consumer(settings, "caselink-reader-meta")
+    try:
+        md = c.list_topics(topic, timeout=timeout)
+        meta = md.topics.get(topic)
+        return 0 if meta is None or meta.error is not None else len(meta.partitions)
     finally:
         c.close()
 

@@ -15,8 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -164,6 +163,8 @@ class ConsentSettings(BaseModel):
 class WebToken(BaseModel):
     """One person's (or one system's) credential for the worker's web API."""
 
+    model_config = ConfigDict(extra="forbid")
+
     role: Literal["reader", "reviewer", "operator"]
     token: SecretStr
 
@@ -176,6 +177,8 @@ class WebSettings(BaseModel):
     reviewer's decisions are recorded under. None configured: the API refuses every request for
     personal data (``/health`` and ``/metrics`` stay open). With ``tls_certfile`` and
     ``tls_keyfile`` the worker's web API, the gate's and the ingest service serve HTTPS only."""
+
+    model_config = ConfigDict(extra="forbid")
 
     tokens: dict[str, WebToken] = {}
     session_ttl_s: float = Field(default=8 * 3600, gt=0)
@@ -197,6 +200,15 @@ class WebSettings(BaseModel):
         return "https" if self.tls_certfile else "http"
 
 
+class LogSettings(BaseModel):
+    """How every caselink process logs (caselink/core/logs.py): one format for all of them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class Settings(BaseSettings):
     """Everything configurable about caselink, validated once at start-up."""
 
@@ -212,6 +224,7 @@ class Settings(BaseSettings):
     connector: ConnectorSettings = ConnectorSettings()
     linkage: LinkageSettings = LinkageSettings()
     web: WebSettings = WebSettings()
+    log: LogSettings = LogSettings()
     agencies: list[str] = ["health", "social_care", "police", "education", "housing"]
     purposes: list[str] = ["direct_care", "safeguarding", "research", "planning"]
 
@@ -246,6 +259,21 @@ class Settings(BaseSettings):
         return conf
 
 
+class SettingsError(ValueError):
+    """The configuration is wrong. The message is one line per problem, each naming the file and
+    line (or the environment variable) and what to do, for the CLI to print as it is."""
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("CASELINK_CONFIG", "caselink.yaml"))
+
+
+def _read_yaml(path: Path) -> Any:
+    from caselink.core.yaml_lines import load_yaml_with_lines
+
+    return load_yaml_with_lines(path.read_text(), path, SettingsError) or {}
+
+
 class YamlSource(PydanticBaseSettingsSource):
     """Reads the YAML config file, refusing secrets in it."""
 
@@ -253,21 +281,76 @@ class YamlSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = Path(os.environ.get("CASELINK_CONFIG", "caselink.yaml"))
+        from caselink.core.yaml_lines import line_of
+
+        path = config_path()
         if not path.exists():
             return {}
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _read_yaml(path)
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: the top level must be a mapping of settings")
+            raise SettingsError(f"{path}:1: the top level must be a mapping of settings")
         for section, key in SECRET_FIELDS:
             if isinstance(data.get(section), dict) and key in data[section]:
-                raise ValueError(
-                    f"{path}: {section}.{key} is a secret; set "
-                    f"CASELINK_{section.upper()}__{key.upper()} in the environment instead"
+                raise SettingsError(
+                    f"{path}:{line_of(data[section], key)}: {section}.{key} is a secret and is refused in a file; "
+                    f"set CASELINK_{section.upper()}__{key.upper()} in the environment instead"
                 )
         return data
 
 
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The settings that may stand where ``loc``'s last part stands."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def describe(exc: ValidationError) -> str:
+    """A pydantic error as lines a person can act on: where (file:line or variable) and what."""
+    from caselink.core.yaml_lines import line_of_path
+
+    path = config_path()
+    try:
+        data = _read_yaml(path) if path.exists() else {}
+    except SettingsError:
+        data = {}
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        dotted = ".".join(str(p) for p in loc)
+        node: Any = data
+        in_file = True
+        for part in loc:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                in_file = False
+                break
+        where = (f"{path}:{line_of_path(data, loc)}" if in_file
+                 else "CASELINK_" + "__".join(str(p).upper() for p in loc) + " (environment)")
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            section = ".".join(str(p) for p in loc[:-1]) or "the top level"
+            lines.append(f"{where}: {dotted} is not a setting"
+                         + (f"; {section} takes: {', '.join(allowed)}" if allowed else ""))
+        else:
+            lines.append(f"{where}: {dotted}: {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_settings() -> Settings:
+    """Settings from the defaults, ``caselink.yaml`` and the environment, or ``SettingsError``."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe(exc)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

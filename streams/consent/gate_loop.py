@@ -103,6 +103,19 @@ class Committer:
         self._pool.shutdown(wait=True)
 
 
+def configuration_warnings(settings: Settings, policy: Policy) -> list[str]:
+    """What this gate will not release as configured, said once at start and in /health: a
+    pseudonymised purpose without a key releases nothing (fail closed), which used to show only
+    as an empty purpose topic."""
+    if settings.consent.pseudonym_key is not None:
+        return []
+    blocked = sorted(name for name, purpose in policy.purposes.items() if purpose.pseudonymise)
+    if not blocked:
+        return []
+    return [f"no pseudonymisation key (CASELINK_CONSENT__PSEUDONYM_KEY is not set): the pseudonymised "
+            f"purpose(s) {', '.join(blocked)} release nothing until it is set and the gate restarted"]
+
+
 class GateLoop(threading.Thread):
     def __init__(self, settings: Settings, is_leader: Callable[[], bool] = lambda: True,
                  freeze_state: bool = False) -> None:
@@ -117,6 +130,7 @@ class GateLoop(threading.Thread):
         self.core: GateCore | None = None
         self.policy_error: str | None = None
         self.policy_label: str | None = None
+        self.warnings: list[str] = []  # what the gate cannot do as configured (/health turns degraded)
         self.active = False
         self.caught_up = False
         self.inputs_committed = 0  # inputs whose effects are committed (for benchmarks and status)
@@ -126,6 +140,9 @@ class GateLoop(threading.Thread):
         self.error: BaseException | None = None
         self._stopping = threading.Event()
         self._policy_mtime: float | None = None
+        self._consumer: Consumer | None = None
+        self._committed: dict[str, int] = {}
+        self._committed_at = 0.0
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
@@ -144,7 +161,7 @@ class GateLoop(threading.Thread):
                 "inputs_committed": self.inputs_committed, "positions": self.positions_committed,
                 "catch_up_s": self.catch_up_s,
                 "restarts": self.restarts,
-                "error": str(self.error) if self.error else None,
+                "error": str(self.error) if self.error else None, "warnings": list(self.warnings),
             }
 
     # ------------------------------------------------------------------ policy
@@ -164,6 +181,9 @@ class GateLoop(threading.Thread):
             return None
         self.policy_error, self.policy_label = None, policy.label
         metrics.GATE_POLICY_OK.set(1)
+        self.warnings = configuration_warnings(self.settings, policy)
+        for warning in self.warnings:
+            log.warning("consent gate: %s", warning)
         return policy
 
     def _policy_changed(self) -> bool:
@@ -218,6 +238,7 @@ class GateLoop(threading.Thread):
             "group.id": f"{app}-gate-reader", "enable.auto.commit": False, "isolation.level": "read_committed",
             "enable.partition.eof": False, "fetch.wait.max.ms": 10,
         }))
+        self._consumer = consumer
         try:
             with self.lock:
                 self.core = GateCore(policy, pseudonymiser_from(self.settings))
@@ -235,6 +256,7 @@ class GateLoop(threading.Thread):
             self._live(consumer, producer, positions, last_tick)
         finally:
             self.active = False
+            self._consumer = None
             consumer.close()
             producer.flush(10)
 
@@ -288,7 +310,7 @@ class GateLoop(threading.Thread):
 
     def _read_all(self, consumer: Consumer, topics: list[str]) -> Iterator[Any]:
         """Every message now on ``topics``, streamed (linked cases may not fit in memory twice)."""
-        return iter_to_end(consumer, topics, deadline_s=None, stop=self._stopping.is_set)
+        return iter_to_end(consumer, topics, deadline_s=None, idle_s=None, stop=self._stopping.is_set)
 
     def _apply(self, msg: Any, core: GateCore, live: bool, dead: list[Outgoing]) -> None:
         """One input message into the core; a bad one becomes a dead letter (only when live)."""
@@ -398,6 +420,7 @@ class GateLoop(threading.Thread):
             if positions is not None:
                 self.inputs_committed = sum(positions.values())
                 self.positions_committed = positions
+                self._commit_positions(positions)
 
         return committed
 
@@ -409,3 +432,25 @@ class GateLoop(threading.Thread):
         producer.flush(30)
         marker.write_text(str(os.getpid()))
         os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _commit_positions(self, positions: dict[str, int]) -> None:
+        """Mirror how far the gate has read into its consumer group's committed offsets.
+
+        The gate's own record of its positions is the bookkeeping topic (read back on start, written
+        in the transaction); nothing reads these offsets back. They are there so that the gate's
+        progress is consumer-group lag like every other stage's: `caselink status`, kafka_exporter
+        and `kafka-consumer-groups.sh` show a gate that stopped or fell behind. A failed commit only
+        delays that picture, so it is asynchronous and its errors are ignored."""
+        consumer = self._consumer
+        if consumer is None or not positions:
+            return
+        offsets = [TopicPartition(topic, int(partition), offset)
+                   for where, offset in positions.items() for topic, partition in [where.rsplit(":", 1)]]
+        now = time.monotonic()
+        if now - self._committed_at < 1.0 and positions == self._committed:
+            return
+        try:
+            consumer.commit(offsets=offsets, asynchronous=True)
+            self._committed, self._committed_at = dict(positions), now
+        except KafkaException as exc:
+            log.debug("consent gate: committing its positions to its group failed (%s); retried next batch", exc)

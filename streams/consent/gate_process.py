@@ -75,6 +75,7 @@ def serve(settings: Settings, port: int) -> None:
     election = Election(settings)
     election.start()
     gate = GateLoop(settings, is_leader=lambda: election.leader, freeze_state=True)
+    gate._load_policy()  # a standby, too, says whether the policy is valid (caselink_gate_policy_ok, /health)
     gate.start()
 
     class Handler(BaseHTTPRequestHandler):
@@ -84,7 +85,11 @@ def serve(settings: Settings, port: int) -> None:
             elif self.path == "/health":
                 status: dict[str, Any] = {"role": "active" if election.leader else "standby", **gate.status()}
                 healthy = gate.error is None and gate.is_alive() and election.is_alive()
-                status["status"] = ("failed" if not healthy else "degraded" if gate.policy_error else "ok")
+                status["status"] = ("failed" if not healthy else
+                                    "degraded" if gate.policy_error or gate.warnings else "ok")
+                if status["status"] == "degraded":
+                    status["reason"] = (f"the consent policy is invalid: {gate.policy_error}" if gate.policy_error
+                                        else "; ".join(gate.warnings))
                 body, ctype = json.dumps(status).encode(), "application/json"
                 code = 200 if status["status"] == "ok" else 503
             else:

@@ -212,3 +212,24 @@ def test_a_chunked_body_over_the_limit_gets_413_while_it_streams(settings: Setti
     finally:
         server.terminate()
         server.wait(20)
+
+
+def test_requests_and_their_latency_are_metrics_by_route_agency_and_status(client: TestClient) -> None:
+    """Issue 19, item 14: the ingest service had no request or latency metrics."""
+    import re
+
+    def count(route: str, agency: str, status: int) -> float:
+        text = client.get("/metrics").text
+        found = re.search(rf'caselink_ingest_requests_total{{agency="{agency}",route="{re.escape(route)}",'
+                          rf'status="{status}"}} ([\d.]+)', text)
+        return float(found.group(1)) if found else 0.0
+
+    route = "/v1/{agency}/person-events"
+    body = {"source_record_id": "H-metrics", "person": {"family_name": "Lee", "date_of_birth": "2001-01-01"}}
+    before = count(route, "health", 202), count(route, "unknown", 404)
+    assert client.post("/v1/health/person-events", json=body, headers=HEALTH).status_code == 202
+    assert client.post("/v1/martians/person-events", json=body, headers=HEALTH).status_code == 404
+    assert (count(route, "health", 202), count(route, "unknown", 404)) == (before[0] + 1, before[1] + 1)
+    assert 'caselink_ingest_request_seconds_bucket{le="0.005",route="/v1/{agency}/person-events"}' in \
+        client.get("/metrics").text
+    assert "martians" not in client.get("/metrics").text  # an agency nobody configured is "unknown": no new series

@@ -63,6 +63,18 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
     finally:
         down = cli("infra", "down")
     assert down.returncode == 0 and json.loads(down.stdout)["status"] == "stopped"
+    # "stopped" only once the broker has exited and its ports refuse connections (issue 19, item 13:
+    # it used to say so while the broker was still shutting down)
+    import socket
+
+    port = int(info["bootstrap_servers"].rsplit(":", 1)[1])
+    stopped = json.loads(down.stdout)
+    assert stopped["nodes"][0]["ports_closed"][0] == port
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+    pid = stopped["nodes"][0]["pid"]
+    state = Path(f"/proc/{pid}/stat")
+    assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # exited (maybe unreaped)
     assert cli("infra", "status").returncode == 1
 
 

@@ -31,6 +31,7 @@ runner = CliRunner()
 def cli_env(pipeline_settings: Settings, monkeypatch) -> Settings:
     monkeypatch.setenv("CASELINK_KAFKA__BOOTSTRAP_SERVERS", pipeline_settings.kafka.bootstrap_servers)
     monkeypatch.setenv("CASELINK_WORKER__WEB_PORT", "9")  # nothing listens there: the worker is "unreachable"
+    monkeypatch.setenv("CASELINK_CONSENT__WEB_PORT", "9")  # and so is the consent gate
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
@@ -68,7 +69,7 @@ def test_replay_by_time_returns_exactly_the_events_at_and_after_it(cli_env: Sett
     replayed = read_to_end(cli_env, ["sandbox.replay"])
     assert sorted(serde.decode(m.value())[1]["source_version"] for m in replayed) == [7, 8, 9, 10, 11]
     assert all(dict(m.headers())["caselink-replayed-from"].startswith(topic.encode()) for m in replayed)
-    assert cli("replay", topic, "--from", "next tuesday")[0] == 1
+    assert cli("replay", topic, "--from", "next tuesday", "--to", "sandbox.replay")[0] == 2  # not a time: exit 2
 
 
 def test_status_reports_lag_of_a_stopped_consumer(cli_env: Settings) -> None:
@@ -84,13 +85,13 @@ def test_status_reports_lag_of_a_stopped_consumer(cli_env: Settings) -> None:
     c.commit(offsets=[TopicPartition(topic, 0, taken[-1].offset() + 1)], asynchronous=False)
     c.close()  # the consumer is stopped; its lag stays
 
-    code, out = cli("status", "--json", "--no-worker", "--interval", "0.2")
+    code, out = cli("status", "--json", "--no-worker", "--no-gate", "--interval", "0.2")
     report = json.loads(out)
     assert code == 0 and report["healthy"], report
     group = next(g for g in report["groups"] if g["group"] == "analytics-job")
     assert group["lag"] == 7
     assert group["partitions"] == [{"topic": topic, "partition": 0, "committed": 3, "end": 10, "lag": 7}]
-    code, out = cli("status", "--json", "--no-worker", "--max-lag", "5", "--interval", "0.2")
+    code, out = cli("status", "--json", "--no-worker", "--no-gate", "--max-lag", "5", "--interval", "0.2")
     assert code == 1 and "analytics-job lags 7" in out
     code, out = cli("status", "--interval", "0.2")  # the worker is not running
     assert code == 1 and "unreachable" in out and "analytics-job" in out

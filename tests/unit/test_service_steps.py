@@ -8,7 +8,7 @@ import pytest
 from caselink.connectors.http_ingest import ConsentIn, consent_event_of, namespaced, person_event_of
 from caselink.connectors.mapping import MappedRow
 from caselink.schemas import default_serde
-from caselink.streams.app import jsonable, review_decision
+from caselink.streams.app import jsonable, review_decisions, review_request
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -36,14 +36,29 @@ def test_a_consent_names_exactly_one_subject_and_its_id_is_the_agencys() -> None
 
 
 def test_a_review_decision_is_recorded_under_who_signed_in_with_the_pair_in_order() -> None:
-    decision = review_decision({"left": "b:2", "right": "a:1", "same_person": False, "decided_by": "typed"},
-                               "A. Reviewer", NOW)
+    review = review_request({"left": "b:2", "right": "a:1", "same_person": False, "decided_by": "typed"})
+    assert (review.left, review.right, review.action) == ("a:1", "b:2", "decide")
+    (decision,) = review_decisions(review, [(review.left, review.right)], "A. Reviewer", NOW)
     assert (decision["left_record"], decision["right_record"], decision["decided_by"]) == ("a:1", "b:2", "A. Reviewer")
+    assert decision["action"] is None
     default_serde().encode("ReviewDecision", decision, check=True)
     with pytest.raises(ValueError):
-        review_decision({"left": "a", "right": "b", "same_person": "yes"}, "A. Reviewer", NOW)
+        review_request({"left": "a", "right": "b", "same_person": "yes"})
     with pytest.raises(KeyError):
-        review_decision({"left": "a"}, "A. Reviewer", NOW)
+        review_request({"left": "a"})
+
+
+def test_a_review_request_says_what_is_wrong_with_it() -> None:
+    with pytest.raises(ValueError, match="action"):
+        review_request({"left": "a", "right": "b", "action": "maybe"})
+    with pytest.raises(ValueError, match="note"):
+        review_request({"left": "a", "right": "b", "action": "not_sure", "reason": "  "})
+    with pytest.raises(ValueError, match="2,000"):
+        review_request({"left": "a", "right": "b", "same_person": True, "reason": "x" * 2001})
+    unsure = review_request({"left": "a", "right": "b", "action": "not_sure", "reason": "ask the school"})
+    (decision,) = review_decisions(unsure, [("a", "b")], "A. Reviewer", NOW)
+    assert decision["action"] == "not_sure" and decision["reason"] == "ask the school"
+    default_serde().encode("ReviewDecision", decision, check=True)
 
 
 def test_jsonable_writes_moments_in_utc() -> None:
