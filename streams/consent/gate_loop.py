@@ -205,9 +205,12 @@ class GateLoop(threading.Thread):
             producer.flush(10)
 
     def _ensure_purpose_topics(self, policy: Policy) -> None:
+        from caselink.schemas.registry import ensure_subjects
+
         k = self.settings.kafka
-        ensure_topics(admin_client(self.settings), purpose_topic_specs(policy.purposes, k.default_partitions),
-                      k.replication_factor, k.min_insync_replicas)
+        specs = purpose_topic_specs(policy.purposes, k.default_partitions)
+        ensure_topics(admin_client(self.settings), specs, k.replication_factor, k.min_insync_replicas)
+        ensure_subjects(self.core.serde.registry, specs)  # each purpose topic's subject, BACKWARD
 
     def _catch_up(self, consumer: Consumer) -> tuple[dict[str, int], list[Outgoing]]:
         """Rebuild state from the gate's bookkeeping and its inputs.
