@@ -2,8 +2,9 @@
 
 Why stock: agencies that already run Debezium, and analysts who already run Kafka Connect sinks,
 use the same worker and the same connectors here; caselink adds configuration, not code. The
-worker is ``org.apache.kafka.connect.cli.ConnectDistributed`` from ``connect-runtime`` 4.4.0
-(infra/connect/pom.xml); each plugin is resolved into its own directory on ``plugin.path``
+worker is ``org.apache.kafka.connect.cli.ConnectDistributed`` from ``connect-runtime`` 4.3.0, the
+Kafka that Debezium 3.6.1 is built against (infra/connect/pom.xml; with 4.4.0 Debezium's source
+fails on a class Kafka removed); each plugin is resolved into its own directory on ``plugin.path``
 (infra/connect/plugins/*/pom.xml), so Connect gives it its own class loader:
 
 * ``debezium-postgres``: Debezium 3.6.1.Final's PostgreSQL source (logical decoding with the
@@ -35,7 +36,15 @@ from caselink.core.private import ensure_private_dir
 from caselink.core.settings import InfraSettings
 
 CONNECT_DIR = Path(__file__).resolve().parent / "connect"
-PLUGINS = ("debezium-postgres", "debezium-jdbc", "apicurio-converter")
+# Each plugin with the groups it takes from the worker instead of carrying its own. org.apache.kafka
+# always (a plugin's own copy would be shadowed anyway). Jackson's core for the JDBC sink: with its
+# own jackson-databind beside the worker's, Java's ServiceLoader handed it the worker's
+# BlackbirdModule ("not a subtype") and the sink's task died on its first record.
+PLUGINS = {
+    "debezium-postgres": "org.apache.kafka",
+    "debezium-jdbc": "org.apache.kafka,com.fasterxml.jackson.core",
+    "apicurio-converter": "org.apache.kafka",
+}
 CONNECT_GROUP = "caselink-connect"
 AVRO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
 
@@ -60,14 +69,13 @@ def avro_converter(registry_url: str, prefix: str) -> dict[str, str]:
 
 def resolve(infra: InfraSettings, progress: Callable[[str], None] | None = None) -> tuple[Path, Path]:
     """(the worker's jars, the plugin path), each fetched once into the cache."""
-    base = infra.cache_dir / f"connect-{infra.kafka_version}"
-    libs = copy_dependencies(CONNECT_DIR / "pom.xml", base / "libs",
-                             f"Kafka Connect {infra.kafka_version}", progress)
+    base = infra.cache_dir / f"connect-{infra.connect_version}"
+    libs = copy_dependencies(CONNECT_DIR / "pom.xml", base / "libs", f"Kafka Connect {infra.connect_version}",
+                             progress, properties={"kafka.version": infra.connect_version})
     plugins = base / "plugins"
-    for name in PLUGINS:
-        # org.apache.kafka comes from the worker: a plugin's own copy would be shadowed anyway.
+    for name, from_worker in PLUGINS.items():
         copy_dependencies(CONNECT_DIR / "plugins" / name / "pom.xml", plugins / name, f"the {name} plugin",
-                          progress, exclude_groups="org.apache.kafka")
+                          progress, exclude_groups=from_worker)
     return libs, plugins
 
 

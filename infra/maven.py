@@ -55,9 +55,10 @@ def _resolve(target: Path, what: str, args: list[str], progress: Callable[[str],
 
 
 def copy_dependencies(pom: Path, target: Path, what: str, progress: Callable[[str], None] | None = None,
-                      exclude_groups: str = "") -> Path:
+                      exclude_groups: str = "", properties: dict[str, str] | None = None) -> Path:
     """The runtime dependencies of ``pom`` (and what it names) as jars in ``target``."""
     args = ["-f", str(pom), "dependency:copy-dependencies", "-DincludeScope=runtime"]
+    args += [f"-D{k}={v}" for k, v in (properties or {}).items()]
     if exclude_groups:
         args.append(f"-DexcludeGroupIds={exclude_groups}")
     return _resolve(target, what, args, progress)

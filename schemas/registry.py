@@ -175,3 +175,39 @@ def registry_from_settings(settings: Settings) -> SchemaRegistry:
     r = settings.registry
     return HttpRegistry(registry_url(settings), r.username, r.password.get_secret_value() if r.password else None,
                         r.ssl_ca_location)
+
+
+class GenericAvroDecoder:
+    """Any registry-framed Avro value, read with its writer schema: what caselink reads of other
+    systems' topics (a Debezium change event, say), whose schemas are not caselink's own."""
+
+    def __init__(self, registry: SchemaRegistry) -> None:
+        self.registry = registry
+        self._schemas: dict[int, Any] = {}
+
+    def decode(self, data: bytes) -> Any:
+        """The value as Python data; ValueError for bytes that are not registry-framed Avro of a
+        schema the registry has (RegistryError if the registry cannot be asked)."""
+        import io
+
+        import fastavro
+
+        if len(data) < 5 or data[0] != CONFLUENT_MAGIC:
+            raise ValueError(f"not registry-framed Avro (first bytes {data[:5].hex()})")
+        schema_id = int.from_bytes(data[1:5], "big")
+        parsed = self._schemas.get(schema_id)
+        if parsed is None:
+            try:
+                text = self.registry.schema_text(schema_id)
+            except SchemaNotFoundError as exc:
+                raise ValueError(str(exc)) from None
+            parsed = self._schemas[schema_id] = fastavro.parse_schema(json.loads(text), named_schemas={})
+        buf = io.BytesIO(data)
+        buf.seek(5)
+        try:
+            value = fastavro.schemaless_reader(buf, parsed, None)
+        except Exception as exc:  # noqa: BLE001 - fastavro raises many types for corrupt input
+            raise ValueError(f"corrupt Avro body (schema {schema_id}): {type(exc).__name__}: {exc}") from None
+        if buf.tell() != len(data):
+            raise ValueError(f"{len(data) - buf.tell()} trailing bytes after the Avro body (schema {schema_id})")
+        return value

@@ -80,6 +80,10 @@ class InfraSettings(BaseModel):
     registry_version: str = "3.3.3"
     registry_java_home: Path | None = None
     registry_heap: str = "256m"
+    # Kafka Connect's runtime: the version Debezium 3.6.1 is built against (on connect-runtime 4.4.0
+    # its PostgreSQL source fails: org.apache.kafka.common.utils.Sanitizer is gone); the worker
+    # talks to the 4.4.0 broker like any client.
+    connect_version: str = "4.3.0"
     connect_heap: str = "512m"
 
 

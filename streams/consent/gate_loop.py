@@ -39,6 +39,7 @@ from caselink.infra.topics import (
     ensure_topics,
     purpose_topic_specs,
 )
+from caselink.schemas.dead_letters import dead_letter_message
 from caselink.streams import metrics
 from caselink.streams.consent.gate_core import INPUT_ERRORS, GateCore
 from caselink.streams.consent.policy import Policy, PolicyError, bundled_policy_path, load_policy
@@ -205,12 +206,13 @@ class GateLoop(threading.Thread):
             producer.flush(10)
 
     def _ensure_purpose_topics(self, policy: Policy) -> None:
+        from caselink.schemas import default_serde
         from caselink.schemas.registry import ensure_subjects
 
         k = self.settings.kafka
         specs = purpose_topic_specs(policy.purposes, k.default_partitions)
         ensure_topics(admin_client(self.settings), specs, k.replication_factor, k.min_insync_replicas)
-        ensure_subjects(self.core.serde.registry, specs)  # each purpose topic's subject, BACKWARD
+        ensure_subjects(default_serde().registry, specs)  # each purpose topic's subject, BACKWARD
 
     def _catch_up(self, consumer: Consumer) -> tuple[dict[str, int], list[Outgoing]]:
         """Rebuild state from the gate's bookkeeping and its inputs.
@@ -252,7 +254,8 @@ class GateLoop(threading.Thread):
             log.warning("dead letter from the consent gate at %s: %s", origin, exc)
             letter = dead_letter(origin, "consent-gate", exc, msg.value() or b"", topic=msg.topic(),
                                  partition=msg.partition(), offset=msg.offset(), key=msg.key())
-            dead.append(Outgoing(DEAD_LETTER_TOPIC, origin.encode(), core.serde.encode("DeadLetter", letter)))
+            key, value, headers = dead_letter_message(letter, msg.key())
+            dead.append(Outgoing(DEAD_LETTER_TOPIC, key or origin.encode(), value, headers))
             metrics.DEAD_LETTERS.labels("consent-gate", type(exc).__name__).inc()
 
     def _live(self, consumer: Consumer, producer: Producer, positions: dict[str, int]) -> None:
@@ -309,7 +312,10 @@ class GateLoop(threading.Thread):
         for i, chunk in enumerate(chunks):
             producer.begin_transaction()
             for item in chunk:
-                produce(producer, item.topic, item.key, item.value)
+                if item.headers:
+                    produce(producer, item.topic, item.key, item.value, headers=item.headers)
+                else:
+                    produce(producer, item.topic, item.key, item.value)
                 if item.topic.startswith("caselink.cases."):
                     metrics.GATE_OUTPUT.labels(item.topic.rsplit(".", 1)[1],
                                                "release" if item.value is not None else "retract").inc()
