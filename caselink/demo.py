@@ -43,6 +43,7 @@ from caselink.infra.topics import (
     purpose_topic,
 )
 from caselink.schemas import default_serde
+from caselink.schemas.dead_letters import read_letter
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DEMO_AGENCIES = ("health", "social_care", "police")
@@ -143,7 +144,7 @@ def _run(settings: Settings) -> None:
     if letters:
         dl = Table("dead letter origin", "stage", "error")
         for msg in letters[-10:]:
-            _, letter = serde.decode(msg.value(), expect="DeadLetter")
+            letter = read_letter(msg, serde)
             dl.add_row(letter["origin"], letter["stage"], letter["error"][:90])
         console.print(dl)
 

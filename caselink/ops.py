@@ -251,9 +251,10 @@ def dead_letters(settings: Settings) -> list[tuple[Any, dict[str, Any]]]:
     from caselink.core.kafka import read_to_end
     from caselink.infra.topics import DEAD_LETTER_TOPIC
     from caselink.schemas import default_serde
+    from caselink.schemas.dead_letters import read_letter
 
     serde = default_serde()
-    return [(m, serde.decode(m.value(), expect="DeadLetter")[1]) for m in read_to_end(settings, [DEAD_LETTER_TOPIC])]
+    return [(m, read_letter(m, serde)) for m in read_to_end(settings, [DEAD_LETTER_TOPIC])]
 
 
 def letter_id(msg: Any) -> str:

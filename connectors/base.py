@@ -20,6 +20,7 @@ from typing import Any
 from caselink.connectors.mapping import AgencyMapping, MappedRow
 from caselink.infra.topics import DEAD_LETTER_TOPIC, connector_checkpoints_topic, person_events_topic
 from caselink.schemas import default_serde
+from caselink.schemas.dead_letters import dead_letter_message
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter
 
@@ -145,9 +146,13 @@ class ConnectorSink:
         self._events_out.inc(self.stats.produced - self._counted)
         self._counted = self.stats.produced
 
-    def send_dead_letter(self, letter: dict[str, Any], headers: list[tuple[str, bytes]] | None = None) -> None:
-        value = self.serde.encode("DeadLetter", letter)
-        self._produce(DEAD_LETTER_TOPIC, letter["origin"].encode(), value, headers)
+    def send_dead_letter(self, letter: dict[str, Any], headers: list[tuple[str, bytes]] | None = None,
+                         key: bytes | None = None) -> None:
+        """The failed row or message's own bytes, its reasons in Kafka Connect's error headers
+        (schemas/dead_letters.py); ``key``: the failed message's own key, if it had one."""
+        dead_key, value, letter_headers = dead_letter_message(letter, key)
+        self._produce(DEAD_LETTER_TOPIC, dead_key or letter["origin"].encode(), value or b"",
+                      letter_headers + (headers or []))
         self.stats.dead_letters += 1
         DEAD_LETTERS.labels(self.name, letter["error_type"]).inc()
 

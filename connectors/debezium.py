@@ -81,15 +81,16 @@ class DebeziumConnector:
         self.settings = settings
         self.stats = DebeziumStats()
 
-    def _consumer(self) -> Consumer:
+    def _consumer(self, assigned: threading.Event) -> Consumer:
         c = consumer(self.settings, self.group, **{"enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        c.subscribe([self.topic])
+        c.subscribe([self.topic], on_assign=lambda _c, _parts: assigned.set())
         return c
 
     def run(self, until_idle: bool = False, idle_s: float = 2.0, stop: threading.Event | None = None,
             stop_after: float | None = None) -> DebeziumStats:
         """Read until stopped (or, ``until_idle``, until nothing arrived for ``idle_s``)."""
-        c = self._consumer()
+        assigned = threading.Event()  # "idle" counts only once the group has given us the partitions
+        c = self._consumer(assigned)
         deadline = time.monotonic() + stop_after if stop_after else None
         quiet_since = time.monotonic()
         try:
@@ -98,7 +99,9 @@ class DebeziumConnector:
                 messages = [m for m in c.consume(self.batch, timeout=0.5)
                             if m.error() is None or m.error().code() not in WAITED_OUT]
                 if not messages:
-                    if until_idle and time.monotonic() - quiet_since > idle_s:
+                    if not assigned.is_set():
+                        quiet_since = time.monotonic()
+                    elif until_idle and time.monotonic() - quiet_since > idle_s:
                         break
                     continue
                 quiet_since = time.monotonic()

@@ -33,6 +33,7 @@ from caselink.linkage import deployment
 from caselink.linkage.checks import check_model
 from caselink.linkage.model import LinkageModel
 from caselink.schemas import UndecodableEventError, default_serde
+from caselink.schemas.dead_letters import dead_letter_message
 from caselink.streams import metrics, snapshot
 from caselink.streams.linker_core import LinkerCore, new_core
 from caselink.streams.normalise import packed_record
@@ -310,7 +311,7 @@ class LinkerLoop(threading.Thread):
                 applied = 0
                 outcomes: dict[str, int] = {}
                 # (topic, key, value, link-input offset): sent once the last batch's are acknowledged
-                outputs: list[tuple[str, bytes, bytes | None, int]] = []
+                outputs: list[tuple[str, bytes, bytes | None, int, list[tuple[str, bytes]] | None]] = []
                 for msg in batch:
                     if msg.error():
                         if msg.error().code() != KafkaError._PARTITION_EOF:
@@ -331,14 +332,14 @@ class LinkerLoop(threading.Thread):
                             origin = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
                             letter = dead_letter(origin, "link", exc, msg.value() or b"", topic=msg.topic(),
                                                  partition=msg.partition(), offset=msg.offset(), key=msg.key())
-                            outputs.append((DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter),
-                                            msg.offset()))
+                            key, value, headers = dead_letter_message(letter, msg.key())
+                            outputs.append((DEAD_LETTER_TOPIC, key or origin.encode(), value, msg.offset(), headers))
                             metrics.DEAD_LETTERS.labels("link", type(exc).__name__).inc()
                         continue
                     if not live:
                         continue
                     outcomes[self.core.last_outcome] = outcomes.get(self.core.last_outcome, 0) + 1
-                    outputs.extend((item.topic, item.key, item.value, msg.offset()) for item in out)
+                    outputs.extend((item.topic, item.key, item.value, msg.offset(), None) for item in out)
                     _kind, ts = msg.timestamp()
                     if ts > 0:
                         metrics.LATENCY.observe(max(0.0, time.time() - ts / 1000))
@@ -353,8 +354,11 @@ class LinkerLoop(threading.Thread):
                     self.recovered_at = time.monotonic()
                 if self.position > (self.publish_from or 0):
                     self._settle(consumer, wait=True)
-                    for topic, key, value, offset in outputs:
-                        self._publish(sink, serde, topic, key, value, offset)
+                    for topic, key, value, offset, headers in outputs:
+                        if headers:
+                            sink.send(topic, key, value, headers)
+                        else:
+                            self._publish(sink, serde, topic, key, value, offset)
                     sink.count()
                     self._pending = acks.submit(_acknowledged, sink, self.position)
                 _lo, hi = consumer.get_watermark_offsets(TopicPartition(LINK_INPUT_TOPIC, 0), cached=True)
@@ -391,7 +395,8 @@ class LinkerLoop(threading.Thread):
                                  f"the payload holds its first {PUBLISH_LETTER_BYTES:,} bytes")
             letter = dead_letter(origin, "publish", error, (value or b"")[:PUBLISH_LETTER_BYTES], topic=topic,
                                  partition=None, offset=None, key=key)
-            sink.send(DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter))
+            dead_key, dead_value, headers = dead_letter_message(letter, key)
+            sink.send(DEAD_LETTER_TOPIC, dead_key or origin.encode(), dead_value, headers)
             metrics.DEAD_LETTERS.labels("publish", type(exc).__name__).inc()
             log.error("linker output to %s (from %s) dead-lettered: %s", topic, origin, exc)
 
