@@ -10,11 +10,12 @@ puts them for the local worker.
   ``decimal.handling.mode=string`` keeps numbers exact, so a caselink mapping reads them as it
   reads a CSV cell (connectors/debezium.py).
 * ``jdbc_sink``: Debezium's JDBC sink landing a purpose topic (``caselink.cases.<purpose>``) in a
-  table: upserts keyed by the message key (the citizen's reference), a tombstone (the gate's
-  retraction) deletes the row. The ``members`` array of records has no column type a JDBC sink
-  writes; its count and the member references go in as columns made by stock transforms? No:
-  stock transforms do not reach inside arrays, so it is left out of the table (``members`` stays
-  on the topic for consumers that read Avro), and the table holds the view's other fields.
+  table: upserts keyed by the message key (the citizen's reference, made a one-field struct by
+  the stock ``HoistField$Key``), a tombstone (the gate's retraction) deletes the row. The view's
+  ``members`` (an array of records holding maps) has no column type a JDBC sink writes, and no
+  stock transform reaches inside an array, so ``ReplaceField$Value`` leaves it out: the table
+  holds the view's own fields (citizen_ref, purpose, basis, pseudonymised, key_id,
+  policy_version, released_at); the members stay on the topic for consumers that read Avro.
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ def delete_connector(connect_url: str, name: str) -> None:
             raise
 
 
+def pause(connect_url: str, name: str) -> None:
+    _call("PUT", f"{connect_url}/connectors/{name}/pause")
+
+
+def resume(connect_url: str, name: str) -> None:
+    _call("PUT", f"{connect_url}/connectors/{name}/resume")
+
+
 def status(connect_url: str, name: str) -> dict[str, Any]:
     return dict(_call("GET", f"{connect_url}/connectors/{name}/status"))
 
@@ -94,7 +103,8 @@ def _pg(dsn: str) -> dict[str, str]:
             "password": parts.get("password", ""), "dbname": parts.get("dbname", "postgres")}
 
 
-def debezium_postgres(dsn: str, table: str, topic_prefix: str, slot: str, registry_url: str) -> dict[str, Any]:
+def debezium_postgres(dsn: str, table: str, topic_prefix: str, slot: str, registry_url: str,
+                      snapshot_mode: str = "initial") -> dict[str, Any]:
     """Debezium's PostgreSQL source for one ``schema.table``; its topic is ``<topic_prefix>.<schema>.<table>``."""
     pg = _pg(dsn)
     table = table if "." in table else f"public.{table}"
@@ -109,7 +119,7 @@ def debezium_postgres(dsn: str, table: str, topic_prefix: str, slot: str, regist
         "slot.name": slot,
         "publication.name": f"{slot}_publication",
         "publication.autocreate.mode": "filtered",
-        "snapshot.mode": "initial",
+        "snapshot.mode": snapshot_mode,  # initial: the table's rows first (op r); no_data: changes only
         "time.precision.mode": "connect",
         "decimal.handling.mode": "string",
         "tombstones.on.delete": "true",
