@@ -79,20 +79,37 @@ def percentile(values: list[float], p: float) -> float:
 
 @contextmanager
 def local_broker(agencies: list[str] | None = None, prefix: str = "caselink-bench-") -> Iterator[tuple[Any, Path]]:
-    """A fresh single-node Kafka with the caselink topics: (settings pointing at it, a scratch folder)."""
+    """A fresh single-node Kafka with the caselink topics and their registry subjects: (settings
+    pointing at it, a scratch folder). A schema registry is started beside it unless
+    CASELINK_REGISTRY__URL names one; the processes the benchmark starts inherit its URL."""
+    import os
+
     from caselink.infra.kafka_runtime import LocalKafka
+    from caselink.infra.registry_runtime import LocalRegistry
     from caselink.infra.topics import caselink_topics, ensure_topics
+    from caselink.schemas.registry import HttpRegistry, ensure_subjects
+    from caselink.schemas.serde import default_serde
 
     from caselink.core.kafka import admin_client
     from caselink.core.settings import KafkaSettings, Settings
 
     directory = Path(tempfile.mkdtemp(prefix=prefix))
+    registry = None
+    if not os.environ.get("CASELINK_REGISTRY__URL"):
+        registry = LocalRegistry(Settings().infra, directory / "registry")
+        os.environ["CASELINK_REGISTRY__URL"] = registry.start().url
     kafka = LocalKafka(Settings().infra, directory / "kafka")
     state = kafka.start()
     try:
         settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
-        ensure_topics(admin_client(settings), caselink_topics(agencies or settings.agencies, settings.purposes))
+        specs = caselink_topics(agencies or settings.agencies, settings.purposes)
+        ensure_topics(admin_client(settings), specs)
+        default_serde().bind(HttpRegistry(os.environ["CASELINK_REGISTRY__URL"]))
+        ensure_subjects(default_serde().registry, specs)
         yield settings, directory
     finally:
         kafka.stop()
+        if registry is not None:
+            registry.stop()
+            os.environ.pop("CASELINK_REGISTRY__URL", None)
         shutil.rmtree(directory, ignore_errors=True)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from caselink.cli_chart import chart_app
+from caselink.cli_connect import connect_app
 from caselink.cli_connector import connector_app
 from caselink.cli_consent import audit_command, consent_app, policy_app
 from caselink.cli_evaluate import evaluate_command
@@ -58,6 +59,7 @@ def _options(
 app.add_typer(infra_app, name="infra")
 app.add_typer(topics_app, name="topics")
 app.add_typer(connector_app, name="connector")
+app.add_typer(connect_app, name="connect")
 app.add_typer(policy_app, name="policy")
 app.add_typer(consent_app, name="consent")
 app.command("audit")(audit_command)

@@ -59,8 +59,20 @@ def run(
         emit(stats.__dict__, as_json, f"snapshot {stats.snapshot_rows} rows, {stats.changes} changes -> "
              f"{stats.events} events, {stats.dead_letters} dead letters, {stats.reconnects} reconnects")
         return
+    if kind == "debezium":
+        from caselink.connectors.debezium import DebeziumConnector
+
+        topic = mapping.source.get("topic")
+        if not topic:
+            fail(f"{mapping_file}: source needs topic for kind debezium (Debezium's <prefix>.<schema>.<table>)")
+        dbz = DebeziumConnector(settings, mapping, str(topic), name=name)
+        dstats = dbz.run(until_idle=not watch)
+        emit(dstats.__dict__, as_json, f"{dstats.messages} messages: {dstats.snapshot_rows} snapshot rows, "
+             f"{dstats.changes} changes, {dstats.deletes} deletes, {dstats.tombstones} tombstones -> "
+             f"{dstats.events} events, {dstats.dead_letters} dead letters")
+        return
     if kind not in ("csv", "jsonl"):
-        fail(f"{mapping_file}: source.kind {kind!r} is not one of csv, jsonl, postgres")
+        fail(f"{mapping_file}: source.kind {kind!r} is not one of csv, jsonl, postgres, debezium")
     connector = FileConnector(settings, mapping, name=name)
     target = resolve_source_path(mapping, path)
     if not target.exists():

@@ -48,32 +48,58 @@ def up(
     brokers: Annotated[int, typer.Option(help="nodes (3 gives RF 3, min ISR 2)")] = 1,
     port: Annotated[int | None, typer.Option(help="first listener port; free ports when omitted")] = None,
     secure: Annotated[bool, typer.Option("--secure", help="SASL/SCRAM logins and ACLs (StandardAuthorizer)")] = False,
+    full: Annotated[bool, typer.Option("--full", help="also a Kafka Connect worker with Debezium's PostgreSQL "
+                                                      "source and JDBC sink (docs/operations.md)")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Start Kafka in KRaft combined mode and wait until it answers metadata."""
+    """Start Kafka in KRaft combined mode and the schema registry (Apicurio), each timed to ready."""
     from caselink.core.kafka import local_cluster
     from caselink.core.settings import get_settings
+    from caselink.infra.jvm import JavaNotFoundError
     from caselink.infra.kafka_runtime import KafkaRuntimeError
+    from caselink.infra.maven import MavenError
+    from caselink.infra.service import ServiceError, rss_mb
+    from caselink.infra.stack import start_connect, start_registry
 
     settings = get_settings()
+    say = (lambda _m: None) if as_json else console.print
+    progress = lambda m: say(f"[dim]{m}[/]")  # noqa: E731
+    rows: list[dict[str, object]] = []
     running = local_cluster(settings)
     if running:
-        emit({"status": "already running", "bootstrap_servers": running.bootstrap_servers}, as_json,
-             f"Kafka already running at [bold]{running.bootstrap_servers}[/] (caselink infra down to stop)")
-        return
-    admin_password = secrets.token_urlsafe(24) if secure else None
+        run_dir = Path(running.directory)
+        say(f"Kafka already running at [bold]{running.bootstrap_servers}[/] (caselink infra down to stop)")
+        rows.append({"component": "kafka", "url": running.bootstrap_servers, "seconds_to_ready": 0.0,
+                     "rss_mb": None, "status": "already running"})
+        state = running
+    else:
+        admin_password = secrets.token_urlsafe(24) if secure else None
+        try:
+            state, seconds = start_local(brokers, port, admin_password=admin_password)
+        except KafkaRuntimeError as exc:
+            fail(str(exc))
+        run_dir = Path(state.directory)
+        rows.append({"component": "kafka", "url": state.bootstrap_servers, "seconds_to_ready": round(seconds, 2),
+                     "rss_mb": sum(rss_mb(n.pid) or 0 for n in state.nodes if n.pid) or None, "status": "ready"})
+        say(f"Kafka {settings.infra.kafka_version} ready at [bold]{state.bootstrap_servers}[/] "
+                      f"in {seconds:.1f}s ({brokers} node(s); data and logs in {state.directory})")
+        if admin_password is not None:
+            env = _write_private(Path(state.directory) / "admin.env", _env_lines("admin", admin_password))
+            say(f"SASL/SCRAM is on. Admin credentials: [bold]source {env}[/] "
+                          "(then `caselink infra principals` creates the other principals and their ACLs)")
     try:
-        state, seconds = start_local(brokers, port, admin_password=admin_password)
-    except KafkaRuntimeError as exc:
+        parts = [start_registry(settings, run_dir, progress)]
+        if full:
+            parts.append(start_connect(settings, run_dir, state.bootstrap_servers, parts[0].url, progress))
+    except (JavaNotFoundError, MavenError, ServiceError) as exc:
         fail(str(exc))
-    emit({"status": "ready", "bootstrap_servers": state.bootstrap_servers, "seconds_to_ready": round(seconds, 2),
-          "directory": state.directory, "kafka_version": settings.infra.kafka_version}, as_json,
-         f"Kafka {settings.infra.kafka_version} ready at [bold]{state.bootstrap_servers}[/] "
-         f"in {seconds:.1f}s ({brokers} node(s); data and logs in {state.directory})")
-    if admin_password is not None:
-        env = _write_private(Path(state.directory) / "admin.env", _env_lines("admin", admin_password))
-        console.print(f"SASL/SCRAM is on. Admin credentials: [bold]source {env}[/] "
-                      "(then `caselink infra principals` creates the other principals and their ACLs)")
+    for part in parts:
+        rows.append({"component": part.name, "url": part.url, "seconds_to_ready": part.seconds_to_ready,
+                     "rss_mb": round(part.rss_mb, 1) if part.rss_mb else None,
+                     "status": "ready" if part.seconds_to_ready else "already running"})
+        say(f"{part.name} ready at [bold]{part.url}[/] in {part.seconds_to_ready:.1f}s"
+                      + (f", {part.rss_mb:.0f} MiB resident" if part.rss_mb else ""))
+    emit(rows, as_json, None)
 
 
 @infra_app.command("down")
@@ -89,6 +115,9 @@ def down(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if not path.exists():
         emit({"status": "not running"}, as_json, "no local Kafka recorded")
         return
+    from caselink.infra.stack import stop_all
+
+    others = stop_all(settings)
     state = ClusterState.load(path)
     nodes = [(n.node_id, n.pid, n.port, n.controller_port) for n in state.nodes]
     kafka = LocalKafka(settings.infra, Path(state.directory), brokers=len(state.nodes))
@@ -100,11 +129,11 @@ def down(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if still:
         fail(f"Kafka not stopped after {seconds:.1f}s: {'; '.join(still)} (state kept in {path})")
     path.unlink()
-    emit({"status": "stopped", "directory": state.directory, "seconds": round(seconds, 2),
+    emit({"status": "stopped", "directory": state.directory, "seconds": round(seconds, 2), "also_stopped": others,
           "nodes": [{"node_id": i, "pid": pid, "ports_closed": [p, c]} for i, pid, p, c in nodes]}, as_json,
          f"Kafka stopped in {seconds:.1f}s: " + ", ".join(f"node {i} (pid {pid}) exited, ports {p} and {c} closed"
                                                          for i, pid, p, c in nodes)
-         + f"; logs kept in {state.directory}")
+         + (f"; also stopped {', '.join(others)}" if others else "") + f"; logs kept in {state.directory}")
 
 
 def _wait_until_gone(nodes: list[tuple[int, int | None, int, int]], timeout: float = 15.0) -> list[str]:
@@ -143,11 +172,16 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     state = ClusterState.load(path)
     nodes = [{"node_id": n.node_id, "port": n.port, "pid": n.pid, "alive": pid_alive(n.pid)} for n in state.nodes]
     healthy = all(n["alive"] for n in nodes)
+    from caselink.infra.stack import recorded
+
+    services = [{"name": s.name, "url": s.url, "pid": s.pid, "alive": s.alive} for s in recorded(settings)]
+    healthy = healthy and all(s["alive"] for s in services)
     emit({"running": healthy, "bootstrap_servers": state.bootstrap_servers, "nodes": nodes,
-          "directory": state.directory}, as_json,
+          "services": services, "directory": state.directory}, as_json,
          "\n".join([f"bootstrap: {state.bootstrap_servers}"] +
                    [f"node {n['node_id']}: port {n['port']} pid {n['pid']} {'up' if n['alive'] else 'DOWN'}"
-                    for n in nodes]))
+                    for n in nodes] +
+                   [f"{s['name']}: {s['url']} pid {s['pid']} {'up' if s['alive'] else 'DOWN'}" for s in services]))
     if not healthy:
         raise typer.Exit(1)
 
@@ -200,15 +234,19 @@ def topics_ensure(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     from caselink.infra.topics import caselink_topics, ensure_topics
 
     settings = get_settings()
-    report = ensure_topics(
-        admin_client(settings),
-        caselink_topics(settings.agencies, settings.purposes, settings.kafka.default_partitions),
-        settings.kafka.replication_factor,
-        settings.kafka.min_insync_replicas,
-    )
-    emit(report.__dict__, as_json,
+    from caselink.schemas.registry import RegistryError, ensure_subjects, registry_from_settings
+
+    specs = caselink_topics(settings.agencies, settings.purposes, settings.kafka.default_partitions)
+    report = ensure_topics(admin_client(settings), specs, settings.kafka.replication_factor,
+                           settings.kafka.min_insync_replicas)
+    try:
+        subjects = ensure_subjects(registry_from_settings(settings), specs)
+    except RegistryError as exc:
+        fail(str(exc))
+    emit({**report.__dict__, "subjects": subjects}, as_json,
          f"created {len(report.created)}, repartitioned {len(report.repartitioned)}, "
-         f"reconfigured {len(report.reconfigured)}, unchanged {len(report.unchanged)}")
+         f"reconfigured {len(report.reconfigured)}, unchanged {len(report.unchanged)}; "
+         f"{len(subjects)} registry subjects, BACKWARD compatible")
 
 
 @topics_app.command("list")

@@ -42,6 +42,7 @@ from caselink.core.kafka import (
 )
 from caselink.core.settings import KafkaSettings, Settings, get_settings
 from caselink.infra.kafka_runtime import LocalKafka, free_port
+from caselink.infra.registry_runtime import LocalRegistry
 from caselink.infra.topics import (
     CONSENT_EVENTS_TOPIC,
     DEAD_LETTER_TOPIC,
@@ -55,6 +56,7 @@ from caselink.infra.topics import (
 )
 from caselink.ops import http_health, latest_linked_cases
 from caselink.schemas import default_serde
+from caselink.schemas.dead_letters import read_letter
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 DEMO_AGENCIES = ("health", "social_care", "police")
@@ -81,9 +83,12 @@ def run_demo(keep_running: bool = False) -> None:
     else:
         console.rule("[bold]1. Kafka")
         console.print(f"using the running broker at {bootstrap_servers(settings)}")
+    registry_here = _ensure_registry(settings)
     try:
         _run(settings)
     finally:
+        if registry_here is not None and not keep_running:
+            registry_here.stop()
         if started_here is not None and not keep_running:
             started_here.stop()
             console.print("[dim]Kafka stopped[/]")
@@ -93,9 +98,29 @@ def run_demo(keep_running: bool = False) -> None:
             console.print(f"Kafka left running at {started_here.state.bootstrap_servers} (caselink infra down)")
 
 
+def _ensure_registry(settings: Settings) -> LocalRegistry | None:
+    """The schema registry every value is framed against: the configured or running one, else one
+    started for the demo (its URL in the environment, for the processes the demo starts)."""
+    from caselink.infra.registry_runtime import local_registry_url
+
+    if settings.registry.url or local_registry_url(settings):
+        return None
+    t0 = time.monotonic()
+    registry = LocalRegistry(settings.infra, Path(tempfile.mkdtemp(prefix="caselink-demo-registry-")),
+                             progress=lambda m: console.print(f"[dim]{m}[/]"))
+    state = registry.start()
+    os.environ["CASELINK_REGISTRY__URL"] = state.url
+    console.print(f"Apicurio Registry {settings.infra.registry_version} ready at {state.url} "
+                  f"in {time.monotonic() - t0:.1f}s")
+    return registry
+
+
 def _run(settings: Settings) -> None:
-    report = ensure_topics(admin_client(settings), caselink_topics(settings.agencies, settings.purposes,
-                                                                   settings.kafka.default_partitions))
+    from caselink.schemas.registry import ensure_subjects
+
+    specs = caselink_topics(settings.agencies, settings.purposes, settings.kafka.default_partitions)
+    report = ensure_topics(admin_client(settings), specs)
+    ensure_subjects(default_serde().registry, specs)  # each topic's subject, BACKWARD compatible
     console.print(f"topics: {len(report.created)} created, {len(report.unchanged) + len(report.reconfigured)} "
                   "already there")
 
@@ -131,7 +156,7 @@ def _run(settings: Settings) -> None:
     if letters:
         dl = Table("dead letter origin", "stage", "error")
         for msg in letters[-10:]:
-            _, letter = serde.decode(msg.value(), expect="DeadLetter")
+            letter = read_letter(msg, serde)
             dl.add_row(letter["origin"], letter["stage"], letter["error"][:90])
         console.print(dl)
 
@@ -279,7 +304,10 @@ class WorkerProcess:
 def _spawn(command: str, settings: Settings, folder: Path, port: int, env: dict[str, str]) -> WorkerProcess:
     """``caselink <command>`` in its own process, logging to ``folder/<command>.log``."""
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers(settings), **env}
+    from caselink.schemas.registry import registry_url
+
+    env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers(settings),
+           "CASELINK_REGISTRY__URL": registry_url(settings), **env}
     log_path = folder / f"{command}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "caselink.cli", command], env=env, stdout=log,

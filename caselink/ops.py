@@ -36,7 +36,7 @@ from caselink.core.kafka import (
 from caselink.core.settings import Settings
 from caselink.infra.topics import DEAD_LETTER_TOPIC, DLQ_REDRIVEN_TOPIC, LINKED_CASES_TOPIC
 from caselink.schemas import default_serde
-from caselink.schemas.dead_letter import TRUNCATED_MARK
+from caselink.schemas.dead_letters import TRUNCATED_MARK, read_letter
 
 EPHEMERAL_GROUPS = ("caselink-reader-", "caselink-quiet-probe", "caselink-ops-")
 
@@ -322,10 +322,8 @@ def replay(settings: Settings, plan: ReplayPlan, progress: Callable[[int], None]
 def dead_letters(settings: Settings, progress: Callable[[int, int], None] | None = None
                  ) -> list[tuple[Any, dict[str, Any]]]:
     """Every dead letter now on the topic, with its message (for its offset)."""
-
     serde = default_serde()
-    return [(m, serde.decode(m.value(), expect="DeadLetter")[1])
-            for m in read_to_end(settings, [DEAD_LETTER_TOPIC], progress=progress)]
+    return [(m, read_letter(m, serde)) for m in read_to_end(settings, [DEAD_LETTER_TOPIC], progress=progress)]
 
 
 def letter_id(msg: Any) -> str:
@@ -351,7 +349,7 @@ class RedriveError(ValueError):
 
 
 def letter_agency(msg: Any) -> str | None:
-    """The agency whose connector wrote a dead letter (its ``caselink-agency`` header), if it says."""
+    """The agency whose connector wrote a dead letter (its ``caselink.dead-letter.agency`` header), if it says."""
     from caselink.connectors.base import AGENCY_HEADER
 
     value = dict(msg.headers() or []).get(AGENCY_HEADER)

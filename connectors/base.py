@@ -19,6 +19,7 @@ from typing import Any
 from caselink.connectors.mapping import AgencyMapping, MappedRow
 from caselink.infra.topics import DEAD_LETTER_TOPIC, connector_checkpoints_topic, person_events_topic
 from caselink.schemas import default_serde
+from caselink.schemas.dead_letters import dead_letter_message
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter
 
@@ -68,7 +69,7 @@ class DeliveryStats:
     errors: list[str] = field(default_factory=list)
 
 
-AGENCY_HEADER = "caselink-agency"  # on a connector's dead letters: whose row it is
+AGENCY_HEADER = "caselink.dead-letter.agency"  # on a connector's dead letters: whose row it is
 
 
 class ConnectorSink:
@@ -114,13 +115,15 @@ class ConnectorSink:
         self._events_out.inc(self.stats.produced - self._counted)
         self._counted = self.stats.produced
 
-    def send_dead_letter(self, letter: dict[str, Any], headers: list[tuple[str, bytes]] | None = None) -> None:
-        """A dead letter, with the agency whose connector wrote it in its ``caselink-agency`` header
-        (the DeadLetter itself does not say, and `caselink dlq redrive --mapping` must not re-drive
-        one agency's row through another's mapping)."""
-        value = self.serde.encode("DeadLetter", letter)
-        headers = [*(headers or []), (AGENCY_HEADER, self.agency.encode())]
-        self._produce(DEAD_LETTER_TOPIC, letter["origin"].encode(), value, headers)
+    def send_dead_letter(self, letter: dict[str, Any], headers: list[tuple[str, bytes]] | None = None,
+                         key: bytes | None = None) -> None:
+        """The failed row or message's own bytes, its reasons in Kafka Connect's error headers
+        (schemas/dead_letters.py), and the agency whose connector wrote it (``AGENCY_HEADER``:
+        `caselink dlq redrive --mapping` must not re-drive one agency's row through another's
+        mapping); ``key``: the failed message's own key, if it had one."""
+        dead_key, value, letter_headers = dead_letter_message(letter, key)
+        self._produce(DEAD_LETTER_TOPIC, dead_key or letter["origin"].encode(), value or b"",
+                      [*letter_headers, *(headers or []), (AGENCY_HEADER, self.agency.encode())])
         self.stats.dead_letters += 1
         DEAD_LETTERS.labels(self.name, letter["error_type"]).inc()
 

@@ -32,7 +32,7 @@ from caselink.connectors.readers import (
     read_csv,
     read_jsonl,
 )
-from caselink.schemas.dead_letter import dead_letter
+from caselink.schemas.dead_letters import dead_letter
 from tqdm import tqdm
 
 from caselink.core.settings import Settings

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from caselink.connectors.base import ConnectorSink, person_event
 from caselink.connectors.mapping import AgencyMapping, RowError
-from caselink.schemas.dead_letter import dead_letter
+from caselink.schemas.dead_letters import dead_letter
 
 from caselink.core.settings import Settings
 

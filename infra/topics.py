@@ -70,6 +70,9 @@ class TopicSpec:
     cleanup_policy: str = "delete"
     retention_ms: int = 7 * DAY_MS
     extra: dict[str, str] = field(default_factory=dict)
+    # The caselink Avro records its values are, each with a subject in the schema registry
+    # (schemas/registry.py); empty for a topic of caselink's own bookkeeping (JSON, or no values).
+    value_schemas: tuple[str, ...] = ()
 
     def configs(self, min_insync_replicas: int | None = None) -> dict[str, str]:
         """The topic-level configs; ``min_insync_replicas`` None leaves it to the cluster's default."""
@@ -91,19 +94,22 @@ def caselink_topics(
     """The design's topic table, expanded for the configured agencies and purposes."""
     specs: list[TopicSpec] = []
     for agency in agencies:
-        specs.append(TopicSpec(person_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS))
-        specs.append(TopicSpec(consent_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS))
+        specs.append(TopicSpec(person_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS,
+                               value_schemas=("PersonEvent",)))
+        specs.append(TopicSpec(consent_events_topic(agency), partitions, retention_ms=LONG_RETENTION_MS,
+                               value_schemas=("ConsentEvent",)))
         # Where each of the agency's connectors got to in its source; one key per connector, latest wins.
         specs.append(TopicSpec(connector_checkpoints_topic(agency), 1, cleanup_policy="compact", extra=COMPACTED))
     specs += [
         # The linker is the single writer of the citizen index, so its input has one partition;
         # the index is rebuilt by replaying it, so it is kept indefinitely.
-        TopicSpec(LINK_INPUT_TOPIC, 1, retention_ms=LONG_RETENTION_MS),
-        TopicSpec(LINKED_CASES_TOPIC, partitions, cleanup_policy="compact", extra=COMPACTED),
-        TopicSpec(LINK_DECISIONS_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
-        TopicSpec(REVIEW_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
-        TopicSpec(DISCLOSURES_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
-        TopicSpec(CONSENT_EVENTS_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
+        TopicSpec(LINK_INPUT_TOPIC, 1, retention_ms=LONG_RETENTION_MS, value_schemas=("PersonEvent", "ReviewDecision")),
+        TopicSpec(LINKED_CASES_TOPIC, partitions, cleanup_policy="compact", extra=COMPACTED,
+                  value_schemas=("LinkedCase",)),
+        TopicSpec(LINK_DECISIONS_TOPIC, partitions, retention_ms=LONG_RETENTION_MS, value_schemas=("LinkDecision",)),
+        TopicSpec(REVIEW_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED, value_schemas=("ReviewItem",)),
+        TopicSpec(DISCLOSURES_TOPIC, partitions, retention_ms=LONG_RETENTION_MS, value_schemas=("Disclosure",)),
+        TopicSpec(CONSENT_EVENTS_TOPIC, partitions, retention_ms=LONG_RETENTION_MS, value_schemas=("ConsentEvent",)),
         TopicSpec(GATE_RELEASED_TOPIC, partitions, cleanup_policy="compact", extra=COMPACTED),
         TopicSpec(DLQ_REDRIVEN_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
         TopicSpec(GATE_ELECTION_TOPIC, 1, cleanup_policy="compact", extra=COMPACTED),
@@ -115,7 +121,8 @@ def caselink_topics(
 
 def purpose_topic_specs(purposes: Iterable[str], partitions: int = 3) -> list[TopicSpec]:
     """The compacted ``caselink.cases.<purpose>`` topics (also created by the gate for its policy's purposes)."""
-    return [TopicSpec(purpose_topic(p), partitions, cleanup_policy="compact", extra=COMPACTED) for p in purposes]
+    return [TopicSpec(purpose_topic(p), partitions, cleanup_policy="compact", extra=COMPACTED,
+                      value_schemas=("GatedCase",)) for p in purposes]
 
 
 # Topic-level settings caselink may have set itself and, when they are not configured, hands

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, cast
 import fastavro
 from caselink.schemas.compiled_writer import WRITE_ERRORS, compile_writer, timestamp_millis, write_long
 from caselink.schemas.records import Member
-from caselink.schemas.serde import MAGIC, AvroSerde
+from caselink.schemas.serde import AvroSerde
 from fastavro.schema import to_parsing_canonical_form
 
 
@@ -89,7 +89,7 @@ def _splice_fields(serde: AvroSerde, member: dict[str, Any]) -> tuple[int, int] 
 class LinkedCaseCodec:
     def __init__(self, serde: AvroSerde) -> None:
         version = serde.schema("LinkedCase")
-        self.header = MAGIC + version.fingerprint
+        self.header = serde.header("LinkedCase")  # the registry framing
         fields = version.raw["fields"]
         at = [f["name"] for f in fields].index("members")
         member = fields[at]["type"]["items"]

@@ -20,7 +20,7 @@ from caselink.linkage.model import FieldWeight, LinkageModel
 from caselink.linkage.record import LinkRecord
 from caselink.schemas.compiled_writer import write_long
 from caselink.schemas.records import LinkDecision
-from caselink.schemas.serde import MAGIC, AvroSerde
+from caselink.schemas.serde import AvroSerde
 from caselink.streams.case_codec import SchemaPart
 
 # Cached field weights are dropped when there are this many (term-frequency values are unbounded).
@@ -56,7 +56,7 @@ class DecisionCodec:
         self.fast = _layout_matches(raw)
         if not self.fast:
             return
-        self.header = MAGIC + version.fingerprint
+        self.header = serde.header("LinkDecision")  # the registry framing
         namespace = raw.get("namespace", "")
         fields = raw["fields"]
         at = [f["name"] for f in fields].index("candidates")

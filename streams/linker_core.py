@@ -43,6 +43,7 @@ class Outgoing:
     topic: str
     key: bytes
     value: bytes | None  # None: a tombstone
+    headers: list[tuple[str, bytes]] | None = None  # a dead letter's reasons (schemas/dead_letters.py)
 
 
 def new_core(settings: Settings, model: LinkageModel) -> LinkerCore:

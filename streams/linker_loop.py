@@ -34,7 +34,7 @@ from caselink.linkage import deployment
 from caselink.linkage.checks import check_model
 from caselink.linkage.model import LinkageModel
 from caselink.schemas import UndecodableEventError, default_serde
-from caselink.schemas.dead_letter import dead_letter
+from caselink.schemas.dead_letters import dead_letter, dead_letter_message
 from caselink.schemas.serde import AvroSerde
 from caselink.streams import metrics, snapshot
 from caselink.streams.linker_core import LinkerCore, new_core
@@ -361,8 +361,11 @@ class LinkerLoop(threading.Thread):
             self.recovered_at = time.monotonic()
         if self.position > (self.publish_from or 0):
             self._settle(consumer, wait=True)
-            for topic, key, value, offset in outputs:
-                self._publish(sink, serde, topic, key, value, offset)
+            for topic, key, value, offset, headers in outputs:
+                if headers:  # a dead letter, in Kafka Connect's convention
+                    sink.send(topic, key, value, headers)
+                else:
+                    self._publish(sink, serde, topic, key, value, offset)
             sink.count()
             self._pending = acks.submit(_acknowledged, sink, self.position)
 
@@ -390,7 +393,8 @@ class LinkerLoop(threading.Thread):
                                  f"the payload holds its first {PUBLISH_LETTER_BYTES:,} bytes")
             letter = dead_letter(origin, "publish", error, (value or b"")[:PUBLISH_LETTER_BYTES], topic=topic,
                                  partition=None, offset=None, key=key)
-            sink.send(DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter))
+            dead_key, dead_value, headers = dead_letter_message(letter, key)
+            sink.send(DEAD_LETTER_TOPIC, dead_key or origin.encode(), dead_value, headers)
             metrics.DEAD_LETTERS.labels("publish", type(exc).__name__).inc()
             log.error("linker output to %s (from %s) dead-lettered: %s", topic, origin, exc)
 
@@ -447,7 +451,8 @@ def _acknowledged(sink: BatchSink, position: int) -> int:
     return position
 
 
-Output = tuple[str, bytes, bytes | None, int]  # topic, key, value, and the link-input offset it answers
+# topic, key, value, the link-input offset it answers, and a dead letter's headers
+Output = tuple[str, bytes, bytes | None, int, list[tuple[str, bytes]] | None]
 
 
 @dataclass
@@ -490,7 +495,8 @@ def link_batch(core: LinkerCore, lock: threading.RLock, batch: list[Message], pu
                 origin = f"{msg.topic()}[{msg.partition()}]@{offset}"
                 letter = dead_letter(origin, "link", exc, msg.value() or b"", topic=msg.topic(),
                                      partition=msg.partition(), offset=offset, key=msg.key())
-                linked.outputs.append((DEAD_LETTER_TOPIC, origin.encode(), serde.encode("DeadLetter", letter), offset))
+                key, value, headers = dead_letter_message(letter, msg.key())
+                linked.outputs.append((DEAD_LETTER_TOPIC, key or origin.encode(), value, offset, headers))
                 linked.dead_letters.append(type(exc).__name__)
             continue
         if not live:
@@ -498,7 +504,7 @@ def link_batch(core: LinkerCore, lock: threading.RLock, batch: list[Message], pu
         if core.last_review is not None:
             _log_review(core.last_review, core.last_outcome, core.last_reason, out)
         linked.outcomes[core.last_outcome] = linked.outcomes.get(core.last_outcome, 0) + 1
-        linked.outputs.extend((item.topic, item.key, item.value, offset) for item in out)
+        linked.outputs.extend((item.topic, item.key, item.value, offset, None) for item in out)
         _kind, ts = msg.timestamp()
         if ts > 0:
             linked.latencies.append(max(0.0, time.time() - ts / 1000))

@@ -18,7 +18,7 @@ from caselink.linkage.packed import pack
 from caselink.linkage.record import UnknownSchemeError, UnlinkableRecordError, standardise_person
 from caselink.linkage.rules import DEFAULT_RULES, LinkageRules
 from caselink.schemas import SchemaValidationError, UndecodableEventError, default_serde
-from caselink.schemas.dead_letter import dead_letter
+from caselink.schemas.dead_letters import dead_letter, dead_letter_message
 from caselink.streams import metrics
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,8 @@ class Normaliser:
                              offset=offset, key=key)
         metrics.DEAD_LETTERS.labels("normalise", type(error).__name__).inc()
         log.warning("dead letter from normalise at %s: %s", origin, error)
-        return DEAD_LETTER_TOPIC, origin.encode(), self.serde.encode("DeadLetter", letter), None
+        dead_key, dead_value, headers = dead_letter_message(letter, key)
+        return DEAD_LETTER_TOPIC, dead_key or origin.encode(), dead_value or b"", headers
 
 
 def packed_record(headers: Any) -> bytes | None:

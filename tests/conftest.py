@@ -86,7 +86,12 @@ def pipeline_settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
     kafka = LocalKafka(Settings().infra, directory)
     state = kafka.start()
     settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
-    ensure_topics(admin_client(settings), caselink_topics(settings.agencies, settings.purposes))
+    specs = caselink_topics(settings.agencies, settings.purposes)
+    ensure_topics(admin_client(settings), specs)
+    if os.environ.get("CASELINK_REGISTRY__URL"):  # integration tests: the session's registry
+        from caselink.schemas.registry import ensure_subjects, registry_from_settings
+
+        ensure_subjects(registry_from_settings(settings), specs)
     failed = False
     try:
         yield settings

@@ -277,9 +277,9 @@ def _linked_all(settings: Settings, worker: Any, events: int) -> bool:
 
 def _rejected(settings: Settings) -> int:
     from caselink.infra.topics import DEAD_LETTER_TOPIC
+    from caselink.schemas.dead_letters import read_letter
 
-    return sum(1 for m in read_to_end(settings, [DEAD_LETTER_TOPIC])
-               if serde.decode(m.value(), expect="DeadLetter")[1]["stage"] == "normalise")
+    return sum(1 for m in read_to_end(settings, [DEAD_LETTER_TOPIC]) if read_letter(m, serde)["stage"] == "normalise")
 
 
 def lost_and_duplicated(settings: Settings, published: dict[str, dict], events: int) -> dict[str, int]:

@@ -1,7 +1,8 @@
-"""The record of the local cluster ``caselink infra up`` started (``<run_dir>/state.json``).
+"""The records of what ``caselink infra up`` started: the local cluster (``<run_dir>/state.json``)
+and each other service, such as the schema registry (``<run_dir>/<name>.json``).
 
-Kept in core because every client finds the local broker through it (``core.kafka``), while
-``infra.kafka_runtime``, which starts and stops that cluster, writes it.
+Kept in core because every client finds the local broker and registry through them
+(``core.kafka``, ``schemas.registry``), while ``infra``, which starts and stops them, writes them.
 """
 
 from __future__ import annotations
@@ -74,3 +75,33 @@ def pid_alive(pid: int | None) -> bool:
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+@dataclass
+class ServiceState:
+    name: str
+    url: str  # what clients use
+    ready_url: str  # answers 200 once the service is ready
+    pid: int
+    directory: str
+    seconds_to_ready: float = 0.0
+
+    def save(self, path: Path) -> None:
+        ensure_private_dir(path.parent)
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> ServiceState | None:
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+    @property
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+
+def local_service_url(run_dir: Path, name: str) -> str:
+    """The URL of the service ``name`` that `caselink infra up` started, if it is running; else ''."""
+    state = ServiceState.load(run_dir / f"{name}.json")
+    return state.url if state is not None and state.alive else ""

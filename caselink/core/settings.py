@@ -22,7 +22,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-SECRET_FIELDS = {("kafka", "sasl_password"), ("consent", "pseudonym_key"), ("ingest", "tokens"), ("web", "tokens")}
+SECRET_FIELDS = {("kafka", "sasl_password"), ("consent", "pseudonym_key"), ("ingest", "tokens"), ("web", "tokens"),
+                 ("registry", "password")}
 
 
 class KafkaSettings(BaseModel):
@@ -49,8 +50,23 @@ class KafkaSettings(BaseModel):
     max_message_bytes: int = Field(default=1_000_000, ge=10_000)
 
 
+class RegistrySettings(BaseModel):
+    """The schema registry every value is framed against (schemas/registry.py). Empty ``url``
+    means: the local registry ``caselink infra up`` started. Any registry with the
+    Confluent-compatible REST API serves (Apicurio's is under ``/apis/ccompat/v7``); the password
+    comes from the environment only (CASELINK_REGISTRY__PASSWORD)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = ""
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+
+
 class InfraSettings(BaseModel):
-    """The local Kafka the project starts for itself (demo, tests, development)."""
+    """The local Kafka, schema registry and Kafka Connect worker the project starts for itself
+    (demo, tests, development)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -60,6 +76,15 @@ class InfraSettings(BaseModel):
     heap: str = "512m"
     ready_timeout_s: float = 90.0
     java_home: Path | None = None
+    # Apicurio Registry needs Java 21+: a JDK found by infra/jvm.py unless set here.
+    registry_version: str = "3.3.3"
+    registry_java_home: Path | None = None
+    registry_heap: str = "256m"
+    # Kafka Connect's runtime: the version Debezium 3.6.1 is built against (on connect-runtime 4.4.0
+    # its PostgreSQL source fails: org.apache.kafka.common.utils.Sanitizer is gone); the worker
+    # talks to the 4.4.0 broker like any client.
+    connect_version: str = "4.3.0"
+    connect_heap: str = "512m"
 
 
 class WorkerSettings(BaseModel):
@@ -217,6 +242,7 @@ class Settings(BaseSettings):
     )
 
     kafka: KafkaSettings = KafkaSettings()
+    registry: RegistrySettings = RegistrySettings()
     infra: InfraSettings = InfraSettings()
     consent: ConsentSettings = ConsentSettings()
     worker: WorkerSettings = WorkerSettings()

@@ -45,7 +45,7 @@ from caselink.infra.topics import (
     ensure_topics,
     purpose_topic_specs,
 )
-from caselink.schemas.dead_letter import dead_letter
+from caselink.schemas.dead_letters import dead_letter, dead_letter_message
 from caselink.streams import metrics
 from caselink.streams.consent.gate_core import INPUT_ERRORS, GateCore
 from caselink.streams.consent.policy import Policy, PolicyError, bundled_policy_path, load_policy
@@ -283,9 +283,13 @@ class GateLoop(threading.Thread):
             committer.close()
 
     def _ensure_purpose_topics(self, policy: Policy) -> None:
+        from caselink.schemas import default_serde
+        from caselink.schemas.registry import ensure_subjects
+
         k = self.settings.kafka
-        ensure_topics(admin_client(self.settings), purpose_topic_specs(policy.purposes, k.default_partitions),
-                      k.replication_factor, k.min_insync_replicas)
+        specs = purpose_topic_specs(policy.purposes, k.default_partitions)
+        ensure_topics(admin_client(self.settings), specs, k.replication_factor, k.min_insync_replicas)
+        ensure_subjects(default_serde().registry, specs)  # each purpose topic's subject, BACKWARD
 
     def _catch_up(self, consumer: Consumer) -> tuple[dict[str, int], list[Outgoing]]:
         """Rebuild state from the gate's bookkeeping and its inputs.
@@ -327,7 +331,8 @@ class GateLoop(threading.Thread):
             log.warning("dead letter from the consent gate at %s: %s", origin, exc)
             letter = dead_letter(origin, "consent-gate", exc, msg.value() or b"", topic=msg.topic(),
                                  partition=msg.partition(), offset=msg.offset(), key=msg.key())
-            dead.append(Outgoing(DEAD_LETTER_TOPIC, origin.encode(), core.serde.encode("DeadLetter", letter)))
+            key, value, headers = dead_letter_message(letter, msg.key())
+            dead.append(Outgoing(DEAD_LETTER_TOPIC, key or origin.encode(), value, headers))
             metrics.DEAD_LETTERS.labels("consent-gate", type(exc).__name__).inc()
 
     def _live(self, consumer: Consumer, producer: Producer, positions: dict[str, int], last_tick: datetime) -> None:
@@ -402,7 +407,10 @@ class GateLoop(threading.Thread):
         views: Counter[tuple[str, str]] = Counter()
         producer.begin_transaction()
         for item in out:
-            produce(producer, item.topic, item.key, item.value)
+            if item.headers:
+                produce(producer, item.topic, item.key, item.value, headers=item.headers)
+            else:
+                produce(producer, item.topic, item.key, item.value)
             produced[item.topic] += 1
             if item.topic.startswith("caselink.cases."):
                 views[(item.topic.rsplit(".", 1)[1], "release" if item.value is not None else "retract")] += 1

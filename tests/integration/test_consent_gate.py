@@ -15,6 +15,7 @@ from caselink.infra.topics import (
     purpose_topic,
 )
 from caselink.schemas import default_serde
+from caselink.schemas.dead_letters import read_letter
 from caselink.streams.consent.gate_loop import GateLoop
 from caselink.streams.consent.policy import bundled_policy_path
 from confluent_kafka import Producer
@@ -102,8 +103,8 @@ def test_gate_releases_retracts_audits_and_survives_restart(pipeline_settings: S
 
         assert ref.startswith("k1.") and view["pseudonymised"] and "Amelia" not in str(view)
 
-        letters = wait_for(lambda: [serde.decode(m.value())[1] for m in read_to_end(settings, [DEAD_LETTER_TOPIC])
-                                    if serde.decode(m.value())[1]["stage"] == "consent-gate"] or None)
+        letters = wait_for(lambda: [read_letter(m, serde) for m in read_to_end(settings, [DEAD_LETTER_TOPIC])
+                                    if read_letter(m, serde)["stage"] == "consent-gate"] or None)
         assert len(letters) == 2
         assert any("marketing" in x["error"] for x in letters)
         assert {x["origin_topic"] for x in letters} == {CONSENT_EVENTS_TOPIC}

@@ -14,6 +14,7 @@ from caselink.connectors.files import FileConnector, resolve_source_path
 from caselink.connectors.mapping import load_mapping
 from caselink.infra.topics import DEAD_LETTER_TOPIC, caselink_topics, ensure_topics, person_events_topic
 from caselink.schemas import default_serde
+from caselink.schemas.dead_letters import read_letter
 
 from caselink.core.kafka import read_to_end
 from caselink.demo import SAMPLES
@@ -52,7 +53,7 @@ def test_bad_rows_become_dead_letters_and_the_rest_arrive(settings, topics, tmp_
     # and the problem in quality. Row 162 has no record id: nothing to key it by.
     assert (report.rows, report.events, report.dead_letters) == (162, 161, 1)
     serde = default_serde()
-    letters = [serde.decode(m.value(), expect="DeadLetter")[1] for m in read_to_end(settings, [DEAD_LETTER_TOPIC])]
+    letters = [read_letter(m, serde) for m in read_to_end(settings, [DEAD_LETTER_TOPIC])]
     mine = {x["origin"]: x for x in letters if x["origin"].startswith("health_patients.csv")}
     assert set(mine) == {"health_patients.csv:row 162"}
     assert "missing record id" in mine["health_patients.csv:row 162"]["error"]
@@ -185,7 +186,7 @@ def test_parallel_load_keeps_each_records_order_and_records_completion(settings,
         versions.setdefault(e["source_record_id"], []).append(e["source_version"])
     assert versions == {f"P{i:05d}": [1, 2] for i in range(records)}
     serde = default_serde()
-    letters = [serde.decode(m.value(), expect="DeadLetter")[1] for m in read_to_end(settings, [DEAD_LETTER_TOPIC])]
+    letters = [read_letter(m, serde) for m in read_to_end(settings, [DEAD_LETTER_TOPIC])]
     assert [x["origin"] for x in letters if x["origin"].startswith("twice.csv")] == [f"twice.csv:row {2 * records + 1}"]
 
     again = FileConnector(settings, load_mapping(mapping_path), name="t-parallel").load(data)
@@ -228,9 +229,9 @@ def test_sigkill_of_a_parallel_load_then_restart_loses_nothing(settings, topics,
 
 def _letters_from(settings, prefix: str) -> list[tuple[dict, dict]]:
     serde = default_serde()
-    return [(serde.decode(m.value(), expect="DeadLetter")[1], dict(m.headers() or []))
+    return [(read_letter(m, serde), dict(m.headers() or []))
             for m in read_to_end(settings, [DEAD_LETTER_TOPIC])
-            if serde.decode(m.value(), expect="DeadLetter")[1]["origin"].startswith(prefix)]
+            if read_letter(m, serde)["origin"].startswith(prefix)]
 
 
 def _run_connector(settings, mapping_path: Path, data: Path, name: str) -> subprocess.CompletedProcess[str]:

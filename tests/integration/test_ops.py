@@ -12,7 +12,7 @@ from caselink.connectors.files import FileConnector
 from caselink.connectors.mapping import load_mapping
 from caselink.infra.topics import DEAD_LETTER_TOPIC, person_events_topic, purpose_topic
 from caselink.schemas import default_serde
-from caselink.schemas.dead_letter import dead_letter
+from caselink.schemas.dead_letters import dead_letter
 from confluent_kafka import Consumer, Producer, TopicPartition
 from typer.testing import CliRunner
 

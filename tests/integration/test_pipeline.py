@@ -144,7 +144,9 @@ def _cli(settings: Settings, *args: str) -> tuple[int, str]:
 
 def _normaliser_dead_letters(settings: Settings) -> list[dict]:
     serde = default_serde()
-    letters = [serde.decode(x.value(), expect="DeadLetter")[1] for x in read_to_end(settings, [DEAD_LETTER_TOPIC])]
+    from caselink.schemas.dead_letters import read_letter
+
+    letters = [read_letter(x, serde) for x in read_to_end(settings, [DEAD_LETTER_TOPIC])]
     return [x for x in letters if x["stage"] == "normalise"]
 
 

@@ -18,7 +18,6 @@ import fastavro
 import pytest
 from caselink.schemas import SCHEMA_NAMES, default_serde
 from caselink.schemas.compiled_writer import WRITE_ERRORS, compile_writer, write_long
-from caselink.schemas.serde import MAGIC
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -79,14 +78,14 @@ def _right(schema: Any, named: dict[str, Any], space: str | None, wrong: bool) -
 
 
 def _fastavro_bytes(name: str, record: Any) -> bytes | None:
-    """fastavro's single-object encoding of ``record`` (no tuple notation), or None if it refuses."""
+    """fastavro's encoding of ``record`` (no tuple notation) with the registry framing, or None if it refuses."""
     version = default_serde().schema(name)
     buf = io.BytesIO()
     try:
         fastavro.schemaless_writer(buf, version.parsed, record)
     except Exception:  # noqa: BLE001 - whatever fastavro refuses with
         return None
-    return MAGIC + version.fingerprint + buf.getvalue()
+    return default_serde().header(name) + buf.getvalue()
 
 
 def _strategy(name: str, wrong: bool) -> st.SearchStrategy[Any]:
@@ -95,7 +94,7 @@ def _strategy(name: str, wrong: bool) -> st.SearchStrategy[Any]:
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
 def test_every_caselink_schema_compiles(name: str) -> None:
-    assert default_serde().schema(name).writer is not None
+    assert default_serde().writer(name) is not None
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -106,7 +105,7 @@ def test_valid_records_encode_to_fastavro_bytes(name: str, data: st.DataObject) 
     record = data.draw(_strategy(name, wrong=False))
     expected = _fastavro_bytes(name, record)
     assert expected is not None
-    assert default_serde().schema(name).writer(record) == expected  # type: ignore[misc]
+    assert default_serde().writer(name)(record) == expected  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -115,7 +114,7 @@ def test_valid_records_encode_to_fastavro_bytes(name: str, data: st.DataObject) 
 @given(data=st.data())
 def test_a_record_the_writer_takes_is_written_as_fastavro_writes_it(name: str, data: st.DataObject) -> None:
     record = data.draw(_strategy(name, wrong=True))
-    writer = default_serde().schema(name).writer
+    writer = default_serde().writer(name)
     assert writer is not None
     try:
         written = writer(record)
@@ -128,7 +127,7 @@ def test_a_record_the_writer_takes_is_written_as_fastavro_writes_it(name: str, d
 def test_serde_encodes_the_sample_through_the_compiled_writer(name: str) -> None:
     serde = default_serde()
     record = sample(name)
-    assert serde.schema(name).writer(record) == serde.encode(name, record) == _fastavro_bytes(name, record)  # type: ignore[misc]
+    assert serde.writer(name)(record) == serde.encode(name, record) == _fastavro_bytes(name, record)  # type: ignore[misc]
 
 
 def test_a_record_the_writer_refuses_still_encodes_through_fastavro() -> None:
@@ -136,7 +135,7 @@ def test_a_record_the_writer_refuses_still_encodes_through_fastavro() -> None:
     record = sample("PersonEvent")
     record["occurred_at"] = datetime(2026, 3, 1, 12, 0)  # naive: fastavro reads it as local time
     with pytest.raises(TypeError):
-        serde.schema("PersonEvent").writer(record)  # type: ignore[misc]
+        serde.writer("PersonEvent")(record)  # type: ignore[misc]
     assert serde.encode("PersonEvent", record) == _fastavro_bytes("PersonEvent", record)
 
 

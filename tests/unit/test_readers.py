@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from caselink.connectors.readers import MAX_ROW_BYTES, csv_header_bytes, parse_csv_row, read_csv, read_jsonl
-from caselink.schemas.dead_letter import DEAD_LETTER_MAX_PAYLOAD, TRUNCATED_MARK, dead_letter
+from caselink.schemas.dead_letters import DEAD_LETTER_MAX_PAYLOAD, TRUNCATED_MARK, dead_letter
 
 
 def _rows(path: Path, **kw):

@@ -15,10 +15,61 @@ def test_every_schema_round_trips(name: str) -> None:
     serde = default_serde()
     record = sample(name)
     data = serde.encode(name, record)
-    assert data[:2] == b"\xc3\x01"
+    assert data[0] == 0 and data[:5] == serde.header(name)  # the registry framing: 0, then the schema id
+    assert serde.registry.schema_text(int.from_bytes(data[1:5], "big")) == json.dumps(serde.schema(name).raw)
     decoded_name, decoded = serde.decode(data)
     assert decoded_name == name
     assert decoded == record
+
+
+@pytest.mark.parametrize("name", SCHEMA_NAMES)
+def test_messages_written_before_the_registry_are_still_read(name: str) -> None:
+    """Avro single-object encoding (C3 01, the fingerprint, the body): what the link input and
+    every other topic hold from before the registry framing. Read, never written."""
+    import io
+
+    import fastavro
+    from caselink.schemas.serde import MAGIC
+
+    serde = default_serde()
+    version = serde.schema(name)
+    record = sample(name)
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, version.parsed, record)
+    legacy = MAGIC + version.fingerprint + buf.getvalue()
+    assert serde.decode(legacy) == (name, record)
+    framed = serde.encode(name, record)
+    assert framed[5:] == legacy[10:]  # the same body: only the framing changed
+
+
+def test_a_schema_id_the_serde_has_not_seen_is_fetched_from_the_registry() -> None:
+    from tests.memory_registry import MemoryRegistry
+
+    registry = MemoryRegistry()
+    writer, reader = AvroSerde(registry=registry), AvroSerde(registry=registry)
+    data = writer.encode("PersonEvent", sample("PersonEvent"))
+    assert reader.by_id == {}
+    assert reader.decode(data) == ("PersonEvent", sample("PersonEvent"))
+    assert int.from_bytes(data[1:5], "big") in reader.by_id
+
+
+def test_subjects_are_backward_compatible_and_refuse_a_breaking_change() -> None:
+    from caselink.schemas.registry import RegistryError, register_lineage
+
+    from tests.memory_registry import MemoryRegistry
+
+    registry = MemoryRegistry()
+    first = register_lineage(registry, "agency.health.person-events-value", "PersonEvent")
+    assert registry.compatibility["agency.health.person-events-value"] == "BACKWARD"
+    released = {json.dumps(json.loads(p.read_text())) for p in (HISTORY_DIR / "PersonEvent").glob("*.avsc")}
+    versions = registry.subjects["agency.health.person-events-value"]
+    assert len(versions) == len(released | {json.dumps(default_serde().schema("PersonEvent").raw)})
+    assert versions[-1] == first  # the current version is the latest
+    assert register_lineage(registry, "caselink.PersonEvent", "PersonEvent") == first  # one id per content
+    breaking = json.loads(json.dumps(default_serde().schema("PersonEvent").raw))
+    breaking["fields"].append({"name": "must_have", "type": "string"})
+    with pytest.raises(RegistryError, match="incompatible"):
+        registry.register("agency.health.person-events-value", json.dumps(breaking))
 
 
 def test_fingerprint_is_avro_crc64_little_endian() -> None:
@@ -49,8 +100,8 @@ def test_missing_required_field_is_named() -> None:
     [
         (None, "tombstone"),
         (b"\xc3\x01abc", "shorter"),
-        (b"{\"json\": true, \"x\": 1}", "no Avro single-object marker"),
-        (b"\x00\x00\x00\x00\x01abcdef", "Confluent wire format"),
+        (b"{\"json\": true, \"x\": 1}", "neither the registry framing"),
+        (b"\x00\x7f\xff\xff\xffabcdef", "not in the registry"),
         (b"\xc3\x01" + b"\x00" * 8 + b"x", "unknown writer schema"),
     ],
 )
