@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from caselink.schemas.serde import MAGIC, AvroSerde
+from caselink.schemas.serde import AvroSerde
 from caselink.streams.case_codec import SchemaPart
 from caselink.streams.consent.evaluate import View
 
@@ -30,7 +30,7 @@ class GatedCodec:
         if [f["name"] for f in fields[-len(TAIL):]] != TAIL:
             raise ValueError(f"GatedCase no longer ends with {TAIL}: the gate's codec must follow the schema")
         namespace = version.raw.get("namespace", "")
-        self.header = MAGIC + version.fingerprint
+        self.header = serde.header("GatedCase")  # the registry framing
         self._view = SchemaPart({"type": "record", "name": "GatedView", "namespace": namespace,
                                  "fields": fields[:-len(TAIL)]})
         self._tail = SchemaPart({"type": "record", "name": "GatedTail", "namespace": namespace,
