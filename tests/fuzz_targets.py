@@ -79,10 +79,13 @@ def jsonl_bytes(data: bytes) -> None:
 _SERDE = default_serde()
 _NORMALISER = Normaliser()
 _T0 = datetime(2026, 11, 1, tzinfo=UTC)
-VALID_EVENT = encoded_person_event("health", "H1", {
-    "given_names": "Ann", "family_name": "Lee", "date_of_birth": "1990-01-02",
-    "identifiers": {"nhs_number": "9434765919"}, "addresses": [{"lines": ["1 Mill Lane"], "postcode": "LS6 2AB"}]},
-    event_id="e1", at=_T0)
+def valid_event() -> bytes:
+    """A valid PersonEvent on an agency topic, framed when asked for: by the registry the tests'
+    fixtures bind, after this module is imported (unit and integration tests bind different ones)."""
+    return encoded_person_event("health", "H1", {
+        "given_names": "Ann", "family_name": "Lee", "date_of_birth": "1990-01-02",
+        "identifiers": {"nhs_number": "9434765919"}, "addresses": [{"lines": ["1 Mill Lane"], "postcode": "LS6 2AB"}]},
+        event_id="e1", at=_T0)
 
 
 def avro_event(value: bytes) -> None:
