@@ -129,7 +129,7 @@ def test_gate_releases_retracts_audits_and_survives_restart(pipeline_settings: S
         time.sleep(1.0)
         assert len(audit(settings)) == len(before)
         assert len([m for m in read_to_end(settings, [DEAD_LETTER_TOPIC])
-                    if serde.decode(m.value())[1]["stage"] == "consent-gate"]) == 2
+                    if read_letter(m, serde)["stage"] == "consent-gate"]) == 2
 
         # A policy change narrows direct care to health only: a corrected view, audited with the reason.
         policy_file.write_text(policy_file.read_text().replace(

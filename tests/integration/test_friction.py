@@ -25,6 +25,7 @@ from caselink.infra.topics import (
     person_events_topic,
 )
 from caselink.schemas import default_serde
+from caselink.schemas.dead_letters import read_letter
 from confluent_kafka import Producer
 
 from caselink.core.kafka import read_to_end
@@ -39,6 +40,7 @@ serde = default_serde()
 def caselink(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CASELINK_")}
     environment.update({"CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+                        "CASELINK_REGISTRY__URL": os.environ["CASELINK_REGISTRY__URL"],  # the session's registry
                         "CASELINK_LINKAGE__BUNDLED_MODEL": "true", "CASELINK_WORKER__WEB_PORT": "9",
                         "CASELINK_CONSENT__WEB_PORT": "9", "CASELINK_CONFIG": "/nonexistent", **env})
     return subprocess.run([sys.executable, "-m", "caselink.cli", *args], capture_output=True, text=True,
@@ -165,6 +167,7 @@ def test_tail_follow_prints_what_arrives_until_interrupted(pipeline_settings: Se
     """Item 2: `tail -f` follows."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASELINK_")}
     env["CASELINK_KAFKA__BOOTSTRAP_SERVERS"] = pipeline_settings.kafka.bootstrap_servers
+    env["CASELINK_REGISTRY__URL"] = os.environ["CASELINK_REGISTRY__URL"]  # the session's registry
     proc = subprocess.Popen([sys.executable, "-m", "caselink.cli", "tail", "-f", "--json", LINKED_CASES_TOPIC],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -232,7 +235,7 @@ def test_a_mapping_that_reads_a_column_the_file_lacks_sends_nothing(pipeline_set
     assert result.returncode == 1
     assert "warning: " in result.stderr and "column(s) 'surname' not in the source" in result.stderr
     assert "error: every one of the 2 rows became a dead letter" in result.stderr
-    letters = [serde.decode(m.value())[1] for m in read_to_end(pipeline_settings, [DEAD_LETTER_TOPIC])]
+    letters = [read_letter(m, serde) for m in read_to_end(pipeline_settings, [DEAD_LETTER_TOPIC])]
     assert [d["error"] for d in letters] == ["record_id: missing record id: column 'id' is empty on this row"] * 2
 
 
