@@ -99,7 +99,9 @@ def up(
                      "status": "ready" if part.seconds_to_ready else "already running"})
         say(f"{part.name} ready at [bold]{part.url}[/] in {part.seconds_to_ready:.1f}s"
                       + (f", {part.rss_mb:.0f} MiB resident" if part.rss_mb else ""))
-    emit(rows, as_json, None)
+    emit({"status": "ready", "bootstrap_servers": state.bootstrap_servers, "directory": state.directory,
+          "kafka_version": settings.infra.kafka_version, "seconds_to_ready": rows[0]["seconds_to_ready"],
+          "components": rows}, as_json, None)
 
 
 @infra_app.command("down")
