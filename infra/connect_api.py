@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from caselink.infra.connect_runtime import avro_converter
+from caselink.infra.topics import DEAD_LETTER_TOPIC
 
 
 class ConnectError(RuntimeError):
@@ -167,6 +168,14 @@ def jdbc_sink(topic: str, dsn: str, table: str, registry_url: str) -> dict[str, 
         "transforms.keyStruct.field": "citizen_ref",
         "transforms.dropMembers.type": "org.apache.kafka.connect.transforms.ReplaceField$Value",
         "transforms.dropMembers.exclude": "members",
-        # A record the sink cannot write goes to the dead letters, as Connect's reporter writes them.
-        "errors.tolerance": "none",
+        # Only committed views: the gate releases in transactions, and an aborted one (a gate killed
+        # mid-transaction) is in the log too; a read_uncommitted sink would land views never released.
+        "consumer.override.isolation.level": "read_committed",
+        # A record the sink cannot convert or transform goes to caselink's dead letters, as Connect's
+        # reporter writes them (the record's own key and value, why in __connect.errors.* headers), and
+        # the sink goes on; a failure to write to the database still stops the task (Connect's rule).
+        "errors.tolerance": "all",
+        "errors.deadletterqueue.topic.name": DEAD_LETTER_TOPIC,
+        "errors.deadletterqueue.context.headers.enable": "true",
+        "errors.log.enable": "true",
     }
