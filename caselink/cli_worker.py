@@ -178,6 +178,7 @@ def tail(topic: str, as_json: bool = False, limit: int = 0, follow: bool = False
 
 
 def _print_message(msg: Any, as_json: bool) -> None:
+    from caselink.infra.topics import DEAD_LETTER_TOPIC
     from caselink.schemas import UndecodableEventError, default_serde
 
     serde = default_serde()
@@ -186,9 +187,14 @@ def _print_message(msg: Any, as_json: bool) -> None:
         record: object = None
         name = "tombstone"
     else:
+        from caselink.schemas.dead_letters import read_letter
+
         try:
-            name, record = serde.decode(msg.value(), topic=msg.topic(), partition=msg.partition(),
-                                        offset=msg.offset())
+            if msg.topic() == DEAD_LETTER_TOPIC:  # Kafka Connect's convention: the failed bytes, why in headers
+                name, record = "DeadLetter", read_letter(msg, serde)
+            else:
+                name, record = serde.decode(msg.value(), topic=msg.topic(), partition=msg.partition(),
+                                            offset=msg.offset())
         except UndecodableEventError as exc:
             name, record = "undecodable", str(exc)
     where = f"{msg.partition()}@{msg.offset()}"

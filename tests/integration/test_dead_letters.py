@@ -51,3 +51,19 @@ def test_a_dead_letter_keeps_the_original_bytes_and_a_stock_tool_re_drives_it(
     assert producer.flush(30) == 0
     again = read_to_end(settings, [source])
     assert [(m.key(), m.value()) for m in again] == [(original_key, original_value)] * 2
+
+    # caselink's own tools read the same letter: `tail` shows its stage and reason, not "undecodable".
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+           "CASELINK_CONFIG": "/nonexistent"}
+    tail = subprocess.run([sys.executable, "-m", "caselink.cli", "tail", DEAD_LETTER_TOPIC, "--json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert tail.returncode == 0, tail.stderr
+    shown = [json.loads(line) for line in tail.stdout.splitlines()]
+    ours = next(x for x in shown if x["offset"] == letter.offset() and x["partition"] == letter.partition())
+    assert ours["type"] == "DeadLetter" and ours["value"]["stage"] == "connector"
+    assert "not in the registry" in ours["value"]["error"]
