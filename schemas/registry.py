@@ -59,6 +59,9 @@ class SchemaRegistry(Protocol):
     def set_compatibility(self, subject: str, level: str) -> None: ...
 
 
+REQUEST_TIMEOUT_S = 30
+
+
 class HttpRegistry:
     """A Confluent-compatible registry over HTTP, through confluent-kafka's client."""
 
@@ -66,7 +69,9 @@ class HttpRegistry:
                  ssl_ca_location: str | None = None) -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        conf: dict[str, Any] = {"url": url}
+        # A timeout: without one a request the registry never answers (seen once from Apicurio in
+        # the test suite) holds the stage for ever; the client retries, then the stage fails loudly.
+        conf: dict[str, Any] = {"url": url, "timeout": REQUEST_TIMEOUT_S}
         if username:
             conf["basic.auth.user.info"] = f"{username}:{password or ''}"
         if ssl_ca_location:

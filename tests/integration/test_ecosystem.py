@@ -125,7 +125,7 @@ def analysts_rows(pg: LocalPostgres, table: str) -> list[dict[str, Any]]:
 
 def stock_decode_all(settings: Settings, registry_url: str, topics: list[str]) -> dict[str, int]:
     """Every value on ``topics`` through confluent-kafka's own AvroDeserializer; count per topic."""
-    deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry_url, "timeout": 10}))
     counts: dict[str, int] = {}
     c = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "stock-reader",
                   "enable.auto.commit": False, "isolation.level": "read_committed"})
