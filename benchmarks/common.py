@@ -94,6 +94,9 @@ def local_broker(agencies: list[str] | None = None, prefix: str = "caselink-benc
     from caselink.core.settings import KafkaSettings, Settings
 
     directory = Path(tempfile.mkdtemp(prefix=prefix))
+    # The benchmarks' data is the UK-shaped synthetic set the bundled model was trained on; a
+    # deployment trains its own (docs/linkage-model.md). Set before the workers are started.
+    os.environ.setdefault("CASELINK_LINKAGE__BUNDLED_MODEL", "true")
     registry = None
     if not os.environ.get("CASELINK_REGISTRY__URL"):
         registry = LocalRegistry(Settings().infra, directory / "registry")
