@@ -97,8 +97,9 @@ def up(
         rows.append({"component": part.name, "url": part.url, "seconds_to_ready": part.seconds_to_ready,
                      "rss_mb": round(part.rss_mb, 1) if part.rss_mb else None,
                      "status": "ready" if part.seconds_to_ready else "already running"})
-        say(f"{part.name} ready at [bold]{part.url}[/] in {part.seconds_to_ready:.1f}s"
-                      + (f", {part.rss_mb:.0f} MiB resident" if part.rss_mb else ""))
+        memory = f", {part.rss_mb:.0f} MiB resident" if part.rss_mb else ""
+        say(f"{part.name} ready at [bold]{part.url}[/] in {part.seconds_to_ready:.1f}s{memory}" if part.seconds_to_ready
+            else f"{part.name} already running at [bold]{part.url}[/]{memory}")
     emit({"status": "ready", "bootstrap_servers": state.bootstrap_servers, "directory": state.directory,
           "kafka_version": settings.infra.kafka_version, "seconds_to_ready": rows[0]["seconds_to_ready"],
           "components": rows}, as_json, None)
