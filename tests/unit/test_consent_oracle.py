@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from tests.consent_fixtures import T0, encode_case
 from tests.consent_oracle import reference_views
+from tests.depth import examples
 
 serde = default_serde()
 KEY, KEY_ID = b"oracle-key-0123456789abcdef", "ko"
@@ -177,7 +178,8 @@ def topics_after(outputs: list[Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return held
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(400), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_gate_releases_exactly_what_the_reference_evaluator_says(data: Any) -> None:
     policy = data.draw(policies)
@@ -256,7 +258,8 @@ def field_consents(draw: Any, cases: dict[str, dict[str, Any]]) -> list[dict[str
     return events
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(1000), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_field_scoped_consents_release_what_the_reference_says(data: Any) -> None:
     """The same comparison, concentrated on consents naming fields (and the fields derived from them):

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from tests.consent_fixtures import T0, encode_case, linked_case, member, policy, pseudonymiser
 from tests.consent_oracle import reference_views
+from tests.depth import examples
 from tests.unit.test_consent_oracle import KEY, KEY_ID, NOW, consent_events, policies, topics_after, world
 
 EDITS = ["given_names", "phones", "addresses", "date_of_birth", "cases", "sensitivity", "identifiers", "weight",
@@ -61,7 +62,8 @@ def edited(case: dict[str, Any], edit: str, n: int) -> dict[str, Any] | None:
     return case
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(200), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_incremental_evaluation_equals_a_full_one(data: Any) -> None:
     policy_ = data.draw(policies)

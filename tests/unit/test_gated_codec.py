@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.consent_fixtures import T0, encode_case, pseudonymiser
+from tests.depth import examples
 from tests.unit.test_consent_oracle import consent_events, policies, world
 
 serde = default_serde()
@@ -31,7 +32,8 @@ def views(policy: dict[str, Any], history: list, events: list) -> list[View]:
     return [v for v in found if isinstance(v, View)]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(150), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_assembled_message_equals_the_plain_encoding(data: Any) -> None:
     policy = data.draw(policies)
