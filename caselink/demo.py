@@ -84,6 +84,9 @@ def run_demo(keep_running: bool = False) -> None:
         console.rule("[bold]1. Kafka")
         console.print(f"using the running broker at {bootstrap_servers(settings)}")
     registry_here = _ensure_registry(settings)
+    if registry_here is not None and registry_here.state is not None:  # the settings, and so every process
+        settings = settings.model_copy(update={"registry": settings.registry.model_copy(  # the demo starts, use it
+            update={"url": registry_here.state.url})})
     try:
         _run(settings)
     finally:
