@@ -54,6 +54,7 @@ from caselink.streams.linker_core import Outgoing
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from caselink.core.kafka import admin_client, client_config, drain, iter_to_end, produce
+from caselink.core.kafka import consumer as kafka_consumer
 from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -234,10 +235,8 @@ class GateLoop(threading.Thread):
             "transaction.timeout.ms": 60000,
         }))
         producer.init_transactions(60)
-        consumer = Consumer(client_config(self.settings, **{
-            "group.id": f"{app}-gate-reader", "enable.auto.commit": False, "isolation.level": "read_committed",
-            "enable.partition.eof": False, "fetch.wait.max.ms": 10,
-        }))
+        consumer = kafka_consumer(self.settings, f"{app}-gate-reader", **{
+            "isolation.level": "read_committed", "enable.partition.eof": False, "fetch.wait.max.ms": 10})
         self._consumer = consumer
         try:
             with self.lock:

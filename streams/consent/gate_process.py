@@ -23,7 +23,7 @@ from caselink.streams.consent.gate_loop import GateLoop
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from caselink.core.kafka import client_config
+from caselink.core.kafka import consumer as kafka_consumer
 from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,9 @@ class Election(threading.Thread):
             self.leader = False
 
     def run(self) -> None:
-        consumer = Consumer(client_config(self.settings, **{
-            "group.id": f"{self.settings.worker.app_id}-gate", "enable.auto.commit": False,
-            "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
-            "partition.assignment.strategy": "cooperative-sticky",
-        }))
+        consumer = kafka_consumer(self.settings, f"{self.settings.worker.app_id}-gate", **{
+            "enable.partition.eof": False, "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
+            "partition.assignment.strategy": "cooperative-sticky"})
         consumer.subscribe([GATE_ELECTION_TOPIC], on_assign=self._assigned, on_revoke=self._revoked,
                            on_lost=self._revoked)
         try:
