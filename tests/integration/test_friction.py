@@ -32,6 +32,7 @@ from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import _spawn, start_worker
 from tests.consent_fixtures import KEY, T0, encode_case, linked_case, member
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 serde = default_serde()
@@ -52,20 +53,6 @@ def publish(settings: Settings, items: list[tuple[str, bytes, bytes | None]]) ->
     for topic, key, value in items:
         producer.produce(topic, value, key=key)
     assert producer.flush(10) == 0
-
-
-def wait_for(condition, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except (OSError, ValueError, KeyError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s")
-        time.sleep(0.3)
 
 
 def health(port: int) -> dict:

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import start_worker
 from tests.events import encoded_person_event
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ARTIFACTS = Path(os.environ.get("CASELINK_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
@@ -53,20 +53,6 @@ def post(port: int, path: str, body: dict, token: str | None) -> int:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
-
-
-def wait_for(condition, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except (OSError, ValueError, KeyError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s")
-        time.sleep(0.3)
 
 
 @pytest.fixture
