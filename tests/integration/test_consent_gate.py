@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from caselink.infra.topics import (
@@ -201,22 +205,21 @@ def test_consent_cli_records_shows_withdraws_and_audits(pipeline_settings: Setti
         get_settings.cache_clear()
 
 
+def health(p: Any) -> dict:
+    """A gate process's /health ({} while it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{p.port}/health", timeout=2) as r:
+            return dict(json.loads(r.read()))
+    except urllib.error.HTTPError as exc:
+        return dict(json.loads(exc.read() or b"{}"))
+    except (OSError, ValueError):
+        return {}
+
+
 def test_gate_processes_elect_one_and_a_standby_takes_over(pipeline_settings: Settings, monkeypatch) -> None:
-    import json
     import signal
-    import urllib.error
-    import urllib.request
 
     from caselink.demo import start_gate
-
-    def health(p) -> dict:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{p.port}/health", timeout=2) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return json.loads(exc.read() or b"{}")
-        except (OSError, ValueError):
-            return {}
 
     settings = pipeline_settings
     monkeypatch.setenv("CASELINK_CONSENT__PSEUDONYM_KEY", "shared-by-every-gate-0123456789")  # as in production
@@ -270,21 +273,9 @@ def test_kill_inside_an_open_transaction_aborts_it_and_the_standby_releases_each
     are on the broker, visible to a read_uncommitted reader only; the standby takes over, its
     transactional id aborts the open transaction, and it releases every view exactly once: no
     read_committed reader ever sees the aborted records or their disclosures."""
-    import json
     import signal
-    import urllib.error
-    import urllib.request
 
     from caselink.demo import start_gate
-
-    def health(p) -> dict:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{p.port}/health", timeout=2) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return json.loads(exc.read() or b"{}")
-        except (OSError, ValueError):
-            return {}
 
     settings = pipeline_settings
     topics = [*(purpose_topic(p) for p in PURPOSES), DISCLOSURES_TOPIC]
