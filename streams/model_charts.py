@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from caselink.streams.charts import GREEN, GREY, INK, RED
@@ -27,6 +27,17 @@ def _nice_step(span: float, ticks: int = 6) -> float:
     raw = span / max(1, ticks)
     power = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def _x_labels(x: Callable[[float], float], lo: float, hi: float, ticks: int, y: float) -> list[str]:
+    """The numbers under a horizontal axis from ``lo`` to ``hi``, about ``ticks`` of them at round steps."""
+    step = _nice_step(hi - lo, ticks)
+    labels = []
+    tick = math.ceil(lo / step) * step
+    while tick <= hi:
+        labels.append(f'<text x="{x(tick):.1f}" y="{y}" text-anchor="middle" fill="{GREY}">{tick:g}</text>')
+        tick += step
+    return labels
 
 
 def mu_svg(model: Any, width: int = 900) -> str:
@@ -71,11 +82,7 @@ def mu_svg(model: Any, width: int = 900) -> str:
                         f'y="{y + 2}" width="{max(1.0, right - left):.1f}" height="{row_h - 5}" fill="{colour}"/>'
                         f'<text x="{(right + 4) if w >= 0 else (left - 4):.1f}" y="{y + 12}" '
                         f'text-anchor="{"start" if w >= 0 else "end"}" fill="{INK}">{w:+.1f}</text>')
-    step = _nice_step(hi - lo, 8)
-    tick = math.ceil(lo / step) * step
-    while tick <= hi:
-        body.append(f'<text x="{x(tick):.1f}" y="{height - 14}" text-anchor="middle" fill="{GREY}">{tick:g}</text>')
-        tick += step
+    body.extend(_x_labels(x, lo, hi, 8, height - 14))
     body.append(f'<text x="{x((lo + hi) / 2):.1f}" y="{height - 2}" text-anchor="middle" fill="{GREY}">'
                 "weight (log2 of m/u: +1 doubles the odds of a match)</text>")
     return _svg(width, height, f"m and u of model {model.version}", body, "mu-chart")
@@ -137,12 +144,7 @@ def weights_histogram_svg(series: Mapping[str, Iterable[float]], marks: dict[str
                     f'y2="{top + plot_h}" stroke="{INK}" stroke-dasharray="4 3"/>'
                     f'<text x="{x(value) + 4:.1f}" y="{line_y + 9}" fill="{INK}">{html.escape(name)} '
                     f'({value:+.1f})</text>')
-    x_step = _nice_step(hi - lo, 10)
-    tick = math.ceil(lo / x_step) * x_step
-    while tick <= hi:
-        body.append(f'<text x="{x(tick):.1f}" y="{top + plot_h + 16}" text-anchor="middle" fill="{GREY}">'
-                    f"{tick:g}</text>")
-        tick += x_step
+    body.extend(_x_labels(x, lo, hi, 10, top + plot_h + 16))
     body.append(f'<line x1="{left}" y1="{y(0):.1f}" x2="{left + plot_w}" y2="{y(0):.1f}" stroke="{INK}"/>'
                 f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle" fill="{GREY}">'
                 "match weight (log2 odds that a pair is one person)</text>")
