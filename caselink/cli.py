@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -28,12 +29,22 @@ if TYPE_CHECKING:
 def configured(what: str, read: Callable[[Settings], object]) -> str:
     """Help text naming a setting and its value now (caselink.yaml and CASELINK_* included), so
     `--help` shows the port this machine would use, not the built-in default."""
+    settings = _settings_for_help()
+    if settings is None:
+        return f"default: {what} (the configuration has errors)"
+    return f"default: {what}, now {read(settings)}"
+
+
+@lru_cache(maxsize=1)
+def _settings_for_help() -> Settings | None:
+    """The settings read once for every help text (not get_settings: a command reads its own when
+    it runs); None when the configuration has errors, which the command then reports."""
     from caselink.core.settings import SettingsError, load_settings
 
     try:
-        return f"default: {what}, now {read(load_settings())}"
+        return load_settings()
     except SettingsError:
-        return f"default: {what} (the configuration has errors)"
+        return None
 
 
 app = typer.Typer(help="caselink: link public-sector case records around the citizen.", no_args_is_help=True,
