@@ -180,6 +180,7 @@ def tail(topic: str, as_json: bool = False, limit: int = 0, follow: bool = False
 def _print_message(msg: Any, as_json: bool) -> None:
     from caselink.infra.topics import DEAD_LETTER_TOPIC
     from caselink.schemas import UndecodableEventError, default_serde
+    from caselink.schemas.dead_letters import read_letter
 
     serde = default_serde()
     key = msg.key().decode(errors="replace") if msg.key() else None
@@ -187,8 +188,6 @@ def _print_message(msg: Any, as_json: bool) -> None:
         record: object = None
         name = "tombstone"
     else:
-        from caselink.schemas.dead_letters import read_letter
-
         try:
             if msg.topic() == DEAD_LETTER_TOPIC:  # Kafka Connect's convention: the failed bytes, why in headers
                 name, record = "DeadLetter", read_letter(msg, serde)

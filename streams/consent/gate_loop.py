@@ -406,10 +406,7 @@ class GateLoop(threading.Thread):
         views: Counter[tuple[str, str]] = Counter()
         producer.begin_transaction()
         for item in out:
-            if item.headers:
-                produce(producer, item.topic, item.key, item.value, headers=item.headers)
-            else:
-                produce(producer, item.topic, item.key, item.value)
+            produce(producer, item.topic, item.key, item.value, headers=item.headers)
             produced[item.topic] += 1
             if item.topic.startswith("caselink.cases."):
                 views[(item.topic.rsplit(".", 1)[1], "release" if item.value is not None else "retract")] += 1
