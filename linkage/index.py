@@ -24,13 +24,14 @@ from typing import Any
 from caselink.linkage.blocking import BlockingIndex, blocking_keys, lookup_keys
 from caselink.linkage.model import FieldWeight, LinkageModel
 from caselink.linkage.record import LinkRecord, UnlinkableRecordError, share_values, standardise_person
+from caselink.linkage.scoring import Scored, ScoredPair, score_pairs
 from rapidfuzz.distance import OSA
 
 # A person held in more source records than this is implausible enough that a person should
 # look before more join (``linkage.max_citizen_records``); it also bounds a LinkedCase's size.
 DEFAULT_MAX_CITIZEN_RECORDS = 100
 # Attributes of the index that are configuration or transient, not state to snapshot.
-_NOT_STATE = frozenset({"model", "blocking", "max_citizen_records", "_guarded"})
+_NOT_STATE = frozenset({"model", "blocking", "max_citizen_records", "_guarded", "resolver"})
 
 
 @dataclass
@@ -65,22 +66,37 @@ class Citizen:
     merged_from: list[str] = field(default_factory=list)
 
 
+class IdsOnly:
+    """What a resolver keeps of a record: its key and identifiers, which the constrained
+    clustering reads. Its values and blocking keys stay with the scoring shards."""
+
+    __slots__ = ("ids", "key")
+
+    def __init__(self, key: str, ids: dict[str, str]) -> None:
+        self.key, self.ids = key, ids
+
+
 @dataclass(slots=True)
 class RecordState:
     """One record in the index. Its blocking keys are not stored: they are recomputed from the
     record when it changes, which saves about a kilobyte a record at a million records."""
 
-    record: LinkRecord
+    record: LinkRecord | IdsOnly  # IdsOnly in a resolver
     citizen_id: str
     seq: int
     source_version: int
 
 
 class CitizenIndex:
+    """The single writer: blocking, scoring and clustering in one process. Made with
+    ``resolver=True`` it is the ordered resolver of a sharded index (``linkage.shards``): no blocks
+    and no record values, every change given with its scoring shards' merged answer (``scored``)."""
+
     def __init__(self, model: LinkageModel, max_block_size: int = 200,
-                 max_citizen_records: int | None = DEFAULT_MAX_CITIZEN_RECORDS) -> None:
+                 max_citizen_records: int | None = DEFAULT_MAX_CITIZEN_RECORDS, resolver: bool = False) -> None:
         self.model = model
-        self.blocking = BlockingIndex(max_block_size=max_block_size)
+        self.resolver = resolver
+        self.blocking = BlockingIndex(max_block_size=max_block_size)  # empty in a resolver
         self.max_citizen_records = max_citizen_records
         self.size_refusals = 0  # joins refused because a citizen would have grown past the guard
         self._guarded: list[tuple[str, str, float]] = []  # this change's refusals, handed to its result
@@ -120,13 +136,15 @@ class CitizenIndex:
             raise ValueError(f"index state does not fit this code: unknown {sorted(unknown)}, "
                              f"missing {sorted(missing)}")
         index.__dict__.update(state)
-        add = index.blocking.add
+        blocking = index.blocking
+        add = blocking.add
         for key, record_state in sorted(index.records.items(), key=lambda kv: kv[1].seq):
-            share_values(record_state.record)  # values shared with records linked from now on, too
-            add(key, blocking_keys(record_state.record, model.rules.typo_schemes))
+            record = index.values(key, record_state)
+            share_values(record)  # values shared with records linked from now on, too
+            add(key, blocking_keys(record, model.rules.typo_schemes))
         for name in capped:
-            index.blocking.capped.add(hash(name))
-            index.blocking.capped_names[hash(name)] = name
+            blocking.capped.add(hash(name))
+            blocking.capped_names[hash(name)] = name
         return index
 
     # ----------------------------------------------------------------- queries
@@ -161,14 +179,26 @@ class CitizenIndex:
         return {k: s.citizen_id for k, s in self.records.items()}
 
     def explain(self, a: str, b: str) -> list[FieldWeight]:
-        return self.model.explain(self.records[a].record, self.records[b].record)
+        return self.model.explain(self.values(a), self.values(b))
+
+    def values(self, record_key: str, state: RecordState | None = None) -> LinkRecord:
+        """The record's standardised values (a single writer's; a resolver holds none)."""
+        record = (state or self.records[record_key]).record
+        if not isinstance(record, LinkRecord):
+            raise ValueError("a resolver does not hold record values: ask the record's home scoring shard")
+        return record
+
+    def _kept(self, record: LinkRecord) -> LinkRecord | IdsOnly:
+        """The record as this index keeps it: whole, or as a resolver keeps it."""
+        return record if not self.resolver else IdsOnly(record.key, record.ids)
 
     # ----------------------------------------------------------------- changes
     def upsert(self, record_key: str, person: Mapping[str, Any] | LinkRecord, source_version: int | None = None,
-               keys: list[str] | None = None) -> LinkResult:
+               keys: list[str] | None = None, scored: Scored | None = None) -> LinkResult:
         """Add or change a record: a Person mapping, or its LinkRecord (with ``keys``, its
-        ``blocking_keys`` when already worked out, as ``linkage.packed`` carries them)."""
-        return self._handing_over(self._upsert(record_key, person, source_version, keys))
+        ``blocking_keys`` when already worked out, as ``linkage.packed`` carries them); a resolver
+        is given the scoring shards' merged answer as ``scored``."""
+        return self._handing_over(self._upsert(record_key, person, source_version, keys, scored))
 
     def delete(self, record_key: str, source_version: int | None = None) -> LinkResult:
         return self._handing_over(self._delete(record_key, source_version))
@@ -177,11 +207,12 @@ class CitizenIndex:
         """A reviewer's decision: must-link (an edge that always holds) or cannot-link (never)."""
         return self._handing_over(self._apply_review(a, b, same))
 
-    def undo_review(self, a: str, b: str) -> LinkResult:
+    def undo_review(self, a: str, b: str, score: tuple[float, list[int]] | None = None) -> LinkResult:
         """Take back a reviewer's decision about a pair: the pair is weighed again as if nobody had
         decided (linked if it scores above the link threshold, open for review again if it scores in
-        the review band), and the citizens it touches are re-partitioned."""
-        return self._handing_over(self._undo_review(a, b))
+        the review band), and the citizens it touches are re-partitioned. A resolver is given the
+        pair's ``score`` (it holds no values to score)."""
+        return self._handing_over(self._undo_review(a, b, score))
 
     def _handing_over(self, result: LinkResult) -> LinkResult:
         """The change's size-guard refusals go with its result."""
@@ -195,6 +226,7 @@ class CitizenIndex:
         person: Mapping[str, Any] | LinkRecord,
         source_version: int | None = None,
         keys: list[str] | None = None,
+        scored: Scored | None = None,
     ) -> LinkResult:
         if source_version is not None and self.versions.get(record_key, -1) >= source_version:
             return LinkResult(record_key, "IGNORED_STALE", self.citizen_of(record_key),
@@ -218,8 +250,8 @@ class CitizenIndex:
         self.seq += 1
         existing = self.records.get(record_key)
         if existing is not None:
-            return self._update(existing, record, version, keys)
-        return self._insert(record, version, keys)
+            return self._update(existing, record, version, keys, scored)
+        return self._insert(record, version, keys, scored)
 
     def _delete(self, record_key: str, source_version: int | None = None) -> LinkResult:
         if source_version is not None and self.versions.get(record_key, -1) >= source_version:
@@ -231,7 +263,8 @@ class CitizenIndex:
         if state is None:
             return LinkResult(record_key, "DELETED", None, reason="record was not in the index")
         self.seq += 1
-        self.blocking.remove(record_key, self._keys(state.record))
+        if not self.resolver:
+            self.blocking.remove(record_key, self._keys(self.values(record_key, state)))
         neighbours = self.edges.pop(record_key, {})
         for other in neighbours:
             self.edges[other].pop(record_key, None)
@@ -271,7 +304,7 @@ class CitizenIndex:
         outcome = "MERGED" if retired else ("SPLIT" if new else "UPDATED")
         return LinkResult(a, outcome, self.citizen_of(a), changed=changed, retired=retired)
 
-    def _undo_review(self, a: str, b: str) -> LinkResult:
+    def _undo_review(self, a: str, b: str, score: tuple[float, list[int]] | None = None) -> LinkResult:
         pair = (a, b) if a < b else (b, a)
         if a not in self.records or b not in self.records:
             return LinkResult(a, "REJECTED", self.citizen_of(a), reason="both records must be in the index")
@@ -282,7 +315,7 @@ class CitizenIndex:
         self.cannot_link.discard(pair)
         self.edges.get(a, {}).pop(b, None)
         self.edges.get(b, {}).pop(a, None)
-        weight, _levels = self.model.score(self.records[a].record, self.records[b].record)
+        weight, _levels = score if score is not None else self.model.score(self.values(a), self.values(b))
         if weight >= self.model.link_weight:
             self._add_edge(a, b, weight)
         touched = {self.records[a].citizen_id, self.records[b].citizen_id}
@@ -302,46 +335,49 @@ class CitizenIndex:
     def _keys(self, record: LinkRecord) -> list[str]:
         return blocking_keys(record, self.model.rules.typo_schemes)
 
-    def _score_candidates(self, record: LinkRecord, keys: list[str]) -> tuple[list[Candidate], list[Candidate]]:
-        """(links, possible matches) among blocked candidates."""
+    def _score_candidates(self, record: LinkRecord, keys: list[str],
+                          scored: Scored | None = None) -> tuple[list[Candidate], list[Candidate]]:
+        """(links, possible matches) among blocked candidates: found in this index's blocks, or,
+        when the index is a resolver, ``scored`` by the scoring shards."""
+        if scored is None:
+            if self.resolver:
+                raise ValueError("a resolver index links a record only with its scoring shards' answer")
+            found = self.blocking.candidates(lookup_keys(record, keys), exclude=record.key)
+            pairs = score_pairs(self.model, record, found, self.values, self.must_link)
+        else:
+            pairs = scored.pairs
+        return self._classify(record.key, pairs)
+
+    def _classify(self, key: str, pairs: list[ScoredPair]) -> tuple[list[Candidate], list[Candidate]]:
         model = self.model
-        link_w, review_w = model.link_weight, model.review_weight
-        links, reviews = [], []
-        records = self.records
-        must, cannot = self.must_link, self.cannot_link
-        constrained = bool(must or cannot)  # usually neither: then no pair keys to build
-        key = record.key
-        score_at_least = model.score_at_least
-        for other_key in self.blocking.candidates(lookup_keys(record, keys), exclude=key):
-            other = records[other_key]
-            pair = ((key, other_key) if key < other_key else (other_key, key)) if constrained else None
-            must_link = constrained and pair in must
-            scored = model.score(record, other.record) if must_link else score_at_least(record, other.record, review_w)
-            if scored is None:
+        link_w = model.link_weight
+        records, cannot = self.records, self.cannot_link
+        links: list[Candidate] = []
+        reviews: list[Candidate] = []
+        for other_key, weight, levels, must_link in pairs:
+            if cannot and ((key, other_key) if key < other_key else (other_key, key)) in cannot:
                 continue
-            weight, levels = scored
-            if constrained and pair in cannot:
-                continue
-            if weight >= link_w or must_link:
-                links.append(Candidate(other_key, other.citizen_id, weight, model.probability(weight), levels))
-            elif weight >= review_w:
-                reviews.append(Candidate(other_key, other.citizen_id, weight, model.probability(weight), levels))
+            candidate = Candidate(other_key, records[other_key].citizen_id, weight, model.probability(weight), levels)
+            (links if weight >= link_w or must_link else reviews).append(candidate)
         links.sort(key=lambda c: (-c.weight, c.record_key))
         reviews.sort(key=lambda c: (-c.weight, c.record_key))
         return links, reviews
 
-    def _insert(self, record: LinkRecord, version: int, keys: list[str] | None = None) -> LinkResult:
-        if keys is None:
+    def _insert(self, record: LinkRecord, version: int, keys: list[str] | None = None,
+                scored: Scored | None = None) -> LinkResult:
+        if keys is None and not self.resolver:
             keys = self._keys(record)
-        links, reviews = self._score_candidates(record, keys)
+        links, reviews = self._score_candidates(record, keys or [], scored)
         key = record.key
-        self.blocking.add(key, keys)
+        if not self.resolver:
+            self.blocking.add(key, keys or [])
+        kept = self._kept(record)
         for c in links:
             self._add_edge(key, c.record_key, c.weight)
         if not links:
             cid = self._new_id(key)
             self.citizens[cid] = Citizen(self.seq, {key})
-            self.records[key] = RecordState(record, cid, self.seq, version)
+            self.records[key] = RecordState(kept, cid, self.seq, version)
             self._add_reviews(key, reviews, set())
             return LinkResult(key, "NEW_CITIZEN", cid, candidates=links + reviews, changed=[cid],
                               review=[(key, c.record_key, c.weight) for c in reviews])
@@ -351,11 +387,11 @@ class CitizenIndex:
             # agree with the record's leaves every earlier join in the constrained clustering valid.
             (cid,) = touched
             self.citizens[cid].members.add(key)
-            self.records[key] = RecordState(record, cid, self.seq, version)
+            self.records[key] = RecordState(kept, cid, self.seq, version)
             self._add_reviews(key, reviews, {cid})
             return LinkResult(key, "LINKED", cid, candidates=links + reviews, changed=[cid],
                               review=[(key, c.record_key, c.weight) for c in reviews if c.citizen_id != cid])
-        self.records[key] = RecordState(record, "", self.seq, version)
+        self.records[key] = RecordState(kept, "", self.seq, version)
         changed, retired, _new = self._recluster(touched, {key})
         cid = self.records[key].citizen_id
         self._add_reviews(key, reviews, {cid})
@@ -364,26 +400,28 @@ class CitizenIndex:
                           review=[(key, c.record_key, c.weight) for c in reviews if c.citizen_id != cid])
 
     def _update(self, state: RecordState, record: LinkRecord, version: int,
-                keys: list[str] | None = None) -> LinkResult:
+                keys: list[str] | None = None, scored: Scored | None = None) -> LinkResult:
         key = record.key
-        if _same_values(state.record, record):
+        if scored.unchanged if scored is not None else _same_values(self.values(key, state), record):
             state.source_version = version
             return LinkResult(key, "UPDATED", state.citizen_id, changed=[state.citizen_id])
         old_cid = state.citizen_id
-        self.blocking.remove(key, self._keys(state.record))
+        if not self.resolver:
+            self.blocking.remove(key, self._keys(self.values(key, state)))
         for other in self.edges.pop(key, {}):
             self.edges[other].pop(key, None)
         self._drop_review(key)
-        if keys is None:
+        if keys is None and not self.resolver:
             keys = self._keys(record)
-        links, reviews = self._score_candidates(record, keys)
-        self.blocking.add(key, keys)
+        links, reviews = self._score_candidates(record, keys or [], scored)
+        if not self.resolver:
+            self.blocking.add(key, keys or [])
         for c in links:
             self._add_edge(key, c.record_key, c.weight)
         for pair in self.must_link:
             if key in pair:
                 self._add_edge(pair[0], pair[1], float("inf"))
-        state.record, state.source_version = record, version
+        state.record, state.source_version = self._kept(record), version
         self._add_reviews(key, reviews, {c.citizen_id for c in links})
         touched = {old_cid} | {c.citizen_id for c in links}
         members = set().union(*(self.citizens[c].members for c in touched))

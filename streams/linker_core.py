@@ -228,7 +228,7 @@ class LinkerCore:
                      reason: str | None = None) -> Outgoing:
         left, right = sorted((record_key, other))
         pair_key = f"{left}|{right}"
-        explanation = self.model.explain(self.index.records[left].record, self.index.records[right].record)
+        explanation = self.model.explain(self.index.values(left), self.index.values(right))
         item = {
             "pair_key": pair_key, "left_record": left, "right_record": right,
             "left_citizen": self.index.citizen_of(left) or "", "right_citizen": self.index.citizen_of(right) or "",

@@ -228,12 +228,13 @@ class LinkerLoop(threading.Thread):
     def _maybe_check_model(self) -> None:
         """Once the index passes the next power of ten: compare the model with its records."""
         mode = self.settings.linkage.model_check
-        records = self.core.index.records
+        index = self.core.index
+        records = index.records
         if mode == "off" or len(records) < self._next_check:
             return
         while self._next_check <= len(records):
             self._next_check *= 10
-        sample = [s.record for s in itertools.islice(records.values(), MODEL_CHECK_SAMPLE)]
+        sample = [index.values(k) for k in itertools.islice(records, MODEL_CHECK_SAMPLE)]
         findings = [f.message for f in check_model(self.model, sample)]
         metrics.MODEL_FINDINGS.set(len(findings))
         for message in findings:
