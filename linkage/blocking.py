@@ -207,9 +207,12 @@ class BlockingIndex:
                 members.append(record_key)  # type: ignore[union-attr]
 
     def remove(self, record_key: str, keys: Iterable[str]) -> None:
+        self.remove_hashed(record_key, map(hash, keys))
+
+    def remove_hashed(self, record_key: str, hashes: Iterable[int]) -> None:
+        """``remove`` given the keys' hashes (all a block is filed under)."""
         blocks = self.blocks
-        for key in keys:
-            h = hash(key)
+        for h in hashes:
             members = blocks.get(h)
             if members is None:
                 continue

@@ -188,16 +188,20 @@ class CitizenIndex:
             raise ValueError("a resolver does not hold record values: ask the record's home scoring shard")
         return record
 
-    def _kept(self, record: LinkRecord) -> LinkRecord | IdsOnly:
+    def _kept(self, record: LinkRecord | IdsOnly) -> LinkRecord | IdsOnly:
         """The record as this index keeps it: whole, or as a resolver keeps it."""
-        return record if not self.resolver else IdsOnly(record.key, record.ids)
+        if not self.resolver or isinstance(record, IdsOnly):
+            return record
+        return IdsOnly(record.key, record.ids)
 
     # ----------------------------------------------------------------- changes
-    def upsert(self, record_key: str, person: Mapping[str, Any] | LinkRecord, source_version: int | None = None,
-               keys: list[str] | None = None, scored: Scored | None = None) -> LinkResult:
+    def upsert(self, record_key: str, person: Mapping[str, Any] | LinkRecord | IdsOnly,
+               source_version: int | None = None, keys: list[str] | None = None,
+               scored: Scored | None = None) -> LinkResult:
         """Add or change a record: a Person mapping, or its LinkRecord (with ``keys``, its
         ``blocking_keys`` when already worked out, as ``linkage.packed`` carries them); a resolver
-        is given the scoring shards' merged answer as ``scored``."""
+        is given the scoring shards' merged answer as ``scored``, and the record or just its
+        identifiers (``IdsOnly``, as its home record shard can send them)."""
         return self._handing_over(self._upsert(record_key, person, source_version, keys, scored))
 
     def delete(self, record_key: str, source_version: int | None = None) -> LinkResult:
@@ -223,7 +227,7 @@ class CitizenIndex:
     def _upsert(
         self,
         record_key: str,
-        person: Mapping[str, Any] | LinkRecord,
+        person: Mapping[str, Any] | LinkRecord | IdsOnly,
         source_version: int | None = None,
         keys: list[str] | None = None,
         scored: Scored | None = None,
@@ -232,8 +236,8 @@ class CitizenIndex:
             return LinkResult(record_key, "IGNORED_STALE", self.citizen_of(record_key),
                               reason=f"source_version {source_version} <= {self.versions[record_key]}")
         try:
-            record = person if isinstance(person, LinkRecord) else standardise_person(record_key, person,
-                                                                                       self.model.rules)
+            record = person if isinstance(person, (LinkRecord, IdsOnly)) else standardise_person(
+                record_key, person, self.model.rules)
         except UnlinkableRecordError as exc:
             # This version counts as applied (an earlier one arriving later is stale). The record
             # as it now stands cannot be linked, so an earlier version of it must not go on
@@ -335,13 +339,14 @@ class CitizenIndex:
     def _keys(self, record: LinkRecord) -> list[str]:
         return blocking_keys(record, self.model.rules.typo_schemes)
 
-    def _score_candidates(self, record: LinkRecord, keys: list[str],
+    def _score_candidates(self, record: LinkRecord | IdsOnly, keys: list[str],
                           scored: Scored | None = None) -> tuple[list[Candidate], list[Candidate]]:
         """(links, possible matches) among blocked candidates: found in this index's blocks, or,
         when the index is a resolver, ``scored`` by the scoring shards."""
         if scored is None:
             if self.resolver:
                 raise ValueError("a resolver index links a record only with its scoring shards' answer")
+            record = _whole(record)
             found = self.blocking.candidates(lookup_keys(record, keys), exclude=record.key)
             pairs = score_pairs(self.model, record, found, self.values, self.must_link)
         else:
@@ -363,10 +368,10 @@ class CitizenIndex:
         reviews.sort(key=lambda c: (-c.weight, c.record_key))
         return links, reviews
 
-    def _insert(self, record: LinkRecord, version: int, keys: list[str] | None = None,
+    def _insert(self, record: LinkRecord | IdsOnly, version: int, keys: list[str] | None = None,
                 scored: Scored | None = None) -> LinkResult:
         if keys is None and not self.resolver:
-            keys = self._keys(record)
+            keys = self._keys(_whole(record))
         links, reviews = self._score_candidates(record, keys or [], scored)
         key = record.key
         if not self.resolver:
@@ -399,10 +404,10 @@ class CitizenIndex:
         return LinkResult(key, outcome, cid, candidates=links + reviews, changed=changed, retired=retired,
                           review=[(key, c.record_key, c.weight) for c in reviews if c.citizen_id != cid])
 
-    def _update(self, state: RecordState, record: LinkRecord, version: int,
+    def _update(self, state: RecordState, record: LinkRecord | IdsOnly, version: int,
                 keys: list[str] | None = None, scored: Scored | None = None) -> LinkResult:
         key = record.key
-        if scored.unchanged if scored is not None else _same_values(self.values(key, state), record):
+        if scored.unchanged if scored is not None else _same_values(self.values(key, state), _whole(record)):
             state.source_version = version
             return LinkResult(key, "UPDATED", state.citizen_id, changed=[state.citizen_id])
         old_cid = state.citizen_id
@@ -412,7 +417,7 @@ class CitizenIndex:
             self.edges[other].pop(key, None)
         self._drop_review(key)
         if keys is None and not self.resolver:
-            keys = self._keys(record)
+            keys = self._keys(_whole(record))
         links, reviews = self._score_candidates(record, keys or [], scored)
         if not self.resolver:
             self.blocking.add(key, keys or [])
@@ -430,7 +435,7 @@ class CitizenIndex:
         return LinkResult(key, outcome, state.citizen_id, candidates=links + reviews, changed=changed,
                           retired=retired, review=[(key, c.record_key, c.weight) for c in reviews])
 
-    def _fits(self, record: LinkRecord, citizen_id: str) -> bool:
+    def _fits(self, record: LinkRecord | IdsOnly, citizen_id: str) -> bool:
         """Joining the citizen needs no re-partitioning: no identifier of ``record`` differs from
         a member's (a conservative test: ``_components`` decides what a difference means), the
         citizen stays within the size guard, and no reviewer kept the record apart."""
@@ -650,6 +655,12 @@ class CitizenIndex:
 
 
 _osa = OSA.distance
+
+
+def _whole(record: LinkRecord | IdsOnly) -> LinkRecord:
+    if isinstance(record, LinkRecord):
+        return record
+    raise ValueError(f"{record.key}: only a resolver links a record by its identifiers alone")
 
 
 def _same_values(a: LinkRecord, b: LinkRecord) -> bool:

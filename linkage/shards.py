@@ -1,35 +1,44 @@
-"""The index split for more than one core: scoring shards ahead of one ordered resolver.
+"""The index split for more than one core: two sharded tiers ahead of one ordered resolver.
 
 Three quarters of linking a record is finding and scoring its candidates (71 of 94 µs at a million
 records), and that part depends only on the ordered changes (which records are in which blocks,
-their values, the reviewers' must-links), never on how records were clustered. So it shards:
-every blocking key belongs to one of ``partitions`` stable partitions (CRC-32 of the key, the same
-in every process, unlike Python's ``hash()`` of a str), and each ``ScoringShard`` owns a set of
-partitions. Every shard sees every change in order; it keeps the blocks of the keys it owns and the
-records those blocks hold, plus its *home* records (the record key's own partition), and answers
-each change with the candidates its blocks found, scored. A record found by two shards is scored
-by both, identically; the resolver takes it once.
+their values, the reviewers' must-links), never on how records were clustered. So it shards, in
+two tiers, each seeing every change in order:
+
+* **block shards** find candidates. Every blocking key belongs to one of ``partitions`` stable
+  partitions (CRC-32 of the key: the same in every process, unlike Python's ``hash()`` of a str);
+  a block shard keeps the blocks of its partitions' keys (record keys only, no values) and answers
+  each change with the records its blocks hold under the change's keys. A key's block lives in one
+  shard, so it caps after the same record as in one process.
+* **record shards** score them. A record lives in the shard of its own key's partition (its
+  home); a record shard is given the union of what the block shards found and scores the found
+  records that live with it, against the changed record (which every change carries). Each pair is
+  scored once, by the other record's home; the home of the changed record says whether its values
+  changed at all.
+
+Sharding the blocks and the scoring by one key, as first tried here, scored a pair once in every
+shard that held a shared key: true matches share most of their keys, so two shards each did 76% of
+one's work (docs/benchmarks.md). Two tiers cost one more hop and no repeated work.
 
 The resolver (``CitizenIndex(resolver=True)``) applies the changes in the same order with the
-merged answers and does everything else (edges, the constrained clustering, stable ids, reviews)
-exactly as the single writer does, holding for each record only its identifiers. Blocking caps are
-per key and a key's block lives in one shard, so a block caps after the same record as in one
-process. Hence the property this module exists for (``tests/unit/test_shards.py``): for the same
-ordered changes, every result and the final index are the single writer's, for any number of
-shards.
+record shards' merged answers and does everything else (edges, the constrained clustering, stable
+ids, reviews) exactly as the single writer does, holding for each record only its identifiers.
+Hence the property this module exists for (``tests/unit/test_shards.py``): for the same ordered
+changes, every result and the final index are the single writer's, for any number of shards.
 
-``ShardedIndex`` runs the shards and the resolver in one process, as the tests and
-``benchmarks/scale_out.py`` do; spread over processes, the same answers travel on Kafka.
+``ShardedIndex`` runs the tiers in one process, as the tests and ``benchmarks/scale_out.py`` do;
+spread over processes, the same answers would travel on Kafka.
 """
 
 from __future__ import annotations
 
 import zlib
+from array import array
 from collections.abc import Mapping
 from typing import Any
 
 from caselink.linkage.blocking import BlockingIndex, blocking_keys, lookup_keys
-from caselink.linkage.index import DEFAULT_MAX_CITIZEN_RECORDS, CitizenIndex, LinkResult, _same_values
+from caselink.linkage.index import DEFAULT_MAX_CITIZEN_RECORDS, CitizenIndex, IdsOnly, LinkResult, _same_values
 from caselink.linkage.model import FieldWeight, LinkageModel
 from caselink.linkage.record import LinkRecord, UnlinkableRecordError, standardise_person
 from caselink.linkage.scoring import Scored, ScoredPair, score_pairs
@@ -42,6 +51,23 @@ def key_partition(key: str, partitions: int = DEFAULT_PARTITIONS) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+# A blocking key and its partition.
+Keyed = list[tuple[str, int]]
+
+
+def keyed(record: LinkRecord, keys: list[str], partitions: int = DEFAULT_PARTITIONS) -> tuple[Keyed, Keyed]:
+    """A change's keys to file it under and keys to look it up by, each with its partition. Worked
+    out once a change, where its keys are made (the normaliser), not in every block shard: CRC-32
+    of 30-odd keys was 40% of a block shard's time when each shard did it."""
+    crc = zlib.crc32
+    stored = [(k, crc(k.encode()) % partitions) for k in keys]
+    looked_up = lookup_keys(record, keys)
+    if looked_up is keys:
+        return stored, stored
+    known = dict(stored)
+    return stored, [(k, known[k] if k in known else crc(k.encode()) % partitions) for k in looked_up]
+
+
 def shard_partitions(shard: int, shards: int, partitions: int = DEFAULT_PARTITIONS) -> frozenset[int]:
     """Partitions dealt round-robin: shard ``shard`` of ``shards``."""
     if not 0 <= shard < shards <= partitions:
@@ -49,74 +75,101 @@ def shard_partitions(shard: int, shards: int, partitions: int = DEFAULT_PARTITIO
     return frozenset(range(shard, partitions, shards))
 
 
-class ScoringShard:
-    """The blocks and records of some partitions, and what it found for each change."""
+class _Partitioned:
+    """Owns some of the partitions; sees every change, so keeps every record's last version."""
 
-    def __init__(self, model: LinkageModel, owned: frozenset[int], partitions: int = DEFAULT_PARTITIONS,
-                 max_block_size: int = 200) -> None:
-        self.model = model
+    def __init__(self, owned: frozenset[int], partitions: int) -> None:
         self.owned, self.partitions = owned, partitions
-        self.blocking = BlockingIndex(max_block_size=max_block_size)
-        self.records: dict[str, LinkRecord] = {}  # home records and those the owned blocks hold
-        self.present: set[str] = set()  # every record in the index (a reviewer's decision needs both)
         self.versions: dict[str, int] = {}  # as the single writer keeps them, deletes included
-        self.must_link: set[tuple[str, str]] = set()
 
-    def _mine(self, keys: list[str]) -> list[str]:
-        owned, partitions = self.owned, self.partitions
-        return [k for k in keys if zlib.crc32(k.encode()) % partitions in owned]
+    def owns(self, key: str) -> bool:
+        return zlib.crc32(key.encode()) % self.partitions in self.owned
 
-    def is_home(self, record_key: str) -> bool:
-        return key_partition(record_key, self.partitions) in self.owned
+    def _applies(self, record_key: str, source_version: int | None, upsert: bool) -> bool:
+        """Whether a change is new, recording its version as the single writer does: an upsert
+        without one counts one up, a delete (or an unlinkable version) without one counts nothing."""
+        if source_version is not None:
+            if self.versions.get(record_key, -1) >= source_version:
+                return False
+            self.versions[record_key] = source_version
+        elif upsert:
+            self.versions[record_key] = self.versions.get(record_key, 0) + 1
+        return True
 
-    def _stale(self, record_key: str, source_version: int | None) -> bool:
-        return source_version is not None and self.versions.get(record_key, -1) >= source_version
 
-    def upsert(self, record_key: str, record: LinkRecord, source_version: int | None = None,
-               keys: list[str] | None = None) -> Scored | None:
-        """This shard's part of the answer for a change, or None when the change is stale."""
-        if self._stale(record_key, source_version):
+class BlockShard(_Partitioned):
+    """The blocks of some partitions' keys: which records each key holds."""
+
+    def __init__(self, owned: frozenset[int], partitions: int = DEFAULT_PARTITIONS,
+                 max_block_size: int = 200) -> None:
+        super().__init__(owned, partitions)
+        self.blocking = BlockingIndex(max_block_size=max_block_size)
+        # record -> the hashes of its keys filed here, packed (8 bytes a key): the block shard has
+        # no values to recompute them from when the record changes or leaves.
+        self.filed: dict[str, bytes] = {}
+
+    def upsert(self, record_key: str, stored: Keyed, looked_up: Keyed,
+               source_version: int | None = None) -> set[str] | None:
+        """The records this shard's blocks hold under the change's lookup keys (before it is filed
+        again); None when the change is stale. A change that alters no value refiles the record
+        under the same keys: the blocks end as they were. ``keyed`` gives both lists."""
+        if not self._applies(record_key, source_version, upsert=True):
             return None
-        self.versions[record_key] = (source_version if source_version is not None
-                                     else self.versions.get(record_key, 0) + 1)
-        if keys is None:
-            keys = blocking_keys(record, self.model.rules.typo_schemes)
-        old = self.records.get(record_key)
-        if record_key in self.present:
-            if old is not None:
-                if _same_values(old, record):
-                    return Scored([], True)  # nothing about the record changed, blocks included
-                self.blocking.remove(record_key, self._mine(blocking_keys(old, self.model.rules.typo_schemes)))
-            # else: none of the record's old blocks is here, and it is not at home here
-        self.present.add(record_key)
-        found = self.blocking.candidates(self._mine(lookup_keys(record, keys)), exclude=record_key)
-        pairs = score_pairs(self.model, record, found, self.records.__getitem__, self.must_link)
-        stored = self._mine(keys)
-        self.blocking.add(record_key, stored)
-        if stored or self.is_home(record_key):
-            self.records[record_key] = record
-        else:
-            self.records.pop(record_key, None)
-        return Scored(pairs, False if old is not None and self.is_home(record_key) else None)
+        self._unfile(record_key)
+        owned = self.owned
+        found = self.blocking.candidates([k for k, p in looked_up if p in owned], exclude=record_key)
+        mine = [k for k, p in stored if p in owned]
+        if mine:
+            self.blocking.add(record_key, mine)
+            self.filed[record_key] = array("q", map(hash, mine)).tobytes()
+        return found
 
     def delete(self, record_key: str, source_version: int | None = None) -> None:
-        if self._stale(record_key, source_version):
-            return
-        if source_version is not None:
-            self.versions[record_key] = source_version
-        self.present.discard(record_key)
-        old = self.records.pop(record_key, None)
-        if old is not None:
-            self.blocking.remove(record_key, self._mine(blocking_keys(old, self.model.rules.typo_schemes)))
+        """A delete, or a version that cannot be linked (it counts as applied; an earlier one leaves)."""
+        if self._applies(record_key, source_version, upsert=False):
+            self._unfile(record_key)
 
-    def reject(self, record_key: str, source_version: int | None = None) -> None:
-        """A version that cannot be linked: it counts as applied, and an earlier one leaves."""
-        if self._stale(record_key, source_version):
-            return
-        if record_key in self.present:
-            self.delete(record_key, source_version)
-        elif source_version is not None:
-            self.versions[record_key] = source_version
+    def _unfile(self, record_key: str) -> None:
+        filed = self.filed.pop(record_key, None)
+        if filed is not None:
+            self.blocking.remove_hashed(record_key, array("q", filed))
+
+
+class RecordShard(_Partitioned):
+    """The records of some partitions (their homes), and the scoring of found pairs against them."""
+
+    def __init__(self, model: LinkageModel, owned: frozenset[int], partitions: int = DEFAULT_PARTITIONS) -> None:
+        super().__init__(owned, partitions)
+        self.model = model
+        self.records: dict[str, LinkRecord] = {}  # the records at home here
+        self.present: set[str] = set()  # every record in the index (a reviewer's decision needs both)
+        self.must_link: set[tuple[str, str]] = set()
+        self.compared = 0  # candidate pairs scored
+
+    def upsert(self, record_key: str, record: LinkRecord, found: set[str],
+               source_version: int | None = None) -> Scored | None:
+        """The found pairs whose other record lives here, scored, and (at the changed record's own
+        home) whether its values changed; None when the change is stale."""
+        if not self._applies(record_key, source_version, upsert=True):
+            return None
+        home = self.owns(record_key)
+        old = self.records.get(record_key) if home else None
+        if old is not None and _same_values(old, record):
+            return Scored([], True)  # nothing about the record changed
+        self.present.add(record_key)
+        records = self.records
+        here = [k for k in found if k in records]  # every record in the index is held at its home
+        self.compared += len(here)
+        pairs = score_pairs(self.model, record, here, records.__getitem__, self.must_link)
+        if home:
+            records[record_key] = record
+        return Scored(pairs, (False if old is not None else None) if home else None)
+
+    def delete(self, record_key: str, source_version: int | None = None) -> None:
+        """A delete, or a version that cannot be linked (it counts as applied; an earlier one leaves)."""
+        if self._applies(record_key, source_version, upsert=False):
+            self.present.discard(record_key)
+            self.records.pop(record_key, None)
 
     def apply_review(self, a: str, b: str, same: bool) -> None:
         if a in self.present and b in self.present:
@@ -150,54 +203,73 @@ def merge(answers: list[Scored | None]) -> Scored | None:
 
 
 class ShardedIndex:
-    """Scoring shards and their resolver in one process, with the single writer's interface."""
+    """Block shards, record shards and their resolver in one process, with the single writer's
+    interface: each change goes through the tiers in order, as it would through Kafka."""
 
-    def __init__(self, model: LinkageModel, shards: int, partitions: int = DEFAULT_PARTITIONS,
-                 max_block_size: int = 200,
+    def __init__(self, model: LinkageModel, shards: int, record_shards: int | None = None,
+                 partitions: int = DEFAULT_PARTITIONS, max_block_size: int = 200,
                  max_citizen_records: int | None = DEFAULT_MAX_CITIZEN_RECORDS) -> None:
         self.model = model
         self.partitions = partitions
-        self.shards = [ScoringShard(model, shard_partitions(i, shards, partitions), partitions, max_block_size)
+        self.blocks = [BlockShard(shard_partitions(i, shards, partitions), partitions, max_block_size)
                        for i in range(shards)]
+        scorers = shards if record_shards is None else record_shards
+        self.scorers = [RecordShard(model, shard_partitions(i, scorers, partitions), partitions)
+                        for i in range(scorers)]
         self.resolver = CitizenIndex(model, max_block_size=max_block_size,
                                      max_citizen_records=max_citizen_records, resolver=True)
 
-    def home(self, record_key: str) -> ScoringShard:
-        return next(s for s in self.shards if s.is_home(record_key))
+    def home(self, record_key: str) -> RecordShard:
+        return next(s for s in self.scorers if s.owns(record_key))
 
     def upsert(self, record_key: str, person: Mapping[str, Any] | LinkRecord, source_version: int | None = None,
                keys: list[str] | None = None) -> LinkResult:
+        rules = self.model.rules
         try:
-            record = person if isinstance(person, LinkRecord) else standardise_person(record_key, person,
-                                                                                       self.model.rules)
+            record = person if isinstance(person, LinkRecord) else standardise_person(record_key, person, rules)
         except UnlinkableRecordError:
-            for shard in self.shards:
-                shard.reject(record_key, source_version)
+            self._leave(record_key, source_version)
             return self.resolver.upsert(record_key, person, source_version)  # it rejects it alike
-        scored = merge([shard.upsert(record_key, record, source_version, keys) for shard in self.shards])
-        if scored is None:
-            return self.resolver.upsert(record_key, record, source_version)  # stale: the resolver says so
-        if scored.unchanged is None and record_key in self.resolver.records:
-            raise ValueError(f"no shard is home to {record_key!r}")
-        return self.resolver.upsert(record_key, record, source_version, keys, scored)
+        if keys is None:
+            keys = blocking_keys(record, rules.typo_schemes)
+        stored, looked_up = keyed(record, keys, self.partitions)
+        found = [shard.upsert(record_key, stored, looked_up, source_version) for shard in self.blocks]
+        if None in found:  # stale: every tier must say so, the resolver with its reason
+            said = [scorer.upsert(record_key, record, set(), source_version) for scorer in self.scorers]
+            if any(f is not None for f in found) or any(a is not None for a in said):
+                raise ValueError("shards disagree about whether a change is stale: they saw different changes")
+            return self.resolver.upsert(record_key, record, source_version)
+        union = set().union(*(f for f in found if f is not None))
+        scored = merge([scorer.upsert(record_key, record, union, source_version) for scorer in self.scorers])
+        if scored is None or (scored.unchanged is None and record_key in self.resolver.records):
+            raise ValueError(f"the record shards disagree with the resolver about {record_key!r}")
+        # The resolver is given what the record's home shard would send with its answer: the
+        # record's identifiers, not its values.
+        return self.resolver.upsert(record_key, IdsOnly(record_key, record.ids), source_version, None, scored)
 
     def delete(self, record_key: str, source_version: int | None = None) -> LinkResult:
-        for shard in self.shards:
-            shard.delete(record_key, source_version)
+        self._leave(record_key, source_version)
         return self.resolver.delete(record_key, source_version)
 
+    def _leave(self, record_key: str, source_version: int | None) -> None:
+        for blocks in self.blocks:
+            blocks.delete(record_key, source_version)
+        for scorer in self.scorers:
+            scorer.delete(record_key, source_version)
+
     def apply_review(self, a: str, b: str, same: bool) -> LinkResult:
-        for shard in self.shards:
-            shard.apply_review(a, b, same)
+        for scorer in self.scorers:
+            scorer.apply_review(a, b, same)
         return self.resolver.apply_review(a, b, same)
 
     def undo_review(self, a: str, b: str) -> LinkResult:
+        """The pair is weighed again from its two records, each sent by its home shard."""
         score = None
         left, right = self.home(a).records.get(a), self.home(b).records.get(b)
-        if left is not None and right is not None and a in self.resolver.records and b in self.resolver.records:
+        if left is not None and right is not None:
             score = self.model.score(left, right)
-        for shard in self.shards:
-            shard.undo_review(a, b)
+        for scorer in self.scorers:
+            scorer.undo_review(a, b)
         return self.resolver.undo_review(a, b, score)
 
     def explain(self, a: str, b: str) -> list[FieldWeight]:

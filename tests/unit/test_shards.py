@@ -4,8 +4,8 @@ Logs are drawn from the tiny pools of ``test_order_independence`` (most records 
 many link, identifiers conflict often) with stale and unversioned changes, deletes, unlinkable
 versions, reviewers' verdicts and their undoing; blocking caps and the citizen size guard are
 forced small so that capped keys and refused joins happen. Each log is applied to the single
-writer and to ``ShardedIndex`` with 1, 2, 3 and 7 shards: every result and the final index must be
-the same.
+writer and to ``ShardedIndex`` with 1, 2, 3 and 7 shards in each tier (and unequal tiers): every
+result and the final index must be the same.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tests.unit.test_order_independence import people
 
 Change = tuple[Any, ...]
 KEYS = tuple(f"{agency}:{i}" for agency in ("health", "police", "social_care") for i in range(4))
+SHARDS = ((1, 1), (2, 2), (3, 3), (7, 7), (2, 3), (3, 1))  # (block shards, record shards)
 UNLINKABLE = {"given_names": "", "family_name": "", "identifiers": {}}  # nothing to link on
 
 
@@ -85,12 +86,14 @@ def test_every_result_and_the_final_index_are_the_single_writers(log: list[Chang
     model = trained_model()
     single = CitizenIndex(model, max_block_size=block, max_citizen_records=guard)
     expected = _apply(single, log)
-    for shards in (1, 2, 3, 7):
-        sharded = ShardedIndex(model, shards, max_block_size=block, max_citizen_records=guard)
-        assert _apply(sharded, log) == expected, f"{shards} shards"
-        assert _state(sharded.resolver) == _state(single), f"{shards} shards"
-        capped = set().union(*(s.blocking.capped_names.values() for s in sharded.shards))
-        assert capped == set(single.blocking.capped_names.values()), f"{shards} shards"
+    for shards, record_shards in SHARDS:
+        sharded = ShardedIndex(model, shards, record_shards, max_block_size=block, max_citizen_records=guard)
+        label = f"{shards} block shards, {record_shards} record shards"
+        assert _apply(sharded, log) == expected, label
+        assert _state(sharded.resolver) == _state(single), label
+        capped = set().union(*(s.blocking.capped_names.values() for s in sharded.blocks))
+        assert capped == set(single.blocking.capped_names.values()), label
+        assert all(shard.owns(name) for shard in sharded.blocks for name in shard.blocking.capped_names.values())
 
 
 def test_caps_and_reviews_happen_in_the_generated_logs() -> None:
