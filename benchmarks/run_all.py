@@ -17,6 +17,7 @@ SCRIPTS = [
     ["ingest_throughput.py", "--batch", "100"],
     ["gate_throughput.py"],
     ["recovery.py"],
+    ["scale_out.py"],
 ]
 
 

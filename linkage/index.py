@@ -90,7 +90,7 @@ class RecordState:
 class CitizenIndex:
     """The single writer: blocking, scoring and clustering in one process. Made with
     ``resolver=True`` it is the ordered resolver of a sharded index (``linkage.shards``): no blocks
-    and no record values, every change given with its scoring shards' merged answer (``scored``)."""
+    and no record values, every change given with its shards' merged answer (``scored``)."""
 
     def __init__(self, model: LinkageModel, max_block_size: int = 200,
                  max_citizen_records: int | None = DEFAULT_MAX_CITIZEN_RECORDS, resolver: bool = False) -> None:
@@ -185,7 +185,7 @@ class CitizenIndex:
         """The record's standardised values (a single writer's; a resolver holds none)."""
         record = (state or self.records[record_key]).record
         if not isinstance(record, LinkRecord):
-            raise ValueError("a resolver does not hold record values: ask the record's home scoring shard")
+            raise ValueError("a resolver does not hold record values: ask the record's home record shard")
         return record
 
     def _kept(self, record: LinkRecord | IdsOnly) -> LinkRecord | IdsOnly:
