@@ -59,7 +59,7 @@ class LinkResult:
     reason: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)  # no per-object dict: a fifth of a resolver's memory was citizens
 class Citizen:
     created_seq: int
     members: set[str]
