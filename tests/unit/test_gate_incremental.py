@@ -170,6 +170,8 @@ def test_disclosure_ids_are_distinct_uuid4s_also_in_a_forked_child() -> None:
 
     ids = {disclosure_id() for _ in range(10000)}
     assert len(ids) == 10000 and all(uuid.UUID(i).version == 4 for i in ids)
+    assert all(str(uuid.UUID(i)) == i for i in ids)  # written as uuid writes it (the variant bits too)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: one id down the pipe, then out without running pytest's teardown
