@@ -11,9 +11,10 @@ the same bytes become the message when the view is released. The message is exac
 
 Every release and retraction also writes a Disclosure, whose fields mostly repeat from one record
 to the next (the purpose, the action, the agencies and fields, the basis, the reason, the policy,
-the topic, the time of the flush): ``DisclosureCodec`` writes each field on its own and remembers
-the bytes of the values seen recently, so only the id, the citizen and its reference are encoded
-each time. Its bytes are exactly ``AvroSerde.encode("Disclosure", record)``'s (the same test).
+the topic, the time of the flush): ``DisclosureCodec`` writes the id, the citizen and its
+reference each time, and takes the bytes of each run of fields between them from a memory of the
+values seen recently. Its bytes are exactly ``AvroSerde.encode("Disclosure", record)``'s (the
+same test).
 """
 
 from __future__ import annotations
