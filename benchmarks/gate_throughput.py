@@ -1,7 +1,7 @@
 """Consent gate: linked-case changes/s through the four purposes, beside the linker, in one run.
 
     python benchmarks/gate_throughput.py [--citizens 20000] [--rounds 100] [--linker-events 30000]
-                                         [--processes 1 2]
+                                         [--processes 1 2] [--core-only]
 
 1. the linker, the baseline: a worker (normaliser process + linker) on a broker of its own is sent
    --linker-events synthetic PersonEvents at once; events/s from the first to the last link
@@ -317,6 +317,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--linker-events", type=int, default=30000)
     parser.add_argument("--processes", type=int, nargs="+", default=[1])
+    parser.add_argument("--core-only", action="store_true",
+                        help="only the pure GateCore's CPU per change (no brokers, no linker); not saved")
     args = parser.parse_args()
 
     from caselink.connectors.consent_events import consent_event, subject_from
@@ -325,18 +327,30 @@ def main() -> None:
     from caselink.streams.consent.pseudonym import Pseudonymiser
 
     serde = default_serde()
+    if args.core_only:  # no broker, so no registry: the unit tests' in-process one frames the messages
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.memory_registry import MemoryRegistry
+
+        serde.bind(MemoryRegistry())
     first = [(cid, serde.encode("LinkedCase", case)) for cid, case in linked_cases(args.citizens)]
     second = [(cid, serde.encode("LinkedCase", case)) for cid, case in linked_cases(args.citizens, version=2)]
     third = [(cid, serde.encode("LinkedCase", case)) for cid, case in linked_cases(args.citizens, 3, new_case=True)]
     consents = [consent_event(subject_from(citizen=cid), "research", True, "bench") for cid, _ in first[::10]]
     results: dict[str, Any] = {"citizens": len(first), "purposes": 4, "research_consents": len(consents)}
+    policy, pseudonymiser = load_policy(bundled_policy_path()), Pseudonymiser(KEY.encode(), "k1")
+    if args.core_only:
+        for name, r in core_ceiling(first, second, third, consents, policy, pseudonymiser).items():
+            print(f"pure GateCore, {name}: {r['cpu_us_per_change']} µs a change ({r['outputs']:,} outputs)", flush=True)
+        return
 
     print(f"linker baseline: {args.linker_events:,} events through a worker ...", flush=True)
     results["linker"] = linker_baseline(args.linker_events)
     linker = results["linker"]["events_per_s"]
 
-    results["core"] = core_ceiling(first, second, third, consents, load_policy(bundled_policy_path()),
-                                   Pseudonymiser(KEY.encode(), "k1"))
+    results["core"] = core_ceiling(first, second, third, consents, policy, pseudonymiser)
     for name, r in results["core"].items():
         print(f"pure GateCore, {name}: {r['changes_per_cpu_s']:,} changes per CPU second "
               f"({r['cpu_us_per_change']} µs a change; {r['outputs']:,} outputs)", flush=True)

@@ -30,7 +30,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from caselink.linkage.standardise import standardise_postcode
@@ -116,18 +116,17 @@ def compose_basis(legal_basis: str, consent_required: bool, overridden: dict[str
 
 
 # ---------------------------------------------------------------------------- projection
-# What each policy field takes from a record's person, as (key, value) pairs; empty values are
-# dropped by the caller. One function per field, chosen once per purpose (``PurposeRules``):
-# interpreting the field name on every record was a fifth of an evaluation.
-Extractor = Callable[[dict[str, Any]], Iterable[tuple[str, Any]]]
+# What each policy field takes from a record's person; empty values are dropped by the caller. One
+# reader per field, chosen once per purpose (``PurposeRules``): interpreting the field name on
+# every record was a fifth of an evaluation. A field is (key, read): ``read`` None takes the
+# person's attribute ``key`` as it is; else ``read(person)`` is the value; for ``identifiers``,
+# whose keys are its schemes, key is None and ``read`` gives (key, value) pairs.
+Reader = Callable[[dict[str, Any]], Any]
+FieldRead = tuple[str | None, Reader | None]
 
 
-def _plain(name: str) -> Extractor:
-    return lambda person: ((name, person.get(name)),)
-
-
-def _joined(name: str) -> Extractor:
-    return lambda person: ((name, ", ".join(person.get(name) or ())),)
+def _joined(name: str) -> Reader:
+    return lambda person: ", ".join(person.get(name) or ())
 
 
 def _first_address(person: dict[str, Any]) -> dict[str, Any]:
@@ -141,27 +140,27 @@ def _district(postcode: str) -> str | None:
     return standard.district if standard else None
 
 
-def _year_of_birth(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+def _year_of_birth(person: dict[str, Any]) -> Any:
     dob = person.get("date_of_birth")
-    return (("year_of_birth", dob[:4] if dob and len(dob) >= 4 else None),)
+    return dob[:4] if dob and len(dob) >= 4 else None
 
 
-def _postcode(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
-    return (("postcode", _first_address(person).get("postcode")),)
+def _postcode(person: dict[str, Any]) -> Any:
+    return _first_address(person).get("postcode")
 
 
-def _postcode_district(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+def _postcode_district(person: dict[str, Any]) -> Any:
     postcode = _first_address(person).get("postcode")
-    return (("postcode_district", _district(postcode) if postcode else None),)
+    return _district(postcode) if postcode else None
 
 
-def _address(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+def _address(person: dict[str, Any]) -> Any:
     addresses = person.get("addresses")
     if not addresses:
-        return ()
+        return None
     if len(addresses) == 1:
-        return (("address", _address_text(addresses[0])),)
-    return (("address", " | ".join([_address_text(a) for a in addresses])),)
+        return _address_text(addresses[0])
+    return " | ".join([_address_text(a) for a in addresses])
 
 
 _SCHEME_KEYS: dict[str, str] = {}
@@ -176,29 +175,29 @@ def _identifiers(person: dict[str, Any]) -> Iterable[tuple[str, Any]]:
             for s, v in (sorted(found.items()) if len(found) > 1 else found.items())]
 
 
-def _identifier(name: str) -> Extractor:
+def _identifier(name: str) -> Reader:
     scheme = name.split(".", 1)[1]
-    return lambda person: ((name, (person.get("identifiers") or {}).get(scheme)),)
+    return lambda person: (person.get("identifiers") or {}).get(scheme)
 
 
-def _extractor(name: str) -> Extractor | None:
+def _field_read(name: str) -> FieldRead | None:
     match name:
         case "given_names" | "family_name" | "date_of_birth" | "sex":
-            return _plain(name)
+            return name, None
         case "other_names" | "phones" | "emails":
-            return _joined(name)
+            return name, _joined(name)
         case "year_of_birth":
-            return _year_of_birth
+            return name, _year_of_birth
         case "postcode":
-            return _postcode
+            return name, _postcode
         case "postcode_district":
-            return _postcode_district
+            return name, _postcode_district
         case "address":
-            return _address
+            return name, _address
         case "identifiers":
-            return _identifiers
+            return None, _identifiers
         case _ if name.startswith("identifiers."):
-            return _identifier(name)
+            return name, _identifier(name)
     return None  # "cases" is not a person field
 
 
@@ -216,37 +215,46 @@ class PurposeRules:
         self.every_agency = "*" in purpose.agencies
         self.agencies = frozenset(purpose.agencies)
         self.required = purpose.consent == "required"
-        self.extractors = [e for e in map(_extractor, purpose.fields) if e is not None]
+        self.reads = [r for r in map(_field_read, purpose.fields) if r is not None]
         self.cases = "cases" in purpose.fields
         most = SENSITIVITY_ORDER[purpose.max_sensitivity]
         self.sensitivities = frozenset(level for level, rank in SENSITIVITY_ORDER.items() if rank <= most)
         self.plain_basis = compose_basis(purpose.legal_basis, self.required, {})
 
     def allows_case(self, case: dict[str, Any]) -> bool:
-        return (case.get("sensitivity") or "normal").lower() in self.sensitivities
+        sensitivity = case.get("sensitivity") or "normal"
+        return sensitivity in self.sensitivities or sensitivity.lower() in self.sensitivities
 
-    def project(self, member: dict[str, Any], hide: Callable[[str, str], str],
+    def project(self, member: dict[str, Any], hide: Callable[[str, str], str] | None,
                 permitted: frozenset[str] | None = None, denied: frozenset[str] = frozenset()) -> dict[str, Any]:
         """The member reduced to the purpose's fields, kept only where a field-naming permit covers
-        them (``permitted``) and no objection does (``denied``); references through ``hide``."""
+        them (``permitted``) and no objection does (``denied``); references through ``hide`` (None:
+        as they are)."""
         person = member.get("person") or {}
         values: dict[str, str] = {}
-        for extract in self.extractors:
-            for key, value in extract(person):
-                if value and key not in values:
-                    values[key] = value
+        for key, read in self.reads:
+            if key is None:  # identifiers: (key, value) pairs, a key per scheme
+                for each, value in read(person):  # type: ignore[misc]  # never None with no key
+                    if value and each not in values:
+                        values[each] = value
+                continue
+            value = person.get(key) if read is None else read(person)
+            if value and key not in values:
+                values[key] = value
         filtered = permitted is not None or denied
         if filtered:
             values = {k: v for k, v in values.items() if _allowed(k, permitted, denied)}
+        agency = member["agency"]
         cases = []
         if self.cases and (not filtered or _allowed("cases", permitted, denied)):
-            agency = member["agency"]
+            sensitivities = self.sensitivities
             for case in member.get("cases") or ():
-                if self.allows_case(case):
-                    cases.append({**case, "case_id": hide("case", f"{agency}:{case['case_id']}")
-                                  if self.purpose.pseudonymise else case["case_id"]})
-        return {"agency": member["agency"], "record_ref": hide("record", f"{member['agency']}:"
-                                                                         f"{member['source_record_id']}"),
+                sensitivity = case.get("sensitivity") or "normal"
+                if sensitivity in sensitivities or sensitivity.lower() in sensitivities:
+                    cases.append({**case, "case_id": hide("case", f"{agency}:{case['case_id']}")}
+                                 if hide is not None else {**case})
+        record = f"{agency}:{member['source_record_id']}"
+        return {"agency": agency, "record_ref": hide("record", record) if hide is not None else record,
                 "fields": values, "cases": cases}
 
 
@@ -279,13 +287,13 @@ def evaluate(case: dict[str, Any], purpose_name: str, policy: Policy | None, pro
     purpose = rules.purpose
     if purpose.pseudonymise and pseudonymiser is None:
         return Refusal("pseudonymised purpose but no pseudonymisation key is configured")
-    hide: Callable[[str, str], str] = (
-        (lambda kind, value: pseudonymiser.pseudonym(purpose_name, kind, value))  # type: ignore[union-attr]
-        if purpose.pseudonymise else (lambda kind, value: value))
+    hide: Callable[[str, str], str] | None = (
+        partial(pseudonymiser.pseudonym, purpose_name)  # type: ignore[union-attr]
+        if purpose.pseudonymise else None)  # None: references as they are
     members = case["members"]
     # National opt-outs count only for purposes they apply to.
     active = [p for p in provisions if p.purpose in ("*", purpose_name)
-              and (not p.national_opt_out or purpose.national_opt_out) and p.active(now)]
+              and (not p.national_opt_out or purpose.national_opt_out) and p.active(now)] if provisions else []
     overridden: dict[str, str] = {}
     released: list[dict[str, Any]] = []
     reasons: list[str] = []
@@ -330,12 +338,17 @@ def evaluate(case: dict[str, Any], purpose_name: str, policy: Policy | None, pro
     basis = compose_basis(purpose.legal_basis, rules.required, overridden) if overridden else rules.plain_basis
     if len(released) > 1:
         released.sort(key=lambda m: (m["agency"], m["record_ref"]))
-    keys = {k for m in released for k in m["fields"]}
-    if any(m["cases"] for m in released):
-        keys.add("cases")
+        keys = {k for m in released for k in m["fields"]}
+        if any(m["cases"] for m in released):
+            keys.add("cases")
+        fields, agencies = sorted(keys), sorted({m["agency"] for m in released})
+    else:  # one record: its fields ("cases" is never a field's key)
+        only = released[0]
+        fields, agencies = sorted([*only["fields"], "cases"] if only["cases"] else only["fields"]), [only["agency"]]
+    citizen_id = case["citizen_id"]
     return View(
-        citizen_id=case["citizen_id"], citizen_ref=hide("citizen", case["citizen_id"]), purpose=purpose_name,
+        citizen_id=citizen_id, citizen_ref=hide("citizen", citizen_id) if hide else citizen_id, purpose=purpose_name,
         basis=basis, pseudonymised=purpose.pseudonymise,
         key_id=pseudonymiser.key_id if purpose.pseudonymise and pseudonymiser else None, members=released,
-        agencies=sorted({m["agency"] for m in released}), fields=sorted(keys), overrides=sorted(overridden),
+        agencies=agencies, fields=fields, overrides=sorted(overridden) if overridden else [],
     )

@@ -15,24 +15,26 @@ from __future__ import annotations
 import json
 import os
 import random
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, NamedTuple
 
 from caselink.infra.topics import DISCLOSURES_TOPIC, GATE_RELEASED_TOPIC, LINKED_CASES_TOPIC, purpose_topic
 from caselink.schemas import SchemaValidationError, UndecodableEventError, default_serde
 from caselink.streams.consent.affected import affected_purposes, readers
 from caselink.streams.consent.evaluate import Refusal, View, evaluate, subjects_of
-from caselink.streams.consent.gated_codec import DIGEST_PREFIX, GatedCodec
+from caselink.streams.consent.gated_codec import DIGEST_PREFIX, DisclosureCodec, GatedCodec
 from caselink.streams.consent.policy import Policy
 from caselink.streams.consent.pseudonym import Pseudonymiser
 from caselink.streams.consent.register import ConsentRegister, ConsentRejected, Provision
 from caselink.streams.linker_core import Outgoing
 
 _json = encode_basestring_ascii  # a str as a JSON string
+
+
+_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # the version and variant bits
+_VERSION_4 = (4 << 76) | (0x8000 << 48)
 
 
 class _Ids:
@@ -48,7 +50,9 @@ class _Ids:
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self._random.seed(os.urandom(32))
-        return str(uuid.UUID(int=self._random.getrandbits(128), version=4))
+        # What ``str(uuid.UUID(int=..., version=4))`` writes, without making the UUID object.
+        h = "%032x" % (self._random.getrandbits(128) & _CLEAR | _VERSION_4)
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 disclosure_id = _Ids()
@@ -57,8 +61,13 @@ disclosure_id = _Ids()
 INPUT_ERRORS = (UndecodableEventError, SchemaValidationError, ConsentRejected, ValueError, AttributeError)
 
 
-@dataclass(frozen=True)
-class Released:
+_DUMPED: dict[tuple[Any, ...], str] = {}  # Released.dump's text after the digest, for recent values
+
+
+class Released(NamedTuple):
+    """What is out for one purpose and citizen. A named tuple: one is made for every release and
+    kept for every view that is out (a frozen dataclass took 2.1 µs to make, this 0.7)."""
+
     ref: str
     digest: str
     agencies: tuple[str, ...]
@@ -69,10 +78,17 @@ class Released:
 
     def dump(self) -> bytes:
         """A JSON list, in field order, written directly (``json.dumps`` of a sorted object, as
-        before, took 6 µs of each release; this 2.5)."""
-        return (f"[{_json(self.ref)},{_json(self.digest)},[{','.join(map(_json, self.agencies))}],"
-                f"[{','.join(map(_json, self.fields))}],{_json(self.basis)},{_json(self.policy)},"
-                f"[{','.join(map(_json, self.overrides))}]]").encode()
+        before, took 6 µs of each release; this 2.5, and 1 with the part after the digest, which
+        most releases share with others, remembered)."""
+        key = self[2:]  # agencies, fields, basis, policy, overrides
+        rest = _DUMPED.get(key)
+        if rest is None:
+            rest = (f",[{','.join(map(_json, self.agencies))}],[{','.join(map(_json, self.fields))}],"
+                    f"{_json(self.basis)},{_json(self.policy)},[{','.join(map(_json, self.overrides))}]]")
+            if len(_DUMPED) >= 1024:
+                _DUMPED.clear()
+            _DUMPED[key] = rest
+        return f"[{_json(self.ref)},{_json(self.digest)}{rest}".encode()
 
     @classmethod
     def load(cls, data: bytes) -> Released:
@@ -92,6 +108,7 @@ class GateCore:
         self.clock = clock
         self.serde = default_serde()
         self.codec = GatedCodec(self.serde)
+        self.disclosures = DisclosureCodec(self.serde)
         self.register = ConsentRegister()
         self.cases: dict[str, dict[str, Any]] = {}
         self.subjects: dict[str, set[str]] = {}  # citizen id -> subject keys of its current case
@@ -321,8 +338,8 @@ class GateCore:
         self.stats["releases"] += 1
         return [
             Outgoing(topic, view.citizen_ref.encode(), self.codec.message(view_bytes, label, now)),
-            self._disclosure(view.citizen_id, view.purpose, "RELEASE", view.agencies, view.fields, view.basis,
-                             view.overrides, reason, label, topic, view.citizen_ref, now),
+            self._disclosure(view.citizen_id, view.purpose, "RELEASE", released.agencies, released.fields, view.basis,
+                             released.overrides, reason, label, topic, view.citizen_ref, now),
             Outgoing(GATE_RELEASED_TOPIC, f"{view.purpose}|{view.citizen_id}".encode(), released.dump()),
         ]
 
@@ -334,23 +351,25 @@ class GateCore:
         self.stats["retractions"] += 1
         return [
             Outgoing(topic, before.ref.encode(), None),
-            self._disclosure(citizen_id, purpose, "RETRACT", list(before.agencies), list(before.fields), before.basis,
-                             list(before.overrides), reason, label, topic, before.ref, now),
+            self._disclosure(citizen_id, purpose, "RETRACT", before.agencies, before.fields, before.basis,
+                             before.overrides, reason, label, topic, before.ref, now),
             Outgoing(GATE_RELEASED_TOPIC, f"{purpose}|{citizen_id}".encode(), None),
         ]
 
-    def _disclosure(self, citizen_id: str, purpose: str, action: str, agencies: list[str], fields: list[str],
-                    basis: str | None, overrides: list[str], reason: str, label: str, topic: str, ref: str,
-                    now: datetime) -> Outgoing:
+    def _disclosure(self, citizen_id: str, purpose: str, action: str, agencies: tuple[str, ...],
+                    fields: tuple[str, ...], basis: str | None, overrides: tuple[str, ...], reason: str, label: str,
+                    topic: str, ref: str, now: datetime) -> Outgoing:
         """The audit record; a retraction carries what was out (agencies, fields, basis, overrides)."""
         record = {"disclosure_id": disclosure_id(), "citizen_id": citizen_id, "purpose": purpose,
                   "action": action, "agencies": agencies, "fields": fields, "basis": basis, "reason": reason,
                   "overrides": overrides,
                   "policy_version": label, "recipient_topic": topic, "recipient_key": ref, "at": now}
-        return Outgoing(DISCLOSURES_TOPIC, citizen_id.encode(), self.serde.encode("Disclosure", record))
+        return Outgoing(DISCLOSURES_TOPIC, citizen_id.encode(), self.disclosures.encode(record))
 
 
 def _change(before: Released, view: View) -> str:
+    if before.basis == view.basis and before.agencies == tuple(view.agencies) and before.fields == tuple(view.fields):
+        return "corrected view: records changed"  # the usual case: what is out is the same as before
     parts = []
     lost_agencies = sorted(set(before.agencies) - set(view.agencies))
     lost_fields = sorted(set(before.fields) - set(view.fields))

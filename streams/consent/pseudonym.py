@@ -8,9 +8,10 @@ under the old key and releases again under the new one.
 
 The digest is the first 20 bytes (160 bits) of the HMAC in lower-case RFC 4648 base32: 32
 characters, no padding. It is computed from the key's inner and outer SHA-256 states, hashed once
-when the key is loaded (RFC 2104's own optimisation), and written out ten bits at a time from a
-table: the same string ``hmac`` and ``base64.b32encode`` give (tests/unit/test_pseudonym.py), in
-3 µs instead of 6.5. A pseudonymised view needs one for the citizen and one for each record and
+when the key is loaded (RFC 2104's own optimisation), and written out fifteen bits (three
+characters) at a time from a table, the last ten bits from a second one: the same string ``hmac``
+and ``base64.b32encode`` give (tests/unit/test_pseudonym.py), in 2.3 µs instead of 6.5 (3 µs
+with ten bits at a time). A pseudonymised view needs one for the citizen and one for each record and
 case, so this was a third of evaluating such a purpose.
 """
 
@@ -20,7 +21,8 @@ import hashlib
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 _PAIRS = [_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024)]  # ten bits -> two characters
-_SHIFTS = tuple(range(150, -10, -10))
+_TRIPLES = [p + c for p in _PAIRS for c in _ALPHABET]  # fifteen bits -> three characters (32,768 strings)
+_SHIFTS = tuple(range(145, 9, -15))  # bits 159..10, fifteen at a time; then the last ten
 _BLOCK = 64  # SHA-256's block size, as HMAC pads the key to
 
 
@@ -44,4 +46,4 @@ class Pseudonymiser:
         outer = self._outer.copy()
         outer.update(inner.digest())
         n = int.from_bytes(outer.digest()[:20], "big")
-        return f"{self.key_id}.{''.join([_PAIRS[(n >> s) & 1023] for s in _SHIFTS])}"
+        return f"{self.key_id}.{''.join([_TRIPLES[(n >> s) & 32767] for s in _SHIFTS])}{_PAIRS[n & 1023]}"

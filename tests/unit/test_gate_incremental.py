@@ -135,7 +135,7 @@ def test_bookkeeping_written_with_the_older_digest_does_not_release_again() -> N
     restarted = GateCore(policy(), pseudonymiser(), clock=lambda: T0)
     for (purpose, cid), released in first.released.items():
         view = first.decide(cid, purpose)
-        old = Released(**{**released.__dict__, "digest": view.legacy_digest()})  # as the previous code wrote it
+        old = released._replace(digest=view.legacy_digest())  # as the previous code wrote it
         restarted.load_released(f"{purpose}|{cid}".encode(), old.dump())
     restarted.apply_linked_case("C1", encode_case(linked_case("C1", [member("health", "H1")])))
     assert restarted.flush() == []
@@ -170,6 +170,8 @@ def test_disclosure_ids_are_distinct_uuid4s_also_in_a_forked_child() -> None:
 
     ids = {disclosure_id() for _ in range(10000)}
     assert len(ids) == 10000 and all(uuid.UUID(i).version == 4 for i in ids)
+    assert all(str(uuid.UUID(i)) == i for i in ids)  # written as uuid writes it (the variant bits too)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: one id down the pipe, then out without running pytest's teardown
