@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common import local_broker, percentile, save
-from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from pipeline_throughput import _cpu_seconds, broker_cpu, encode_events, worker_cpu
 from pipeline_throughput import publish as publish_events
 
@@ -213,7 +213,13 @@ def produce_all(producer: Producer, topic: str, items: list[tuple[str, bytes]]) 
     producer.flush(120)
 
 
-def gate_run(processes: int, first: list, second: list, third: list, consents: list, rounds: int,
+def framed(serde: Any, cases: tuple[list, list, list]) -> tuple[list, list, list]:
+    """Each kind of change as (citizen id, LinkedCase bytes) framed against the serde's registry."""
+    first, second, third = ([(cid, serde.encode("LinkedCase", case)) for cid, case in kind] for kind in cases)
+    return first, second, third
+
+
+def gate_run(processes: int, cases: tuple[list, list, list], consents: list, rounds: int,
              serde: Any) -> dict[str, Any]:
     import psutil
     from caselink.connectors.consent_events import consent_event, subject_from, withdrawal_of
@@ -224,6 +230,7 @@ def gate_run(processes: int, first: list, second: list, third: list, consents: l
     os.environ["CASELINK_CONSENT__PSEUDONYM_KEY"] = KEY
     result: dict[str, Any] = {"processes": processes}
     with local_broker() as (settings, directory):
+        first, second, third = framed(serde, cases)  # against this broker's registry
         producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 20,
                              "enable.idempotence": True})
         produce_all(producer, CONSENT_EVENTS_TOPIC, [(c["consent_id"], serde.encode("ConsentEvent", c))
@@ -268,7 +275,14 @@ def gate_run(processes: int, first: list, second: list, third: list, consents: l
             result["statuses"] = [g.health() for g in gates]
 
             if processes == 1:
-                result.update(latency(settings, producer, serde, first, rounds, consent_event, subject_from,
+                # Citizens with no research consent yet whose records research may take (a citizen
+                # known only to an agency it does not take gets nothing from a permit).
+                from caselink.streams.consent.policy import bundled_policy_path, load_policy
+
+                research = load_policy(bundled_policy_path()).purposes["research"]
+                eligible = [(cid, None) for cid, case in cases[2][1::10]
+                            if any(research.allows_agency(m["agency"]) for m in case["members"])]
+                result.update(latency(settings, producer, serde, eligible, rounds, consent_event, subject_from,
                                       withdrawal_of, CONSENT_EVENTS_TOPIC, purpose_topic("research")))
         finally:
             for g in gates:
@@ -282,11 +296,14 @@ def latency(settings: Any, producer: Producer, serde: Any, first: list, rounds: 
     watcher = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "bench-watch",
                         "enable.auto.commit": False, "fetch.wait.max.ms": 5, "isolation.level": "read_committed"})
     md = watcher.list_topics(timeout=10)
-    watcher.assign([TopicPartition(topic, p, OFFSET_END) for p in md.topics[topic].partitions])
-    time.sleep(1.0)
+    # Start at each partition's end as it is now, looked up before anything is sent: OFFSET_END is
+    # resolved at the first poll, which comes after the consent is sent, so a release written
+    # before that lookup was skipped and the watcher waited for a message that had already come.
+    ends = [watcher.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.topics[topic].partitions]
+    watcher.assign([TopicPartition(topic, p, end) for p, end in zip(md.topics[topic].partitions, ends, strict=True)])
     release_ms: list[float] = []
     retract_ms: list[float] = []
-    for cid, _ in first[1::10][:rounds]:  # citizens with no research consent yet
+    for cid, _ in first[:rounds]:
         permit = consent_event(subject_from(citizen=cid), "research", True, "bench")
         steps = ((permit, release_ms, True), (withdrawal_of(permit, "bench"), retract_ms, False))
         for event, sink, want_value in steps:
@@ -294,9 +311,9 @@ def latency(settings: Any, producer: Producer, serde: Any, first: list, rounds: 
             producer.produce(consent_topic, serde.encode("ConsentEvent", event), key=event["consent_id"].encode())
             producer.flush(10)
             while True:
-                msg = watcher.poll(5)
+                msg = watcher.poll(60)
                 if msg is None:
-                    raise TimeoutError("no effect within 5 s")
+                    raise TimeoutError(f"no effect on {topic} within 60 s of a consent for {cid}")
                 if msg.error():
                     continue
                 if (msg.value() is not None) == want_value:
@@ -327,7 +344,15 @@ def main() -> None:
     from caselink.streams.consent.pseudonym import Pseudonymiser
 
     serde = default_serde()
-    if args.core_only:  # no broker, so no registry: the unit tests' in-process one frames the messages
+    # The cases as dicts; each run frames them against the registry it uses (a broker's own, or for
+    # the pure core, with no broker, the unit tests' in-process one).
+    cases = (linked_cases(args.citizens), linked_cases(args.citizens, version=2),
+             linked_cases(args.citizens, 3, new_case=True))
+    consents = [consent_event(subject_from(citizen=cid), "research", True, "bench") for cid, _ in cases[0][::10]]
+    results: dict[str, Any] = {"citizens": len(cases[0]), "purposes": 4, "research_consents": len(consents)}
+    policy, pseudonymiser = load_policy(bundled_policy_path()), Pseudonymiser(KEY.encode(), "k1")
+
+    def core() -> dict[str, Any]:
         import sys
         from pathlib import Path
 
@@ -335,14 +360,10 @@ def main() -> None:
         from tests.memory_registry import MemoryRegistry
 
         serde.bind(MemoryRegistry())
-    first = [(cid, serde.encode("LinkedCase", case)) for cid, case in linked_cases(args.citizens)]
-    second = [(cid, serde.encode("LinkedCase", case)) for cid, case in linked_cases(args.citizens, version=2)]
-    third = [(cid, serde.encode("LinkedCase", case)) for cid, case in linked_cases(args.citizens, 3, new_case=True)]
-    consents = [consent_event(subject_from(citizen=cid), "research", True, "bench") for cid, _ in first[::10]]
-    results: dict[str, Any] = {"citizens": len(first), "purposes": 4, "research_consents": len(consents)}
-    policy, pseudonymiser = load_policy(bundled_policy_path()), Pseudonymiser(KEY.encode(), "k1")
+        return core_ceiling(*framed(serde, cases), consents, policy, pseudonymiser)
+
     if args.core_only:
-        for name, r in core_ceiling(first, second, third, consents, policy, pseudonymiser).items():
+        for name, r in core().items():
             print(f"pure GateCore, {name}: {r['cpu_us_per_change']} µs a change ({r['outputs']:,} outputs)", flush=True)
         return
 
@@ -350,7 +371,7 @@ def main() -> None:
     results["linker"] = linker_baseline(args.linker_events)
     linker = results["linker"]["events_per_s"]
 
-    results["core"] = core_ceiling(first, second, third, consents, policy, pseudonymiser)
+    results["core"] = core()
     for name, r in results["core"].items():
         print(f"pure GateCore, {name}: {r['changes_per_cpu_s']:,} changes per CPU second "
               f"({r['cpu_us_per_change']} µs a change; {r['outputs']:,} outputs)", flush=True)
@@ -358,7 +379,7 @@ def main() -> None:
     results["gate"] = []
     for processes in args.processes:
         print(f"{processes} gate process(es):", flush=True)
-        run = gate_run(processes, first, second, third, consents, args.rounds, serde)
+        run = gate_run(processes, cases, consents, args.rounds, serde)
         for name in ("catch_up", "live_corrected_name", "live_new_case"):
             run[name]["ratio_to_linker"] = round(run[name]["changes_per_s"] / linker, 2)
         results["gate"].append(run)
