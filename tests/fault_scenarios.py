@@ -195,22 +195,30 @@ class _Ends:
 
 
 # ---------------------------------------------------------------------- normaliser rebalances
-def publish_steadily(settings: Settings, n: int, rate: float, stop: threading.Event | None = None) -> int:
-    """``n`` synthetic PersonEvents at about ``rate`` a second (the load the faults land in)."""
+def publish_steadily(settings: Settings, n: int, rate: float, stop: threading.Event | None = None,
+                     sent: list[int] | None = None) -> int:
+    """Up to ``n`` synthetic PersonEvents at about ``rate`` a second (the load the faults land in), or
+    fewer if ``stop`` is set first; ``sent[0]``, when given, counts them as they go. Returns the count."""
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True,
                          "linger.ms": 5})
     now = datetime(2026, 11, 1, tzinfo=UTC)
     started = time.monotonic()
+    count = 0
     for i, item in enumerate(records_for_size(n, seed=5)):
+        if stop is not None and stop.is_set():
+            break
         value = synthetic_person_event(i, item, now)
         producer.produce(person_events_topic(item["agency"]), value,
                          key=f"{item['agency']}:{item['source_record_id']}".encode())
+        count = i + 1
+        if sent is not None:
+            sent[0] = count
         ahead = started + (i + 1) / rate - time.monotonic()
         if ahead > 0:
             producer.poll(0)
             time.sleep(ahead)
     assert producer.flush(60) == 0
-    return n
+    return count
 
 
 def link_input_stall(settings: Settings) -> float:
@@ -219,37 +227,50 @@ def link_input_stall(settings: Settings) -> float:
     return round(max((b - a for a, b in itertools.pairwise(stamps)), default=0) / 1000, 2)
 
 
-def normalisers_rebalancing(settings: Settings, events: int = 20000, rate: float = 1500) -> dict[str, Any]:
+def normalisers_rebalancing(settings: Settings, events: int = 20000, rate: float = 1500,
+                            load_after_s: float = 2.0) -> dict[str, Any]:
     """Under a steady load: a second worker's normaliser joins (a rebalance), leaves (another), and
-    one of the first worker's two normaliser processes is killed (a third, and its restart)."""
+    one of the first worker's two normaliser processes is killed (a third, and its restart).
+
+    The faults are placed at fifths of ``events`` on the link input, but the load does not stop at
+    ``events``: it runs until ``load_after_s`` seconds after the kill (up to five times ``events``),
+    so the last fault lands under load however long a rebalance or a worker's stop takes here."""
     first = start_worker(settings, app_id="rebalance", normaliser_processes=2)
     workers = [first]
     faults = 0
+    stop, sent = threading.Event(), [0]
+    load = threading.Thread(target=publish_steadily, args=(settings, 5 * events, rate, stop, sent), daemon=True)
     try:
-        wait_for(lambda: first.health()["status"] == "ok", 90)
-        load = threading.Thread(target=publish_steadily, args=(settings, events, rate), daemon=True)
-        load.start()
-        wait_for(lambda: _end(settings) > events // 5, 120, pause=0.05)
-        second = start_worker(settings, app_id="rebalance", normaliser_processes=1)
-        workers.append(second)
-        faults += 1  # a member joins
-        wait_for(lambda: _end(settings) > events * 2 // 5, 120, pause=0.05)
-        second.stop()
-        faults += 1  # and leaves
-        wait_for(lambda: _end(settings) > events * 3 // 5, 120, pause=0.05)
-        in_flight = events - _end(settings)
-        victim = first.health()["normalisers"]["processes"][0]["pid"]
-        os.kill(victim, signal.SIGKILL)
-        faults += 1  # one of two processes killed: its partitions move, it is restarted and rejoins
-        load.join(120)
-        wait_for(lambda: _linked_all(settings, first, events), 240, pause=0.5)
+        try:
+            wait_for(lambda: first.health()["status"] == "ok", 90)
+            load.start()
+            wait_for(lambda: _end(settings) > events // 5, 120, pause=0.05)
+            second = start_worker(settings, app_id="rebalance", normaliser_processes=1)
+            workers.append(second)
+            faults += 1  # a member joins
+            wait_for(lambda: _end(settings) > events * 2 // 5, 120, pause=0.05)
+            second.stop()
+            faults += 1  # and leaves
+            wait_for(lambda: _end(settings) > events * 3 // 5, 120, pause=0.05)
+            victim = first.health()["normalisers"]["processes"][0]["pid"]
+            on_input_at_kill, sent_at_kill = _end(settings), sent[0]
+            os.kill(victim, signal.SIGKILL)
+            faults += 1  # one of two processes killed: its partitions move, it is restarted and rejoins
+            time.sleep(load_after_s)
+        finally:
+            stop.set()
+            if load.is_alive():
+                load.join(120)
+        published_events = sent[0]
+        wait_for(lambda: _linked_all(settings, first, published_events), 240, pause=0.5)
         published = latest_linked_cases(settings)
     finally:
         for w in workers:
             w.stop()
     return {"fault": "normaliser group rebalances under load (a member joins, leaves, one of two processes "
-                     "killed)", "faults_injected": faults, "events": events, "in_flight": in_flight,
-            **lost_and_duplicated(settings, published, events), "stall_s": link_input_stall(settings)}
+                     "killed)", "faults_injected": faults, "events": published_events,
+            "in_flight": published_events - on_input_at_kill, "sent_after_kill": published_events - sent_at_kill,
+            **lost_and_duplicated(settings, published, published_events), "stall_s": link_input_stall(settings)}
 
 
 def _end(settings: Settings) -> int:

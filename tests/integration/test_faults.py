@@ -27,7 +27,8 @@ def test_gate_killed_mid_transaction_the_standby_releases_each_view_once(pipelin
 
 def test_normaliser_rebalances_under_load_lose_and_duplicate_nothing(pipeline_settings: Settings) -> None:
     seen = fault_scenarios.normalisers_rebalancing(pipeline_settings, events=12000, rate=1500)
-    assert seen["in_flight"] > 0, "the last fault must land under load for this test to mean anything"
+    assert seen["in_flight"] > 0 and seen["sent_after_kill"] > 0, \
+        "the last fault must land under load for this test to mean anything"
     assert (seen["lost"], seen["duplicated"], seen["citizens_differ_from_straight_run"]) == (0, 0, 0), seen
 
 
