@@ -15,8 +15,6 @@ import signal
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,32 +30,17 @@ from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import start_gate, start_worker
 from caselink.ops import latest_linked_cases
+from tests import waiting
 from tests.events import synthetic_person_event
+from tests.waiting import service_json
 
 serde = default_serde()
 GATE_KEY = "fault-test-pseudonym-key-0123456789"
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, pause: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except (OSError, ValueError, KeyError, KafkaException):  # not there yet, or the broker is away
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(pause)
-
-
-def http_json(port: int, path: str) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
-            return dict(json.loads(r.read()))
-    except urllib.error.HTTPError as exc:
-        return dict(json.loads(exc.read() or b"{}"))
+    """``tests.waiting.wait_for``, polling faster and waiting out a broker that is away."""
+    return waiting.wait_for(condition, timeout, pause, tolerate=(KafkaException,))
 
 
 def count_messages(settings: Settings, topics: list[str], committed: bool) -> int:
@@ -127,7 +110,7 @@ def gate_killed_mid_transaction(settings: Settings, citizens: int = 6000) -> dic
         os.environ.pop("CASELINK_CONSENT__TEST_PAUSE_BEFORE_COMMIT", None)
     gates = [active]
     try:
-        wait_for(lambda: http_json(active.port, "/health").get("role") == "active" or marker.exists(), 120)
+        wait_for(lambda: service_json(active.port, "/health").get("role") == "active" or marker.exists(), 120)
         standby = start_gate(settings, app_id="gate-fault")
         gates.append(standby)
         wait_for(marker.exists, 180)
@@ -139,7 +122,7 @@ def gate_killed_mid_transaction(settings: Settings, citizens: int = 6000) -> dic
         active.proc.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         active.proc.wait()
-        wait_for(lambda: (h := http_json(standby.port, "/health")).get("role") == "active" and h.get("caught_up"),
+        wait_for(lambda: (h := service_json(standby.port, "/health")).get("role") == "active" and h.get("caught_up"),
                  120, pause=0.1)
         taken_over = time.monotonic() - killed_at
         wait_for(lambda: count_messages(settings, purpose_topics, committed=True) >= len(expected), 180, pause=0.5)
@@ -389,7 +372,7 @@ def disk_fills(events: int = 6000, size_mb: int = 64) -> dict[str, Any]:
         kafka.start_node(1)
         wait_for(lambda: _linked_all(settings, worker, events), 300, pause=0.5)
         resumed = time.monotonic() - freed_at
-        healthy = wait_for(lambda: http_json(worker.port, "/health").get("status") == "ok", 60)
+        healthy = wait_for(lambda: service_json(worker.port, "/health").get("status") == "ok", 60)
         published = latest_linked_cases(settings)
         figures = lost_and_duplicated(settings, published, events)
     finally:
@@ -406,7 +389,7 @@ def disk_fills(events: int = 6000, size_mb: int = 64) -> dict[str, Any]:
 
 
 def _not_ok(worker: Any) -> dict[str, Any] | None:
-    health = http_json(worker.port, "/health")  # a 503 carries its body
+    health = service_json(worker.port, "/health")  # a 503 carries its body
     return health if health.get("status") not in (None, "ok") else None
 
 
@@ -449,7 +432,7 @@ def broker_lost(events: int = 6000, rate: float = 1500) -> dict[str, Any]:
         md = admin_client(settings).list_topics(LINK_INPUT_TOPIC, timeout=10).topics[LINK_INPUT_TOPIC]
         replicas, leader = len(md.partitions[0].replicas), md.partitions[0].leader
         worker = start_worker(settings, app_id="broker-lost", snapshot_interval_s=0)
-        wait_for(lambda: http_json(worker.port, "/health").get("status") == "ok", 90)
+        wait_for(lambda: service_json(worker.port, "/health").get("status") == "ok", 90)
         load = threading.Thread(target=publish_steadily, args=(settings, events, rate), daemon=True)
         load.start()
         wait_for(lambda: _applied(worker) > events // 4, 120, pause=0.05)

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from caselink.infra.topics import (
@@ -28,6 +24,7 @@ from pydantic import SecretStr
 from caselink.core.kafka import read_to_end
 from caselink.core.settings import ConsentSettings, Settings, WorkerSettings
 from tests.consent_fixtures import consent, encode_case, linked_case, member
+from tests.waiting import service_json, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 serde = default_serde()
@@ -58,17 +55,6 @@ def latest(settings: Settings, purpose: str) -> dict[str, dict | None]:
 
 def audit(settings: Settings) -> list[dict]:
     return [serde.decode(m.value())[1] for m in read_to_end(settings, [DISCLOSURES_TOPIC])]
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s")
-        time.sleep(0.2)
 
 
 def start(settings: Settings) -> GateLoop:
@@ -165,7 +151,6 @@ def test_gate_releases_retracts_audits_and_survives_restart(pipeline_settings: S
 
 
 def test_consent_cli_records_shows_withdraws_and_audits(pipeline_settings: Settings, monkeypatch) -> None:
-    import json
 
     from typer.testing import CliRunner
 
@@ -205,17 +190,6 @@ def test_consent_cli_records_shows_withdraws_and_audits(pipeline_settings: Setti
         get_settings.cache_clear()
 
 
-def health(p: Any) -> dict:
-    """A gate process's /health ({} while it does not answer)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{p.port}/health", timeout=2) as r:
-            return dict(json.loads(r.read()))
-    except urllib.error.HTTPError as exc:
-        return dict(json.loads(exc.read() or b"{}"))
-    except (OSError, ValueError):
-        return {}
-
-
 def test_gate_processes_elect_one_and_a_standby_takes_over(pipeline_settings: Settings, monkeypatch) -> None:
     import signal
 
@@ -226,15 +200,15 @@ def test_gate_processes_elect_one_and_a_standby_takes_over(pipeline_settings: Se
     publish(settings, [(LINKED_CASES_TOPIC, b"C1", encode_case(linked_case("C1", [member("health", "H1")])))])
     gates = [start_gate(settings, app_id="gate-pair") for _ in range(2)]
     try:
-        wait_for(lambda: sorted(str(health(g).get("role")) for g in gates) == ["active", "standby"], 90)
-        active = next(g for g in gates if health(g)["role"] == "active")
+        wait_for(lambda: sorted(str(service_json(g.port).get("role")) for g in gates) == ["active", "standby"], 90)
+        active = next(g for g in gates if service_json(g.port)["role"] == "active")
         standby = next(g for g in gates if g is not active)
         wait_for(lambda: "C1" in latest(settings, "direct_care"))
-        assert health(standby)["released"] == 0  # the standby publishes nothing
+        assert service_json(standby.port)["released"] == 0  # the standby publishes nothing
 
         active.proc.send_signal(signal.SIGKILL)
         active.proc.wait()
-        wait_for(lambda: health(standby).get("role") == "active" and health(standby).get("caught_up"), 60)
+        wait_for(lambda: (h := service_json(standby.port)).get("role") == "active" and h.get("caught_up"), 60)
         publish(settings, [(CONSENT_EVENTS_TOPIC, b"C1", serde.encode("ConsentEvent", consent(
             "CITIZEN", citizen_id="C1", purpose="research")))])
         wait_for(lambda: latest(settings, "research"), 30)
@@ -286,9 +260,9 @@ def test_kill_inside_an_open_transaction_aborts_it_and_the_standby_releases_each
     monkeypatch.delenv("CASELINK_CONSENT__TEST_PAUSE_BEFORE_COMMIT")
     standby = None
     try:
-        wait_for(lambda: health(doomed).get("role") == "active" and health(doomed).get("caught_up"), 90)
+        wait_for(lambda: (h := service_json(doomed.port)).get("role") == "active" and h.get("caught_up"), 90)
         standby = start_gate(settings, app_id="gate-abort")
-        wait_for(lambda: health(standby).get("role") == "standby", 60)
+        wait_for(lambda: service_json(standby.port).get("role") == "standby", 60)
 
         citizens = [f"C{i}" for i in range(10)]  # one health record each: direct care, safeguarding, planning
         publish(settings, [(LINKED_CASES_TOPIC, cid.encode(), encode_case(linked_case(
@@ -305,8 +279,8 @@ def test_kill_inside_an_open_transaction_aborts_it_and_the_standby_releases_each
 
         doomed.proc.send_signal(signal.SIGKILL)  # kill -9, still stopped inside the transaction
         doomed.proc.wait()
-        wait_for(lambda: health(standby).get("role") == "active" and health(standby).get("caught_up"), 90)
-        wait_for(lambda: health(standby).get("released") == 3 * len(citizens), 60)
+        wait_for(lambda: (h := service_json(standby.port)).get("role") == "active" and h.get("caught_up"), 90)
+        wait_for(lambda: service_json(standby.port).get("released") == 3 * len(citizens), 60)
 
         committed_audit = audit(settings)
         releases = [(a["purpose"], a["citizen_id"]) for a in committed_audit if a["action"] == "RELEASE"]

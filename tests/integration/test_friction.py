@@ -32,7 +32,7 @@ from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import _spawn, start_worker
 from tests.consent_fixtures import KEY, T0, encode_case, linked_case, member
-from tests.waiting import wait_for
+from tests.waiting import service_json, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 serde = default_serde()
@@ -53,14 +53,6 @@ def publish(settings: Settings, items: list[tuple[str, bytes, bytes | None]]) ->
     for topic, key, value in items:
         producer.produce(topic, value, key=key)
     assert producer.flush(10) == 0
-
-
-def health(port: int) -> dict:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return json.loads(exc.read())
 
 
 def test_what_does_not_exist_or_holds_nothing_is_an_error(pipeline_settings: Settings, tmp_path: Path) -> None:
@@ -98,7 +90,7 @@ def test_a_gate_without_its_key_says_so_and_status_sees_the_gate(pipeline_settin
     port = free_port()
     gate = _spawn("gate", pipeline_settings, tmp_path / "gate", port, {"CASELINK_CONSENT__WEB_PORT": str(port)})
     try:
-        state = wait_for(lambda: (h := health(port)).get("caught_up") and h, 60)
+        state = wait_for(lambda: (h := service_json(port)).get("caught_up") and h, 60)
         assert state["status"] == "degraded"
         assert state["reason"].startswith("no pseudonymisation key (CASELINK_CONSENT__PSEUDONYM_KEY is not set): "
                                           "the pseudonymised purpose(s) planning, research release nothing")
