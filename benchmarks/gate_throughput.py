@@ -219,7 +219,7 @@ def framed(serde: Any, cases: tuple[list, list, list]) -> tuple[list, list, list
     return first, second, third
 
 
-def gate_run(processes: int, cases: tuple[list, list, list], consents: list, rounds: int,
+def gate_run(processes: int, cases: tuple[list, list, list], consents: list, permitted: list[str], rounds: int,
              serde: Any) -> dict[str, Any]:
     import psutil
     from caselink.connectors.consent_events import consent_event, subject_from, withdrawal_of
@@ -275,14 +275,7 @@ def gate_run(processes: int, cases: tuple[list, list, list], consents: list, rou
             result["statuses"] = [g.health() for g in gates]
 
             if processes == 1:
-                # Citizens with no research consent yet whose records research may take (a citizen
-                # known only to an agency it does not take gets nothing from a permit).
-                from caselink.streams.consent.policy import bundled_policy_path, load_policy
-
-                research = load_policy(bundled_policy_path()).purposes["research"]
-                eligible = [(cid, None) for cid, case in cases[2][1::10]
-                            if any(research.allows_agency(m["agency"]) for m in case["members"])]
-                result.update(latency(settings, producer, serde, eligible, rounds, consent_event, subject_from,
+                result.update(latency(settings, producer, serde, permitted, rounds, consent_event, subject_from,
                                       withdrawal_of, CONSENT_EVENTS_TOPIC, purpose_topic("research")))
         finally:
             for g in gates:
@@ -291,7 +284,7 @@ def gate_run(processes: int, cases: tuple[list, list, list], consents: list, rou
     return result
 
 
-def latency(settings: Any, producer: Producer, serde: Any, first: list, rounds: int, consent_event: Any,
+def latency(settings: Any, producer: Producer, serde: Any, citizens: list[str], rounds: int, consent_event: Any,
             subject_from: Any, withdrawal_of: Any, consent_topic: str, topic: str) -> dict[str, Any]:
     watcher = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "bench-watch",
                         "enable.auto.commit": False, "fetch.wait.max.ms": 5, "isolation.level": "read_committed"})
@@ -303,7 +296,7 @@ def latency(settings: Any, producer: Producer, serde: Any, first: list, rounds: 
     watcher.assign([TopicPartition(topic, p, end) for p, end in zip(md.topics[topic].partitions, ends, strict=True)])
     release_ms: list[float] = []
     retract_ms: list[float] = []
-    for cid, _ in first[:rounds]:
+    for cid in citizens[:rounds]:
         permit = consent_event(subject_from(citizen=cid), "research", True, "bench")
         steps = ((permit, release_ms, True), (withdrawal_of(permit, "bench"), retract_ms, False))
         for event, sink, want_value in steps:
@@ -351,6 +344,11 @@ def main() -> None:
     consents = [consent_event(subject_from(citizen=cid), "research", True, "bench") for cid, _ in cases[0][::10]]
     results: dict[str, Any] = {"citizens": len(cases[0]), "purposes": 4, "research_consents": len(consents)}
     policy, pseudonymiser = load_policy(bundled_policy_path()), Pseudonymiser(KEY.encode(), "k1")
+    # For the latency rounds: citizens with no research consent yet whose records research may take
+    # (a citizen known only to an agency it does not take gets nothing from a permit).
+    research = policy.purposes["research"]
+    permitted = [cid for cid, case in cases[2][1::10]
+                 if any(research.allows_agency(m["agency"]) for m in case["members"])]
 
     def core() -> dict[str, Any]:
         import sys
@@ -379,7 +377,7 @@ def main() -> None:
     results["gate"] = []
     for processes in args.processes:
         print(f"{processes} gate process(es):", flush=True)
-        run = gate_run(processes, cases, consents, args.rounds, serde)
+        run = gate_run(processes, cases, consents, permitted, args.rounds, serde)
         for name in ("catch_up", "live_corrected_name", "live_new_case"):
             run[name]["ratio_to_linker"] = round(run[name]["changes_per_s"] / linker, 2)
         results["gate"].append(run)

@@ -83,7 +83,7 @@ class _Partitioned:
         self.versions: dict[str, int] = {}  # as the single writer keeps them, deletes included
 
     def owns(self, key: str) -> bool:
-        return zlib.crc32(key.encode()) % self.partitions in self.owned
+        return key_partition(key, self.partitions) in self.owned
 
     def _applies(self, record_key: str, source_version: int | None, upsert: bool) -> bool:
         """Whether a change is new, recording its version as the single writer does: an upsert
