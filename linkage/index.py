@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from caselink.linkage.blocking import BlockingIndex, blocking_keys, lookup_keys
@@ -63,17 +64,35 @@ class LinkResult:
 class Citizen:
     created_seq: int
     members: set[str]
-    merged_from: list[str] = field(default_factory=list)
+    # A tuple, not a list: nearly every citizen merged nothing, and the empty tuple is shared.
+    merged_from: tuple[str, ...] = ()
+
+
+_NO_IDS: Mapping[str, str] = MappingProxyType({})
 
 
 class IdsOnly:
     """What a resolver keeps of a record: its key and identifiers, which the constrained
-    clustering reads. Its values and blocking keys stay with the scoring shards."""
+    clustering reads. Its values and blocking keys stay with the scoring shards.
 
-    __slots__ = ("ids", "key")
+    The identifiers are kept as one flat tuple (scheme, value, scheme, value, ...) and made into a
+    mapping when read: most records have one identifier, and a dict holding one costs 184 bytes
+    to the tuple's 56 (docs/benchmarks.md, "Scale-out", has what it saved)."""
 
-    def __init__(self, key: str, ids: dict[str, str]) -> None:
-        self.key, self.ids = key, ids
+    __slots__ = ("_flat", "key")
+
+    def __init__(self, key: str, ids: Mapping[str, str]) -> None:
+        self.key = key
+        self._flat: tuple[str, ...] = tuple(part for pair in ids.items() for part in pair) if ids else ()
+
+    @property
+    def ids(self) -> Mapping[str, str]:
+        flat = self._flat
+        if not flat:
+            return _NO_IDS
+        if len(flat) == 2:
+            return {flat[0]: flat[1]}
+        return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 @dataclass(slots=True)
@@ -609,9 +628,8 @@ class CitizenIndex:
             ids = sorted(claims.get(i, []), key=lambda c: old[c].created_seq)
             if ids:
                 survivor = ids[0]
-                citizen = Citizen(old[survivor].created_seq, comp, list(old[survivor].merged_from))
+                citizen = Citizen(old[survivor].created_seq, comp, (*old[survivor].merged_from, *ids[1:]))
                 for loser in ids[1:]:
-                    citizen.merged_from.append(loser)
                     retired[loser] = survivor
                     self.retired[loser] = survivor
             else:

@@ -39,7 +39,7 @@ def test_bridge_record_merges_citizens_and_oldest_survives() -> None:
     assert c.retired == {b.citizen_id: a.citizen_id}
     assert index.resolve(b.citizen_id) == a.citizen_id
     assert set(index.members(a.citizen_id)) == {"health:1", "housing:7", "social_care:3"}
-    assert index.citizens[a.citizen_id].merged_from == [b.citizen_id]
+    assert index.citizens[a.citizen_id].merged_from == (b.citizen_id,)
 
 
 def test_deleting_the_bridge_splits_and_the_oldest_part_keeps_the_id() -> None:
