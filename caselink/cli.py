@@ -146,6 +146,23 @@ def gate(
 
 
 @app.command()
+def shard(
+    tier: Annotated[str, typer.Argument(help="blocks (finds candidates) or records (scores them)")],
+    web_port: Annotated[int | None, typer.Option(
+        help="/health and /metrics port (" + configured("shards.web_port", lambda s: s.shards.web_port) + ")")]
+    = None,
+    app_id: Annotated[str | None, typer.Option(help="the app id of the workers it serves")] = None,
+) -> None:
+    """Run one shard of the sharded index: the key partitions its group deals it, answered for
+    every change on the link input (docs/architecture.md, "The sharded index")."""
+    from caselink.cli_worker import run_shard
+
+    if tier not in ("blocks", "records"):
+        raise typer.BadParameter(f"{tier!r}: expected blocks or records", param_hint="TIER")
+    run_shard(tier, web_port, app_id)
+
+
+@app.command()
 def tail(
     topic: Annotated[str, typer.Argument(help="a topic, or a purpose name for its topic (planning)")],
     as_json: Annotated[bool, typer.Option("--json")] = False,

@@ -237,6 +237,26 @@ def _summary(name: str, record: object) -> str:
 
 
 
+def run_shard(tier: str, web_port: int | None = None, app_id: str | None = None) -> None:
+    """One shard of the sharded index in its own process (see streams/shard_process.py)."""
+    import logging
+
+    from caselink.core.logs import configure
+    from caselink.core.settings import get_settings
+    from caselink.linkage.runtime import tune_gc_for_large_index
+    from caselink.streams.shard_process import serve
+
+    tune_gc_for_large_index()
+    settings = get_settings()
+    if app_id is not None:
+        settings.worker.app_id = app_id
+    port = web_port or settings.shards.web_port
+    configure(settings, role=f"{tier}-shard")
+    logging.getLogger("caselink.shard").info("%s shard for app %s starting; health http://%s:%d/health", tier,
+                                             settings.worker.app_id, settings.worker.web_host, port)
+    serve(settings, tier, port)
+
+
 def run_gate(web_port: int | None = None, app_id: str | None = None) -> None:
     """The consent gate in its own process (see streams/consent/gate_process.py)."""
     import logging

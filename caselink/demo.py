@@ -304,8 +304,9 @@ class WorkerProcess:
                 self.proc.wait()
 
 
-def _spawn(command: str, settings: Settings, folder: Path, port: int, env: dict[str, str]) -> WorkerProcess:
-    """``caselink <command>`` in its own process, logging to ``folder/<command>.log``."""
+def _spawn(command: str, settings: Settings, folder: Path, port: int, env: dict[str, str],
+           args: tuple[str, ...] = ()) -> WorkerProcess:
+    """``caselink <command> <args>`` in its own process, logging to ``folder/<command>.log``."""
     folder.mkdir(parents=True, exist_ok=True)
     from caselink.schemas.registry import registry_url
 
@@ -313,7 +314,7 @@ def _spawn(command: str, settings: Settings, folder: Path, port: int, env: dict[
            "CASELINK_REGISTRY__URL": registry_url(settings), **env}
     log_path = folder / f"{command}.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "caselink.cli", command], env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "caselink.cli", command, *args], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return WorkerProcess(proc, port, log_path)
 
@@ -342,6 +343,16 @@ def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path |
     worker = _spawn("worker", settings, data_dir, port, env)
     worker.tokens = tokens
     return worker
+
+
+def start_shard(settings: Settings, tier: str, app_id: str | None = None) -> WorkerProcess:
+    """`caselink shard <tier>` in its own process, linking with the caller's model."""
+    port = free_port()
+    env = {"CASELINK_SHARDS__WEB_PORT": str(port), "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id,
+           "CASELINK_SHARDS__PARTITIONS": str(settings.shards.partitions),
+           "CASELINK_LINKAGE__BUNDLED_MODEL": str(settings.linkage.bundled_model).lower(),
+           "CASELINK_LINKAGE__MODEL_PATH": str(settings.linkage.model_path)}
+    return _spawn("shard", settings, Path(tempfile.mkdtemp(prefix=f"caselink-{tier}-shard-")), port, env, (tier,))
 
 
 def start_gate(settings: Settings, app_id: str | None = None) -> WorkerProcess:

@@ -38,6 +38,11 @@ CONSENT_EVENTS_TOPIC = "caselink.consent-events"  # consents recorded centrally:
 DLQ_REDRIVEN_TOPIC = "caselink.dlq-redriven"  # dead letters already re-driven, so a redrive sends each once
 GATE_ELECTION_TOPIC = "caselink.gate-election"  # never written: its one partition elects the active gate
 GATE_RELEASED_TOPIC = "caselink.gate-released"  # the gate's own record of what is on each purpose topic
+# The sharded index (streams/shard_loop.py): never written, its partitions are dealt to the shards
+# of each tier by their consumer group; and the two tiers' answers.
+LINK_SHARDS_TOPIC = "caselink.link-shards"
+LINK_FOUND_TOPIC = "caselink.link-found"
+LINK_SCORED_TOPIC = "caselink.link-scored"
 
 
 def person_events_topic(agency: str) -> str:
@@ -117,6 +122,15 @@ def caselink_topics(
     ]
     specs += purpose_topic_specs(purposes, partitions)
     return specs
+
+
+def shard_topic_specs(partitions: int) -> list[TopicSpec]:
+    """The sharded index's topics, made by the shards when they start (a single writer needs none).
+    Each shard reads its tier's inputs from the start when it rebuilds, so answers are kept as
+    long as the link input is."""
+    return [TopicSpec(LINK_SHARDS_TOPIC, partitions, retention_ms=LONG_RETENTION_MS),
+            TopicSpec(LINK_FOUND_TOPIC, 1, retention_ms=LONG_RETENTION_MS),
+            TopicSpec(LINK_SCORED_TOPIC, 1, retention_ms=LONG_RETENTION_MS)]
 
 
 def purpose_topic_specs(purposes: Iterable[str], partitions: int = 3) -> list[TopicSpec]:

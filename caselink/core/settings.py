@@ -138,6 +138,18 @@ class LinkageSettings(BaseModel):
     model_check: Literal["warn", "refuse", "off"] = "warn"
 
 
+class ShardSettings(BaseModel):
+    """The sharded index's processes (``caselink shard blocks|records``, docs/architecture.md).
+
+    ``partitions`` is how many parts the blocking keys and records are dealt in; every shard of a
+    deployment must use the same number, and it bounds how many shards a tier can use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    partitions: int = Field(default=60, ge=1, le=10_000)
+    web_port: int = 6069  # `caselink shard` serves /health and /metrics here
+
+
 class ConnectorSettings(BaseModel):
     """How often source connectors record their position.
 
@@ -249,6 +261,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     connector: ConnectorSettings = ConnectorSettings()
     linkage: LinkageSettings = LinkageSettings()
+    shards: ShardSettings = ShardSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
     agencies: list[str] = ["health", "social_care", "police", "education", "housing"]

@@ -52,11 +52,17 @@ def test_version_and_help_show_the_configured_ports(tmp_path: Path) -> None:
 
     result = run("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"caselink {version('caselink')}"
-    (tmp_path / "caselink.yaml").write_text("worker:\n  web_port: 7123\nconsent:\n  web_port: 7124\n")
+    (tmp_path / "caselink.yaml").write_text("worker:\n  web_port: 7123\nconsent:\n  web_port: 7124\n"
+                                            "shards:\n  web_port: 7125\n")
     for command, text in ((["worker"], "worker.web_port, now 7123"), (["gate"], "consent.web_port, now 7124"),
-                          (["ingest", "serve"], "ingest.port, now 9181")):
+                          (["shard"], "shards.web_port, now 7125"), (["ingest", "serve"], "ingest.port, now 9181")):
         result = run(*command, "--help", cwd=tmp_path, CASELINK_INGEST__PORT="9181", COLUMNS="200")
         assert result.returncode == 0 and text in result.stdout, result.stdout
+
+
+def test_a_shard_of_an_unknown_tier_is_refused_before_anything_starts() -> None:
+    result = run("shard", "scorers")
+    assert result.returncode == 2 and "'scorers': expected blocks or records" in result.stderr, result.stderr
 
 
 def test_piped_tables_are_plain_aligned_lines_never_wrapped() -> None:

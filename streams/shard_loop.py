@@ -1,0 +1,263 @@
+"""One shard of the sharded index on Kafka: a block shard or a record shard (``caselink shard``).
+
+The tiers' logic is ``streams.shard_core``; this is how a shard process runs it on Kafka's own
+machinery:
+
+* **which partitions it owns**: the shards of a tier are one consumer group
+  (``<app id>-<tier>-shards``) subscribed to ``caselink.link-shards``, a topic that is never
+  written and has one partition per key partition. Kafka's group protocol deals them out, and
+  deals them again when a shard joins, leaves or dies (cooperative-sticky, as for the linker);
+* **what it reads**: the whole one-partition link input in order, from the start (its offset is
+  the sequence number), because its state is a function of that log; a record shard also reads
+  the block shards' answers (``caselink.link-found``) and uses them once every partition has
+  answered a change (``Coverage``); a paused block shard makes it wait, then catch up;
+* **what it writes**: its answers, one message per poll's worth of changes (split when one would
+  pass the largest message), on ``caselink.link-found`` or ``caselink.link-scored``;
+* **how far it got**: once a batch's messages are acknowledged, the shard commits, in its group,
+  each of its partitions of ``caselink.link-shards`` with how far in the link input it has
+  answered (the offset commit's metadata). The group coordinator refuses a commit from a member
+  of an older generation, so a shard that lost its partitions cannot record progress for them;
+* **recovery**: a shard that is dealt partitions (at start, or after a rebalance) rebuilds its
+  state by replaying the link input from the start, silently up to the least of its partitions'
+  committed positions, and answers from there.
+
+At-least-once is enough: an answer depends only on the link input up to the change it answers,
+so a batch answered twice (a crash between sending and committing, or a shard that has not yet
+noticed it lost a partition) says the same thing twice, and the next tier's merge is idempotent.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from typing import Any
+
+from caselink.infra.topics import LINK_FOUND_TOPIC, LINK_INPUT_TOPIC, LINK_SCORED_TOPIC, LINK_SHARDS_TOPIC
+from caselink.linkage.model import LinkageModel
+from caselink.schemas import default_serde
+from caselink.streams.normaliser_core import packed_record
+from caselink.streams.shard_core import (
+    NO_ANSWER,
+    Batch,
+    BlockAnswers,
+    Coverage,
+    RecordAnswers,
+    batches,
+    decode_batch,
+    decode_change,
+    made_with,
+    merge_found,
+)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from caselink.core.kafka import consumer as kafka_consumer
+from caselink.core.kafka import drain, idempotent_producer, produce
+from caselink.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TIERS = ("blocks", "records")
+POSITION_PREFIX = "link-input="  # the committed metadata: how far this partition is answered
+# A record shard holds at most this many link-input messages while waiting for the block shards'
+# answers to them, then stops reading the link input until they come (a paused block shard).
+MAX_WAITING = 20_000
+
+
+def group_id(settings: Settings, tier: str) -> str:
+    return f"{settings.worker.app_id}-{tier}-shards"
+
+
+def answered_position(tp: TopicPartition) -> int:
+    """How far in the link input a partition is answered, from its committed metadata (0: never)."""
+    meta = getattr(tp, "metadata", None) or ""
+    if tp.offset < 0 or not meta.startswith(POSITION_PREFIX):
+        return 0
+    return int(meta[len(POSITION_PREFIX):])
+
+
+class ShardLoop(threading.Thread):
+    """A block or record shard: owns what its group deals it, answers every change for it."""
+
+    def __init__(self, settings: Settings, tier: str, model: LinkageModel) -> None:
+        if tier not in TIERS:
+            raise ValueError(f"unknown shard tier {tier!r}: expected one of {', '.join(TIERS)}")
+        super().__init__(name=f"caselink-{tier}-shard", daemon=True)
+        self.settings, self.tier, self.model = settings, tier, model
+        self.partitions = settings.shards.partitions
+        self.serde = default_serde()
+        self.owned: set[int] = set()
+        self._dealt = threading.Event()  # the group dealt partitions again: rebuild
+        self.working: frozenset[int] = frozenset()  # the partitions the current state is for
+        self.position = 0  # every link-input offset below this is applied
+        self.publish_from = 0  # answers below this were sent before (by this shard or another)
+        self.committed = 0
+        self.rebuilds = 0
+        self.answers_sent = 0
+        self.messages_sent = 0
+        self.error: BaseException | None = None
+        self._stopping = threading.Event()
+        self._waiting: collections.deque[Message] = collections.deque()
+        self._coverage: Coverage | None = None
+        self._answers: BlockAnswers | RecordAnswers | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "tier": self.tier, "partitions_owned": sorted(self.working), "position": self.position,
+            "answering_from": self.publish_from, "committed": self.committed, "rebuilds": self.rebuilds,
+            "answers_sent": self.answers_sent, "messages_sent": self.messages_sent,
+            "replaying": self.position < self.publish_from, "error": repr(self.error) if self.error else None}
+        if self._coverage is not None and self._waiting:
+            behind = self._coverage.lagging()
+            status["waiting_for_block_shards"] = {"changes": len(self._waiting), "answered_to": min(behind.values()),
+                                                  "partitions_behind": sorted(behind)}
+        return status
+
+    # The group's callbacks run inside poll() on this thread: they only note the change.
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            self.owned |= {tp.partition for tp in partitions}
+            self._dealt.set()
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            self.owned -= {tp.partition for tp in partitions}
+            self._dealt.set()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # surfaced through /health; the process must then be restarted
+            self.error = exc
+            log.exception("%s shard stopped", self.tier)
+
+    def _run(self) -> None:
+        settings = self.settings
+        group = kafka_consumer(settings, group_id(settings, self.tier), **{
+            "enable.partition.eof": False, "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
+            "partition.assignment.strategy": "cooperative-sticky"})
+        group.subscribe([LINK_SHARDS_TOPIC], on_assign=self._assigned, on_revoke=self._revoked,
+                        on_lost=self._revoked)
+        reader = kafka_consumer(settings, f"{group_id(settings, self.tier)}-reader", **{
+            "enable.partition.eof": False, "fetch.wait.max.ms": 10})
+        producer = idempotent_producer(settings)
+        out_topic = LINK_FOUND_TOPIC if self.tier == "blocks" else LINK_SCORED_TOPIC
+        try:
+            while not self._stopping.is_set():
+                group.poll(0)
+                if self._dealt.is_set():
+                    self._rebuild(group, reader)
+                if not self.working:
+                    group.poll(0.2)
+                    continue
+                start = self.position
+                answers = self._read_and_answer(reader)
+                if self.position > start and self.position > self.publish_from:
+                    self._send(group, producer, out_topic, max(start, self.publish_from), answers)
+        finally:
+            producer.flush(10)
+            reader.close()
+            group.close()
+
+    # ------------------------------------------------------------------ rebuilding
+    def _rebuild(self, group: Consumer, reader: Consumer) -> None:
+        """State for the partitions now owned, replayed from the start of the link input."""
+        self._dealt.clear()
+        owned = frozenset(self.owned)
+        self.working = owned
+        self.rebuilds += 1
+        positions = {}
+        if owned:
+            while True:
+                try:
+                    committed = group.committed([TopicPartition(LINK_SHARDS_TOPIC, p) for p in sorted(owned)],
+                                                timeout=30)
+                    break
+                except KafkaException as exc:  # the coordinator is moving or loading: ask again
+                    log.info("%s shard could not read its partitions' positions yet: %s", self.tier, exc)
+                    if self._stopping.wait(0.5):
+                        return
+            positions = {tp.partition: answered_position(tp) for tp in committed}
+        self.publish_from = min(positions.values(), default=0)
+        self.committed = self.publish_from
+        self.position = 0
+        self._waiting.clear()
+        if self.tier == "blocks":
+            self._answers = BlockAnswers(owned, self.partitions, self.settings.linkage.max_block_size)
+            self._coverage = None
+            reader.assign([TopicPartition(LINK_INPUT_TOPIC, 0, OFFSET_BEGINNING)])
+        else:
+            self._answers = RecordAnswers(self.model, owned, self.partitions)
+            self._coverage = Coverage(merge_found, self.partitions, made_with=made_with("blocks", self.model))
+            reader.assign([TopicPartition(LINK_INPUT_TOPIC, 0, OFFSET_BEGINNING),
+                           TopicPartition(LINK_FOUND_TOPIC, 0, OFFSET_BEGINNING)])
+        log.info("%s shard owns %d partitions %s; replaying the link input, answering from %d", self.tier,
+                 len(owned), sorted(owned), self.publish_from)
+
+    # ------------------------------------------------------------------ answering
+    def _read_and_answer(self, reader: Consumer) -> list[tuple[int, Any]]:
+        answers: list[tuple[int, Any]] = []
+        batch = drain(reader, self.settings.worker.batch_size * 4, wait_s=0.1)
+        rules = self.model.rules
+        for msg in batch:
+            failure = msg.error()
+            if failure is not None:
+                if failure.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(failure)
+            if msg.topic() == LINK_FOUND_TOPIC:
+                assert self._coverage is not None
+                self._coverage.add(decode_batch(msg.value()))
+            elif self._coverage is not None:
+                self._waiting.append(msg)
+            else:
+                self._answer(msg, NO_ANSWER, answers, rules)
+        if self._coverage is not None:
+            ready = self._coverage.ready()
+            while self._waiting and self._waiting[0].offset() < ready:  # type: ignore[operator]
+                msg = self._waiting.popleft()
+                self._answer(msg, self._coverage.take(msg.offset()), answers, rules)  # type: ignore[arg-type]
+            input_tp = [TopicPartition(LINK_INPUT_TOPIC, 0)]
+            if len(self._waiting) > MAX_WAITING:
+                reader.pause(input_tp)
+            elif len(self._waiting) < MAX_WAITING // 2:
+                reader.resume(input_tp)
+        return answers
+
+    def _answer(self, msg: Message, found: Any, answers: list[tuple[int, Any]], rules: Any) -> None:
+        offset = msg.offset()
+        assert offset is not None and self._answers is not None
+        change = decode_change(self.serde, rules, msg.value(), packed_record(msg.headers()), msg.topic(),
+                               msg.partition(), offset)
+        said = (self._answers.apply(change) if isinstance(self._answers, BlockAnswers)
+                else self._answers.apply(change, found))
+        if said is not NO_ANSWER and offset >= self.publish_from:
+            answers.append((offset, said))
+        self.position = offset + 1
+
+    def _send(self, group: Consumer, producer: Any, topic: str, first: int, answers: list[tuple[int, Any]]) -> None:
+        """The answers for ``first``..``position``, acknowledged, then the position committed."""
+        end = self.position
+        key = f"{self.tier}:{min(self.working)}".encode()
+        limit = self.settings.kafka.max_message_bytes - 1024
+        batch = Batch(self.tier, self.working, first, end, answers, self.partitions, made_with(self.tier, self.model))
+        for data in batches(batch, limit):
+            produce(producer, topic, key, data)
+            self.messages_sent += 1
+        if producer.flush(60) != 0:
+            raise RuntimeError(f"{self.tier} shard: answers not acknowledged by the broker within 60 s")
+        self.answers_sent += len(answers)
+        offsets = [TopicPartition(LINK_SHARDS_TOPIC, p, 0, metadata=f"{POSITION_PREFIX}{end}")
+                   for p in sorted(self.working)]
+        try:
+            group.commit(offsets=offsets, asynchronous=False)
+            self.committed = end
+        except KafkaException as exc:  # a rebalance is under way: the next owner answers again from its position
+            log.info("%s shard could not commit position %d (%s); its partitions are being dealt again",
+                     self.tier, end, exc)

@@ -1,0 +1,197 @@
+"""The sharded index's tiers as processes on Kafka give the single writer's index.
+
+Two block shards and two record shards (`caselink shard`) answer the link input a worker's
+normaliser writes, while one block shard is killed with SIGKILL and replaced and one record shard
+is stopped with SIGSTOP and let go again. A resolver in this process reads the link input and the
+record shards' answers, applies them in order, and must end with the index a straight replay of
+the link input through the linker's own core makes: every record, citizen, edge, version and
+open review the same.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from caselink.infra.topics import LINK_INPUT_TOPIC, LINK_SCORED_TOPIC, person_events_topic
+from caselink.linkage.index import CitizenIndex
+from caselink.linkage.models import default_model
+from caselink.linkage.synthetic import records_for_size
+from caselink.schemas import default_serde
+from caselink.streams.linker_core import LinkerCore
+from caselink.streams.normaliser_core import packed_record
+from caselink.streams.shard_core import Coverage, Nothing, decode_batch, decode_change, made_with, merge_scored, resolve
+from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
+
+from caselink.core.kafka import consumer, read_to_end, watermarks
+from caselink.core.settings import Settings
+from caselink.demo import WorkerProcess, start_shard, start_worker
+from tests.events import synthetic_person_event
+from tests.unit.test_shards import _state
+from tests.waiting import service_json, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+AT = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+def _publish(settings: Settings, items: list[dict[str, Any]], start: int, stop: int, changes: bool) -> int:
+    """Synthetic records ``start`` to ``stop``; with ``changes``, then a second version of every
+    tenth record and a delete of every twenty-fifth. Returns how many events were sent."""
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True})
+    serde = default_serde()
+    sent = 0
+    for i in range(start, stop):
+        item = items[i]
+        producer.produce(person_events_topic(item["agency"]), synthetic_person_event(i, item),
+                         key=f"{item['agency']}:{item['source_record_id']}".encode())
+        sent += 1
+    for i, item in enumerate(items if changes else []):
+        key = f"{item['agency']}:{item['source_record_id']}".encode()
+        fields = {"agency": item["agency"], "source_record_id": item["source_record_id"], "occurred_at": AT,
+                  "emitted_at": AT, "cases": [], "source": {}}
+        if i % 10 == 0:
+            person = {**item["person"], "family_name": (item["person"].get("family_name") or "") + "s"}
+            producer.produce(person_events_topic(item["agency"]), serde.encode("PersonEvent", {
+                **fields, "event_id": f"u{i}", "source_version": 2, "op": "UPSERT", "person": person}), key=key)
+            sent += 1
+        elif i % 25 == 0:
+            producer.produce(person_events_topic(item["agency"]), serde.encode("PersonEvent", {
+                **fields, "event_id": f"d{i}", "source_version": 3, "op": "DELETE", "person": None}), key=key)
+            sent += 1
+    assert producer.flush(60) == 0
+    return sent
+
+
+def _verdicts(settings: Settings, pairs: list[tuple[str, str]]) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True})
+    serde = default_serde()
+    for i, (a, b) in enumerate(pairs):
+        action = "undo" if i % 3 == 2 else "decide"
+        producer.produce(LINK_INPUT_TOPIC, serde.encode("ReviewDecision", {
+            "decision_id": f"r{i}", "left_record": a, "right_record": b, "same_person": i % 2 == 0,
+            "decided_by": "test", "reason": None, "decided_at": AT, "action": action}), key=f"{a}|{b}".encode())
+    assert producer.flush(60) == 0
+
+
+def _link_input_end(settings: Settings) -> int:
+    c = consumer(settings, "caselink-reader-ends")
+    try:
+        return watermarks(c, TopicPartition(LINK_INPUT_TOPIC, 0))[1]
+    finally:
+        c.close()
+
+
+def _resolved(settings: Settings, end: int, timeout: float = 180) -> tuple[CitizenIndex, list[str]]:
+    """The resolver: the link input applied in order with the record shards' merged answers."""
+    model = default_model()
+    serde = default_serde()
+    index = CitizenIndex(model, max_block_size=settings.linkage.max_block_size,
+                         max_citizen_records=settings.linkage.max_citizen_records, resolver=True)
+    coverage = Coverage(merge_scored, settings.shards.partitions, made_with=made_with("records", model))
+    reader = consumer(settings, "caselink-test-resolver", **{"enable.partition.eof": False})
+    reader.assign([TopicPartition(LINK_INPUT_TOPIC, 0, OFFSET_BEGINNING),
+                   TopicPartition(LINK_SCORED_TOPIC, 0, OFFSET_BEGINNING)])
+    waiting: collections.deque[Any] = collections.deque()
+    outcomes: list[str] = []
+    deadline = time.monotonic() + timeout
+    input_tp = [TopicPartition(LINK_INPUT_TOPIC, 0)]
+    try:
+        while waiting or reader.position(input_tp)[0].offset < end:
+            assert time.monotonic() < deadline, f"the record shards answered up to {coverage.ready()} of {end}"
+            for msg in reader.consume(2000, timeout=0.2):
+                assert msg.error() is None, msg.error()
+                if msg.topic() == LINK_SCORED_TOPIC:
+                    coverage.add(decode_batch(msg.value()))
+                elif msg.offset() < end:
+                    waiting.append(msg)
+            ready = coverage.ready()
+            while waiting and waiting[0].offset() < ready:
+                msg = waiting.popleft()
+                change = decode_change(serde, model.rules, msg.value(), packed_record(msg.headers()))
+                answer = coverage.take(msg.offset())
+                if isinstance(change, Nothing):
+                    outcomes.append("DEAD_LETTER" if change.reason else "NOTED")
+                else:
+                    outcomes.append(resolve(index, change, answer).outcome)
+    finally:
+        reader.close()
+    return index, outcomes
+
+
+def _straight(settings: Settings) -> tuple[LinkerCore, list[str]]:
+    core = LinkerCore(default_model(), max_block_size=settings.linkage.max_block_size,
+                      max_citizen_records=settings.linkage.max_citizen_records)
+    outcomes = []
+    for msg in read_to_end(settings, [LINK_INPUT_TOPIC], timeout=60):
+        try:
+            core.apply(msg.value(), packed=packed_record(msg.headers()))
+            outcomes.append(core.last_outcome)
+        except ValueError:
+            outcomes.append("DEAD_LETTER")
+    return core, outcomes
+
+
+def _health(shard: WorkerProcess) -> dict[str, Any]:
+    return service_json(shard.port)
+
+
+def test_shards_on_kafka_give_the_single_writers_index_through_kill_replace_and_pause(
+        pipeline_settings: Settings) -> None:
+    settings = pipeline_settings
+    worker = start_worker(settings, app_id="sharded")
+    blocks = [start_shard(settings, "blocks", app_id="sharded") for _ in range(2)]
+    records = [start_shard(settings, "records", app_id="sharded") for _ in range(2)]
+    shards = blocks + records
+    try:
+        for shard in shards:
+            wait_for(lambda s=shard: _health(s).get("partitions_owned"), 120)
+        items = records_for_size(3000, seed=5)
+        sent = _publish(settings, items, 0, 1500, changes=False)
+        wait_for(lambda: _health(blocks[0]).get("committed", 0) > 1000, 120, pause=0.1)
+
+        # kill -9 of a block shard mid-stream, and another started: the group deals its partitions again
+        blocks[0].proc.send_signal(signal.SIGKILL)
+        blocks[0].proc.wait()
+        blocks.append(start_shard(settings, "blocks", app_id="sharded"))
+        shards.append(blocks[-1])
+        # a record shard paused: the resolver waits for it, then it catches up
+        os.kill(records[0].proc.pid, signal.SIGSTOP)
+        sent += _publish(settings, items, 1500, 3000, changes=True)  # under the faults
+        time.sleep(3)
+        os.kill(records[0].proc.pid, signal.SIGCONT)
+
+        wait_for(lambda: _link_input_end(settings) >= sent - 20, 180, pause=0.5)  # a few are unlinkable
+        time.sleep(2)  # the normaliser's last dead letters
+        applied = wait_for(lambda: (e := _link_input_end(settings)) and int(worker.health()["applied"]) >= e and e,
+                           180, pause=0.5)
+        keys = [f"{item['agency']}:{item['source_record_id']}" for item in items[1:5]]
+        _verdicts(settings, [(keys[0], keys[1]), (keys[2], keys[3]), (keys[0], keys[1])])  # the third an undo
+        end = _link_input_end(settings)
+        assert end > applied
+        index, outcomes = _resolved(settings, end)
+        straight, expected = _straight(settings)
+        assert outcomes == expected
+        assert _state(index) == _state(straight.index)
+        healths = [_health(s) for s in (blocks[1], blocks[2], *records)]
+        assert all(h.get("status") == "ok" for h in healths), healths
+        # the killed shard's partitions were dealt to the others, each to one, and the shard that took
+        # them answered from the positions the killed one had committed, not from the start
+        assert sorted(p for h in healths[:2] for p in h["partitions_owned"]) == list(range(settings.shards.partitions))
+        assert healths[1]["answering_from"] > 1000, healths[1]
+    finally:
+        for shard in shards:
+            if shard.proc.poll() is None:
+                shard.proc.send_signal(signal.SIGCONT)
+                shard.proc.terminate()
+        for shard in shards:
+            try:
+                shard.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                shard.proc.kill()
+        worker.stop()

@@ -1,0 +1,210 @@
+"""The sharded tiers as they talk over Kafka give the single writer's index, message by message.
+
+The logs of ``test_shards`` become link-input messages (PersonEvents, some with the normaliser's
+packed record, and ReviewDecisions). Each block and record shard answers them in runs of random
+length, as a shard answers a poll's worth; the runs reach the next tier in any interleaving of
+the shards, some twice (a shard restarted before it recorded its position, or one that lost its
+partitions and has not noticed). The resolver applies the merged answers in order. Its final
+index and every outcome must be those of the linker's own core fed the same messages.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from caselink.linkage.blocking import blocking_keys
+from caselink.linkage.index import CitizenIndex
+from caselink.linkage.packed import pack
+from caselink.linkage.record import UnlinkableRecordError, standardise_person
+from caselink.linkage.shards import shard_partitions
+from caselink.schemas import default_serde
+from caselink.streams.linker_core import LinkerCore
+from caselink.streams.shard_core import (
+    NO_ANSWER,
+    Batch,
+    BlockAnswers,
+    Coverage,
+    GapError,
+    Nothing,
+    RecordAnswers,
+    Upsert,
+    batches,
+    decode_batch,
+    decode_change,
+    made_with,
+    merge_found,
+    merge_scored,
+    resolve,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.depth import examples
+from tests.events import encoded_person_event
+from tests.linkage_fixtures import trained_model
+from tests.unit.test_shards import _state, logs
+
+AT = datetime(2026, 11, 1, tzinfo=UTC)
+Message = tuple[bytes, bytes | None]  # value, packed header
+
+
+def _messages(log: list[tuple[Any, ...]], packed: list[bool]) -> list[Message]:
+    rules = trained_model().rules
+    out: list[Message] = []
+    for i, change in enumerate(log):
+        match change:
+            case ("upsert", key, version, person):
+                agency, rid = key.split(":")
+                value = encoded_person_event(agency, rid, person, version=version or 0, event_id=f"e{i}")
+                header = None
+                if packed[i % len(packed)]:
+                    try:
+                        record = standardise_person(key, person, rules)
+                        header = pack(record, blocking_keys(record, rules.typo_schemes), rules)
+                    except UnlinkableRecordError:
+                        pass
+                out.append((value, header))
+            case ("delete", key, version):
+                agency, rid = key.split(":")
+                out.append((encoded_person_event(agency, rid, None, version=version, op="DELETE",
+                                                 event_id=f"e{i}"), None))
+            case (kind, a, b, same):
+                out.append((default_serde().encode("ReviewDecision", {
+                    "decision_id": f"d{i}", "left_record": a, "right_record": b, "same_person": same,
+                    "decided_by": "reviewer", "reason": None, "decided_at": AT,
+                    "action": "undo" if kind == "undo" else "decide"}), None))
+    return out
+
+
+def _answer_in_runs(answer: Any, tier: str, owned: frozenset[int], changes: list[Any], cuts: list[int],
+                    found: list[Any] | None = None) -> list[Batch]:
+    """One shard's answers to every change, sent in runs ending at ``cuts``."""
+    runs: list[Batch] = []
+    answers: list[tuple[int, Any]] = []
+    first = 0
+    for seq, change in enumerate(changes):
+        said = answer.apply(change) if found is None else answer.apply(change, found[seq])
+        if said is not NO_ANSWER:
+            answers.append((seq, said))
+        if seq + 1 in cuts or seq + 1 == len(changes):
+            for data in batches(Batch(tier, owned, first, seq + 1, answers), max_bytes=1_000_000):
+                runs.append(decode_batch(data))  # through the bytes, as over Kafka
+            answers, first = [], seq + 1
+    return runs
+
+
+def _delivered(data: st.DataObject, per_shard: list[list[Batch]]) -> list[Batch]:
+    """The shards' runs interleaved at random, each shard's in order, some sent twice."""
+    queues = [list(runs) for runs in per_shard]
+    out: list[Batch] = []
+    while any(queues):
+        i = data.draw(st.sampled_from([i for i, q in enumerate(queues) if q]))
+        run = queues[i].pop(0)
+        out.append(run)
+        if data.draw(st.integers(0, 5)) == 0:
+            out.append(run)
+    return out
+
+
+def _tier(data: st.DataObject, shards: int, make: Any, tier: str, changes: list[Any], merge: Any,
+          found: list[Any] | None = None) -> list[Any]:
+    """Every change's merged answer from ``shards`` shards of a tier, through Coverage."""
+    cuts = data.draw(st.lists(st.integers(1, max(1, len(changes))), max_size=4))
+    per_shard = [_answer_in_runs(make(shard_partitions(i, shards)), tier, shard_partitions(i, shards),
+                                 changes, cuts, found) for i in range(shards)]
+    coverage = Coverage(merge)
+    merged: list[Any] = []
+    for run in _delivered(data, per_shard):
+        coverage.add(run)
+        while len(merged) < coverage.ready():
+            merged.append(coverage.take(len(merged)))
+    assert len(merged) == len(changes)
+    return merged
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None, max_examples=examples(300))
+@given(log=logs(), packed=st.lists(st.booleans(), min_size=1, max_size=3),
+       shards=st.sampled_from(((1, 1), (2, 3), (3, 2), (7, 7))), data=st.data())
+def test_the_tiers_over_messages_give_the_linkers_index(log: list[tuple[Any, ...]], packed: list[bool],
+                                                        shards: tuple[int, int], data: st.DataObject) -> None:
+    model = trained_model()
+    messages = _messages(log, packed)
+    single = LinkerCore(model, max_block_size=3, max_citizen_records=4)
+    expected = []
+    for value, header in messages:
+        try:
+            single.apply(value, packed=header)
+            expected.append(single.last_outcome)
+        except ValueError:
+            expected.append("DEAD_LETTER")
+
+    serde, rules = default_serde(), model.rules
+    changes = [decode_change(serde, rules, value, header) for value, header in messages]
+    found = _tier(data, shards[0], lambda owned: BlockAnswers(owned, max_block_size=3), "blocks", changes,
+                  merge_found)
+    scored = _tier(data, shards[1], lambda owned: RecordAnswers(model, owned), "records", changes, merge_scored,
+                   found)
+    resolver = CitizenIndex(model, max_block_size=3, max_citizen_records=4, resolver=True)
+    got = []
+    for change, answer in zip(changes, scored, strict=True):
+        if isinstance(change, Nothing):
+            got.append("DEAD_LETTER" if change.reason else "NOTED")
+            continue
+        got.append(resolve(resolver, change, answer).outcome)
+    assert got == expected
+    assert _state(resolver) == _state(single.index)
+
+
+def test_answers_that_skip_ahead_are_refused_as_lost_not_waited_for() -> None:
+    coverage = Coverage(merge_found, partitions=2)
+    coverage.add(Batch("blocks", frozenset({0, 1}), 0, 5, [], count=2))
+    with pytest.raises(GapError, match="start at 7, but reached only 5"):
+        coverage.add(Batch("blocks", frozenset({1}), 7, 9, [], count=2))
+
+
+def test_answers_made_over_other_partitions_or_another_model_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"same shards\.partitions"):
+        Coverage(merge_found, partitions=60).add(Batch("blocks", frozenset({1}), 0, 5, [], count=30))
+    model = trained_model()
+    coverage = Coverage(merge_scored, made_with=made_with("records", model))
+    with pytest.raises(ValueError, match="same model"):
+        coverage.add(Batch("records", frozenset({1}), 0, 5, [], made_with=made_with("blocks", model)))
+
+
+def test_a_sequence_number_is_ready_only_when_every_partition_has_answered_it() -> None:
+    coverage = Coverage(merge_found, partitions=3)
+    coverage.add(Batch("blocks", frozenset({0, 1}), 0, 4, [(2, ["health:1"])], count=3))
+    assert coverage.ready() == 0 and coverage.lagging() == {2: 0}
+    coverage.add(Batch("blocks", frozenset({2}), 0, 3, [(2, ["police:9"])], count=3))
+    assert coverage.ready() == 3
+    assert coverage.take(0) is NO_ANSWER and coverage.take(2) == {"health:1", "police:9"}
+    with pytest.raises(ValueError, match="not answered"):
+        coverage.take(3)
+
+
+def test_a_message_that_is_not_a_shards_answers_is_refused() -> None:
+    for data in (b"", b"\xc1", b"\x93\x01\x02\x03"):
+        with pytest.raises(ValueError, match="not a shard's answers"):
+            decode_batch(data)
+    with pytest.raises(ValueError, match="format 2"):
+        decode_batch(b"\x98\x02\xa6blocks\x3c\xa0\x90\x00\x00\x90")
+
+
+def test_an_upsert_the_linker_would_dead_letter_changes_no_shard() -> None:
+    change = decode_change(default_serde(), trained_model().rules, b"not avro")
+    assert isinstance(change, Nothing) and change.reason
+    upsert = decode_change(default_serde(), trained_model().rules,
+                           encoded_person_event("health", "1", {"given_names": "Ann", "family_name": "Lee",
+                                                                "date_of_birth": "1990-04-03"}))
+    assert isinstance(upsert, Upsert) and upsert.key == "health:1"
+
+
+def test_answers_too_large_for_one_message_go_in_several_consecutive_ones() -> None:
+    answers = [(seq, [f"health:{seq}-{i}" for i in range(50)]) for seq in range(10, 30)]
+    parts = [decode_batch(d) for d in batches(Batch("blocks", frozenset({1}), 10, 40, answers), max_bytes=4_000)]
+    assert len(parts) > 1 and parts[0].first == 10 and parts[-1].end == 40
+    assert all(a.end == b.first for a, b in itertools.pairwise(parts))
+    assert [x for p in parts for x in p.answers] == [(s, a) for s, a in answers]
