@@ -366,7 +366,7 @@ class CitizenIndex:
             if self.resolver:
                 raise ValueError("a resolver index links a record only with its scoring shards' answer")
             record = _whole(record)
-            found = self.blocking.candidates(lookup_keys(record, keys), exclude=record.key)
+            found = self.blocking.candidates(lookup_keys(keys), exclude=record.key)
             pairs = score_pairs(self.model, record, found, self.values, self.must_link)
         else:
             pairs = scored.pairs
@@ -443,7 +443,9 @@ class CitizenIndex:
         for c in links:
             self._add_edge(key, c.record_key, c.weight)
         for pair in self.must_link:
-            if key in pair:
+            if key in pair and (pair[1] if pair[0] == key else pair[0]) in self.records:
+                # A reviewer's verdict outlives a record's deletion (it holds again if the record
+                # comes back), but there is no edge to a record that is not in the index.
                 self._add_edge(pair[0], pair[1], float("inf"))
         state.record, state.source_version = self._kept(record), version
         self._add_reviews(key, reviews, {c.citizen_id for c in links})
