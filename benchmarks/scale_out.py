@@ -67,7 +67,7 @@ def _write_records(path: str, n: int) -> None:
             except UnlinkableRecordError:
                 continue
             keys = blocking_keys(r, rules.typo_schemes)
-            chunk.append((r, keys, *keyed(r, keys)))  # as the normaliser would send them
+            chunk.append((r, keys, *keyed(keys)))  # as the normaliser would send them
             if len(chunk) == CHUNK:
                 pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
                 chunk = []

@@ -47,7 +47,7 @@ def _has_place(r: LinkRecord) -> bool:
     return r.postcode is not None or bool(r.locality) or bool(r.address)
 
 
-def lookup_keys(r: LinkRecord, keys: list[str]) -> list[str]:
+def lookup_keys(keys: list[str]) -> list[str]:
     """The keys a record looks its candidates up by, given its own (``blocking_keys``): its own,
     but a record with a place looks for namesakes without one ("nx") instead of with one ("nn"),
     and a record without a place for both. Of two namesakes, one without a place, either finds

@@ -85,6 +85,25 @@ def unpack(data: bytes | None, key: str, rules: LinkageRules = DEFAULT_RULES) ->
     return share_values(r), keys
 
 
+def unpack_ids_and_keys(data: bytes | None, key: str,
+                        rules: LinkageRules = DEFAULT_RULES) -> tuple[dict[str, str], list[str]] | None:
+    """Only the identifiers and blocking keys of ``pack``'s bytes for the record ``key`` (what a block
+    shard and the resolver of the sharded index need), without making the record; None as
+    ``unpack`` would be."""
+    if not data or data[:8] != stamp(rules):
+        return None
+    try:
+        values, _dob, _postcode, keys = marshal.loads(data[8:])
+        if type(values) is not tuple or len(values) != len(_SLOTS) or type(keys) is not list or not _strings(keys):
+            return None
+        ids = values[_IDS_AT]
+    except (ValueError, EOFError, TypeError):
+        return None
+    if values[_KEY_AT] != key or type(ids) is not dict or not _strings(ids) or not _strings(ids.values()):
+        return None
+    return ids, keys
+
+
 # What each slot holds: a string (or None), a tuple of strings, a dict of strings, a frozenset of strings.
 _KINDS = {"address": "str", "emails": "set", "family": "str", "family_parts": "tuple", "family_phon": "str",
           "given": "str", "given_canon": "str", "given_phon": "str", "ids": "dict", "invalid_ids": "dict",
@@ -92,6 +111,7 @@ _KINDS = {"address": "str", "emails": "set", "family": "str", "family_parts": "t
 _SLOT_KINDS = tuple(_KINDS[s] for s in _SLOTS)
 _KIND_TYPES = {"tuple": tuple, "set": frozenset, "dict": dict}
 _KEY_AT = _SLOTS.index("key")
+_IDS_AT = _SLOTS.index("ids")
 
 
 def _strings(values: Any) -> bool:

@@ -55,13 +55,13 @@ def key_partition(key: str, partitions: int = DEFAULT_PARTITIONS) -> int:
 Keyed = list[tuple[str, int]]
 
 
-def keyed(record: LinkRecord, keys: list[str], partitions: int = DEFAULT_PARTITIONS) -> tuple[Keyed, Keyed]:
+def keyed(keys: list[str], partitions: int = DEFAULT_PARTITIONS) -> tuple[Keyed, Keyed]:
     """A change's keys to file it under and keys to look it up by, each with its partition. Worked
     out once a change, where its keys are made (the normaliser), not in every block shard: CRC-32
     of 30-odd keys was 40% of a block shard's time when each shard did it."""
     crc = zlib.crc32
     stored = [(k, crc(k.encode()) % partitions) for k in keys]
-    looked_up = lookup_keys(record, keys)
+    looked_up = lookup_keys(keys)
     if looked_up is keys:
         return stored, stored
     known = dict(stored)
@@ -232,7 +232,7 @@ class ShardedIndex:
             return self.resolver.upsert(record_key, person, source_version)  # it rejects it alike
         if keys is None:
             keys = blocking_keys(record, rules.typo_schemes)
-        stored, looked_up = keyed(record, keys, self.partitions)
+        stored, looked_up = keyed(keys, self.partitions)
         found = [shard.upsert(record_key, stored, looked_up, source_version) for shard in self.blocks]
         if None in found:  # stale: every tier must say so, the resolver with its reason
             said = [scorer.upsert(record_key, record, set(), source_version) for scorer in self.scorers]

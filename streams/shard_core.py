@@ -30,7 +30,7 @@ import msgpack
 from caselink.linkage.blocking import blocking_keys
 from caselink.linkage.index import CitizenIndex, IdsOnly, LinkResult
 from caselink.linkage.model import LinkageModel
-from caselink.linkage.packed import pack, unpack
+from caselink.linkage.packed import pack, unpack, unpack_ids_and_keys
 from caselink.linkage.record import LinkRecord, UnlinkableRecordError, standardise_person
 from caselink.linkage.rules import LinkageRules
 from caselink.linkage.scoring import Scored, ScoredPair
@@ -45,8 +45,9 @@ BATCH_FORMAT = 1  # the answers' message format; a reader refuses any other
 class Upsert:
     key: str
     version: int
-    record: LinkRecord
+    record: LinkRecord | None  # None when decoded without values (a block shard, the resolver)
     keys: list[str]
+    ids: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +84,20 @@ Change = Upsert | Leave | Verdict | Undo | Nothing
 
 
 def decode_change(serde: AvroSerde, rules: LinkageRules, value: bytes | None, packed: bytes | None = None,
-                  topic: str | None = None, partition: int | None = None, offset: int | None = None) -> Change:
-    """What the linker (``LinkerCore.apply``) does to its index for this message, as a shard sees it."""
+                  topic: str | None = None, partition: int | None = None, offset: int | None = None, *,
+                  key: bytes | None = None, change: bytes | None = None, values: bool = True) -> Change:
+    """What the linker (``LinkerCore.apply``) does to its index for this message, as a shard sees it.
+
+    ``key`` and ``change`` (the message key and the normaliser's ``CHANGE_HEADER``) with the packed
+    record spare decoding the event: the normaliser decoded and checked it, and only the worker
+    principal writes the link input, as for the packed record (``linkage.packed``). Without them,
+    or if the packed record was made by other code, the event is decoded. ``values`` False: an
+    upsert without the record's values (its identifiers and keys only), for the tiers that need
+    no more."""
+    if key is not None and change is not None:
+        quick = _from_headers(rules, key, change, packed, values)
+        if quick is not None:
+            return quick
     try:
         name, event = serde.decode(value, topic=topic, partition=partition, offset=offset)
     except ValueError as exc:  # UndecodableEventError is one: the linker dead-letters the message
@@ -99,21 +112,40 @@ def decode_change(serde: AvroSerde, rules: LinkageRules, value: bytes | None, pa
         return Nothing()
     if name != "PersonEvent":
         return Nothing(f"{name} does not belong on the link input")
-    key = f"{event['agency']}:{event['source_record_id']}"
+    record_key = f"{event['agency']}:{event['source_record_id']}"
     version = int(event["source_version"])
     person = event["person"]
     if event["op"] == "DELETE":
-        return Leave(key, version, None)
-    unpacked = unpack(packed, key, rules) if packed is not None and person is not None else None
+        return Leave(record_key, version, None)
+    unpacked = unpack(packed, record_key, rules) if packed is not None and person is not None else None
     if unpacked is not None:
-        return Upsert(key, version, unpacked[0], unpacked[1])
+        return Upsert(record_key, version, unpacked[0], unpacked[1], unpacked[0].ids)
     try:
-        record = standardise_person(key, person, rules)
+        record = standardise_person(record_key, person, rules)
     except UnlinkableRecordError:
-        return Leave(key, version, person)
+        return Leave(record_key, version, person)
     except Exception as exc:  # noqa: BLE001 - whatever the linker's index raises here, the linker dead-letters
         return Nothing(f"{type(exc).__name__}: {exc}")
-    return Upsert(key, version, record, blocking_keys(record, rules.typo_schemes))
+    return Upsert(record_key, version, record, blocking_keys(record, rules.typo_schemes), record.ids)
+
+
+def _from_headers(rules: LinkageRules, key: bytes, change: bytes, packed: bytes | None, values: bool) -> Change | None:
+    """The change the normaliser's headers describe; None when they cannot be used."""
+    try:
+        op, version_text = change.decode().split(" ")
+        version = int(version_text)
+        record_key = key.decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if op == "DELETE":
+        return Leave(record_key, version, None)
+    if op != "UPSERT":
+        return None
+    if values:
+        unpacked = unpack(packed, record_key, rules)
+        return None if unpacked is None else Upsert(record_key, version, unpacked[0], unpacked[1], unpacked[0].ids)
+    light = unpack_ids_and_keys(packed, record_key, rules)
+    return None if light is None else Upsert(record_key, version, None, light[1], light[0])
 
 
 # ---------------------------------------------------------------------- the shards
@@ -131,9 +163,9 @@ class BlockAnswers:
 
     def apply(self, change: Change) -> Any:
         if isinstance(change, Upsert):
-            stored, looked_up = keyed(change.record, change.keys, self.partitions)
+            stored, looked_up = keyed(change.keys, self.partitions)
             found = self.shard.upsert(change.key, stored, looked_up, change.version)
-            return None if found is None else sorted(found)
+            return None if found is None else list(found)
         if isinstance(change, Leave):
             self.shard.delete(change.key, change.version)
         return NO_ANSWER
@@ -151,6 +183,8 @@ class RecordAnswers:
     def apply(self, change: Change, found: Any = NO_ANSWER) -> Any:
         shard = self.shard
         if isinstance(change, Upsert):
+            if change.record is None:
+                raise ValueError("a record shard needs the record's values: decode with values=True")
             if found is NO_ANSWER:
                 raise ValueError(f"no block shard answered the upsert of {change.key!r}")
             scored = shard.upsert(change.key, change.record, set(found or ()), change.version)
@@ -338,11 +372,11 @@ def resolve(index: CitizenIndex, change: Change, scored: Any, person: Mapping[st
         if scored is NO_ANSWER:
             raise ValueError(f"no record shard answered the upsert of {change.key!r}")
         if scored is None:  # stale: the resolver says so, with its reason
-            return index.upsert(change.key, IdsOnly(change.key, change.record.ids), change.version)
+            return index.upsert(change.key, IdsOnly(change.key, change.ids), change.version)
         answer = scored_of(scored)
         if answer is not None and answer.unchanged is None and change.key in index.records:
             raise ValueError(f"the record shards disagree with the resolver about {change.key!r}")
-        return index.upsert(change.key, IdsOnly(change.key, change.record.ids), change.version, None, answer)
+        return index.upsert(change.key, IdsOnly(change.key, change.ids), change.version, None, answer)
     if isinstance(change, Leave):
         if change.person is not None:  # an unlinkable version: rejected as the single writer does
             return index.upsert(change.key, change.person, change.version)

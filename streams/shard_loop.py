@@ -36,7 +36,7 @@ from typing import Any
 from caselink.infra.topics import LINK_FOUND_TOPIC, LINK_INPUT_TOPIC, LINK_SCORED_TOPIC, LINK_SHARDS_TOPIC
 from caselink.linkage.model import LinkageModel
 from caselink.schemas import default_serde
-from caselink.streams.normaliser_core import packed_record
+from caselink.streams.normaliser_core import change_header, packed_record
 from caselink.streams.shard_core import (
     NO_ANSWER,
     Batch,
@@ -233,8 +233,9 @@ class ShardLoop(threading.Thread):
     def _answer(self, msg: Message, found: Any, answers: list[tuple[int, Any]], rules: Any) -> None:
         offset = msg.offset()
         assert offset is not None and self._answers is not None
-        change = decode_change(self.serde, rules, msg.value(), packed_record(msg.headers()), msg.topic(),
-                               msg.partition(), offset)
+        headers = msg.headers()
+        change = decode_change(self.serde, rules, msg.value(), packed_record(headers), msg.topic(), msg.partition(),
+                               offset, key=msg.key(), change=change_header(headers), values=self.tier == "records")
         said = (self._answers.apply(change) if isinstance(self._answers, BlockAnswers)
                 else self._answers.apply(change, found))
         if said is not NO_ANSWER and offset >= self.publish_from:

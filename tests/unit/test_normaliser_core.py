@@ -8,7 +8,7 @@ from caselink.linkage.blocking import blocking_keys
 from caselink.linkage.packed import unpack
 from caselink.linkage.record import standardise_person
 from caselink.schemas import default_serde
-from caselink.streams.normaliser_core import Normaliser, packed_record
+from caselink.streams.normaliser_core import CHANGE_HEADER, Normaliser, change_header, packed_record
 
 from tests.linkage_fixtures import person
 from tests.unit.test_linker_core import event
@@ -38,11 +38,13 @@ def test_a_linkable_upsert_goes_to_the_link_input_unchanged_with_its_standardise
     record, keys = unpacked
     expected = standardise_person("health:H1", p)
     assert record.as_dict() == expected.as_dict() and keys == blocking_keys(expected)
+    assert change_header(headers) == b"UPSERT 3"
 
 
 def test_a_delete_needs_no_person() -> None:
     value = event("health", "H1", 4, None, op="DELETE")
-    assert Normaliser().route(value, HEALTH, 0, 7, None) == (LINK_INPUT_TOPIC, b"health:H1", value, None)
+    assert Normaliser().route(value, HEALTH, 0, 7, None) == (LINK_INPUT_TOPIC, b"health:H1", value,
+                                                             [(CHANGE_HEADER, b"DELETE 4")])
 
 
 @pytest.mark.parametrize(("value", "topic", "error_type", "says"), [

@@ -28,6 +28,7 @@ from caselink.streams.shard_core import (
     BlockAnswers,
     Coverage,
     GapError,
+    Leave,
     Nothing,
     RecordAnswers,
     Upsert,
@@ -48,34 +49,39 @@ from tests.linkage_fixtures import trained_model
 from tests.unit.test_shards import _state, logs
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)
-Message = tuple[bytes, bytes | None]  # value, packed header
+# value, packed record, message key and change header (the last three the normaliser's, or None)
+Message = tuple[bytes, bytes | None, bytes | None, bytes | None]
 
 
 def _messages(log: list[tuple[Any, ...]], packed: list[bool]) -> list[Message]:
+    """The log as link-input messages; where ``packed`` says, with the normaliser's headers."""
     rules = trained_model().rules
     out: list[Message] = []
     for i, change in enumerate(log):
+        normalised = packed[i % len(packed)]
         match change:
             case ("upsert", key, version, person):
                 agency, rid = key.split(":")
                 value = encoded_person_event(agency, rid, person, version=version or 0, event_id=f"e{i}")
                 header = None
-                if packed[i % len(packed)]:
+                if normalised:
                     try:
                         record = standardise_person(key, person, rules)
                         header = pack(record, blocking_keys(record, rules.typo_schemes), rules)
                     except UnlinkableRecordError:
                         pass
-                out.append((value, header))
+                said = f"UPSERT {version or 0}".encode() if normalised else None
+                out.append((value, header, key.encode() if normalised else None, said))
             case ("delete", key, version):
                 agency, rid = key.split(":")
-                out.append((encoded_person_event(agency, rid, None, version=version, op="DELETE",
-                                                 event_id=f"e{i}"), None))
+                said = f"DELETE {version}".encode() if normalised else None
+                out.append((encoded_person_event(agency, rid, None, version=version, op="DELETE", event_id=f"e{i}"),
+                            None, key.encode() if normalised else None, said))
             case (kind, a, b, same):
                 out.append((default_serde().encode("ReviewDecision", {
                     "decision_id": f"d{i}", "left_record": a, "right_record": b, "same_person": same,
                     "decided_by": "reviewer", "reason": None, "decided_at": AT,
-                    "action": "undo" if kind == "undo" else "decide"}), None))
+                    "action": "undo" if kind == "undo" else "decide"}), None, None, None))
     return out
 
 
@@ -134,7 +140,7 @@ def test_the_tiers_over_messages_give_the_linkers_index(log: list[tuple[Any, ...
     messages = _messages(log, packed)
     single = LinkerCore(model, max_block_size=3, max_citizen_records=4)
     expected = []
-    for value, header in messages:
+    for value, header, _key, _change in messages:
         try:
             single.apply(value, packed=header)
             expected.append(single.last_outcome)
@@ -142,14 +148,17 @@ def test_the_tiers_over_messages_give_the_linkers_index(log: list[tuple[Any, ...
             expected.append("DEAD_LETTER")
 
     serde, rules = default_serde(), model.rules
-    changes = [decode_change(serde, rules, value, header) for value, header in messages]
-    found = _tier(data, shards[0], lambda owned: BlockAnswers(owned, max_block_size=3), "blocks", changes,
+    # as the shard loop decodes them: the block shards and the resolver without the records' values
+    light = [decode_change(serde, rules, value, header, key=key, change=said, values=False)
+             for value, header, key, said in messages]
+    whole = [decode_change(serde, rules, value, header, key=key, change=said) for value, header, key, said in messages]
+    found = _tier(data, shards[0], lambda owned: BlockAnswers(owned, max_block_size=3), "blocks", light,
                   merge_found)
-    scored = _tier(data, shards[1], lambda owned: RecordAnswers(model, owned), "records", changes, merge_scored,
+    scored = _tier(data, shards[1], lambda owned: RecordAnswers(model, owned), "records", whole, merge_scored,
                    found)
     resolver = CitizenIndex(model, max_block_size=3, max_citizen_records=4, resolver=True)
     got = []
-    for change, answer in zip(changes, scored, strict=True):
+    for change, answer in zip(light, scored, strict=True):
         if isinstance(change, Nothing):
             got.append("DEAD_LETTER" if change.reason else "NOTED")
             continue
@@ -208,3 +217,27 @@ def test_answers_too_large_for_one_message_go_in_several_consecutive_ones() -> N
     assert len(parts) > 1 and parts[0].first == 10 and parts[-1].end == 40
     assert all(a.end == b.first for a, b in itertools.pairwise(parts))
     assert [x for p in parts for x in p.answers] == [(s, a) for s, a in answers]
+
+
+def test_the_normalisers_headers_give_the_change_that_decoding_the_event_gives() -> None:
+    rules = trained_model().rules
+    serde = default_serde()
+    person = {"given_names": "Ann", "family_name": "Lee", "date_of_birth": "1990-04-03",
+              "identifiers": {"nhs_number": "9434765919"}}
+    value = encoded_person_event("health", "1", person, version=3)
+    record = standardise_person("health:1", person, rules)
+    packed = pack(record, blocking_keys(record, rules.typo_schemes), rules)
+    full = decode_change(serde, rules, value, packed)
+    assert isinstance(full, Upsert) and full.record is not None and full.ids == {"nhs_number": "9434765919"}
+    # the event is not read at all: bytes that are no event give the same change
+    quick = decode_change(serde, rules, b"not an event", packed, key=b"health:1", change=b"UPSERT 3")
+    assert isinstance(quick, Upsert) and quick.record is not None
+    assert (quick.key, quick.version, quick.keys, quick.ids, quick.record.as_dict()) == (
+        full.key, full.version, full.keys, full.ids, full.record.as_dict())
+    light = decode_change(serde, rules, b"not an event", packed, key=b"health:1", change=b"UPSERT 3", values=False)
+    assert light == Upsert(full.key, full.version, None, full.keys, full.ids)
+    assert decode_change(serde, rules, b"", None, key=b"health:1", change=b"DELETE 4") == Leave("health:1", 4, None)
+    # headers that cannot be used: the event is decoded instead
+    for key, said in ((b"health:1", b"UPSERT three"), (b"health:1", b"MOVE 3"), (b"health:2", b"UPSERT 3")):
+        fallback = decode_change(serde, rules, value, packed, key=key, change=said, values=False)
+        assert isinstance(fallback, Upsert) and fallback.key == "health:1" and fallback.record is not None
