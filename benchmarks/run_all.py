@@ -18,6 +18,7 @@ SCRIPTS = [
     ["gate_throughput.py"],
     ["recovery.py"],
     ["scale_out.py"],
+    ["scale_out_kafka.py"],
 ]
 
 

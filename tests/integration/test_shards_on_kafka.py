@@ -25,7 +25,7 @@ from caselink.linkage.models import default_model
 from caselink.linkage.synthetic import records_for_size
 from caselink.schemas import default_serde
 from caselink.streams.linker_core import LinkerCore
-from caselink.streams.normaliser_core import packed_record
+from caselink.streams.normaliser_core import change_header, packed_record
 from caselink.streams.shard_core import Coverage, Nothing, decode_batch, decode_change, made_with, merge_scored, resolve
 from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
 
@@ -113,7 +113,9 @@ def _resolved(settings: Settings, end: int, timeout: float = 180) -> tuple[Citiz
             ready = coverage.ready()
             while waiting and waiting[0].offset() < ready:
                 msg = waiting.popleft()
-                change = decode_change(serde, model.rules, msg.value(), packed_record(msg.headers()))
+                headers = msg.headers()
+                change = decode_change(serde, model.rules, msg.value(), packed_record(headers), key=msg.key(),
+                                       change=change_header(headers), values=False)  # as a resolver reads it
                 answer = coverage.take(msg.offset())
                 if isinstance(change, Nothing):
                     outcomes.append("DEAD_LETTER" if change.reason else "NOTED")

@@ -1,0 +1,248 @@
+"""The sharded index's tiers on Kafka, end to end, beside the single writer and the consume->produce
+ceiling, in the same run (issue 20).
+
+    python benchmarks/scale_out_kafka.py [--records 100000] [--shards 1 2]
+
+The link input is filled once per broker with ``--records`` synthetic records as the normaliser
+writes them (each PersonEvent with its packed record), then each of these catches up on it from
+the start, timed from its first read to its last change applied:
+
+* ``ceiling``: a bare consume -> produce loop over the link input, doing no work;
+* ``single``: the single writer's index (``CitizenIndex``) applying every change as read from Kafka,
+  in a process of its own;
+* ``sharded n``: n block shards and n record shards (``caselink shard``, processes), and a resolver
+  (``CitizenIndex(resolver=True)``, a process of its own) applying every change with the record
+  shards' merged answers, as read from Kafka. Timed from the shards' start (they must first be
+  dealt partitions by their consumer group) to the resolver's last change; the group's start-up
+  is reported apart.
+
+Neither the single writer nor the resolver publishes outputs here (the worker's resolver mode is
+not built: docs/architecture.md), so this compares the index's work and the tiers' Kafka hops,
+not the worker. Each sharded run gets a fresh broker, so its answer topics start empty.
+CPU seconds per process are from /proc. Results: benchmarks/results/scale_out_kafka.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import signal
+import time
+from typing import Any
+
+import psutil
+from common import local_broker, save
+from pipeline_throughput import broker_cpu, ceiling
+
+LINK_BATCH = 5_000
+
+
+def fill_link_input(bootstrap: str, n: int) -> int:
+    """``n`` synthetic records on the link input, each with the normaliser's packed record."""
+    from datetime import UTC, datetime
+
+    from caselink.infra.topics import LINK_INPUT_TOPIC
+    from caselink.linkage.blocking import blocking_keys
+    from caselink.linkage.models import default_model
+    from caselink.linkage.packed import pack
+    from caselink.linkage.record import UnlinkableRecordError, standardise_person
+    from caselink.linkage.synthetic import records_for_size
+    from caselink.schemas import default_serde
+    from caselink.streams.normaliser_core import CHANGE_HEADER, PACKED_HEADER
+    from confluent_kafka import Producer
+
+    rules = default_model().rules
+    serde = default_serde()
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all", "enable.idempotence": True,
+                         "compression.type": "lz4"})
+    now = datetime.now(UTC)
+    sent = 0
+    for i, item in enumerate(records_for_size(n, seed=41)):
+        key = f"{item['agency']}:{item['source_record_id']}"
+        try:
+            record = standardise_person(key, item["person"], rules)
+        except UnlinkableRecordError:
+            continue  # the normaliser dead-letters these
+        value = serde.encode("PersonEvent", {
+            "event_id": f"bench-{i}", "agency": item["agency"], "source_record_id": item["source_record_id"],
+            "source_version": 1, "op": "UPSERT", "occurred_at": now, "emitted_at": now, "person": item["person"],
+            "cases": [], "source": {}})
+        headers = [(CHANGE_HEADER, b"UPSERT 1"),
+                   (PACKED_HEADER, pack(record, blocking_keys(record, rules.typo_schemes), rules))]
+        while True:
+            try:
+                producer.produce(LINK_INPUT_TOPIC, value, key=key.encode(), headers=headers)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        sent += 1
+    assert producer.flush(120) == 0
+    return sent
+
+
+def _apply_all(settings: Any, total: int, sharded: bool, out: Any) -> None:
+    """In a child: the single writer, or the resolver reading the record shards' answers too."""
+    from caselink.infra.topics import LINK_INPUT_TOPIC, LINK_SCORED_TOPIC
+    from caselink.linkage.index import CitizenIndex
+    from caselink.linkage.models import default_model
+    from caselink.linkage.runtime import tune_gc_for_large_index
+    from caselink.schemas import default_serde
+    from caselink.streams.normaliser_core import change_header, packed_record
+    from caselink.streams.shard_core import (
+        Coverage,
+        Leave,
+        Upsert,
+        decode_batch,
+        decode_change,
+        made_with,
+        merge_scored,
+        resolve,
+    )
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from caselink.core.kafka import consumer
+
+    tune_gc_for_large_index()
+    model = default_model()
+    serde = default_serde()
+    index = CitizenIndex(model, resolver=sharded)
+    coverage = Coverage(merge_scored, settings.shards.partitions, made_with=made_with("records", model))
+    reader = consumer(settings, f"bench-{'resolver' if sharded else 'single'}", **{"enable.partition.eof": False})
+    tps = [TopicPartition(LINK_INPUT_TOPIC, 0, OFFSET_BEGINNING)]
+    if sharded:
+        tps.append(TopicPartition(LINK_SCORED_TOPIC, 0, OFFSET_BEGINNING))
+    reader.assign(tps)
+    waiting: list[Any] = []
+    applied = 0
+    started = None
+    while applied < total:
+        for msg in reader.consume(LINK_BATCH, timeout=0.2):
+            if started is None:
+                started = time.perf_counter()
+            if msg.topic() == LINK_SCORED_TOPIC:
+                coverage.add(decode_batch(msg.value()))
+            else:
+                waiting.append(msg)
+        ready = coverage.ready() if sharded else None
+        done = 0
+        for msg in waiting:
+            if ready is not None and msg.offset() >= ready:
+                break
+            headers = msg.headers()
+            change = decode_change(serde, model.rules, msg.value(), packed_record(headers), key=msg.key(),
+                                   change=change_header(headers), values=not sharded)
+            if sharded:
+                resolve(index, change, coverage.take(msg.offset()))
+            elif isinstance(change, Upsert):
+                index.upsert(change.key, change.record, change.version, change.keys)
+            elif isinstance(change, Leave):
+                index.delete(change.key, change.version)
+            done += 1
+        del waiting[:done]
+        applied += done
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    reader.close()
+    out.put({"applied": applied, "elapsed_s": elapsed, "citizens": len(index.citizens),
+             "cpu_s": sum(psutil.Process().cpu_times()[:2])})
+
+
+def _child(sharded: bool, settings: Any, total: int) -> tuple[mp.Process, Any]:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=_apply_all, args=(settings, total, sharded, out))
+    child.start()
+    return child, out
+
+
+def _cpu(pid: int) -> float:
+    try:
+        return float(sum(psutil.Process(pid).cpu_times()[:2]))
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def run_sharded(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    from caselink.core.settings import Settings
+    from caselink.demo import start_shard
+
+    with local_broker(prefix="caselink-bench-shards-") as (settings, directory):
+        total = fill_link_input(settings.kafka.bootstrap_servers, args.records)
+        assert isinstance(settings, Settings)
+        broker_before = broker_cpu(directory)
+        started = time.perf_counter()
+        shards = [start_shard(settings, tier, app_id=f"bench{n}") for tier in ("blocks", "records") for _ in range(n)]
+        child, out = _child(True, settings, total)
+        try:
+            owned_at = None
+            while owned_at is None:
+                try:
+                    if all(s.health().get("partitions_owned") for s in shards):
+                        owned_at = time.perf_counter()
+                except OSError:
+                    time.sleep(0.2)
+            result = out.get(timeout=3600)
+            finished = time.perf_counter()
+            cpu = {"block shards": sum(_cpu(s.proc.pid) for s in shards[:n]),
+                   "record shards": sum(_cpu(s.proc.pid) for s in shards[n:]),
+                   "resolver": result["cpu_s"], "broker": broker_cpu(directory) - broker_before}
+        finally:
+            for s in shards:
+                s.proc.send_signal(signal.SIGTERM)
+            for s in shards:
+                s.proc.wait(30)
+            child.join(30)
+    return {"shards_per_tier": n, "events": total, "citizens": result["citizens"],
+            "events_per_s": round(total / (finished - started)),
+            "events_per_s_after_partitions_dealt": round(total / (finished - owned_at)),
+            "group_start_s": round(owned_at - started, 1),
+            "cpu_us_per_event": {k: round(v / total * 1e6, 1) for k, v in cpu.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--shards", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    results: dict[str, Any] = {"records": args.records, "runs": []}
+    with local_broker(prefix="caselink-bench-single-") as (settings, directory):
+        total = fill_link_input(settings.kafka.bootstrap_servers, args.records)
+        print(f"{total:,} changes on the link input", flush=True)
+        from confluent_kafka.admin import NewTopic
+
+        from caselink.core.kafka import admin_client
+
+        admin = admin_client(settings)
+        for f in admin.create_topics([NewTopic("bench.ceiling", 1, 1)]).values():
+            f.result()
+        from caselink.infra.topics import LINK_INPUT_TOPIC
+
+        results["ceiling_events_per_s"] = round(ceiling(settings.kafka.bootstrap_servers, [LINK_INPUT_TOPIC], total))
+        print(f"ceiling (consume -> produce, no work): {results['ceiling_events_per_s']:,} events/s", flush=True)
+        broker_before = broker_cpu(directory)
+        child, out = _child(False, settings, total)
+        single = out.get(timeout=3600)
+        child.join(30)
+        results["single"] = {"events": total, "citizens": single["citizens"],
+                             "events_per_s": round(total / single["elapsed_s"]),
+                             "cpu_us_per_event": {"single writer": round(single["cpu_s"] / total * 1e6, 1),
+                                                  "broker": round((broker_cpu(directory) - broker_before) / total
+                                                                  * 1e6, 1)}}
+        print(f"single writer: {results['single']['events_per_s']:,} events/s, CPU per event "
+              f"{results['single']['cpu_us_per_event']}", flush=True)
+    for n in args.shards:
+        row = run_sharded(n, args)
+        if row["citizens"] != results["single"]["citizens"]:
+            raise SystemExit(f"{n} shards per tier made {row['citizens']:,} citizens, the single writer "
+                             f"{results['single']['citizens']:,}")
+        row["ratio_to_single"] = round(row["events_per_s"] / results["single"]["events_per_s"], 2)
+        row["ratio_to_single_after_partitions_dealt"] = round(
+            row["events_per_s_after_partitions_dealt"] / results["single"]["events_per_s"], 2)
+        results["runs"].append(row)
+        print(f"{n} block + {n} record shards and a resolver: {row['events_per_s']:,} events/s from their start "
+              f"({row['ratio_to_single']} of the single writer), {row['events_per_s_after_partitions_dealt']:,} once "
+              f"partitions were dealt ({row['group_start_s']} s); CPU per event {row['cpu_us_per_event']}", flush=True)
+    print(f"saved {save('scale_out_kafka', results)}")
+
+
+if __name__ == "__main__":
+    main()
