@@ -88,16 +88,7 @@ def _apply_all(settings: Any, total: int, sharded: bool, out: Any) -> None:
     from caselink.linkage.runtime import tune_gc_for_large_index
     from caselink.schemas import default_serde
     from caselink.streams.normaliser_core import change_header, packed_record
-    from caselink.streams.shard_core import (
-        Coverage,
-        Leave,
-        Upsert,
-        decode_batch,
-        decode_change,
-        made_with,
-        merge_scored,
-        resolve,
-    )
+    from caselink.streams.shard_core import Leave, ResolverFeed, Upsert, decode_change
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     from caselink.core.kafka import consumer
@@ -106,13 +97,12 @@ def _apply_all(settings: Any, total: int, sharded: bool, out: Any) -> None:
     model = default_model()
     serde = default_serde()
     index = CitizenIndex(model, resolver=sharded)
-    coverage = Coverage(merge_scored, settings.shards.partitions, made_with=made_with("records", model))
+    feed = ResolverFeed(index, serde, settings.shards.partitions)
     reader = consumer(settings, f"bench-{'resolver' if sharded else 'single'}", **{"enable.partition.eof": False})
     tps = [TopicPartition(LINK_INPUT_TOPIC, 0, OFFSET_BEGINNING)]
     if sharded:
         tps.append(TopicPartition(LINK_SCORED_TOPIC, 0, OFFSET_BEGINNING))
     reader.assign(tps)
-    waiting: list[Any] = []
     applied = 0
     started = None
     while applied < total:
@@ -120,26 +110,20 @@ def _apply_all(settings: Any, total: int, sharded: bool, out: Any) -> None:
             if started is None:
                 started = time.perf_counter()
             if msg.topic() == LINK_SCORED_TOPIC:
-                coverage.add(decode_batch(msg.value()))
+                feed.answers(msg.value())
+            elif sharded:
+                feed.change(msg)
             else:
-                waiting.append(msg)
-        ready = coverage.ready() if sharded else None
-        done = 0
-        for msg in waiting:
-            if ready is not None and msg.offset() >= ready:
-                break
-            headers = msg.headers()
-            change = decode_change(serde, model.rules, msg.value(), packed_record(headers), key=msg.key(),
-                                   change=change_header(headers), values=not sharded)
-            if sharded:
-                resolve(index, change, coverage.take(msg.offset()))
-            elif isinstance(change, Upsert):
-                index.upsert(change.key, change.record, change.version, change.keys)
-            elif isinstance(change, Leave):
-                index.delete(change.key, change.version)
-            done += 1
-        del waiting[:done]
-        applied += done
+                headers = msg.headers()
+                change = decode_change(serde, model.rules, msg.value(), packed_record(headers), key=msg.key(),
+                                       change=change_header(headers))
+                if isinstance(change, Upsert):
+                    index.upsert(change.key, change.record, change.version, change.keys)
+                elif isinstance(change, Leave):
+                    index.delete(change.key, change.version)
+                applied += 1
+        if sharded:
+            applied += len(feed.apply_ready())
     elapsed = time.perf_counter() - (started or time.perf_counter())
     reader.close()
     out.put({"applied": applied, "elapsed_s": elapsed, "citizens": len(index.citizens),

@@ -244,9 +244,12 @@ def run_shard(tier: str, web_port: int | None = None, app_id: str | None = None)
     from caselink.core.logs import configure
     from caselink.core.settings import get_settings
     from caselink.linkage.runtime import tune_gc_for_large_index
+    from caselink.streams.metrics import keep_only, observe_gc_pauses
     from caselink.streams.shard_process import serve
 
     tune_gc_for_large_index()
+    observe_gc_pauses()
+    keep_only(linker=False, gate=False, shard=True)
     settings = get_settings()
     if app_id is not None:
         settings.worker.app_id = app_id

@@ -47,6 +47,15 @@ GATE_LATENCY = Histogram(
 )
 GATE_POLICY_OK = Gauge("caselink_gate_policy_ok", "1 while the consent policy is valid, 0 while the gate is paused")
 LINKER_LAG = Gauge("caselink_linker_lag", "link-input messages not yet applied by the linker")
+SHARD_POSITION = Gauge("caselink_shard_position", "link-input offset below which this shard has applied every change",
+                       ["tier"])
+SHARD_LAG = Gauge("caselink_shard_lag", "link-input messages this shard has not applied yet", ["tier"])
+SHARD_PARTITIONS = Gauge("caselink_shard_partitions", "key partitions its consumer group dealt this shard", ["tier"])
+SHARD_WAITING = Gauge("caselink_shard_waiting_changes",
+                      "changes a record shard holds until every block shard has answered them", ["tier"])
+SHARD_REBUILDS = Counter("caselink_shard_rebuilds_total",
+                         "times this shard rebuilt its state from the link input (partitions dealt)", ["tier"])
+SHARD_ANSWERS = Counter("caselink_shard_answers_total", "answers this shard sent to the next tier", ["tier"])
 GC_PAUSE = Histogram(
     "caselink_gc_pause_seconds", "pauses of CPython's cyclic garbage collector, by generation",
     ["generation"], buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
@@ -59,14 +68,16 @@ GC_PAUSE = Histogram(
 LINKER_METRICS = (DECISIONS, LATENCY, INDEX_RECORDS, INDEX_CITIZENS, REVIEW_OPEN, SIZE_GUARD, MODEL_FINDINGS,
                   LINKER_LAG)
 GATE_METRICS = (GATE_OUTPUT, GATE_CONSENTS, GATE_CITIZENS, GATE_LATENCY, GATE_POLICY_OK)
+SHARD_METRICS = (SHARD_POSITION, SHARD_LAG, SHARD_PARTITIONS, SHARD_WAITING, SHARD_REBUILDS, SHARD_ANSWERS)
 
 
-def keep_only(linker: bool, gate: bool) -> None:
-    """Unregister the linker's or the gate's metrics from this process's registry when it does not
-    run that part. Called once by the process's entry point (`caselink worker`, `caselink gate`)."""
+def keep_only(linker: bool, gate: bool, shard: bool = False) -> None:
+    """Unregister the linker's, the gate's or a shard's metrics from this process's registry when
+    it does not run that part. Called once by the process's entry point (`caselink worker`,
+    `caselink gate`, `caselink shard`)."""
     from prometheus_client import REGISTRY
 
-    for keep, group in ((linker, LINKER_METRICS), (gate, GATE_METRICS)):
+    for keep, group in ((linker, LINKER_METRICS), (gate, GATE_METRICS), (shard, SHARD_METRICS)):
         if keep:
             continue
         for metric in group:

@@ -22,6 +22,7 @@ it again changes nothing (``merge_found`` and ``merge_scored`` are idempotent).
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -36,6 +37,7 @@ from caselink.linkage.rules import LinkageRules
 from caselink.linkage.scoring import Scored, ScoredPair
 from caselink.linkage.shards import DEFAULT_PARTITIONS, BlockShard, RecordShard, keyed
 from caselink.schemas.serde import AvroSerde
+from caselink.streams.normaliser_core import change_header, packed_record
 
 BATCH_FORMAT = 1  # the answers' message format; a reader refuses any other
 
@@ -391,3 +393,41 @@ def resolve(index: CitizenIndex, change: Change, scored: Any, person: Mapping[st
             score = index.model.score(records[0][0], records[1][0])
         return index.undo_review(change.a, change.b, score)
     raise ValueError(change.reason or "a message that changes no index")
+
+
+class ResolverFeed:
+    """The resolver's reading: the link input and the record shards' answers, in whatever
+    interleaving they are read, applied to ``index`` (a ``CitizenIndex(resolver=True)``) in
+    link-input order, each change once every partition has answered it.
+
+    Messages are anything with Kafka's ``offset()``, ``value()``, ``key()`` and ``headers()``."""
+
+    def __init__(self, index: CitizenIndex, serde: AvroSerde, partitions: int = DEFAULT_PARTITIONS) -> None:
+        self.index = index
+        self.serde = serde
+        self.coverage = Coverage(merge_scored, partitions, made_with=made_with("records", index.model))
+        self.waiting: collections.deque[Any] = collections.deque()
+
+    def answers(self, data: bytes | None) -> None:
+        """A record shard's batch of answers."""
+        self.coverage.add(decode_batch(data))
+
+    def change(self, message: Any) -> None:
+        """A link-input message, applied once it is answered."""
+        self.waiting.append(message)
+
+    def apply_ready(self) -> list[tuple[int, Change, LinkResult | None]]:
+        """Every waiting change the shards have answered, applied in order: (offset, change, result;
+        None for a message that changes no index)."""
+        ready = self.coverage.ready()
+        waiting, rules = self.waiting, self.index.model.rules
+        done: list[tuple[int, Change, LinkResult | None]] = []
+        while waiting and waiting[0].offset() < ready:
+            msg = waiting.popleft()
+            offset = msg.offset()
+            headers = msg.headers()
+            change = decode_change(self.serde, rules, msg.value(), packed_record(headers), key=msg.key(),
+                                   change=change_header(headers), values=False)
+            answer = self.coverage.take(offset)
+            done.append((offset, change, None if isinstance(change, Nothing) else resolve(self.index, change, answer)))
+        return done

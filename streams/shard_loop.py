@@ -36,6 +36,7 @@ from typing import Any
 from caselink.infra.topics import LINK_FOUND_TOPIC, LINK_INPUT_TOPIC, LINK_SCORED_TOPIC, LINK_SHARDS_TOPIC
 from caselink.linkage.model import LinkageModel
 from caselink.schemas import default_serde
+from caselink.streams import metrics
 from caselink.streams.normaliser_core import change_header, packed_record
 from caselink.streams.shard_core import (
     NO_ANSWER,
@@ -92,6 +93,7 @@ class ShardLoop(threading.Thread):
         self.position = 0  # every link-input offset below this is applied
         self.publish_from = 0  # answers below this were sent before (by this shard or another)
         self.committed = 0
+        self.lag: int | None = None  # link-input messages not yet applied, as of the last fetch
         self.rebuilds = 0
         self.answers_sent = 0
         self.messages_sent = 0
@@ -109,7 +111,7 @@ class ShardLoop(threading.Thread):
 
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = {
-            "tier": self.tier, "partitions_owned": sorted(self.working), "position": self.position,
+            "tier": self.tier, "partitions_owned": sorted(self.working), "position": self.position, "lag": self.lag,
             "answering_from": self.publish_from, "committed": self.committed, "rebuilds": self.rebuilds,
             "answers_sent": self.answers_sent, "messages_sent": self.messages_sent,
             "replaying": self.position < self.publish_from, "error": repr(self.error) if self.error else None}
@@ -160,10 +162,24 @@ class ShardLoop(threading.Thread):
                 answers = self._read_and_answer(reader)
                 if self.position > start and self.position > self.publish_from:
                     self._send(group, producer, out_topic, max(start, self.publish_from), answers)
+                self._measure(reader)
         finally:
             producer.flush(10)
             reader.close()
             group.close()
+
+    def _measure(self, reader: Consumer) -> None:
+        tier = self.tier
+        metrics.SHARD_POSITION.labels(tier).set(self.position)
+        metrics.SHARD_PARTITIONS.labels(tier).set(len(self.working))
+        metrics.SHARD_WAITING.labels(tier).set(len(self._waiting))
+        try:  # the end the last fetch saw: no request to the broker
+            _low, high = reader.get_watermark_offsets(TopicPartition(LINK_INPUT_TOPIC, 0), cached=True)
+        except KafkaException:
+            return
+        if high >= 0:
+            self.lag = max(0, high - self.position)
+            metrics.SHARD_LAG.labels(tier).set(self.lag)
 
     # ------------------------------------------------------------------ rebuilding
     def _rebuild(self, group: Consumer, reader: Consumer) -> None:
@@ -172,6 +188,7 @@ class ShardLoop(threading.Thread):
         owned = frozenset(self.owned)
         self.working = owned
         self.rebuilds += 1
+        metrics.SHARD_REBUILDS.labels(self.tier).inc()
         positions = {}
         if owned:
             while True:
@@ -254,6 +271,7 @@ class ShardLoop(threading.Thread):
         if producer.flush(60) != 0:
             raise RuntimeError(f"{self.tier} shard: answers not acknowledged by the broker within 60 s")
         self.answers_sent += len(answers)
+        metrics.SHARD_ANSWERS.labels(self.tier).inc(len(answers))
         offsets = [TopicPartition(LINK_SHARDS_TOPIC, p, 0, metadata=f"{POSITION_PREFIX}{end}")
                    for p in sorted(self.working)]
         try:

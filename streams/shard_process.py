@@ -7,18 +7,16 @@ what it waits for) and /metrics, and stops on SIGTERM or SIGINT.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from caselink.infra.topics import ensure_topics, shard_topic_specs
 from caselink.linkage import deployment
+from caselink.streams.health_server import serve_health
 from caselink.streams.shard_loop import ShardLoop
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from caselink.core.kafka import admin_client
 from caselink.core.settings import Settings
@@ -35,31 +33,15 @@ def serve(settings: Settings, tier: str, port: int) -> None:
     shard = ShardLoop(settings, tier, model)
     shard.start()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/metrics":
-                body, ctype, code = generate_latest(), CONTENT_TYPE_LATEST, 200
-            elif self.path == "/health":
-                status: dict[str, Any] = shard.status()
-                healthy = shard.error is None and shard.is_alive()
-                status["status"] = "failed" if not healthy else "ok" if shard.working else "waiting"
-                if status["status"] == "waiting":
-                    status["reason"] = "no key partitions dealt to this shard yet (or more shards than partitions)"
-                body, ctype = json.dumps(status).encode(), "application/json"
-                code = 200 if status["status"] == "ok" else 503
-            else:
-                body, ctype, code = b'{"error": "not found"}', "application/json", 404
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def health() -> dict[str, Any]:
+        status: dict[str, Any] = shard.status()
+        healthy = shard.error is None and shard.is_alive()
+        status["status"] = "failed" if not healthy else "ok" if shard.working else "waiting"
+        if status["status"] == "waiting":
+            status["reason"] = "no key partitions dealt to this shard yet (or more shards than partitions)"
+        return status
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer((settings.worker.web_host, port), Handler)
-    threading.Thread(target=server.serve_forever, name=f"caselink-{tier}-shard-web", daemon=True).start()
+    server = serve_health(settings.worker.web_host, port, health, f"{tier}-shard")
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

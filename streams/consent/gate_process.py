@@ -10,18 +10,16 @@ timeout, and the gate's transactional id fences one that has not noticed it lost
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from caselink.infra.topics import GATE_ELECTION_TOPIC
 from caselink.streams.consent.gate_loop import GateLoop
+from caselink.streams.health_server import serve_health
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from caselink.core.kafka import consumer as kafka_consumer
 from caselink.core.settings import Settings
@@ -76,33 +74,17 @@ def serve(settings: Settings, port: int) -> None:
     gate._load_policy()  # a standby, too, says whether the policy is valid (caselink_gate_policy_ok, /health)
     gate.start()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/metrics":
-                body, ctype, code = generate_latest(), CONTENT_TYPE_LATEST, 200
-            elif self.path == "/health":
-                status: dict[str, Any] = {"role": "active" if election.leader else "standby", **gate.status()}
-                healthy = gate.error is None and gate.is_alive() and election.is_alive()
-                status["status"] = ("failed" if not healthy else
-                                    "degraded" if gate.policy_error or gate.warnings else "ok")
-                if status["status"] == "degraded":
-                    status["reason"] = (f"the consent policy is invalid: {gate.policy_error}" if gate.policy_error
-                                        else "; ".join(gate.warnings))
-                body, ctype = json.dumps(status).encode(), "application/json"
-                code = 200 if status["status"] == "ok" else 503
-            else:
-                body, ctype, code = b'{"error": "not found"}', "application/json", 404
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def health() -> dict[str, Any]:
+        status: dict[str, Any] = {"role": "active" if election.leader else "standby", **gate.status()}
+        healthy = gate.error is None and gate.is_alive() and election.is_alive()
+        status["status"] = ("failed" if not healthy else
+                            "degraded" if gate.policy_error or gate.warnings else "ok")
+        if status["status"] == "degraded":
+            status["reason"] = (f"the consent policy is invalid: {gate.policy_error}" if gate.policy_error
+                                else "; ".join(gate.warnings))
+        return status
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer((settings.worker.web_host, port), Handler)
-    threading.Thread(target=server.serve_forever, name="caselink-gate-web", daemon=True).start()
+    server = serve_health(settings.worker.web_host, port, health, "gate")
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

@@ -10,11 +10,11 @@ open review the same.
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
 import subprocess
 import time
+import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,8 +25,8 @@ from caselink.linkage.models import default_model
 from caselink.linkage.synthetic import records_for_size
 from caselink.schemas import default_serde
 from caselink.streams.linker_core import LinkerCore
-from caselink.streams.normaliser_core import change_header, packed_record
-from caselink.streams.shard_core import Coverage, Nothing, decode_batch, decode_change, made_with, merge_scored, resolve
+from caselink.streams.normaliser_core import packed_record
+from caselink.streams.shard_core import Nothing, ResolverFeed
 from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
 
 from caselink.core.kafka import consumer, read_to_end, watermarks
@@ -89,38 +89,30 @@ def _link_input_end(settings: Settings) -> int:
 
 def _resolved(settings: Settings, end: int, timeout: float = 180) -> tuple[CitizenIndex, list[str]]:
     """The resolver: the link input applied in order with the record shards' merged answers."""
-    model = default_model()
-    serde = default_serde()
-    index = CitizenIndex(model, max_block_size=settings.linkage.max_block_size,
+    index = CitizenIndex(default_model(), max_block_size=settings.linkage.max_block_size,
                          max_citizen_records=settings.linkage.max_citizen_records, resolver=True)
-    coverage = Coverage(merge_scored, settings.shards.partitions, made_with=made_with("records", model))
+    feed = ResolverFeed(index, default_serde(), settings.shards.partitions)
     reader = consumer(settings, "caselink-test-resolver", **{"enable.partition.eof": False})
     reader.assign([TopicPartition(LINK_INPUT_TOPIC, 0, OFFSET_BEGINNING),
                    TopicPartition(LINK_SCORED_TOPIC, 0, OFFSET_BEGINNING)])
-    waiting: collections.deque[Any] = collections.deque()
     outcomes: list[str] = []
     deadline = time.monotonic() + timeout
     input_tp = [TopicPartition(LINK_INPUT_TOPIC, 0)]
     try:
-        while waiting or reader.position(input_tp)[0].offset < end:
-            assert time.monotonic() < deadline, f"the record shards answered up to {coverage.ready()} of {end}"
+        while feed.waiting or reader.position(input_tp)[0].offset < end:
+            ready = feed.coverage.ready()
+            assert time.monotonic() < deadline, f"the record shards answered up to {ready} of {end}"
             for msg in reader.consume(2000, timeout=0.2):
                 assert msg.error() is None, msg.error()
                 if msg.topic() == LINK_SCORED_TOPIC:
-                    coverage.add(decode_batch(msg.value()))
+                    feed.answers(msg.value())
                 elif msg.offset() < end:
-                    waiting.append(msg)
-            ready = coverage.ready()
-            while waiting and waiting[0].offset() < ready:
-                msg = waiting.popleft()
-                headers = msg.headers()
-                change = decode_change(serde, model.rules, msg.value(), packed_record(headers), key=msg.key(),
-                                       change=change_header(headers), values=False)  # as a resolver reads it
-                answer = coverage.take(msg.offset())
-                if isinstance(change, Nothing):
-                    outcomes.append("DEAD_LETTER" if change.reason else "NOTED")
+                    feed.change(msg)
+            for _offset, change, result in feed.apply_ready():
+                if result is not None:
+                    outcomes.append(result.outcome)
                 else:
-                    outcomes.append(resolve(index, change, answer).outcome)
+                    outcomes.append("DEAD_LETTER" if isinstance(change, Nothing) and change.reason else "NOTED")
     finally:
         reader.close()
     return index, outcomes
@@ -186,6 +178,16 @@ def test_shards_on_kafka_give_the_single_writers_index_through_kill_replace_and_
         # them answered from the positions the killed one had committed, not from the start
         assert sorted(p for h in healths[:2] for p in h["partitions_owned"]) == list(range(settings.shards.partitions))
         assert healths[1]["answering_from"] > 1000, healths[1]
+        # what an operator watches: each shard's position and lag on /metrics
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{records[1].port}/metrics", timeout=5) as response:
+            samples = {s.name: s for f in text_string_to_metric_families(response.read().decode()) for s in f.samples}
+        assert samples["caselink_shard_position"].labels == {"tier": "records"}
+        position, lag = samples["caselink_shard_position"].value, samples["caselink_shard_lag"].value
+        assert position >= applied and lag <= end - applied
+        assert samples["caselink_shard_partitions"].value == len(records[1].health()["partitions_owned"])
+        assert "caselink_index_records" not in samples  # the linker's, not a shard's
     finally:
         for shard in shards:
             if shard.proc.poll() is None:
