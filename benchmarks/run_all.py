@@ -19,6 +19,7 @@ SCRIPTS = [
     ["recovery.py"],
     ["scale_out.py"],
     ["scale_out_kafka.py"],
+    ["values_store.py"],
 ]
 
 
