@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
+from caselink.linkage.index import CitizenIndex
 from caselink.linkage.model import LinkageModel
 from caselink.linkage.record import LinkRecord, standardise_person
 from caselink.linkage.synthetic import records_for_size
@@ -34,3 +36,14 @@ def person(given: str, family: str, dob: str, postcode: str = "LS6 2AB", nhs: st
          "identifiers": {"nhs_number": nhs} if nhs else {}}
     p.update(extra)
     return p
+
+
+def comparable_state(index: CitizenIndex) -> dict[str, Any]:
+    """An index's state as a single writer and a sharded index's resolver can both show it: each
+    record by its citizen, sequence, version and identifiers, not its values (a resolver holds
+    none), and no blocks (a resolver has none; the shards' caps are checked apart)."""
+    state = index.state()
+    state["records"] = {k: (s.citizen_id, s.seq, s.source_version, s.record.key, dict(s.record.ids))
+                        for k, s in index.records.items()}
+    state.pop("capped_blocking_keys")
+    return state

@@ -33,7 +33,7 @@ from caselink.core.kafka import consumer, read_to_end, watermarks
 from caselink.core.settings import Settings
 from caselink.demo import WorkerProcess, start_shard, start_worker
 from tests.events import synthetic_person_event
-from tests.unit.test_shards import _state
+from tests.linkage_fixtures import comparable_state
 from tests.waiting import service_json, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -171,7 +171,7 @@ def test_shards_on_kafka_give_the_single_writers_index_through_kill_replace_and_
         index, outcomes = _resolved(settings, end)
         straight, expected = _straight(settings)
         assert outcomes == expected
-        assert _state(index) == _state(straight.index)
+        assert comparable_state(index) == comparable_state(straight.index)
         healths = [_health(s) for s in (blocks[1], blocks[2], *records)]
         assert all(h.get("status") == "ok" for h in healths), healths
         # the killed shard's partitions were dealt to the others, each to one, and the shard that took

@@ -45,8 +45,8 @@ from hypothesis import strategies as st
 
 from tests.depth import examples
 from tests.events import encoded_person_event
-from tests.linkage_fixtures import trained_model
-from tests.unit.test_shards import _state, logs
+from tests.linkage_fixtures import comparable_state, trained_model
+from tests.unit.test_shards import logs
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)
 # value, packed record, message key and change header (the last three the normaliser's, or None)
@@ -164,7 +164,7 @@ def test_the_tiers_over_messages_give_the_linkers_index(log: list[tuple[Any, ...
             continue
         got.append(resolve(resolver, change, answer).outcome)
     assert got == expected
-    assert _state(resolver) == _state(single.index)
+    assert comparable_state(resolver) == comparable_state(single.index)
 
 
 def test_answers_that_skip_ahead_are_refused_as_lost_not_waited_for() -> None:
