@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -20,10 +20,12 @@ from caselink.infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, REVI
 from caselink.linkage.index import DEFAULT_MAX_CITIZEN_RECORDS, CitizenIndex, LinkResult
 from caselink.linkage.model import LinkageModel
 from caselink.linkage.packed import unpack
+from caselink.linkage.record import LinkRecord
 from caselink.schemas import default_serde
 from caselink.schemas.records import LinkDecision, LinkedCase, LinkOutcome, Member, PersonEvent, ReviewDecision
 from caselink.streams.case_codec import LinkedCaseCodec, MemberParts
 from caselink.streams.decision_codec import DecisionCodec
+from caselink.streams.shard_core import NO_ANSWER, Nothing, Upsert, change_of_event, resolve
 
 from caselink.core.ids import uuid5_text
 from caselink.core.settings import Settings
@@ -58,9 +60,18 @@ class LinkerCore:
 
     def __init__(self, model: LinkageModel, max_block_size: int = 200,
                  max_citizen_records: int | None = DEFAULT_MAX_CITIZEN_RECORDS,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, resolver: bool = False,
+                 values: Callable[[str], LinkRecord | None] | None = None) -> None:
+        """``resolver``: the ordered resolver of a sharded index (``streams.shard_core``): each
+        upsert comes with the record shards' merged answer, and the records' values, which a
+        resolver does not hold, come from ``values`` (a store of them) where an output needs
+        them (a review item's field weights, an undo's score)."""
         self.model = model
-        self.index = CitizenIndex(model, max_block_size=max_block_size, max_citizen_records=max_citizen_records)
+        self.resolver = resolver
+        self._values_of = values
+        self._changed: LinkRecord | None = None  # the record the change being applied carries
+        self.index = CitizenIndex(model, max_block_size=max_block_size, max_citizen_records=max_citizen_records,
+                                  resolver=resolver)
         self.max_message_bytes = max_message_bytes
         self.serde = default_serde()
         # Each record's LinkedCase member, Avro-encoded once per change (streams/case_codec.py).
@@ -79,24 +90,38 @@ class LinkerCore:
 
     # ------------------------------------------------------------------ input
     def apply(self, value: bytes | None, topic: str | None = None, partition: int | None = None,
-              offset: int | None = None, packed: bytes | None = None) -> list[Outgoing]:
+              offset: int | None = None, packed: bytes | None = None, scored: Any = NO_ANSWER) -> list[Outgoing]:
         """``packed``: the normaliser's standardised record and blocking keys (``linkage.packed``),
-        used instead of standardising the event again when they were made by this code."""
+        used instead of standardising the event again when they were made by this code.
+        ``scored``: a resolver's merged answer from the record shards for this message."""
         name, record, spans = self.serde.decode_spans(value, topic=topic, partition=partition, offset=offset)
         self.applied += 1
         self.last_review = None
+        self._changed = None
         if name == "PersonEvent":  # the serde checked it against the schema these classes are generated from
-            return self._person_event(cast(PersonEvent, record), value, spans, packed)
+            return self._person_event(cast(PersonEvent, record), value, spans, packed, scored)
         if name == "ReviewDecision":
             return self._review_decision(cast(ReviewDecision, record))
         raise ValueError(f"{name} does not belong on the link input")
 
     def _person_event(self, event: PersonEvent, value: bytes | None = None,
-                      spans: tuple[int, ...] | None = None, packed: bytes | None = None) -> list[Outgoing]:
+                      spans: tuple[int, ...] | None = None, packed: bytes | None = None,
+                      scored: Any = NO_ANSWER) -> list[Outgoing]:
         key = f"{event['agency']}:{event['source_record_id']}"
         at: datetime = event["emitted_at"]
         version = int(event["source_version"])
-        if event["op"] == "DELETE":
+        if self.resolver:
+            change = change_of_event(event, packed, self.model.rules)
+            if isinstance(change, Nothing):  # the single writer's index raises here too: a dead letter
+                raise ValueError(change.reason)
+            if isinstance(change, Upsert):
+                self._changed = change.record
+            result = resolve(self.index, change, scored)
+            if key not in self.index.records:
+                self.members.pop(key, None)
+            elif result.outcome not in ("IGNORED_STALE", "REJECTED"):
+                self._remember_member(event, key, version, at, value, spans)
+        elif event["op"] == "DELETE":
             result = self.index.delete(key, version)
             if key not in self.index.records:
                 self.members.pop(key, None)
@@ -110,11 +135,15 @@ class LinkerCore:
             if result.outcome == "REJECTED":
                 self.members.pop(key, None)  # an earlier version it had is out of the index too
             elif result.outcome != "IGNORED_STALE":
-                previous = self.members.get(key)
-                self.members[key] = self.codec.member(
-                    event["agency"], event["source_record_id"], version,
-                    previous.linked_at if previous else at, event["person"], event["cases"], value, spans)
+                self._remember_member(event, key, version, at, value, spans)
         return self._outputs(result, event["event_id"], version, at)
+
+    def _remember_member(self, event: PersonEvent, key: str, version: int, at: datetime, value: bytes | None,
+                         spans: tuple[int, ...] | None) -> None:
+        previous = self.members.get(key)
+        self.members[key] = self.codec.member(
+            event["agency"], event["source_record_id"], version,
+            previous.linked_at if previous else at, event["person"], event["cases"], value, spans)
 
     def _review_decision(self, decision: ReviewDecision) -> list[Outgoing]:
         """A verdict (must-link or cannot-link), an undo of the pair's verdict, or "not sure" (a note
@@ -133,7 +162,9 @@ class LinkerCore:
             self.last_outcome, self.last_reason = "NOTED", None
             return []
         if action == "undo":
-            result = self.index.undo_review(left, right)
+            both = left in self.index.records and right in self.index.records
+            score = self.model.score(self.values(left), self.values(right)) if self.resolver and both else None
+            result = self.index.undo_review(left, right, score)
         elif action == "decide":
             result = self.index.apply_review(left, right, decision["same_person"])
         else:
@@ -178,12 +209,27 @@ class LinkerCore:
             "candidates_omitted": len(result.candidates) - len(candidates),
             "candidates": [],  # written by the codec from ``candidates``
         }
-        value = self.decisions.encode(decision, candidates, self._record(result.record_key), _finite)
+        record = self._record(result.record_key) if candidates else None  # the candidates' field weights need it
+        value = self.decisions.encode(decision, candidates, record, _finite)
         return Outgoing(LINK_DECISIONS_TOPIC, result.record_key.encode(), value)
 
     def _record(self, key: str) -> Any:
         state = self.index.records.get(key)
-        return state.record if state else None
+        if state is None:
+            return None
+        return self.values(key) if self.resolver else state.record
+
+    def values(self, key: str) -> LinkRecord:
+        """A record's standardised values: the index's, or a resolver's from the change being
+        applied or from its store of values."""
+        if self._changed is not None and self._changed.key == key:
+            return self._changed
+        if not self.resolver:
+            return self.index.values(key)
+        found = self._values_of(key) if self._values_of is not None else None
+        if found is None:
+            raise ValueError(f"no values for {key!r}: a resolver reads them from its store of record values")
+        return found
 
     def _weighted_members(self, citizen_id: str) -> list[tuple[MemberParts, float]]:
         """Each member's parts with its match weight (its strongest link), oldest record first."""
@@ -228,7 +274,7 @@ class LinkerCore:
                      reason: str | None = None) -> Outgoing:
         left, right = sorted((record_key, other))
         pair_key = f"{left}|{right}"
-        explanation = self.model.explain(self.index.values(left), self.index.values(right))
+        explanation = self.model.explain(self.values(left), self.values(right))
         item = {
             "pair_key": pair_key, "left_record": left, "right_record": right,
             "left_citizen": self.index.citizen_of(left) or "", "right_citizen": self.index.citizen_of(right) or "",

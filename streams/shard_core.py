@@ -114,6 +114,11 @@ def decode_change(serde: AvroSerde, rules: LinkageRules, value: bytes | None, pa
         return Nothing()
     if name != "PersonEvent":
         return Nothing(f"{name} does not belong on the link input")
+    return change_of_event(event, packed, rules)
+
+
+def change_of_event(event: Mapping[str, Any], packed: bytes | None, rules: LinkageRules) -> Change:
+    """A decoded PersonEvent as the index operation the linker makes of it."""
     record_key = f"{event['agency']}:{event['source_record_id']}"
     version = int(event["source_version"])
     person = event["person"]
