@@ -117,14 +117,8 @@ class LinkerCore:
             if isinstance(change, Upsert):
                 self._changed = change.record
             result = resolve(self.index, change, scored)
-            if key not in self.index.records:
-                self.members.pop(key, None)
-            elif result.outcome not in ("IGNORED_STALE", "REJECTED"):
-                self._remember_member(event, key, version, at, value, spans)
         elif event["op"] == "DELETE":
             result = self.index.delete(key, version)
-            if key not in self.index.records:
-                self.members.pop(key, None)
         else:
             unpacked = (unpack(packed, key, self.model.rules) if packed is not None and event["person"] is not None
                         else None)
@@ -132,18 +126,14 @@ class LinkerCore:
                 result = self.index.upsert(key, unpacked[0], version, keys=unpacked[1])
             else:  # an UPSERT without a person fails in the index; the linker dead-letters the event
                 result = self.index.upsert(key, event["person"], version)  # type: ignore[arg-type]
-            if result.outcome == "REJECTED":
-                self.members.pop(key, None)  # an earlier version it had is out of the index too
-            elif result.outcome != "IGNORED_STALE":
-                self._remember_member(event, key, version, at, value, spans)
+        if key not in self.index.records:  # deleted, or rejected (an earlier version it had is out too)
+            self.members.pop(key, None)
+        elif result.outcome not in ("IGNORED_STALE", "REJECTED"):
+            previous = self.members.get(key)
+            self.members[key] = self.codec.member(
+                event["agency"], event["source_record_id"], version,
+                previous.linked_at if previous else at, event["person"], event["cases"], value, spans)
         return self._outputs(result, event["event_id"], version, at)
-
-    def _remember_member(self, event: PersonEvent, key: str, version: int, at: datetime, value: bytes | None,
-                         spans: tuple[int, ...] | None) -> None:
-        previous = self.members.get(key)
-        self.members[key] = self.codec.member(
-            event["agency"], event["source_record_id"], version,
-            previous.linked_at if previous else at, event["person"], event["cases"], value, spans)
 
     def _review_decision(self, decision: ReviewDecision) -> list[Outgoing]:
         """A verdict (must-link or cannot-link), an undo of the pair's verdict, or "not sure" (a note
