@@ -371,7 +371,7 @@ class Coverage:
 
 
 # ---------------------------------------------------------------------- the resolver's step
-def resolve(index: CitizenIndex, change: Change, scored: Any, person: Mapping[str, Any] | None = None) -> LinkResult:
+def resolve(index: CitizenIndex, change: Change, scored: Any) -> LinkResult:
     """Apply one change to a resolver (``CitizenIndex(resolver=True)``) with the record shards'
     merged answer, as ``linkage.shards.ShardedIndex`` does in one process. Raises for a change the
     linker dead-letters (``Nothing`` with a reason)."""
