@@ -66,18 +66,19 @@ def pack(record: LinkRecord, keys: list[str], rules: LinkageRules = DEFAULT_RULE
 def unpack(data: bytes | None, key: str, rules: LinkageRules = DEFAULT_RULES) -> tuple[LinkRecord, list[str]] | None:
     """(record, blocking keys) from ``pack``'s bytes for the record ``key``; None unless they were
     packed by this very code, under these rules, for that record."""
-    if not data or data[:8] != stamp(rules):
+    fields = _fields(data, rules)
+    if fields is None:
+        return None
+    values, dob, postcode, keys = fields
+    if not _well_typed(values, dob, postcode, keys):
         return None
     try:
-        values, dob, postcode, keys = marshal.loads(data[8:])
-        if not _well_typed(values, dob, postcode, keys):
-            return None
         r = LinkRecord()
         for name, value in zip(_SLOTS, values, strict=True):
             setattr(r, name, value)
         r.dob = _shared(_dates, dob, StdDate) if dob is not None else None
         r.postcode = _shared(_postcodes, postcode, StdPostcode) if postcode is not None else None
-    except (ValueError, EOFError, TypeError):
+    except (ValueError, TypeError):
         return None
     if r.key != key:
         return None
@@ -90,18 +91,27 @@ def unpack_ids_and_keys(data: bytes | None, key: str,
     """Only the identifiers and blocking keys of ``pack``'s bytes for the record ``key`` (what a block
     shard and the resolver of the sharded index need), without making the record; None as
     ``unpack`` would be."""
-    if not data or data[:8] != stamp(rules):
+    fields = _fields(data, rules)
+    if fields is None:
         return None
-    try:
-        values, _dob, _postcode, keys = marshal.loads(data[8:])
-        if type(values) is not tuple or len(values) != len(_SLOTS) or type(keys) is not list or not _strings(keys):
-            return None
-        ids = values[_IDS_AT]
-    except (ValueError, EOFError, TypeError):
+    values, _dob, _postcode, keys = fields
+    if type(values) is not tuple or len(values) != len(_SLOTS) or type(keys) is not list or not _strings(keys):
         return None
+    ids = values[_IDS_AT]
     if values[_KEY_AT] != key or type(ids) is not dict or not _strings(ids) or not _strings(ids.values()):
         return None
     return ids, keys
+
+
+def _fields(data: bytes | None, rules: LinkageRules) -> tuple[Any, Any, Any, Any] | None:
+    """The four fields ``pack`` wrote, if this very code wrote them under these rules."""
+    if not data or data[:8] != stamp(rules):
+        return None
+    try:
+        fields = marshal.loads(data[8:])
+    except (ValueError, EOFError, TypeError):
+        return None
+    return fields if type(fields) is tuple and len(fields) == 4 else None
 
 
 # What each slot holds: a string (or None), a tuple of strings, a dict of strings, a frozenset of strings.
