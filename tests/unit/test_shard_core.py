@@ -133,6 +133,23 @@ def _tier(data: st.DataObject | None, shards: int, make: Any, tier: str, changes
     return merged
 
 
+def _answered(messages: list[Message], shards: tuple[int, int],
+              data: st.DataObject | None) -> tuple[list[Any], list[Any], list[Any]]:
+    """The messages decoded as the shard loop decodes them (the block shards and the resolver
+    without the records' values, the record shards with them) and the record shards' merged
+    answer to each, from ``shards`` (block, record) shards."""
+    model = trained_model()
+    serde, rules = default_serde(), model.rules
+    light = [decode_change(serde, rules, value, header, key=key, change=said, values=False)
+             for value, header, key, said in messages]
+    whole = [decode_change(serde, rules, value, header, key=key, change=said) for value, header, key, said in messages]
+    found = _tier(data, shards[0], lambda owned: BlockAnswers(owned, max_block_size=3), "blocks", light,
+                  merge_found)
+    scored = _tier(data, shards[1], lambda owned: RecordAnswers(model, owned), "records", whole, merge_scored,
+                   found)
+    return light, whole, scored
+
+
 @settings(suppress_health_check=[HealthCheck.too_slow], deadline=None, max_examples=examples(300))
 @given(log=logs(), packed=st.lists(st.booleans(), min_size=1, max_size=3),
        shards=st.sampled_from(((1, 1), (2, 3), (3, 2), (7, 7))), data=st.data())
@@ -149,15 +166,7 @@ def test_the_tiers_over_messages_give_the_linkers_index(log: list[tuple[Any, ...
         except ValueError:
             expected.append("DEAD_LETTER")
 
-    serde, rules = default_serde(), model.rules
-    # as the shard loop decodes them: the block shards and the resolver without the records' values
-    light = [decode_change(serde, rules, value, header, key=key, change=said, values=False)
-             for value, header, key, said in messages]
-    whole = [decode_change(serde, rules, value, header, key=key, change=said) for value, header, key, said in messages]
-    found = _tier(data, shards[0], lambda owned: BlockAnswers(owned, max_block_size=3), "blocks", light,
-                  merge_found)
-    scored = _tier(data, shards[1], lambda owned: RecordAnswers(model, owned), "records", whole, merge_scored,
-                   found)
+    light, _whole, scored = _answered(messages, shards, data)
     resolver = CitizenIndex(model, max_block_size=3, max_citizen_records=4, resolver=True)
     got = []
     for change, answer in zip(light, scored, strict=True):
@@ -274,14 +283,7 @@ def _same_bytes_as_the_single_writer(log: list[tuple[Any, ...]], packed: list[bo
                                      data: st.DataObject | None) -> list[str]:
     model = trained_model()
     messages = _messages(log, packed)
-    serde, rules = default_serde(), model.rules
-    light = [decode_change(serde, rules, value, header, key=key, change=said, values=False)
-             for value, header, key, said in messages]
-    whole = [decode_change(serde, rules, value, header, key=key, change=said) for value, header, key, said in messages]
-    found = _tier(data, shards[0], lambda owned: BlockAnswers(owned, max_block_size=3), "blocks", light,
-                  merge_found)
-    scored = _tier(data, shards[1], lambda owned: RecordAnswers(model, owned), "records", whole, merge_scored,
-                   found)
+    _light, whole, scored = _answered(messages, shards, data)
     store: dict[str, Any] = {}  # the store of record values, kept from the link input
     single = LinkerCore(model, max_block_size=3, max_citizen_records=4)
     resolver = LinkerCore(model, max_block_size=3, max_citizen_records=4, resolver=True, values=store.get)
