@@ -29,7 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import start_gate, start_worker
-from caselink.ops import latest_linked_cases
+from caselink.ops import latest_linked_cases, topic_ends
 from tests import waiting
 from tests.events import synthetic_person_event
 from tests.waiting import service_json
@@ -257,13 +257,7 @@ def normalisers_rebalancing(settings: Settings, events: int = 20000, rate: float
 
 
 def _end(settings: Settings) -> int:
-    from caselink.core.kafka import consumer, watermarks
-
-    c = consumer(settings, "caselink-reader-ends")
-    try:
-        return watermarks(c, TopicPartition(LINK_INPUT_TOPIC, 0))[1]
-    finally:
-        c.close()
+    return topic_ends(settings, [LINK_INPUT_TOPIC])[LINK_INPUT_TOPIC]
 
 
 def _applied(worker: Any) -> int:

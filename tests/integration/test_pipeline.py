@@ -288,15 +288,9 @@ def _live(worker) -> bool:
 
 
 def _link_input_end(settings: Settings) -> int:
-    from confluent_kafka import TopicPartition
+    from caselink.ops import topic_ends
 
-    from caselink.core.kafka import consumer, watermarks
-
-    c = consumer(settings, "t-watermarks")
-    try:
-        return watermarks(c, TopicPartition(LINK_INPUT_TOPIC, 0))[1]
-    finally:
-        c.close()
+    return topic_ends(settings, [LINK_INPUT_TOPIC])[LINK_INPUT_TOPIC]
 
 
 def _forwarded_events_in(worker) -> float:

@@ -29,9 +29,10 @@ from caselink.streams.normaliser_core import packed_record
 from caselink.streams.shard_core import Nothing, ResolverFeed
 from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
 
-from caselink.core.kafka import consumer, read_to_end, watermarks
+from caselink.core.kafka import consumer, read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import WorkerProcess, start_shard, start_worker
+from caselink.ops import topic_ends
 from tests.events import synthetic_person_event
 from tests.linkage_fixtures import comparable_state
 from tests.waiting import service_json, wait_for
@@ -80,11 +81,7 @@ def _verdicts(settings: Settings, pairs: list[tuple[str, str]]) -> None:
 
 
 def _link_input_end(settings: Settings) -> int:
-    c = consumer(settings, "caselink-reader-ends")
-    try:
-        return watermarks(c, TopicPartition(LINK_INPUT_TOPIC, 0))[1]
-    finally:
-        c.close()
+    return topic_ends(settings, [LINK_INPUT_TOPIC])[LINK_INPUT_TOPIC]
 
 
 def _resolved(settings: Settings, end: int, timeout: float = 180) -> tuple[CitizenIndex, list[str]]:
