@@ -320,7 +320,10 @@ def _spawn(command: str, settings: Settings, folder: Path, port: int, env: dict[
 
 
 def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path | None = None,
-                 normaliser_processes: int | None = None, snapshot_interval_s: float | None = None) -> WorkerProcess:
+                 normaliser_processes: int | None = None, snapshot_interval_s: float | None = None,
+                 sharded: bool | None = None) -> WorkerProcess:
+    """`caselink worker` in its own process; ``sharded``: as the resolver of a sharded index
+    (``shards.enabled``), beside `caselink shard` processes (``start_shard``)."""
     port = free_port()
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="caselink-worker-"))
     w = settings.worker
@@ -330,6 +333,8 @@ def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path |
            "CASELINK_WORKER__APP_ID": app_id or w.app_id,
            "CASELINK_WORKER__NORMALISER_PROCESSES": str(processes),
            "CASELINK_WORKER__SNAPSHOT_INTERVAL_S": str(snapshots),
+           "CASELINK_SHARDS__ENABLED": str(settings.shards.enabled if sharded is None else sharded).lower(),
+           "CASELINK_SHARDS__PARTITIONS": str(settings.shards.partitions),
            # The worker links as the caller does: the same model.
            "CASELINK_LINKAGE__BUNDLED_MODEL": str(settings.linkage.bundled_model).lower(),
            "CASELINK_LINKAGE__MODEL_PATH": str(settings.linkage.model_path)}

@@ -217,6 +217,10 @@ def health_report(linker: LinkerLoop, gate: GateLoop | None, normalisers: Normal
             "snapshot": {**linker.snapshots.status(), "loaded": linker.snapshot_loaded},
             "model_version": core.model.version, "model_findings": linker.model_findings,
             "size_guard_refusals": core.index.size_refusals}
+        if linker.sharded:
+            body["mode"] = "sharded resolver"
+            body["snapshot"] = {"taken": False, "why": "not built for sharded mode yet: a restart replays the log"}
+            body["shards"] = linker.sharded_status()
     if linker.error is not None:
         body["error"] = str(linker.error)
     elif linker.refused is not None:

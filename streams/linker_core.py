@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from caselink.infra.topics import LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC
 from caselink.linkage.index import DEFAULT_MAX_CITIZEN_RECORDS, CitizenIndex, LinkResult
@@ -40,6 +40,16 @@ MESSAGE_OVERHEAD = 512
 MAX_DECISION_CANDIDATES = 200
 
 
+class RecordValues(Protocol):
+    """Where a resolver keeps the records' values (``streams.values_store.ValuesStore``)."""
+
+    def get(self, key: str) -> LinkRecord | None: ...
+
+    def put(self, record: LinkRecord) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Outgoing:
     topic: str
@@ -48,11 +58,12 @@ class Outgoing:
     headers: list[tuple[str, bytes]] | None = None  # a dead letter's reasons (schemas/dead_letters.py)
 
 
-def new_core(settings: Settings, model: LinkageModel) -> LinkerCore:
-    """An empty core with the deployment's guards (``linkage.*``, ``kafka.max_message_bytes``)."""
+def new_core(settings: Settings, model: LinkageModel, store: RecordValues | None = None) -> LinkerCore:
+    """An empty core with the deployment's guards (``linkage.*``, ``kafka.max_message_bytes``);
+    with ``store``, a sharded index's resolver keeping the records' values there."""
     return LinkerCore(model, max_block_size=settings.linkage.max_block_size,
                       max_citizen_records=settings.linkage.max_citizen_records,
-                      max_message_bytes=settings.kafka.max_message_bytes)
+                      max_message_bytes=settings.kafka.max_message_bytes, resolver=store is not None, store=store)
 
 
 class LinkerCore:
@@ -61,14 +72,14 @@ class LinkerCore:
     def __init__(self, model: LinkageModel, max_block_size: int = 200,
                  max_citizen_records: int | None = DEFAULT_MAX_CITIZEN_RECORDS,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, resolver: bool = False,
-                 values: Callable[[str], LinkRecord | None] | None = None) -> None:
+                 store: RecordValues | None = None) -> None:
         """``resolver``: the ordered resolver of a sharded index (``streams.shard_core``): each
         upsert comes with the record shards' merged answer, and the records' values, which a
-        resolver does not hold, come from ``values`` (a store of them) where an output needs
-        them (a review item's field weights, an undo's score)."""
+        resolver does not hold, are kept in ``store`` as each change is applied and read from it
+        where an output needs them (a review item's field weights, an undo's score)."""
         self.model = model
         self.resolver = resolver
-        self._values_of = values
+        self.store = store
         self._changed: LinkRecord | None = None  # the record the change being applied carries
         self.index = CitizenIndex(model, max_block_size=max_block_size, max_citizen_records=max_citizen_records,
                                   resolver=resolver)
@@ -133,7 +144,9 @@ class LinkerCore:
             self.members[key] = self.codec.member(
                 event["agency"], event["source_record_id"], version,
                 previous.linked_at if previous else at, event["person"], event["cases"], value, spans)
-        return self._outputs(result, event["event_id"], version, at)
+        out = self._outputs(result, event["event_id"], version, at)
+        self._keep_values(key, self._changed, result.outcome)
+        return out
 
     def _review_decision(self, decision: ReviewDecision) -> list[Outgoing]:
         """A verdict (must-link or cannot-link), an undo of the pair's verdict, or "not sure" (a note
@@ -216,10 +229,19 @@ class LinkerCore:
             return self._changed
         if not self.resolver:
             return self.index.values(key)
-        found = self._values_of(key) if self._values_of is not None else None
+        found = self.store.get(key) if self.store is not None else None
         if found is None:
             raise ValueError(f"no values for {key!r}: a resolver reads them from its store of record values")
         return found
+
+    def _keep_values(self, key: str, record: LinkRecord | None, outcome: str) -> None:
+        """A resolver's store follows the index: each record's values as last applied."""
+        if self.store is None:
+            return
+        if key not in self.index.records:
+            self.store.delete(key)
+        elif record is not None and outcome not in ("IGNORED_STALE", "REJECTED"):
+            self.store.put(record)
 
     def _weighted_members(self, citizen_id: str) -> list[tuple[MemberParts, float]]:
         """Each member's parts with its match weight (its strongest link), oldest record first."""

@@ -20,6 +20,7 @@ keeps Faust's guarantees in its own way:
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import threading
@@ -29,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC
+from caselink.infra.topics import DEAD_LETTER_TOPIC, LINK_INPUT_TOPIC, LINK_SCORED_TOPIC
 from caselink.linkage import deployment
 from caselink.linkage.checks import check_model
 from caselink.linkage.model import LinkageModel
@@ -39,8 +40,10 @@ from caselink.schemas.serde import AvroSerde
 from caselink.streams import metrics, snapshot
 from caselink.streams.linker_core import LinkerCore, new_core
 from caselink.streams.normaliser_core import packed_record
+from caselink.streams.shard_core import NO_ANSWER, Coverage, decode_batch, made_with, merge_scored
 from caselink.streams.sink import BatchSink
 from caselink.streams.snapshot import SnapshotWriter
+from caselink.streams.values_store import ValuesStore
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from caselink.core import kafka
@@ -57,6 +60,16 @@ class LinkerLoop(threading.Thread):
         self.model = model
         self.group_id = group_id
         self.lock = threading.RLock()  # the web API reads the index while this thread writes it
+        # Sharded mode (shards.enabled): this is the ordered resolver. It applies each link-input
+        # message once the record shards have answered it (``answered``), holding the messages
+        # read before their answers (``held``), and keeps the records' values in ``store``.
+        self.sharded = settings.shards.enabled
+        self.store = (ValuesStore(settings.worker.data_dir / "resolver-values.sqlite", model.rules)
+                      if self.sharded else None)
+        self.answered: Coverage | None = None
+        self.held: collections.deque[Message] = collections.deque()
+        self._answers_from_start = True  # the answers' reader starts again from the beginning
+        self._answers: Consumer | None = None
         self.core = self._new_core()
         self.publish_from: int | None = None  # None: not assigned; replaying below this offset
         self.position = 0
@@ -81,8 +94,16 @@ class LinkerLoop(threading.Thread):
         self.snapshot_loaded: dict[str, float] = {}
 
     def _new_core(self) -> LinkerCore:
-        """An empty index, to rebuild by replaying the link input."""
-        return new_core(self.settings, self.model)
+        """An empty index, to rebuild by replaying the link input (in sharded mode with an empty
+        store of values, and the record shards' answers read again from the start)."""
+        if self.store is None:
+            return new_core(self.settings, self.model)
+        self.store.clear()
+        self.answered = Coverage(merge_scored, self.settings.shards.partitions,
+                                 made_with=made_with("records", self.model))
+        self._answers_from_start = True
+        self.held.clear()
+        return new_core(self.settings, self.model, store=self.store)
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, timeout: float = 30.0) -> None:
@@ -111,6 +132,7 @@ class LinkerLoop(threading.Thread):
         with self.lock:
             if resume == 0:
                 self.core = self._new_core()
+        self.held.clear()  # read by the standby's reader: the group's consumer reads them again
         self.publish_from, self.position, self.recovered_at = offset, resume, None
         self.committed_position = offset
         self.last_takeover = {"resumed_from": resume, "replayed_silently": offset - resume, "committed": offset}
@@ -158,6 +180,7 @@ class LinkerLoop(threading.Thread):
             # so the index is a valid standby.
             self.standby_position = self.position
         self.publish_from = None
+        self.held.clear()  # past the position: the standby's reader reads them again
         consumer.incremental_unassign(partitions)
 
     def _follow(self, consumer: Consumer, follower: Consumer, state: dict[str, float]) -> None:
@@ -179,29 +202,77 @@ class LinkerLoop(threading.Thread):
                 self.standby_position = 0
                 state.pop("assigned_at", None)
         limit = int(state.get("limit", 0))
-        if self.standby_position >= limit:
-            time.sleep(0.05)
+        read_to = self.held[-1].offset() + 1 if self.held else self.standby_position  # type: ignore[operator]
+        if read_to >= limit:
+            if self.answered is not None and self.held:
+                self._apply_following(self._ready([], wait_s=0.05))
+            else:
+                time.sleep(0.05)
             return
-        if state.get("assigned_at") != self.standby_position:
-            follower.assign([TopicPartition(LINK_INPUT_TOPIC, 0, self.standby_position)])
+        if state.get("assigned_at") != read_to:
+            follower.assign([TopicPartition(LINK_INPUT_TOPIC, 0, read_to)])
         overshot = False
+        batch = []
         for msg in drain(follower, self.settings.worker.batch_size, wait_s=0.1):
             if msg.error():
                 continue
             if msg.offset() >= limit:  # beyond what the leader has committed: not yet
                 overshot = True
                 break
+            batch.append(msg)
+            read_to = msg.offset() + 1
+        self._apply_following(batch if self.answered is None else self._ready(batch))
+        if overshot:
+            state.pop("assigned_at", None)  # seek back to where it has read next time
+        else:
+            state["assigned_at"] = read_to
+
+    def _apply_following(self, batch: list[Message]) -> None:
+        """A standby's step: apply, publishing nothing (what the leader could not apply, it
+        dead-lettered)."""
+        answered = self.answered
+        for msg in batch:
             with self.lock:
+                scored = answered.take(msg.offset()) if answered is not None else NO_ANSWER  # type: ignore[arg-type]
                 try:
                     self.core.apply(msg.value(), msg.topic(), msg.partition(), msg.offset(),
-                                    packed_record(msg.headers()))
+                                    packed_record(msg.headers()), scored=scored)
                 except (UndecodableEventError, ValueError):
                     pass  # the leader dead-lettered it
-            self.standby_position = msg.offset() + 1
-        if overshot:
-            state.pop("assigned_at", None)  # seek back to standby_position next time
+            self.standby_position = msg.offset() + 1  # type: ignore[operator]
+        if self.store is not None:
+            with self.lock:
+                self.store.commit()
+
+    def _ready(self, batch: list[Message], wait_s: float = 0.0) -> list[Message]:
+        """Sharded mode: the held link-input messages (with ``batch`` after them) that every
+        partition's record shard has answered, in order; the rest stay held. Reads the answers
+        that have come, waiting up to ``wait_s`` for them when messages are held."""
+        assert self.answered is not None and self._answers is not None
+        self.held.extend(batch)
+        answers = self._answers
+        if self._answers_from_start:
+            answers.assign([TopicPartition(LINK_SCORED_TOPIC, 0, OFFSET_BEGINNING)])
+            self._answers_from_start = False
+        for msg in drain(answers, self.settings.worker.batch_size, wait_s=wait_s if self.held else 0.0):
+            failure = msg.error()
+            if failure is not None:
+                if failure.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(f"reading {LINK_SCORED_TOPIC}: {failure}")
+                continue
+            self.answered.add(decode_batch(msg.value()))  # a shard's answers that cannot be used stop the linker
+        ready, held, out = self.answered.ready(), self.held, []
+        while held and (held[0].error() is not None or held[0].offset() < ready):  # type: ignore[operator]
+            out.append(held.popleft())
+        # Answers far ahead of the link input read so far (a rebuild replaying the log) wait on the
+        # broker, not in memory; the input is never held back then, so both move on.
+        read_to = max(self.answered.taken, (held[-1].offset() or 0) + 1 if held else 0)
+        scored = [TopicPartition(LINK_SCORED_TOPIC, 0)]
+        if ready - read_to > MAX_HELD:
+            answers.pause(scored)
         else:
-            state["assigned_at"] = self.standby_position
+            answers.resume(scored)
+        return out
 
     def run(self) -> None:
         try:
@@ -234,7 +305,7 @@ class LinkerLoop(threading.Thread):
             return
         while self._next_check <= len(records):
             self._next_check *= 10
-        sample = [index.values(k) for k in itertools.islice(records, MODEL_CHECK_SAMPLE)]
+        sample = [self.core.values(k) for k in itertools.islice(records, MODEL_CHECK_SAMPLE)]
         findings = [f.message for f in check_model(self.model, sample)]
         metrics.MODEL_FINDINGS.set(len(findings))
         for message in findings:
@@ -250,9 +321,9 @@ class LinkerLoop(threading.Thread):
     def _maybe_snapshot(self, consumer: Consumer) -> None:
         """Between batches, once an interval has passed: snapshot the index at a position whose
         outputs are all acknowledged and committed (the linker) or below the committed offset
-        (a standby). Not while replaying."""
+        (a standby). Not while replaying, nor in sharded mode."""
         interval = self.settings.worker.snapshot_interval_s
-        if interval <= 0 or self.snapshots.busy or time.monotonic() - self.snapshots.started < interval:
+        if interval <= 0 or self.sharded or self.snapshots.busy or time.monotonic() - self.snapshots.started < interval:
             return
         if self.publish_from is not None:
             if self.recovering:
@@ -271,7 +342,11 @@ class LinkerLoop(threading.Thread):
         self.snapshots.start(self.core, position)
 
     def _run(self) -> None:
-        if self.settings.worker.snapshot_interval_s > 0:
+        if self.sharded:
+            log.warning("sharded mode: the linker is the ordered resolver of the sharded index; it takes no "
+                        "snapshots (not built for this mode yet), so a restart replays the link input "
+                        "and the record shards' answers from the start")
+        elif self.settings.worker.snapshot_interval_s > 0:
             self._load_snapshot()
             self.snapshots.started = time.monotonic()  # the first snapshot one interval from now
         consumer, follower = self._consumers()
@@ -287,9 +362,15 @@ class LinkerLoop(threading.Thread):
                 self._maybe_snapshot(consumer)
                 batch = self._next_batch(consumer, follower, follow_state)
                 publish_from = self.publish_from
+                if publish_from is not None and self.answered is not None:
+                    batch = self._ready(batch, wait_s=0.05)
+                    self._hold_back(consumer)
                 if not batch or publish_from is None:
                     continue
-                linked = link_batch(self.core, self.lock, batch, publish_from, serde)
+                linked = link_batch(self.core, self.lock, batch, publish_from, serde, self.answered)
+                if self.store is not None:
+                    with self.lock:
+                        self.store.commit()
                 self._count(linked)
                 summary.add(linked.outcomes)
                 if linked.last is None:
@@ -305,6 +386,11 @@ class LinkerLoop(threading.Thread):
             sink.producer.flush(30)
             follower.close()
             consumer.close()
+            if self._answers is not None:
+                self._answers.close()
+            if self.store is not None:
+                with self.lock:
+                    self.store.close()
             self.snapshots.wait(60)  # a snapshot being written is finished, not left half-way
 
     def _consumers(self) -> tuple[Consumer, Consumer]:
@@ -319,7 +405,30 @@ class LinkerLoop(threading.Thread):
                            on_lost=self._on_revoke)
         follower = kafka.consumer(self.settings, f"{self.group_id}-standby",
                                   **{"enable.partition.eof": False, "fetch.wait.max.ms": 10})
+        if self.sharded:  # the record shards' answers, read whole from the start (assigned in _ready)
+            self._answers = kafka.consumer(self.settings, f"{self.group_id}-answers",
+                                           **{"enable.partition.eof": False, "fetch.wait.max.ms": 10})
         return consumer, follower
+
+    def sharded_status(self) -> dict[str, Any]:
+        """Sharded mode, for /health: what waits for the record shards, and which hold it back.
+        Hold the lock."""
+        answered = self.answered
+        if answered is None:
+            return {}
+        behind = answered.lagging()
+        return {"answered_to": answered.ready(), "held_changes": len(self.held),
+                "partitions_behind": sorted(behind) if self.held else [],
+                "store": str(self.store.path) if self.store is not None else None}
+
+    def _hold_back(self, consumer: Consumer) -> None:
+        """Sharded mode: stop reading the link input while too many messages wait for the record
+        shards' answers (a paused or lagging shard), and read on once they have come."""
+        assigned = [TopicPartition(LINK_INPUT_TOPIC, 0)]
+        if len(self.held) > MAX_HELD:
+            consumer.pause(assigned)
+        elif len(self.held) < MAX_HELD // 2:
+            consumer.resume(assigned)
 
     def _linking(self) -> bool:
         """Whether this worker holds the link input (the group's callbacks change it during a poll)."""
@@ -400,6 +509,8 @@ class LinkerLoop(threading.Thread):
             log.error("linker output to %s (from %s) dead-lettered: %s", topic, origin, exc)
 
 
+# Sharded mode: link-input messages held at most while waiting for the record shards' answers.
+MAX_HELD = 20_000
 MODEL_CHECK_FROM = 1_000  # records in the index at the first check of the model against them
 MODEL_CHECK_SAMPLE = 50_000  # records the check draws its random pairs from
 # How much of an output the broker refused a dead letter keeps (the rest would be refused too).
@@ -469,10 +580,11 @@ class LinkedBatch:
 
 
 def link_batch(core: LinkerCore, lock: threading.RLock, batch: list[Message], publish_from: int,
-               serde: AvroSerde) -> LinkedBatch:
+               serde: AvroSerde, answered: Coverage | None = None) -> LinkedBatch:
     """Apply a batch of link-input messages to the index (the step without Kafka I/O). Messages
     below ``publish_from`` are replayed: they change the index and publish nothing. A message the
-    index cannot apply becomes a dead letter, and the batch goes on."""
+    index cannot apply becomes a dead letter, and the batch goes on. ``answered``: a resolver's
+    record-shard answers, every message of the batch answered."""
     linked = LinkedBatch()
     for msg in batch:
         failure = msg.error()
@@ -485,9 +597,11 @@ def link_batch(core: LinkerCore, lock: threading.RLock, batch: list[Message], pu
         linked.last = offset
         live = offset >= publish_from
         linked.applied += 1
+        scored = answered.take(offset) if answered is not None else NO_ANSWER
         try:
             with lock:  # per message, so the web API reads between them
-                out = core.apply(msg.value(), msg.topic(), msg.partition(), offset, packed_record(msg.headers()))
+                out = core.apply(msg.value(), msg.topic(), msg.partition(), offset, packed_record(msg.headers()),
+                                 scored=scored)
         except Exception as exc:
             if not isinstance(exc, (UndecodableEventError, ValueError)):
                 log.exception("linker could not apply %s[%d]@%d; dead-lettered, going on", msg.topic(),

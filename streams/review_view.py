@@ -113,7 +113,7 @@ def open_pairs(core: LinkerCore, limit: int = 200) -> tuple[list[dict[str, Any]]
         if len(items) >= limit:
             groups[citizens] = None  # counted, not shown
             continue
-        explanation = [f.__dict__ for f in core.model.explain(index.values(left), index.values(right))]
+        explanation = [f.__dict__ for f in core.model.explain(core.values(left), core.values(right))]
         records = [record_view(core, left), record_view(core, right)]
         item = {
             "left": left, "right": right, "pair_key": f"{left}|{right}", "match_weight": weight,

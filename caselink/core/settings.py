@@ -141,11 +141,16 @@ class LinkageSettings(BaseModel):
 class ShardSettings(BaseModel):
     """The sharded index's processes (``caselink shard blocks|records``, docs/architecture.md).
 
+    ``enabled``: the worker's linker becomes the ordered resolver of the sharded index: it links
+    with the record shards' answers and keeps the records' values in a store on disk (off: the
+    single writer, the default). It needs ``caselink shard blocks`` and ``caselink shard records``
+    running against the same link input; docs/operations.md says when to switch and how.
     ``partitions`` is how many parts the blocking keys and records are dealt in; every shard of a
     deployment must use the same number, and it bounds how many shards a tier can use."""
 
     model_config = ConfigDict(extra="forbid")
 
+    enabled: bool = False
     partitions: int = Field(default=60, ge=1, le=10_000)
     web_port: int = 6069  # `caselink shard` serves /health and /metrics here
 

@@ -15,11 +15,10 @@ import signal
 import subprocess
 import time
 import urllib.request
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from caselink.infra.topics import LINK_INPUT_TOPIC, LINK_SCORED_TOPIC, person_events_topic
+from caselink.infra.topics import LINK_INPUT_TOPIC, LINK_SCORED_TOPIC
 from caselink.linkage.index import CitizenIndex
 from caselink.linkage.models import default_model
 from caselink.linkage.synthetic import records_for_size
@@ -27,57 +26,17 @@ from caselink.schemas import default_serde
 from caselink.streams.linker_core import LinkerCore
 from caselink.streams.normaliser_core import packed_record
 from caselink.streams.shard_core import Nothing, ResolverFeed
-from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from caselink.core.kafka import consumer, read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import WorkerProcess, start_shard, start_worker
 from caselink.ops import topic_ends
-from tests.events import synthetic_person_event
 from tests.linkage_fixtures import comparable_state
+from tests.sharded_load import publish_changes, publish_verdicts
 from tests.waiting import service_json, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-AT = datetime(2026, 11, 2, tzinfo=UTC)
-
-
-def _publish(settings: Settings, items: list[dict[str, Any]], start: int, stop: int, changes: bool) -> int:
-    """Synthetic records ``start`` to ``stop``; with ``changes``, then a second version of every
-    tenth record and a delete of every twenty-fifth. Returns how many events were sent."""
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True})
-    serde = default_serde()
-    sent = 0
-    for i in range(start, stop):
-        item = items[i]
-        producer.produce(person_events_topic(item["agency"]), synthetic_person_event(i, item),
-                         key=f"{item['agency']}:{item['source_record_id']}".encode())
-        sent += 1
-    for i, item in enumerate(items if changes else []):
-        key = f"{item['agency']}:{item['source_record_id']}".encode()
-        fields = {"agency": item["agency"], "source_record_id": item["source_record_id"], "occurred_at": AT,
-                  "emitted_at": AT, "cases": [], "source": {}}
-        if i % 10 == 0:
-            person = {**item["person"], "family_name": (item["person"].get("family_name") or "") + "s"}
-            producer.produce(person_events_topic(item["agency"]), serde.encode("PersonEvent", {
-                **fields, "event_id": f"u{i}", "source_version": 2, "op": "UPSERT", "person": person}), key=key)
-            sent += 1
-        elif i % 25 == 0:
-            producer.produce(person_events_topic(item["agency"]), serde.encode("PersonEvent", {
-                **fields, "event_id": f"d{i}", "source_version": 3, "op": "DELETE", "person": None}), key=key)
-            sent += 1
-    assert producer.flush(60) == 0
-    return sent
-
-
-def _verdicts(settings: Settings, pairs: list[tuple[str, str]]) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True})
-    serde = default_serde()
-    for i, (a, b) in enumerate(pairs):
-        action = "undo" if i % 3 == 2 else "decide"
-        producer.produce(LINK_INPUT_TOPIC, serde.encode("ReviewDecision", {
-            "decision_id": f"r{i}", "left_record": a, "right_record": b, "same_person": i % 2 == 0,
-            "decided_by": "test", "reason": None, "decided_at": AT, "action": action}), key=f"{a}|{b}".encode())
-    assert producer.flush(60) == 0
 
 
 def _link_input_end(settings: Settings) -> int:
@@ -143,7 +102,7 @@ def test_shards_on_kafka_give_the_single_writers_index_through_kill_replace_and_
         for shard in shards:
             wait_for(lambda s=shard: _health(s).get("partitions_owned"), 120)
         items = records_for_size(3000, seed=5)
-        sent = _publish(settings, items, 0, 1500, changes=False)
+        sent = publish_changes(settings, items, 0, 1500, changes=False)
         wait_for(lambda: _health(blocks[0]).get("committed", 0) > 1000, 120, pause=0.1)
 
         # kill -9 of a block shard mid-stream, and another started: the group deals its partitions again
@@ -153,7 +112,7 @@ def test_shards_on_kafka_give_the_single_writers_index_through_kill_replace_and_
         shards.append(blocks[-1])
         # a record shard paused: the resolver waits for it, then it catches up
         os.kill(records[0].proc.pid, signal.SIGSTOP)
-        sent += _publish(settings, items, 1500, 3000, changes=True)  # under the faults
+        sent += publish_changes(settings, items, 1500, 3000, changes=True)  # under the faults
         time.sleep(3)
         os.kill(records[0].proc.pid, signal.SIGCONT)
 
@@ -162,7 +121,7 @@ def test_shards_on_kafka_give_the_single_writers_index_through_kill_replace_and_
         applied = wait_for(lambda: (e := _link_input_end(settings)) and int(worker.health()["applied"]) >= e and e,
                            180, pause=0.5)
         keys = [f"{item['agency']}:{item['source_record_id']}" for item in items[1:5]]
-        _verdicts(settings, [(keys[0], keys[1]), (keys[2], keys[3]), (keys[0], keys[1])])  # the third an undo
+        publish_verdicts(settings, [(keys[0], keys[1]), (keys[2], keys[3]), (keys[0], keys[1])])  # the third an undo
         end = _link_input_end(settings)
         assert end > applied
         index, outcomes = _resolved(settings, end)

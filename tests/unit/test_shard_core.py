@@ -18,7 +18,7 @@ import pytest
 from caselink.linkage.blocking import blocking_keys
 from caselink.linkage.index import CitizenIndex
 from caselink.linkage.packed import pack
-from caselink.linkage.record import UnlinkableRecordError, standardise_person
+from caselink.linkage.record import LinkRecord, UnlinkableRecordError, standardise_person
 from caselink.linkage.shards import shard_partitions
 from caselink.schemas import default_serde
 from caselink.streams.linker_core import LinkerCore
@@ -284,9 +284,9 @@ def _same_bytes_as_the_single_writer(log: list[tuple[Any, ...]], packed: list[bo
     model = trained_model()
     messages = _messages(log, packed)
     _light, whole, scored = _answered(messages, shards, data)
-    store: dict[str, Any] = {}  # the store of record values, kept from the link input
+    store = DictValues()  # the store of record values, kept by the resolver from the link input
     single = LinkerCore(model, max_block_size=3, max_citizen_records=4)
-    resolver = LinkerCore(model, max_block_size=3, max_citizen_records=4, resolver=True, values=store.get)
+    resolver = LinkerCore(model, max_block_size=3, max_citizen_records=4, resolver=True, store=store)
     outcomes = []
     for (value, header, _key, _said), change, answer in zip(messages, whole, scored, strict=True):
         outputs = []
@@ -297,10 +297,28 @@ def _same_bytes_as_the_single_writer(log: list[tuple[Any, ...]], packed: list[bo
                 outputs.append([("dead letter", str(exc).encode(), None)])
         assert outputs[0] == outputs[1], change
         outcomes.append(single.last_outcome)
-        # the store keeps each record's values as last applied: a stale change leaves them
-        if isinstance(change, Upsert) and resolver.last_outcome not in ("IGNORED_STALE", "REJECTED"):
-            store[change.key] = change.record
-        elif isinstance(change, Leave) and change.key not in resolver.index.records:
-            store.pop(change.key, None)
     assert comparable_state(resolver.index) == comparable_state(single.index)
+    assert store.values.keys() == single.index.records.keys()  # a store follows the index
+    for key, record in store.values.items():
+        assert _slots(record) == _slots(single.index.values(key))
     return outcomes
+
+
+def _slots(record: LinkRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in LinkRecord.__slots__}
+
+
+class DictValues:
+    """A store of record values in a dict (the worker's is ``streams.values_store.ValuesStore``)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, LinkRecord] = {}
+
+    def get(self, key: str) -> LinkRecord | None:
+        return self.values.get(key)
+
+    def put(self, record: LinkRecord) -> None:
+        self.values[record.key] = record
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)

@@ -1,0 +1,50 @@
+"""The resolver's store of record values (streams/values_store.py) on a real SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from caselink.linkage.models import default_model
+from caselink.linkage.record import LinkRecord, standardise_person
+from caselink.streams.values_store import ValuesStore
+
+RULES = default_model().rules
+
+
+def _record(key: str, given: str) -> LinkRecord:
+    return standardise_person(key, {"given_names": given, "family_name": "Lee", "date_of_birth": "1990-04-03",
+                                    "identifiers": {"nhs_number": "9434765919"},
+                                    "addresses": [{"lines": ["12 Mill Lane"], "postcode": "LS6 2AB"}]}, RULES)
+
+
+def _slots(record: LinkRecord | None) -> dict[str, Any]:
+    assert record is not None
+    return {name: getattr(record, name) for name in LinkRecord.__slots__}
+
+
+def test_the_latest_values_by_key_across_commits_and_a_reopening(tmp_path: Path) -> None:
+    store = ValuesStore(tmp_path / "values.sqlite", RULES)
+    store.put(_record("health:1", "Ann"))
+    store.put(_record("health:2", "Bob"))
+    assert _slots(store.get("health:1")) == _slots(_record("health:1", "Ann"))  # read before the commit
+    store.commit()
+    store.put(_record("health:1", "Anne"))
+    store.delete("health:2")
+    store.close()
+    reopened = ValuesStore(tmp_path / "values.sqlite", RULES)
+    assert _slots(reopened.get("health:1")) == _slots(_record("health:1", "Anne"))
+    assert reopened.get("health:2") is None
+    assert len(reopened) == 1
+    reopened.clear()
+    assert len(reopened) == 0 and reopened.get("health:1") is None
+
+
+def test_values_made_under_other_rules_are_refused_not_misread(tmp_path: Path) -> None:
+    store = ValuesStore(tmp_path / "values.sqlite", RULES)
+    store.put(_record("health:1", "Ann"))
+    store.commit()
+    other = RULES.with_learned(["zzz"], [])
+    with pytest.raises(ValueError, match="other code or rules"):
+        ValuesStore(tmp_path / "values.sqlite", other).get("health:1")
