@@ -16,10 +16,18 @@ the start, timed from its first read to its last change applied:
   dealt partitions by their consumer group) to the resolver's last change; the group's start-up
   is reported apart.
 
-Neither the single writer nor the resolver publishes outputs here (the worker's resolver mode is
-not built: docs/architecture.md), so this compares the index's work and the tiers' Kafka hops,
-not the worker. Each sharded run gets a fresh broker, so its answer topics start empty.
-CPU seconds per process are from /proc. Results: benchmarks/results/scale_out_kafka.json.
+Neither of those publishes outputs: they compare the index's work and the tiers' Kafka hops. Then
+the worker as deployed, publishing every decision and linked case (``caselink worker``, snapshots
+off), on a fresh broker with the same link input, catching up on it from the start:
+
+* ``worker single``: the default single writer;
+* ``worker sharded n``: ``shards.enabled`` (the worker's linker is the ordered resolver, keeping the
+  records' values in its SQLite store) beside n block shards and n record shards.
+
+A worker's rate is its events over the time from the first to the last link decision (broker
+timestamps, as ``pipeline_throughput.py`` measures it), so a process's and a group's start-up are
+left out and reported apart. Each sharded run gets a fresh broker, so its answer topics start
+empty. CPU seconds per process are from /proc. Results: benchmarks/results/scale_out_kafka.json.
 """
 
 from __future__ import annotations
@@ -182,10 +190,63 @@ def run_sharded(n: int, args: argparse.Namespace) -> dict[str, Any]:
             "cpu_us_per_event": {k: round(v / total * 1e6, 1) for k, v in cpu.items()}}
 
 
+def run_worker(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The worker catching up with the link input and publishing: the single writer (``n`` 0) or
+    in sharded mode beside ``n`` block and ``n`` record shards."""
+    from caselink.infra.topics import LINK_DECISIONS_TOPIC
+
+    from caselink.core.kafka import read_to_end
+    from caselink.demo import start_shard, start_worker
+
+    with local_broker(prefix="caselink-bench-worker-") as (settings, directory):
+        total = fill_link_input(settings.kafka.bootstrap_servers, args.records)
+        broker_before = broker_cpu(directory)
+        started = time.perf_counter()
+        shards = [start_shard(settings, tier, app_id=f"benchw{n}") for tier in ("blocks", "records") for _ in range(n)]
+        worker = start_worker(settings, app_id=f"benchw{n}", snapshot_interval_s=0, sharded=n > 0,
+                              data_dir=directory / "worker")
+        try:
+            while True:
+                if worker.proc.poll() is not None:
+                    raise SystemExit(f"the worker exited; see {worker.log_path}")
+                try:
+                    health = worker.health()
+                    if int(health.get("link_input_position", 0)) >= total and health.get("role") == "linker":
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.2)
+            finished = time.perf_counter()
+            cpu = {"worker (linker)": _cpu(worker.proc.pid),
+                   "block shards": sum(_cpu(s.proc.pid) for s in shards[:n]),
+                   "record shards": sum(_cpu(s.proc.pid) for s in shards[n:]),
+                   "broker": broker_cpu(directory) - broker_before}
+            stamps = sorted(m.timestamp()[1] / 1000 for m in read_to_end(settings, [LINK_DECISIONS_TOPIC], timeout=120))
+            citizens = int(health["citizens"])
+        finally:
+            for process in [worker, *shards]:
+                process.proc.send_signal(signal.SIGTERM)
+            for process in [worker, *shards]:
+                try:
+                    process.proc.wait(30)
+                except Exception:  # noqa: BLE001 - a benchmark's clean-up
+                    process.proc.kill()
+    if len(stamps) != total:
+        raise SystemExit(f"{len(stamps):,} link decisions for {total:,} changes")
+    if n == 0:
+        cpu = {k: v for k, v in cpu.items() if not k.endswith("shards")}
+    return {"shards_per_tier": n, "events": total, "citizens": citizens,
+            "events_per_s": round(total / max(stamps[-1] - stamps[0], 1e-9)),
+            "start_to_last_decision_s": round(finished - started, 1),
+            "cpu_us_per_event": {k: round(v / total * 1e6, 1) for k, v in cpu.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--shards", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--shards", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--worker-shards", type=int, nargs="*", default=[1],
+                        help="shards per tier beside a sharded worker (none: skip the workers)")
     args = parser.parse_args()
     results: dict[str, Any] = {"records": args.records, "runs": []}
     with local_broker(prefix="caselink-bench-single-") as (settings, directory):
@@ -225,6 +286,20 @@ def main() -> None:
         print(f"{n} block + {n} record shards and a resolver: {row['events_per_s']:,} events/s from their start "
               f"({row['ratio_to_single']} of the single writer), {row['events_per_s_after_partitions_dealt']:,} once "
               f"partitions were dealt ({row['group_start_s']} s); CPU per event {row['cpu_us_per_event']}", flush=True)
+    if args.worker_shards:
+        results["workers"] = []
+        for n in [0, *args.worker_shards]:
+            row = run_worker(n, args)
+            baseline = (results["workers"] or [row])[0]["events_per_s"]
+            row["ratio_to_single_worker"] = round(row["events_per_s"] / baseline, 2)
+            if row["citizens"] != results["single"]["citizens"]:  # the same index, however it was made
+                raise SystemExit(f"the worker with {n} shards per tier made {row['citizens']:,} citizens, the "
+                                 f"single writer {results['single']['citizens']:,}")
+            results["workers"].append(row)
+            what = "single-writer worker" if n == 0 else f"sharded worker with {n} block + {n} record shards"
+            print(f"{what}: {row['events_per_s']:,} events/s first to last decision ({row['ratio_to_single_worker']} "
+                  f"of the single-writer worker), {row['start_to_last_decision_s']} s from the processes' start; CPU "
+                  f"per event {row['cpu_us_per_event']}", flush=True)
     print(f"saved {save('scale_out_kafka', results)}")
 
 

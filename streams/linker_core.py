@@ -45,7 +45,7 @@ class RecordValues(Protocol):
 
     def get(self, key: str) -> LinkRecord | None: ...
 
-    def put(self, record: LinkRecord) -> None: ...
+    def put(self, record: LinkRecord, packed: bytes | None = None) -> None: ...
 
     def delete(self, key: str) -> None: ...
 
@@ -81,6 +81,7 @@ class LinkerCore:
         self.resolver = resolver
         self.store = store
         self._changed: LinkRecord | None = None  # the record the change being applied carries
+        self._changed_packed: bytes | None = None  # and the normaliser's bytes it came from
         self.index = CitizenIndex(model, max_block_size=max_block_size, max_citizen_records=max_citizen_records,
                                   resolver=resolver)
         self.max_message_bytes = max_message_bytes
@@ -108,7 +109,7 @@ class LinkerCore:
         name, record, spans = self.serde.decode_spans(value, topic=topic, partition=partition, offset=offset)
         self.applied += 1
         self.last_review = None
-        self._changed = None
+        self._changed, self._changed_packed = None, None
         if name == "PersonEvent":  # the serde checked it against the schema these classes are generated from
             return self._person_event(cast(PersonEvent, record), value, spans, packed, scored)
         if name == "ReviewDecision":
@@ -126,7 +127,7 @@ class LinkerCore:
             if isinstance(change, Nothing):  # the single writer's index raises here too: a dead letter
                 raise ValueError(change.reason)
             if isinstance(change, Upsert):
-                self._changed = change.record
+                self._changed, self._changed_packed = change.record, change.packed
             result = resolve(self.index, change, scored)
         elif event["op"] == "DELETE":
             result = self.index.delete(key, version)
@@ -241,7 +242,7 @@ class LinkerCore:
         if key not in self.index.records:
             self.store.delete(key)
         elif record is not None and outcome not in ("IGNORED_STALE", "REJECTED"):
-            self.store.put(record)
+            self.store.put(record, self._changed_packed)
 
     def _weighted_members(self, citizen_id: str) -> list[tuple[MemberParts, float]]:
         """Each member's parts with its match weight (its strongest link), oldest record first."""

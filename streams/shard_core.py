@@ -50,6 +50,7 @@ class Upsert:
     record: LinkRecord | None  # None when decoded without values (a block shard, the resolver)
     keys: list[str]
     ids: Mapping[str, str]
+    packed: bytes | None = None  # the normaliser's bytes ``record`` was unpacked from, if it was
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ def change_of_event(event: Mapping[str, Any], packed: bytes | None, rules: Linka
         return Leave(record_key, version, None)
     unpacked = unpack(packed, record_key, rules) if packed is not None and person is not None else None
     if unpacked is not None:
-        return Upsert(record_key, version, unpacked[0], unpacked[1], unpacked[0].ids)
+        return Upsert(record_key, version, unpacked[0], unpacked[1], unpacked[0].ids, packed)
     try:
         record = standardise_person(record_key, person, rules)
     except UnlinkableRecordError:
@@ -150,7 +151,8 @@ def _from_headers(rules: LinkageRules, key: bytes, change: bytes, packed: bytes 
         return None
     if values:
         unpacked = unpack(packed, record_key, rules)
-        return None if unpacked is None else Upsert(record_key, version, unpacked[0], unpacked[1], unpacked[0].ids)
+        return None if unpacked is None else Upsert(record_key, version, unpacked[0], unpacked[1], unpacked[0].ids,
+                                                    packed)
     light = unpack_ids_and_keys(packed, record_key, rules)
     return None if light is None else Upsert(record_key, version, None, light[1], light[0])
 

@@ -39,46 +39,52 @@ class ValuesStore:
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("CREATE TABLE IF NOT EXISTS record_values (key TEXT PRIMARY KEY, packed BLOB NOT NULL)"
                          " WITHOUT ROWID")
-        self._open = False  # a transaction holds the writes since the last commit
+        # Writes since the last commit, written together at the commit (one executemany, not a
+        # call per record); None: a delete.
+        self._pending: dict[str, bytes | None] = {}
 
     def clear(self) -> None:
         """Empty: the index it serves is being rebuilt from the start of the log."""
-        self._begin()
+        self._pending.clear()
         self._db.execute("DELETE FROM record_values")
-        self.commit()
 
-    def put(self, record: LinkRecord) -> None:
-        self._begin()
-        self._db.execute("INSERT OR REPLACE INTO record_values VALUES (?, ?)",
-                         (record.key, pack(record, [], self.rules)))
+    def put(self, record: LinkRecord, packed: bytes | None = None) -> None:
+        """``packed``: the bytes ``record`` was unpacked from (``linkage.packed``), stored as they
+        are; without them the record is packed here."""
+        self._pending[record.key] = packed if packed is not None else pack(record, [], self.rules)
 
     def delete(self, key: str) -> None:
-        self._begin()
-        self._db.execute("DELETE FROM record_values WHERE key = ?", (key,))
+        self._pending[key] = None
 
     def get(self, key: str) -> LinkRecord | None:
-        row = self._db.execute("SELECT packed FROM record_values WHERE key = ?", (key,)).fetchone()
-        if row is None:
+        if key in self._pending:
+            data = self._pending[key]
+        else:
+            row = self._db.execute("SELECT packed FROM record_values WHERE key = ?", (key,)).fetchone()
+            data = None if row is None else row[0]
+        if data is None:
             return None
-        unpacked = unpack(row[0], key, self.rules)
+        unpacked = unpack(data, key, self.rules)
         if unpacked is None:  # written by other code or rules: the store is rebuilt with the index
             raise ValueError(f"the values stored for {key!r} in {self.path} were made by other code or rules")
         return unpacked[0]
 
     def __len__(self) -> int:
+        self.commit()
         return int(self._db.execute("SELECT count(*) FROM record_values").fetchone()[0])
 
     def commit(self) -> None:
-        """Make the writes since the last commit one transaction (cheaper than one each)."""
-        if self._open:
-            self._db.execute("COMMIT")
-            self._open = False
+        """Write the changes since the last commit, in one transaction."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        db = self._db
+        db.execute("BEGIN")
+        db.executemany("INSERT OR REPLACE INTO record_values VALUES (?, ?)",
+                       [(k, v) for k, v in pending.items() if v is not None])
+        db.executemany("DELETE FROM record_values WHERE key = ?", [(k,) for k, v in pending.items() if v is None])
+        db.execute("COMMIT")
 
     def close(self) -> None:
         self.commit()
         self._db.close()
-
-    def _begin(self) -> None:
-        if not self._open:
-            self._db.execute("BEGIN")
-            self._open = True

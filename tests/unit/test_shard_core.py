@@ -317,7 +317,7 @@ class DictValues:
     def get(self, key: str) -> LinkRecord | None:
         return self.values.get(key)
 
-    def put(self, record: LinkRecord) -> None:
+    def put(self, record: LinkRecord, packed: bytes | None = None) -> None:
         self.values[record.key] = record
 
     def delete(self, key: str) -> None:

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from caselink.linkage.blocking import blocking_keys
 from caselink.linkage.models import default_model
+from caselink.linkage.packed import pack
 from caselink.linkage.record import LinkRecord, standardise_person
 from caselink.streams.values_store import ValuesStore
 
@@ -39,6 +41,15 @@ def test_the_latest_values_by_key_across_commits_and_a_reopening(tmp_path: Path)
     assert len(reopened) == 1
     reopened.clear()
     assert len(reopened) == 0 and reopened.get("health:1") is None
+
+
+def test_the_normalisers_packed_bytes_are_kept_as_they_are(tmp_path: Path) -> None:
+    record = _record("health:1", "Ann")
+    packed = pack(record, blocking_keys(record, RULES.typo_schemes), RULES)
+    store = ValuesStore(tmp_path / "values.sqlite", RULES)
+    store.put(record, packed)
+    store.commit()
+    assert _slots(store.get("health:1")) == _slots(record)
 
 
 def test_values_made_under_other_rules_are_refused_not_misread(tmp_path: Path) -> None:
