@@ -144,9 +144,11 @@ class CitizenIndex:
 
     @classmethod
     def from_state(cls, model: LinkageModel, state: dict[str, Any], max_block_size: int = 200,
-                   max_citizen_records: int | None = DEFAULT_MAX_CITIZEN_RECORDS) -> CitizenIndex:
-        """The index ``state()`` came from, its blocking index rebuilt in the records' order."""
-        index = cls(model, max_block_size=max_block_size, max_citizen_records=max_citizen_records)
+                   max_citizen_records: int | None = DEFAULT_MAX_CITIZEN_RECORDS,
+                   resolver: bool = False) -> CitizenIndex:
+        """The index ``state()`` came from, its blocking index rebuilt in the records' order (a
+        resolver's stays empty: its blocks are the shards')."""
+        index = cls(model, max_block_size=max_block_size, max_citizen_records=max_citizen_records, resolver=resolver)
         state = dict(state)
         capped = state.pop("capped_blocking_keys", None)
         unknown = set(state) - set(index.__dict__)
@@ -155,6 +157,12 @@ class CitizenIndex:
             raise ValueError(f"index state does not fit this code: unknown {sorted(unknown)}, "
                              f"missing {sorted(missing)}")
         index.__dict__.update(state)
+        if resolver:
+            if any(not isinstance(r.record, IdsOnly) for r in index.records.values()) or capped:
+                raise ValueError("a single writer's index state, not a resolver's")
+            return index
+        if any(isinstance(r.record, IdsOnly) for r in index.records.values()):
+            raise ValueError("a resolver's index state, not a single writer's")
         blocking = index.blocking
         add = blocking.add
         for key, record_state in sorted(index.records.items(), key=lambda kv: kv[1].seq):

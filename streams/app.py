@@ -219,7 +219,6 @@ def health_report(linker: LinkerLoop, gate: GateLoop | None, normalisers: Normal
             "size_guard_refusals": core.index.size_refusals}
         if linker.sharded:
             body["mode"] = "sharded resolver"
-            body["snapshot"] = {"taken": False, "why": "not built for sharded mode yet: a restart replays the log"}
             body["shards"] = linker.sharded_status()
     if linker.error is not None:
         body["error"] = str(linker.error)

@@ -45,9 +45,9 @@ class RecordValues(Protocol):
 
     def get(self, key: str) -> LinkRecord | None: ...
 
-    def put(self, record: LinkRecord, packed: bytes | None = None) -> None: ...
+    def put(self, record: LinkRecord, packed: bytes | None = None, seq: int = -1) -> None: ...
 
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str, seq: int = -1) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class LinkerCore:
         self.store = store
         self._changed: LinkRecord | None = None  # the record the change being applied carries
         self._changed_packed: bytes | None = None  # and the normaliser's bytes it came from
+        self._offset = -1  # the link-input offset being applied (-1: not given)
         self.index = CitizenIndex(model, max_block_size=max_block_size, max_citizen_records=max_citizen_records,
                                   resolver=resolver)
         self.max_message_bytes = max_message_bytes
@@ -110,6 +111,7 @@ class LinkerCore:
         self.applied += 1
         self.last_review = None
         self._changed, self._changed_packed = None, None
+        self._offset = offset if offset is not None else -1
         if name == "PersonEvent":  # the serde checked it against the schema these classes are generated from
             return self._person_event(cast(PersonEvent, record), value, spans, packed, scored)
         if name == "ReviewDecision":
@@ -240,9 +242,9 @@ class LinkerCore:
         if self.store is None:
             return
         if key not in self.index.records:
-            self.store.delete(key)
+            self.store.delete(key, self._offset)
         elif record is not None and outcome not in ("IGNORED_STALE", "REJECTED"):
-            self.store.put(record, self._changed_packed)
+            self.store.put(record, self._changed_packed, self._offset)
 
     def _weighted_members(self, citizen_id: str) -> list[tuple[MemberParts, float]]:
         """Each member's parts with its match weight (its strongest link), oldest record first."""

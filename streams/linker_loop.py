@@ -70,7 +70,11 @@ class LinkerLoop(threading.Thread):
         self.held: collections.deque[Message] = collections.deque()
         self._answers_from_start = True  # the answers' reader starts again from the beginning
         self._answers: Consumer | None = None
-        self.core = self._new_core()
+        self._compacted = 0  # the snapshot position the store of values was last compacted to
+        # Empty, the store of values kept as it is: a snapshot taken with it may be loaded (_run).
+        self.core = new_core(settings, model, store=self.store)
+        if self.sharded:
+            self._answers_from(0)
         self.publish_from: int | None = None  # None: not assigned; replaying below this offset
         self.position = 0
         self.committed_position = 0  # how far the outputs are acknowledged (and committed, or about to be)
@@ -99,11 +103,16 @@ class LinkerLoop(threading.Thread):
         if self.store is None:
             return new_core(self.settings, self.model)
         self.store.clear()
-        self.answered = Coverage(merge_scored, self.settings.shards.partitions,
+        self._answers_from(0)
+        return new_core(self.settings, self.model, store=self.store)
+
+    def _answers_from(self, position: int) -> None:
+        """Sharded mode: the record shards' answers read again from the start of their topic, the
+        ones below ``position`` (applied already) left out."""
+        self.answered = Coverage(merge_scored, self.settings.shards.partitions, start=position,
                                  made_with=made_with("records", self.model))
         self._answers_from_start = True
         self.held.clear()
-        return new_core(self.settings, self.model, store=self.store)
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, timeout: float = 30.0) -> None:
@@ -282,19 +291,28 @@ class LinkerLoop(threading.Thread):
             log.exception("linker loop stopped")
             raise
 
-    def _load_snapshot(self) -> None:
-        """Start from the last snapshot, as a standby that has followed the log to its position."""
-        loaded = snapshot.read(self.snapshots.path, self.model, lambda: self._new_core())
+    def _load_snapshot(self) -> bool:
+        """Start from the last snapshot, as a standby that has followed the log to its position
+        (in sharded mode with its store of values put back to that position)."""
+        store = self.store
+        loaded = snapshot.read(self.snapshots.path, self.model,
+                               lambda: new_core(self.settings, self.model, store=store),
+                               values_store=store.store_id if store is not None else None)
         if loaded is None:
-            return
+            return False
         with self.lock:
             self.core = loaded.core
+            if store is not None:
+                store.rewind(loaded.position)
+                self._answers_from(loaded.position)
+                self._compacted = loaded.position
         self.standby_position = loaded.position
         self.snapshot_loaded = {"position": loaded.position, "seconds": round(loaded.seconds, 3),
                                 "taken_at": loaded.taken_at}
         self.snapshots.last = {"position": loaded.position, "at": loaded.taken_at}  # the one on disk
         log.info("linker loaded its snapshot at %d (%d records) in %.1f s", loaded.position,
                  len(loaded.core.index.records), loaded.seconds)
+        return True
 
     def _maybe_check_model(self) -> None:
         """Once the index passes the next power of ten: compare the model with its records."""
@@ -321,9 +339,10 @@ class LinkerLoop(threading.Thread):
     def _maybe_snapshot(self, consumer: Consumer) -> None:
         """Between batches, once an interval has passed: snapshot the index at a position whose
         outputs are all acknowledged and committed (the linker) or below the committed offset
-        (a standby). Not while replaying, nor in sharded mode."""
+        (a standby). Not while replaying."""
         interval = self.settings.worker.snapshot_interval_s
-        if interval <= 0 or self.sharded or self.snapshots.busy or time.monotonic() - self.snapshots.started < interval:
+        self._compact_store()
+        if interval <= 0 or self.snapshots.busy or time.monotonic() - self.snapshots.started < interval:
             return
         if self.publish_from is not None:
             if self.recovering:
@@ -341,14 +360,25 @@ class LinkerLoop(threading.Thread):
             return
         self.snapshots.start(self.core, position)
 
+    def _compact_store(self) -> None:
+        """Sharded mode: once a snapshot is written, the values no rewind to it can need go."""
+        written = self.snapshots.last.get("position")
+        if self.store is None or written is None or written <= self._compacted:
+            return
+        with self.lock:
+            dropped = self.store.compact(written)
+        self._compacted = written
+        log.info("resolver's store of values compacted to the snapshot at %d: %d older values dropped", written,
+                 dropped)
+
     def _run(self) -> None:
-        if self.sharded:
-            log.warning("sharded mode: the linker is the ordered resolver of the sharded index; it takes no "
-                        "snapshots (not built for this mode yet), so a restart replays the link input "
-                        "and the record shards' answers from the start")
-        elif self.settings.worker.snapshot_interval_s > 0:
-            self._load_snapshot()
+        loaded = False
+        if self.settings.worker.snapshot_interval_s > 0:
+            loaded = self._load_snapshot()
             self.snapshots.started = time.monotonic()  # the first snapshot one interval from now
+        if not loaded and self.store is not None:  # the index starts empty: so does its store of values
+            with self.lock:
+                self.store.clear()
         consumer, follower = self._consumers()
         sink = BatchSink(self.settings)
         serde = default_serde()

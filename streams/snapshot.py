@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from caselink.linkage.index import Citizen, CitizenIndex, RecordState
+from caselink.linkage.index import Citizen, CitizenIndex, IdsOnly, RecordState
 from caselink.linkage.model import LinkageModel
 from caselink.linkage.record import LinkRecord
 from caselink.linkage.standardise import StdDate, StdPostcode
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 FORMAT = "caselink-linker-snapshot/2"  # /1 was a pickle
 # Every class a snapshot may rebuild; anything else in the state makes the write fail (logged, the
 # previous snapshot kept) rather than being written in a form the reader would not take.
-TYPES = SnapshotTypes([LinkRecord, StdDate, StdPostcode, RecordState, Citizen, MemberParts])
+TYPES = SnapshotTypes([LinkRecord, StdDate, StdPostcode, RecordState, Citizen, MemberParts, IdsOnly])
 _LINKAGE = Path(linkage.__file__).resolve().parent
 _STREAMS = Path(__file__).resolve().parent
 
@@ -75,7 +75,8 @@ def code_fingerprint(serde: AvroSerde) -> str:
     and the schema its member bytes are written in."""
     digest = hashlib.sha256()
     files = sorted(_LINKAGE.glob("*.py")) + [
-        _STREAMS / name for name in ("linker_core.py", "case_codec.py", "snapshot.py", "snapshot_format.py")]
+        _STREAMS / name for name in ("linker_core.py", "case_codec.py", "snapshot.py", "snapshot_format.py",
+                                     "values_store.py")]
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(serde.schema("LinkedCase").fingerprint)
@@ -92,7 +93,7 @@ def restore_core(model: LinkageModel, state: dict[str, Any],
     """The core a snapshot's state came from; ``empty`` makes a core with the deployment's guards."""
     core = empty() if empty is not None else LinkerCore(model)
     core.index = CitizenIndex.from_state(model, state["index"], max_block_size=core.index.blocking.max_block_size,
-                                         max_citizen_records=core.index.max_citizen_records)
+                                         max_citizen_records=core.index.max_citizen_records, resolver=core.resolver)
     core.members = state["members"]
     core.citizen_versions = state["citizen_versions"]
     core.applied = state["applied"]
@@ -111,7 +112,7 @@ class Loaded:
 def write(path: Path, core: LinkerCore, position: int) -> int:
     """Write the snapshot atomically (a temporary file, synced, then renamed); returns its size."""
     header = {"format": FORMAT, "fingerprint": code_fingerprint(core.serde), "model_version": core.model.version,
-              "position": position, "taken_at": time.time()}
+              "position": position, "taken_at": time.time(), "values_store": store_id(core)}
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
@@ -120,6 +121,11 @@ def write(path: Path, core: LinkerCore, position: int) -> int:
     finally:
         tmp.unlink(missing_ok=True)  # a write that failed (disk full, interrupted) leaves nothing behind
     return size
+
+
+def store_id(core: LinkerCore) -> str | None:
+    """A resolver's store of values, which its snapshot is only good with (None: a single writer)."""
+    return getattr(core.store, "store_id", None) if core.resolver else None
 
 
 def _open_private(path: Path) -> Any:
@@ -133,9 +139,11 @@ def _open_private(path: Path) -> Any:
     return os.fdopen(fd, "rb")
 
 
-def read(path: Path, model: LinkageModel, empty: Callable[[], LinkerCore] | None = None) -> Loaded | None:
+def read(path: Path, model: LinkageModel, empty: Callable[[], LinkerCore] | None = None,
+         values_store: str | None = None) -> Loaded | None:
     """The snapshot at ``path`` as a core, or None (logged) when there is none fit to use;
-    ``empty`` makes a core with the deployment's guards.
+    ``empty`` makes a core with the deployment's guards; ``values_store``: a resolver's store's
+    ``store_id``, which the snapshot must have been taken with.
 
     Nothing of the body is decoded until the header's format, code fingerprint and model version
     match and the body matches its length and checksum."""
@@ -146,11 +154,11 @@ def read(path: Path, model: LinkageModel, empty: Callable[[], LinkerCore] | None
         with _open_private(path) as f:
             header = read_header(f)
             wanted = {"format": FORMAT, "fingerprint": code_fingerprint(default_serde()),
-                      "model_version": model.version}
+                      "model_version": model.version, "values_store": values_store}
             differs = {k: (header.get(k), v) for k, v in wanted.items() if header.get(k) != v}
             if differs:
-                log.warning("linker snapshot %s not used (made by other code or model: %s); replaying the log",
-                            path, differs)
+                log.warning("linker snapshot %s not used (made by other code, model or store of values: %s); "
+                            "replaying the log", path, differs)
                 return None
             verify_body(f, header)
             f.seek(HEADER_BYTES)

@@ -21,6 +21,7 @@ from caselink.linkage.packed import pack
 from caselink.linkage.record import LinkRecord, UnlinkableRecordError, standardise_person
 from caselink.linkage.shards import shard_partitions
 from caselink.schemas import default_serde
+from caselink.streams import snapshot
 from caselink.streams.linker_core import LinkerCore
 from caselink.streams.shard_core import (
     NO_ANSWER,
@@ -40,6 +41,7 @@ from caselink.streams.shard_core import (
     merge_scored,
     resolve,
 )
+from caselink.streams.values_store import ValuesStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -317,8 +319,49 @@ class DictValues:
     def get(self, key: str) -> LinkRecord | None:
         return self.values.get(key)
 
-    def put(self, record: LinkRecord, packed: bytes | None = None) -> None:
+    def put(self, record: LinkRecord, packed: bytes | None = None, seq: int = -1) -> None:
         self.values[record.key] = record
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, seq: int = -1) -> None:
         self.values.pop(key, None)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], deadline=None,
+          max_examples=examples(60))
+@given(log=logs(), cut=st.integers(0, 24), data=st.data())
+def test_a_resolver_restored_from_its_snapshot_and_store_carries_on_as_the_original(
+        tmp_path_factory: pytest.TempPathFactory, log: list[tuple[Any, ...]], cut: int, data: st.DataObject) -> None:
+    """A resolver snapshotted part way while its store of values goes on being written (as the
+    worker's forked writer leaves it), then loaded with that store rewound to the snapshot's
+    position, publishes the original's bytes for the rest of the log and ends with its state."""
+    model = trained_model()
+    messages = _messages(log, [True, False])
+    _light, _whole, scored = _answered(messages, (2, 2), data)
+    cut = min(cut, len(messages))
+    folder = tmp_path_factory.mktemp("resolver")
+    store = ValuesStore(folder / "values.sqlite", model.rules)
+    original = LinkerCore(model, max_block_size=3, max_citizen_records=4, resolver=True, store=store)
+
+    def apply(core: LinkerCore, i: int) -> list[tuple[str, bytes, bytes | None]]:
+        try:
+            out = [(o.topic, o.key, o.value) for o in core.apply(messages[i][0], packed=messages[i][1], offset=i,
+                                                                    scored=scored[i])]
+        except ValueError as exc:
+            out = [("dead letter", str(exc).encode(), None)]
+        store.commit()
+        return out
+
+    for i in range(cut):
+        apply(original, i)
+    snapshot.write(folder / "linker.snapshot", original, cut)
+    expected = [apply(original, i) for i in range(cut, len(messages))]
+    state = comparable_state(original.index)
+
+    loaded = snapshot.read(folder / "linker.snapshot", model,
+                           lambda: LinkerCore(model, max_block_size=3, max_citizen_records=4, resolver=True,
+                                              store=store), values_store=store.store_id)
+    assert loaded is not None and loaded.position == cut
+    store.rewind(cut)
+    assert [apply(loaded.core, i) for i in range(cut, len(messages))] == expected
+    assert comparable_state(loaded.core.index) == state
+    assert snapshot.read(folder / "linker.snapshot", model, values_store="another store") is None

@@ -59,3 +59,35 @@ def test_values_made_under_other_rules_are_refused_not_misread(tmp_path: Path) -
     other = RULES.with_learned(["zzz"], [])
     with pytest.raises(ValueError, match="other code or rules"):
         ValuesStore(tmp_path / "values.sqlite", other).get("health:1")
+
+
+def test_rewound_to_a_position_it_holds_what_it_held_then_and_compaction_keeps_that(tmp_path: Path) -> None:
+    store = ValuesStore(tmp_path / "values.sqlite", RULES)
+    store.put(_record("health:1", "Ann"), seq=1)
+    store.put(_record("health:2", "Bob"), seq=2)
+    store.commit()
+    store.put(_record("health:1", "Anne"), seq=5)
+    store.delete("health:2", seq=6)
+    store.put(_record("health:3", "Cy"), seq=7)
+    store.commit()
+    store.put(_record("health:1", "Annie"), seq=9)
+    store.put(_record("health:2", "Bobby"), seq=10)
+    store.commit()
+    # a snapshot at 8 is written: what no rewind to 8 or later needs goes (Ann at 1, and Bob's
+    # values and his leaving, both replaced below 8)
+    assert store.compact(8) == 3
+    store.rewind(8)
+    assert _slots(store.get("health:1")) == _slots(_record("health:1", "Anne"))
+    assert store.get("health:2") is None  # left at 6; Bobby (10) is past the position
+    assert _slots(store.get("health:3")) == _slots(_record("health:3", "Cy"))
+    assert len(store) == 2
+
+
+def test_a_store_emptied_is_another_store(tmp_path: Path) -> None:
+    store = ValuesStore(tmp_path / "values.sqlite", RULES)
+    first = store.store_id
+    store.close()
+    reopened = ValuesStore(tmp_path / "values.sqlite", RULES)
+    assert reopened.store_id == first  # the same contents: a snapshot taken with it still fits
+    reopened.clear()
+    assert reopened.store_id != first
