@@ -1,15 +1,17 @@
-"""Workers in sharded mode (``shards.enabled``) publish the single writer's messages.
+"""Workers switched between the single writer and sharded mode (``shards.enabled``) while they
+link publish the single writer's messages.
 
-One block shard and one record shard (`caselink shard`) answer the link input; two workers in
-sharded mode share the linker's group, one the ordered resolver and one its hot standby, each
-taking snapshots. The resolver is killed with SIGKILL mid-stream and the standby takes over; the
-killed one is started again on its data (its snapshot and store of values) and follows; then the
-new resolver is killed too and it takes over. Updates, deletes, reviewers' verdicts and an undo
-are among the changes. Every message on the decisions, linked-cases and review
-topics must be, key by key, the single writer's (a straight replay of the link input through the
-linker's core), apart from repeats after the takeover (the linker's outputs are at-least-once);
-and the review screen, which reads the records' values from the resolver's store, must show the
-single writer's pairs with the same field weights.
+One block shard and one record shard (`caselink shard`) answer the link input. Workers of both
+kinds share the linker's group, each taking snapshots: the single writer links with a sharded
+standby, and is killed with SIGKILL mid-stream (the sharded worker takes over: a switch to
+sharded mode); a single-writer standby is started and the sharded resolver killed (the switch
+back); the killed resolver is started again on its data (its snapshot and store of values),
+follows, and takes over when the single writer is killed. Updates, deletes, reviewers' verdicts
+and an undo are among the changes. Every message on the decisions, linked-cases and review topics
+must be, key by key, the single writer's (a straight replay of the link input through the
+linker's core), apart from repeats after a takeover (the linker's outputs are at-least-once); and
+the review screen, which the resolver fills from its store of values, must show the single
+writer's pairs with the same field weights.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import signal
 import subprocess
 from collections import defaultdict
+from typing import Any
 
 import pytest
 from caselink.infra.topics import LINK_DECISIONS_TOPIC, LINK_INPUT_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC
@@ -67,40 +70,61 @@ def _position(worker: WorkerProcess) -> int:
     return int(health["link_input_position"]) if health.get("role") == "linker" else -1
 
 
-def test_sharded_workers_publish_the_single_writers_messages_through_resolver_kills_and_a_restart(
+def _kill(worker: WorkerProcess) -> None:
+    worker.proc.send_signal(signal.SIGKILL)
+    worker.proc.wait()
+
+
+def test_workers_switched_to_sharded_mode_and_back_while_linking_publish_the_single_writers_messages(
         pipeline_settings: Settings) -> None:
     settings = pipeline_settings
     shards = [start_shard(settings, "blocks", app_id="resolving"), start_shard(settings, "records", app_id="resolving")]
     workers: list[WorkerProcess] = []
+
+    def worker(sharded: bool, **kwargs: Any) -> WorkerProcess:
+        workers.append(start_worker(settings, app_id="resolving", sharded=sharded, snapshot_interval_s=1, **kwargs))
+        return workers[-1]
+
+    def following(standby: WorkerProcess, beyond: int = 0) -> None:
+        wait_for(lambda: service_json(standby.port)["standby_position"] > beyond, 120, pause=0.1)
+
     try:
         for shard in shards:
             wait_for(lambda s=shard: service_json(s.port).get("partitions_owned"), 120)
-        workers.append(start_worker(settings, app_id="resolving", sharded=True, snapshot_interval_s=1))
-        wait_for(lambda: _position(workers[0]) >= 0, 120)
-        workers.append(start_worker(settings, app_id="resolving", sharded=True, snapshot_interval_s=1))
-        wait_for(lambda: service_json(workers[1].port).get("role") == "standby", 120)
-        assert service_json(workers[0].port)["mode"] == "sharded resolver"
+        single = worker(sharded=False)
+        wait_for(lambda: _position(single) >= 0, 120)
+        sharded = worker(sharded=True)
+        wait_for(lambda: service_json(sharded.port).get("role") == "standby", 120)
+        assert service_json(sharded.port)["mode"] == "sharded resolver"
+        assert "mode" not in service_json(single.port)
 
+        # 1. single writer -> sharded: the sharded standby takes over from where it had followed
         items = records_for_size(3000, seed=5)
         sent = publish_changes(settings, items, 0, 700, changes=False)
-        wait_for(lambda: service_json(workers[1].port)["standby_position"] > 0, 120, pause=0.1)  # following
-        wait_for(lambda: service_json(workers[0].port)["snapshot"]["last"].get("position", 0) > 0, 60, pause=0.1)
+        following(sharded)
+        wait_for(lambda: service_json(sharded.port)["snapshot"]["last"].get("position", 0) > 0, 60, pause=0.1)
         sent += publish_changes(settings, items, 700, 1500, changes=False)
-        wait_for(lambda: _position(workers[0]) > 900, 120, pause=0.1)
-        workers[0].proc.send_signal(signal.SIGKILL)  # the resolver, mid-stream
-        workers[0].proc.wait()
-        wait_for(lambda: _position(workers[1]) >= 0, 120)  # its standby took over
-        assert service_json(workers[1].port)["last_takeover"]["resumed_from"] > 0  # from where it had followed
-        # the killed one back, on its data: it loads its snapshot and store, and follows as the standby
-        restarted = start_worker(settings, app_id="resolving", sharded=True, snapshot_interval_s=1,
-                                 data_dir=workers[0].log_path.parent)
-        workers.append(restarted)
+        wait_for(lambda: _position(single) > 900, 120, pause=0.1)
+        _kill(single)  # mid-stream
+        wait_for(lambda: _position(sharded) >= 0, 120)
+        assert service_json(sharded.port)["last_takeover"]["resumed_from"] > 0
+
+        # 2. sharded -> single writer, the same way
+        back = worker(sharded=False)
+        sent += publish_changes(settings, items, 1500, 2200, changes=False)
+        following(back)
+        _kill(sharded)
+        wait_for(lambda: _position(back) >= 0, 120)
+        assert service_json(back.port)["last_takeover"]["resumed_from"] > 0
+
+        # 3. the killed resolver started again on its data: it loads its snapshot and store of
+        # values, follows as the standby, and takes over when the single writer is killed
+        restarted = worker(sharded=True, data_dir=sharded.log_path.parent)
         loaded = wait_for(lambda: service_json(restarted.port)["snapshot"]["loaded"], 120)
         assert loaded["position"] > 0
-        sent += publish_changes(settings, items, 1500, 3000, changes=True)
-        wait_for(lambda: service_json(restarted.port)["standby_position"] > loaded["position"], 120, pause=0.1)
-        workers[1].proc.send_signal(signal.SIGKILL)  # the second resolver, mid-stream
-        workers[1].proc.wait()
+        sent += publish_changes(settings, items, 2200, 3000, changes=True)
+        following(restarted, loaded["position"])
+        _kill(back)
         wait_for(lambda: _position(restarted) >= 0, 120)
 
         def linked_to_the_end() -> int:
