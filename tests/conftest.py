@@ -82,8 +82,19 @@ def make_topic(admin: AdminClient, request: pytest.FixtureRequest) -> Callable[.
 @pytest.fixture
 def pipeline_settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
     """A broker of the test's own with every caselink topic: for tests that read whole topics."""
+    yield from _own_cluster(request, brokers=1)
+
+
+@pytest.fixture
+def cluster_settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Three brokers of the test's own (the default settings: replication factor 3, min ISR 2)
+    with every caselink topic."""
+    yield from _own_cluster(request, brokers=3)
+
+
+def _own_cluster(request: pytest.FixtureRequest, brokers: int) -> Iterator[Settings]:
     directory = Path(tempfile.mkdtemp(prefix="caselink-pipeline-"))
-    kafka = LocalKafka(Settings().infra, directory)
+    kafka = LocalKafka(Settings().infra, directory, brokers=brokers)
     state = kafka.start()
     settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
     specs = caselink_topics(settings.agencies, settings.purposes)
