@@ -32,7 +32,8 @@ from rapidfuzz.distance import OSA
 # look before more join (``linkage.max_citizen_records``); it also bounds a LinkedCase's size.
 DEFAULT_MAX_CITIZEN_RECORDS = 100
 # Attributes of the index that are configuration or transient, not state to snapshot.
-_NOT_STATE = frozenset({"model", "blocking", "max_citizen_records", "_guarded", "resolver"})
+_NOT_STATE = frozenset({"model", "blocking", "max_citizen_records", "_guarded", "resolver", "_must_of",
+                        "_cannot_of"})
 
 
 @dataclass
@@ -126,6 +127,10 @@ class CitizenIndex:
         self.versions: dict[str, int] = {}  # last applied source_version per record, deletes included
         self.must_link: set[tuple[str, str]] = set()
         self.cannot_link: set[tuple[str, str]] = set()
+        # Each record's partners in those pairs, so that a change looks up its own verdicts instead
+        # of walking every verdict ever made (derived: rebuilt from the pairs by ``from_state``).
+        self._must_of: dict[str, set[str]] = {}
+        self._cannot_of: dict[str, set[str]] = {}
         self.review: dict[tuple[str, str], float] = {}
         # record -> the records it has an open review pair with, so dropping a record's pairs
         # costs its own pairs, not a scan of every open pair (2.3 ms an update at a million).
@@ -157,6 +162,10 @@ class CitizenIndex:
             raise ValueError(f"index state does not fit this code: unknown {sorted(unknown)}, "
                              f"missing {sorted(missing)}")
         index.__dict__.update(state)
+        for a, b in index.must_link:
+            _pair_up(index._must_of, a, b)
+        for a, b in index.cannot_link:
+            _pair_up(index._cannot_of, a, b)
         if resolver:
             if any(not isinstance(r.record, IdsOnly) for r in index.records.values()) or capped:
                 raise ValueError("a single writer's index state, not a resolver's")
@@ -314,19 +323,31 @@ class CitizenIndex:
             result.outcome = "SPLIT"
         return result
 
+    def _set_verdict(self, pair: tuple[str, str], same: bool | None) -> None:
+        """A reviewer's verdict on ``pair`` (None: none any more), in the pairs and the partners."""
+        a, b = pair
+        for pairs, partners, holds in ((self.must_link, self._must_of, same is True),
+                                       (self.cannot_link, self._cannot_of, same is False)):
+            if holds:
+                pairs.add(pair)
+                _pair_up(partners, a, b)
+            elif pair in pairs:
+                pairs.discard(pair)
+                for x, y in ((a, b), (b, a)):
+                    partners[x].discard(y)
+                    if not partners[x]:
+                        del partners[x]
+
     def _apply_review(self, a: str, b: str, same: bool) -> LinkResult:
         pair = (a, b) if a < b else (b, a)
         self._forget_review(pair)
         if a not in self.records or b not in self.records:
             return LinkResult(a, "REJECTED", self.citizen_of(a), reason="both records must be in the index")
         self.seq += 1
+        self._set_verdict(pair, same)
         if same:
-            self.cannot_link.discard(pair)
-            self.must_link.add(pair)
             self._add_edge(a, b, float("inf"))
         else:
-            self.must_link.discard(pair)
-            self.cannot_link.add(pair)
             self.edges.get(a, {}).pop(b, None)
             self.edges.get(b, {}).pop(a, None)
         touched = {self.records[a].citizen_id, self.records[b].citizen_id}
@@ -342,8 +363,7 @@ class CitizenIndex:
         if pair not in self.must_link and pair not in self.cannot_link:
             return LinkResult(a, "REJECTED", self.citizen_of(a), reason="no reviewer's decision about them to undo")
         self.seq += 1
-        self.must_link.discard(pair)
-        self.cannot_link.discard(pair)
+        self._set_verdict(pair, None)
         self.edges.get(a, {}).pop(b, None)
         self.edges.get(b, {}).pop(a, None)
         weight, _levels = score if score is not None else self.model.score(self.values(a), self.values(b))
@@ -450,11 +470,11 @@ class CitizenIndex:
             self.blocking.add(key, keys or [])
         for c in links:
             self._add_edge(key, c.record_key, c.weight)
-        for pair in self.must_link:
-            if key in pair and (pair[1] if pair[0] == key else pair[0]) in self.records:
+        for other in sorted(self._must_of.get(key, ())):
+            if other in self.records:
                 # A reviewer's verdict outlives a record's deletion (it holds again if the record
                 # comes back), but there is no edge to a record that is not in the index.
-                self._add_edge(pair[0], pair[1], float("inf"))
+                self._add_edge(*((key, other) if key < other else (other, key)), float("inf"))
         state.record, state.source_version = self._kept(record), version
         self._add_reviews(key, reviews, {c.citizen_id for c in links})
         touched = {old_cid} | {c.citizen_id for c in links}
@@ -468,7 +488,7 @@ class CitizenIndex:
         """Joining the citizen needs no re-partitioning: no identifier of ``record`` differs from
         a member's (a conservative test: ``_components`` decides what a difference means), the
         citizen stays within the size guard, and no reviewer kept the record apart."""
-        if any(record.key in pair for pair in self.cannot_link):
+        if self._cannot_of.get(record.key):
             return False
         members = self.citizens[citizen_id].members
         if self.max_citizen_records is not None and len(members) >= self.max_citizen_records:
@@ -558,10 +578,11 @@ class CitizenIndex:
             ids[m] = {s: {v} for s, v in r.ids.items()}
         schemes = self.model.rules.schemes.schemes
         apart: dict[str, set[str]] = {}
-        for x, y in self.cannot_link:
-            if x in parent and y in parent:
-                apart.setdefault(x, set()).add(y)
-                apart.setdefault(y, set()).add(x)
+        cannot_of = self._cannot_of
+        for x in members:
+            kept_apart = {y for y in cannot_of.get(x, ()) if y in parent}
+            if kept_apart:
+                apart[x] = kept_apart
         limit = self.max_citizen_records
         refused: list[tuple[str, str, float]] = []
 
@@ -693,3 +714,8 @@ def _whole(record: LinkRecord | IdsOnly) -> LinkRecord:
 
 def _same_values(a: LinkRecord, b: LinkRecord) -> bool:
     return all(getattr(a, s) == getattr(b, s) for s in LinkRecord.__slots__ if s != "key")
+
+
+def _pair_up(partners: dict[str, set[str]], a: str, b: str) -> None:
+    partners.setdefault(a, set()).add(b)
+    partners.setdefault(b, set()).add(a)
