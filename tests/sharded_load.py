@@ -1,16 +1,31 @@
-"""Load for the sharded index's tests on Kafka: records, their changes, and reviewers' verdicts."""
+"""For the sharded index's tests on Kafka: the load (records, their changes, reviewers' verdicts),
+the processes' positions, and the outputs compared with the single writer's."""
 
 from __future__ import annotations
 
+import signal
+from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from caselink.infra.topics import LINK_INPUT_TOPIC, person_events_topic
+from caselink.infra.topics import (
+    LINK_DECISIONS_TOPIC,
+    LINK_INPUT_TOPIC,
+    LINKED_CASES_TOPIC,
+    REVIEW_TOPIC,
+    person_events_topic,
+)
+from caselink.linkage.models import default_model
 from caselink.schemas import default_serde
+from caselink.streams.linker_core import LinkerCore
+from caselink.streams.normaliser_core import packed_record
 from confluent_kafka import Producer
 
+from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
+from caselink.demo import WorkerProcess
 from tests.events import synthetic_person_event
+from tests.waiting import service_json
 
 AT = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -52,3 +67,48 @@ def publish_verdicts(settings: Settings, pairs: list[tuple[str, str]]) -> None:
             "decision_id": f"r{i}", "left_record": a, "right_record": b, "same_person": i % 2 == 0,
             "decided_by": "test", "reason": None, "decided_at": AT, "action": action}), key=f"{a}|{b}".encode())
     assert producer.flush(60) == 0
+
+
+OUTPUT_TOPICS = (LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC)
+Outputs = dict[tuple[str, bytes], list[bytes | None]]
+
+
+def _by_key(messages: list[tuple[str, bytes, bytes | None]]) -> tuple[Outputs, int]:
+    """Each topic and key's messages in order, a message repeated later left out; and the count."""
+    out: Outputs = defaultdict(list)
+    for topic, key, value in messages:
+        if value not in out[(topic, key)]:
+            out[(topic, key)].append(value)
+    return dict(out), len(messages)
+
+
+def assert_the_single_writers_outputs(settings: Settings, at_least: int) -> LinkerCore:
+    """Every message on the decisions, linked-cases and review topics is, key by key, what the
+    single writer publishes for the link input (a straight replay through the linker's core),
+    repeats after a takeover aside (the linker's outputs are at-least-once). Returns that core."""
+    core = LinkerCore(default_model(), max_block_size=settings.linkage.max_block_size,
+                      max_citizen_records=settings.linkage.max_citizen_records)
+    published = []
+    for msg in read_to_end(settings, [LINK_INPUT_TOPIC], timeout=60):
+        try:
+            out = core.apply(msg.value(), packed=packed_record(msg.headers()))
+        except ValueError:
+            continue  # dead-lettered
+        published += [(o.topic, o.key, o.value) for o in out if o.topic in OUTPUT_TOPICS]
+    expected, expected_count = _by_key(published)
+    got, count = _by_key([(m.topic(), m.key(), m.value()) for m in read_to_end(settings, list(OUTPUT_TOPICS))])
+    assert got.keys() == expected.keys()
+    assert all(got[k] == expected[k] for k in expected), [k for k in expected if got[k] != expected[k]][:5]
+    assert count >= expected_count > at_least
+    return core
+
+
+def linker_position(worker: WorkerProcess) -> int:
+    """How far the worker has linked the link input; -1 unless it holds the linker's role."""
+    health = service_json(worker.port)
+    return int(health["link_input_position"]) if health.get("role") == "linker" else -1
+
+
+def kill(process: WorkerProcess) -> None:
+    process.proc.send_signal(signal.SIGKILL)
+    process.proc.wait()

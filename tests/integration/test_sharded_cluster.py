@@ -21,12 +21,16 @@ import pytest
 from caselink.infra.topics import LINK_INPUT_TOPIC
 from caselink.linkage.synthetic import records_for_size
 
-from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import WorkerProcess, start_shard, start_worker
 from caselink.ops import topic_ends
-from tests.integration.test_sharded_worker import OUTPUT_TOPICS, _by_key, _kill, _position, _single_writer
-from tests.sharded_load import publish_changes, publish_verdicts
+from tests.sharded_load import (
+    assert_the_single_writers_outputs,
+    kill,
+    linker_position,
+    publish_changes,
+    publish_verdicts,
+)
 from tests.waiting import service_json, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -56,7 +60,7 @@ def test_the_sharded_index_on_three_brokers_gives_the_single_writers_outputs_thr
         for process in [blocks, *scorers]:
             wait_for(lambda p=process: service_json(p.port).get("partitions_owned"), 120)
         resolver = worker()
-        wait_for(lambda: _position(resolver) >= 0, 120)
+        wait_for(lambda: linker_position(resolver) >= 0, 120)
         standby = worker()
         wait_for(lambda: service_json(standby.port).get("role") == "standby", 120)
 
@@ -64,14 +68,14 @@ def test_the_sharded_index_on_three_brokers_gives_the_single_writers_outputs_thr
         sent = publish_changes(settings, items, 0, 600, changes=False)
         wait_for(lambda: service_json(standby.port)["standby_position"] > 0, 120, pause=0.1)
 
-        _kill(scorers[0])  # a scorer, mid-run: the other two are dealt its partitions and rebuild them
+        kill(scorers[0])  # a scorer, mid-run: the other two are dealt its partitions and rebuild them
         sent += publish_changes(settings, items, 600, 1200, changes=False)
         wait_for(lambda: sorted(p for s in scorers[1:] for p in service_json(s.port)["partitions_owned"])
                  == list(range(settings.shards.partitions)), 120, pause=0.2)
 
         scorers.append(shard("records"))  # a scorer added mid-run: the group deals it partitions
         wait_for(lambda: service_json(scorers[-1].port).get("partitions_owned"), 120, pause=0.2)
-        wait_for(lambda: _position(resolver) >= _end(settings) - 20, 180, pause=0.2)
+        wait_for(lambda: linker_position(resolver) >= _end(settings) - 20, 180, pause=0.2)
 
         os.kill(scorers[1].proc.pid, signal.SIGSTOP)  # the resolver waits for its answers
         try:
@@ -81,13 +85,13 @@ def test_the_sharded_index_on_three_brokers_gives_the_single_writers_outputs_thr
             time.sleep(3)
         finally:
             os.kill(scorers[1].proc.pid, signal.SIGCONT)
-        wait_for(lambda: _position(resolver) > 1800, 120, pause=0.1)
-        _kill(resolver)  # the resolver, mid-stream: its standby takes over
-        wait_for(lambda: _position(standby) >= 0, 120)
+        wait_for(lambda: linker_position(resolver) > 1800, 120, pause=0.1)
+        kill(resolver)  # the resolver, mid-stream: its standby takes over
+        wait_for(lambda: linker_position(standby) >= 0, 120)
 
         def linked_to_the_end() -> int:
             end = _end(settings)
-            return end if _position(standby) >= end else 0
+            return end if linker_position(standby) >= end else 0
 
         wait_for(lambda: _end(settings) >= sent - 20, 180, pause=0.5)
         before = wait_for(linked_to_the_end, 240, pause=0.5)
@@ -97,11 +101,7 @@ def test_the_sharded_index_on_three_brokers_gives_the_single_writers_outputs_thr
         health = service_json(standby.port)
         assert health["last_takeover"]["resumed_from"] > 0 and health["shards"]["held_changes"] == 0, health
 
-        _core, expected, expected_count = _single_writer(settings)
-        got, count = _by_key([(m.topic(), m.key(), m.value()) for m in read_to_end(settings, list(OUTPUT_TOPICS))])
-        assert got.keys() == expected.keys()
-        assert all(got[k] == expected[k] for k in expected), [k for k in expected if got[k] != expected[k]][:5]
-        assert count >= expected_count > 3000
+        assert_the_single_writers_outputs(settings, at_least=3000)
         assert all(service_json(s.port)["status"] == "ok" for s in [blocks, *scorers[1:]])
     finally:
         for process in processes:

@@ -17,62 +17,28 @@ writer's pairs with the same field weights.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-from collections import defaultdict
 from typing import Any
 
 import pytest
-from caselink.infra.topics import LINK_DECISIONS_TOPIC, LINK_INPUT_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC
-from caselink.linkage.models import default_model
+from caselink.infra.topics import LINK_INPUT_TOPIC
 from caselink.linkage.synthetic import records_for_size
 from caselink.streams.app import jsonable
-from caselink.streams.linker_core import LinkerCore
-from caselink.streams.normaliser_core import packed_record
 from caselink.streams.review_view import open_pairs
 
-from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import WorkerProcess, start_shard, start_worker
 from caselink.ops import topic_ends
-from tests.sharded_load import publish_changes, publish_verdicts
+from tests.sharded_load import (
+    assert_the_single_writers_outputs,
+    kill,
+    linker_position,
+    publish_changes,
+    publish_verdicts,
+)
 from tests.waiting import service_json, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-OUTPUT_TOPICS = (LINK_DECISIONS_TOPIC, LINKED_CASES_TOPIC, REVIEW_TOPIC)
-Outputs = dict[tuple[str, bytes], list[bytes | None]]
-
-
-def _by_key(messages: list[tuple[str, bytes, bytes | None]]) -> tuple[Outputs, int]:
-    """Each topic and key's messages in order, a message repeated later left out; and the count."""
-    out: Outputs = defaultdict(list)
-    for topic, key, value in messages:
-        if value not in out[(topic, key)]:
-            out[(topic, key)].append(value)
-    return dict(out), len(messages)
-
-
-def _single_writer(settings: Settings) -> tuple[LinkerCore, Outputs, int]:
-    core = LinkerCore(default_model(), max_block_size=settings.linkage.max_block_size,
-                      max_citizen_records=settings.linkage.max_citizen_records)
-    published = []
-    for msg in read_to_end(settings, [LINK_INPUT_TOPIC], timeout=60):
-        try:
-            out = core.apply(msg.value(), packed=packed_record(msg.headers()))
-        except ValueError:
-            continue  # dead-lettered
-        published += [(o.topic, o.key, o.value) for o in out if o.topic in OUTPUT_TOPICS]
-    return (core, *_by_key(published))
-
-
-def _position(worker: WorkerProcess) -> int:
-    health = service_json(worker.port)
-    return int(health["link_input_position"]) if health.get("role") == "linker" else -1
-
-
-def _kill(worker: WorkerProcess) -> None:
-    worker.proc.send_signal(signal.SIGKILL)
-    worker.proc.wait()
 
 
 def test_workers_switched_to_sharded_mode_and_back_while_linking_publish_the_single_writers_messages(
@@ -92,7 +58,7 @@ def test_workers_switched_to_sharded_mode_and_back_while_linking_publish_the_sin
         for shard in shards:
             wait_for(lambda s=shard: service_json(s.port).get("partitions_owned"), 120)
         single = worker(sharded=False)
-        wait_for(lambda: _position(single) >= 0, 120)
+        wait_for(lambda: linker_position(single) >= 0, 120)
         sharded = worker(sharded=True)
         wait_for(lambda: service_json(sharded.port).get("role") == "standby", 120)
         assert service_json(sharded.port)["mode"] == "sharded resolver"
@@ -104,17 +70,17 @@ def test_workers_switched_to_sharded_mode_and_back_while_linking_publish_the_sin
         following(sharded)
         wait_for(lambda: service_json(sharded.port)["snapshot"]["last"].get("position", 0) > 0, 60, pause=0.1)
         sent += publish_changes(settings, items, 700, 1500, changes=False)
-        wait_for(lambda: _position(single) > 900, 120, pause=0.1)
-        _kill(single)  # mid-stream
-        wait_for(lambda: _position(sharded) >= 0, 120)
+        wait_for(lambda: linker_position(single) > 900, 120, pause=0.1)
+        kill(single)  # mid-stream
+        wait_for(lambda: linker_position(sharded) >= 0, 120)
         assert service_json(sharded.port)["last_takeover"]["resumed_from"] > 0
 
         # 2. sharded -> single writer, the same way
         back = worker(sharded=False)
         sent += publish_changes(settings, items, 1500, 2200, changes=False)
         following(back)
-        _kill(sharded)
-        wait_for(lambda: _position(back) >= 0, 120)
+        kill(sharded)
+        wait_for(lambda: linker_position(back) >= 0, 120)
         assert service_json(back.port)["last_takeover"]["resumed_from"] > 0
 
         # 3. the killed resolver started again on its data: it loads its snapshot and store of
@@ -124,12 +90,12 @@ def test_workers_switched_to_sharded_mode_and_back_while_linking_publish_the_sin
         assert loaded["position"] > 0
         sent += publish_changes(settings, items, 2200, 3000, changes=True)
         following(restarted, loaded["position"])
-        _kill(back)
-        wait_for(lambda: _position(restarted) >= 0, 120)
+        kill(back)
+        wait_for(lambda: linker_position(restarted) >= 0, 120)
 
         def linked_to_the_end() -> int:
             end = topic_ends(settings, [LINK_INPUT_TOPIC])[LINK_INPUT_TOPIC]
-            return end if _position(restarted) >= end else 0
+            return end if linker_position(restarted) >= end else 0
 
         wait_for(lambda: topic_ends(settings, [LINK_INPUT_TOPIC])[LINK_INPUT_TOPIC] >= sent - 20, 180, pause=0.5)
         before = wait_for(linked_to_the_end, 240, pause=0.5)
@@ -140,11 +106,7 @@ def test_workers_switched_to_sharded_mode_and_back_while_linking_publish_the_sin
         assert health["last_takeover"]["resumed_from"] > loaded["position"], health
         assert health["shards"]["held_changes"] == 0, health
 
-        core, expected, expected_count = _single_writer(settings)
-        got, count = _by_key([(m.topic(), m.key(), m.value()) for m in read_to_end(settings, list(OUTPUT_TOPICS))])
-        assert got.keys() == expected.keys()
-        assert all(got[k] == expected[k] for k in expected), [k for k in expected if got[k] != expected[k]][:5]
-        assert count >= expected_count > 4000
+        core = assert_the_single_writers_outputs(settings, at_least=4000)
         items_shown, total = open_pairs(core)
         review = restarted.get("/review", role="reader")
         assert review == {"open": total, "items": json.loads(json.dumps(jsonable(items_shown)))}
