@@ -4,6 +4,7 @@ the processes' positions, and the outputs compared with the single writer's."""
 from __future__ import annotations
 
 import signal
+import subprocess
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +25,9 @@ from confluent_kafka import Producer
 from caselink.core.kafka import read_to_end
 from caselink.core.settings import Settings
 from caselink.demo import WorkerProcess
+from caselink.ops import topic_ends
 from tests.events import synthetic_person_event
-from tests.waiting import service_json
+from tests.waiting import service_json, wait_for
 
 AT = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -112,3 +114,32 @@ def linker_position(worker: WorkerProcess) -> int:
 def kill(process: WorkerProcess) -> None:
     process.proc.send_signal(signal.SIGKILL)
     process.proc.wait()
+
+
+def link_to_the_end_with_verdicts(settings: Settings, linker: WorkerProcess, items: list[dict[str, Any]],
+                                  sent: int) -> None:
+    """Once ``linker`` has linked every event the normaliser forwarded (of ``sent``; a few are
+    unlinkable): reviewers' verdicts on two pairs of ``items`` and an undo of the first, linked too."""
+
+    def linked_to_the_end() -> int:
+        end = topic_ends(settings, [LINK_INPUT_TOPIC])[LINK_INPUT_TOPIC]
+        return end if linker_position(linker) >= end else 0
+
+    wait_for(lambda: topic_ends(settings, [LINK_INPUT_TOPIC])[LINK_INPUT_TOPIC] >= sent - 20, 180, pause=0.5)
+    before = wait_for(linked_to_the_end, 240, pause=0.5)
+    keys = [f"{item['agency']}:{item['source_record_id']}" for item in items[1:5]]
+    publish_verdicts(settings, [(keys[0], keys[1]), (keys[2], keys[3]), (keys[0], keys[1])])  # the third an undo
+    assert wait_for(linked_to_the_end, 120, pause=0.5) > before
+
+
+def stop_all(processes: list[WorkerProcess]) -> None:
+    """SIGTERM to every process still running (a stopped one let go first), SIGKILL after 30 s."""
+    for process in processes:
+        if process.proc.poll() is None:
+            process.proc.send_signal(signal.SIGCONT)
+            process.proc.terminate()
+    for process in processes:
+        try:
+            process.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            process.proc.kill()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
 import pytest
@@ -27,9 +26,10 @@ from caselink.ops import topic_ends
 from tests.sharded_load import (
     assert_the_single_writers_outputs,
     kill,
+    link_to_the_end_with_verdicts,
     linker_position,
     publish_changes,
-    publish_verdicts,
+    stop_all,
 )
 from tests.waiting import service_json, wait_for
 
@@ -89,27 +89,11 @@ def test_the_sharded_index_on_three_brokers_gives_the_single_writers_outputs_thr
         kill(resolver)  # the resolver, mid-stream: its standby takes over
         wait_for(lambda: linker_position(standby) >= 0, 120)
 
-        def linked_to_the_end() -> int:
-            end = _end(settings)
-            return end if linker_position(standby) >= end else 0
-
-        wait_for(lambda: _end(settings) >= sent - 20, 180, pause=0.5)
-        before = wait_for(linked_to_the_end, 240, pause=0.5)
-        keys = [f"{item['agency']}:{item['source_record_id']}" for item in items[1:5]]
-        publish_verdicts(settings, [(keys[0], keys[1]), (keys[2], keys[3]), (keys[0], keys[1])])  # the third an undo
-        assert wait_for(linked_to_the_end, 120, pause=0.5) > before
+        link_to_the_end_with_verdicts(settings, standby, items, sent)
         health = service_json(standby.port)
         assert health["last_takeover"]["resumed_from"] > 0 and health["shards"]["held_changes"] == 0, health
 
         assert_the_single_writers_outputs(settings, at_least=3000)
         assert all(service_json(s.port)["status"] == "ok" for s in [blocks, *scorers[1:]])
     finally:
-        for process in processes:
-            if process.proc.poll() is None:
-                process.proc.send_signal(signal.SIGCONT)
-                process.proc.terminate()
-        for process in processes:
-            try:
-                process.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                process.proc.kill()
+        stop_all(processes)

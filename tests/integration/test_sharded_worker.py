@@ -17,24 +17,22 @@ writer's pairs with the same field weights.
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import Any
 
 import pytest
-from caselink.infra.topics import LINK_INPUT_TOPIC
 from caselink.linkage.synthetic import records_for_size
 from caselink.streams.app import jsonable
 from caselink.streams.review_view import open_pairs
 
 from caselink.core.settings import Settings
 from caselink.demo import WorkerProcess, start_shard, start_worker
-from caselink.ops import topic_ends
 from tests.sharded_load import (
     assert_the_single_writers_outputs,
     kill,
+    link_to_the_end_with_verdicts,
     linker_position,
     publish_changes,
-    publish_verdicts,
+    stop_all,
 )
 from tests.waiting import service_json, wait_for
 
@@ -93,15 +91,7 @@ def test_workers_switched_to_sharded_mode_and_back_while_linking_publish_the_sin
         kill(back)
         wait_for(lambda: linker_position(restarted) >= 0, 120)
 
-        def linked_to_the_end() -> int:
-            end = topic_ends(settings, [LINK_INPUT_TOPIC])[LINK_INPUT_TOPIC]
-            return end if linker_position(restarted) >= end else 0
-
-        wait_for(lambda: topic_ends(settings, [LINK_INPUT_TOPIC])[LINK_INPUT_TOPIC] >= sent - 20, 180, pause=0.5)
-        before = wait_for(linked_to_the_end, 240, pause=0.5)
-        keys = [f"{item['agency']}:{item['source_record_id']}" for item in items[1:5]]
-        publish_verdicts(settings, [(keys[0], keys[1]), (keys[2], keys[3]), (keys[0], keys[1])])  # the third an undo
-        assert wait_for(linked_to_the_end, 120, pause=0.5) > before
+        link_to_the_end_with_verdicts(settings, restarted, items, sent)
         health = service_json(restarted.port)
         assert health["last_takeover"]["resumed_from"] > loaded["position"], health
         assert health["shards"]["held_changes"] == 0, health
@@ -111,12 +101,4 @@ def test_workers_switched_to_sharded_mode_and_back_while_linking_publish_the_sin
         review = restarted.get("/review", role="reader")
         assert review == {"open": total, "items": json.loads(json.dumps(jsonable(items_shown)))}
     finally:
-        for process in workers + shards:
-            if process.proc.poll() is None:
-                process.proc.terminate()
-        for process in workers + shards:
-            try:
-                process.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                process.proc.kill()
-
+        stop_all(workers + shards)

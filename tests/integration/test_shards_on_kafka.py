@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 import urllib.request
 from typing import Any
@@ -33,7 +32,7 @@ from caselink.core.settings import Settings
 from caselink.demo import WorkerProcess, start_shard, start_worker
 from caselink.ops import topic_ends
 from tests.linkage_fixtures import comparable_state
-from tests.sharded_load import publish_changes, publish_verdicts
+from tests.sharded_load import publish_changes, publish_verdicts, stop_all
 from tests.waiting import service_json, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -145,13 +144,5 @@ def test_shards_on_kafka_give_the_single_writers_index_through_kill_replace_and_
         assert samples["caselink_shard_partitions"].value == len(records[1].health()["partitions_owned"])
         assert "caselink_index_records" not in samples  # the linker's, not a shard's
     finally:
-        for shard in shards:
-            if shard.proc.poll() is None:
-                shard.proc.send_signal(signal.SIGCONT)
-                shard.proc.terminate()
-        for shard in shards:
-            try:
-                shard.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                shard.proc.kill()
+        stop_all(shards)
         worker.stop()
