@@ -69,6 +69,7 @@ class LinkerLoop(threading.Thread):
         self.answered: Coverage | None = None
         self.held: collections.deque[Message] = collections.deque()
         self._answers_from_start = True  # the answers' reader starts again from the beginning
+        self.answers_read_from = self._answers_read_to = 0  # where it started, how far it has read
         self._answers: Consumer | None = None
         self._compacted = 0  # the snapshot position the store of values was last compacted to
         # Empty, the store of values kept as it is: a snapshot taken with it may be loaded (_run).
@@ -106,12 +107,14 @@ class LinkerLoop(threading.Thread):
         self._answers_from(0)
         return new_core(self.settings, self.model, store=self.store)
 
-    def _answers_from(self, position: int) -> None:
-        """Sharded mode: the record shards' answers read again from the start of their topic, the
-        ones below ``position`` (applied already) left out."""
+    def _answers_from(self, position: int, topic_offset: int = 0) -> None:
+        """Sharded mode: the record shards' answers read again from ``topic_offset`` of their topic
+        (a snapshot says from where its position's answers are all there), the ones below
+        ``position`` (applied already) left out."""
         self.answered = Coverage(merge_scored, self.settings.shards.partitions, start=position,
                                  made_with=made_with("records", self.model))
         self._answers_from_start = True
+        self.answers_read_from = self._answers_read_to = topic_offset
         self.held.clear()
 
     # ------------------------------------------------------------------ lifecycle
@@ -261,7 +264,8 @@ class LinkerLoop(threading.Thread):
         self.held.extend(batch)
         answers = self._answers
         if self._answers_from_start:
-            answers.assign([TopicPartition(LINK_SCORED_TOPIC, 0, OFFSET_BEGINNING)])
+            start = self._answers_read_to
+            answers.assign([TopicPartition(LINK_SCORED_TOPIC, 0, start if start > 0 else OFFSET_BEGINNING)])
             self._answers_from_start = False
         for msg in drain(answers, self.settings.worker.batch_size, wait_s=wait_s if self.held else 0.0):
             failure = msg.error()
@@ -269,7 +273,9 @@ class LinkerLoop(threading.Thread):
                 if failure.code() != KafkaError._PARTITION_EOF:
                     raise RuntimeError(f"reading {LINK_SCORED_TOPIC}: {failure}")
                 continue
-            self.answered.add(decode_batch(msg.value()))  # a shard's answers that cannot be used stop the linker
+            # a shard's answers that cannot be used stop the linker
+            self.answered.add(decode_batch(msg.value()), msg.offset())
+            self._answers_read_to = msg.offset() + 1
         ready, held, out = self.answered.ready(), self.held, []
         while held and (held[0].error() is not None or held[0].offset() < ready):  # type: ignore[operator]
             out.append(held.popleft())
@@ -304,7 +310,7 @@ class LinkerLoop(threading.Thread):
             self.core = loaded.core
             if store is not None:
                 store.rewind(loaded.position)
-                self._answers_from(loaded.position)
+                self._answers_from(loaded.position, int(loaded.header.get("answers_from", 0)))
                 self._compacted = loaded.position
         self.standby_position = loaded.position
         self.snapshot_loaded = {"position": loaded.position, "seconds": round(loaded.seconds, 3),
@@ -358,7 +364,10 @@ class LinkerLoop(threading.Thread):
         if position == self.snapshots.last.get("position"):
             self.snapshots.started = time.monotonic()  # nothing new since the last one
             return
-        self.snapshots.start(self.core, position)
+        extra = None
+        if self.answered is not None:  # every answer the snapshot's position still needs is from here on
+            extra = {"answers_from": self.answered.resume_from(self._answers_read_to)}
+        self.snapshots.start(self.core, position, extra)
 
     def _compact_store(self) -> None:
         """Sharded mode: once a snapshot is written, the values no rewind to it can need go."""
@@ -448,6 +457,7 @@ class LinkerLoop(threading.Thread):
             return {}
         behind = answered.lagging()
         return {"answered_to": answered.ready(), "held_changes": len(self.held),
+                "answers_read_from": self.answers_read_from,
                 "partitions_behind": sorted(behind) if self.held else [],
                 "store": str(self.store.path) if self.store is not None else None}
 

@@ -332,8 +332,12 @@ class Coverage:
         self.high = [start] * partitions
         self.taken = start  # every sequence number below this has been taken
         self.pending: dict[int, Any] = {}
+        # Per partition, where each batch still needed came from (its offset on the answers'
+        # topic) and where it ends: a reader starting again at ``taken`` need read no earlier.
+        self.origins: list[collections.deque[tuple[int, int]]] = [collections.deque() for _ in range(partitions)]
 
-    def add(self, batch: Batch) -> None:
+    def add(self, batch: Batch, origin: int | None = None) -> None:
+        """``origin``: the batch's offset on the topic it was read from (see ``resume_from``)."""
         high = self.high
         if batch.count != len(high):
             raise ValueError(f"{batch.tier} answers made over {batch.count} partitions, this reader uses "
@@ -354,6 +358,8 @@ class Coverage:
         for p in batch.partitions:
             if batch.end > high[p]:
                 high[p] = batch.end
+                if origin is not None:
+                    self.origins[p].append((origin, batch.end))
 
     def ready(self) -> int:
         """Every sequence number below this has been answered for every partition."""
@@ -365,6 +371,18 @@ class Coverage:
             raise ValueError(f"sequence number {seq} is not answered by every partition yet")
         self.taken = max(self.taken, seq + 1)
         return self.pending.pop(seq, NO_ANSWER)
+
+    def resume_from(self, read_to: int) -> int:
+        """The earliest offset of the answers' topic a reader must read again from to hold every
+        answer not yet taken, given that it has read it up to ``read_to``: the first batch, in each
+        partition, ending past ``taken``."""
+        earliest = read_to
+        for needed in self.origins:
+            while needed and needed[0][1] <= self.taken:
+                needed.popleft()
+            if needed:
+                earliest = min(earliest, needed[0][0])
+        return earliest
 
     def lagging(self) -> dict[int, int]:
         """The partitions holding the tier back, with how far they reach."""

@@ -107,12 +107,14 @@ class Loaded:
     position: int  # the link-input offset the state has applied everything before
     taken_at: float
     seconds: float  # how long loading took
+    header: dict[str, Any]
 
 
-def write(path: Path, core: LinkerCore, position: int) -> int:
-    """Write the snapshot atomically (a temporary file, synced, then renamed); returns its size."""
+def write(path: Path, core: LinkerCore, position: int, extra: dict[str, Any] | None = None) -> int:
+    """Write the snapshot atomically (a temporary file, synced, then renamed); returns its size.
+    ``extra``: more the loader needs to carry on, kept in the header."""
     header = {"format": FORMAT, "fingerprint": code_fingerprint(core.serde), "model_version": core.model.version,
-              "position": position, "taken_at": time.time(), "values_store": store_id(core)}
+              "position": position, "taken_at": time.time(), "values_store": store_id(core), **(extra or {})}
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
@@ -174,7 +176,7 @@ def read(path: Path, model: LinkageModel, empty: Callable[[], LinkerCore] | None
         log.warning("linker snapshot %s could not be read (%s: %s); replaying the log", path,
                     type(exc).__name__, exc)
         return None
-    return Loaded(core, int(header["position"]), float(header["taken_at"]), time.monotonic() - started)
+    return Loaded(core, int(header["position"]), float(header["taken_at"]), time.monotonic() - started, header)
 
 
 class SnapshotWriter:
@@ -194,7 +196,7 @@ class SnapshotWriter:
         self.poll()
         return self.child is not None
 
-    def start(self, core: LinkerCore, position: int) -> None:
+    def start(self, core: LinkerCore, position: int, extra: dict[str, Any] | None = None) -> None:
         """Fork a child that writes ``core`` at ``position``. Call it between batches, from the
         thread that owns ``core``: the child sees the state exactly as it is at the fork."""
         ensure_private_dir(self.path.parent)
@@ -209,7 +211,7 @@ class SnapshotWriter:
             code = 1
             try:
                 gc.disable()
-                write(self.path, core, position)
+                write(self.path, core, position, extra)
                 code = 0
             finally:
                 os._exit(code)

@@ -86,6 +86,8 @@ def test_workers_switched_to_sharded_mode_and_back_while_linking_publish_the_sin
         restarted = worker(sharded=True, data_dir=sharded.log_path.parent)
         loaded = wait_for(lambda: service_json(restarted.port)["snapshot"]["loaded"], 120)
         assert loaded["position"] > 0
+        # and reads the record shards' answers again only from where the snapshot's position needs them
+        assert service_json(restarted.port)["shards"]["answers_read_from"] > 0
         sent += publish_changes(settings, items, 2200, 3000, changes=True)
         following(restarted, loaded["position"])
         kill(back)

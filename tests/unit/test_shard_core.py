@@ -365,3 +365,36 @@ def test_a_resolver_restored_from_its_snapshot_and_store_carries_on_as_the_origi
     assert [apply(loaded.core, i) for i in range(cut, len(messages))] == expected
     assert comparable_state(loaded.core.index) == state
     assert snapshot.read(folder / "linker.snapshot", model, values_store="another store") is None
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None, max_examples=examples(100))
+@given(log=logs(), shards=st.sampled_from((1, 2, 3, 7)), data=st.data())
+def test_a_reader_starting_again_where_coverage_says_gets_every_answer_not_yet_taken(
+        log: list[tuple[Any, ...]], shards: int, data: st.DataObject) -> None:
+    """Answers delivered in runs at random (some twice), taken as they are ready; at any point a
+    reader that starts again from ``resume_from`` (a snapshot's record of it) with the position
+    taken so far ends with every later change's merged answer, as one reading from the start."""
+    model = trained_model()
+    messages = _messages(log, [True])
+    light, whole, _scored = _answered(messages, (1, 1), None)
+    found = _tier(None, 1, lambda owned: BlockAnswers(owned, max_block_size=3), "blocks", light, merge_found)
+    cuts = data.draw(st.lists(st.integers(1, max(1, len(whole))), max_size=4))
+    per_shard = [_answer_in_runs(RecordAnswers(model, shard_partitions(i, shards)), "records",
+                                 shard_partitions(i, shards), whole, cuts, found) for i in range(shards)]
+    runs = _delivered(data, per_shard)
+
+    def read(coverage: Coverage, start: int, stop: int, merged: list[Any]) -> None:
+        for origin in range(start, stop):
+            coverage.add(runs[origin], origin)
+            while coverage.taken < coverage.ready():
+                merged.append(coverage.take(coverage.taken))
+
+    expected: list[Any] = []
+    read(Coverage(merge_scored), 0, len(runs), expected)
+    stop = data.draw(st.integers(0, len(runs)))
+    first = Coverage(merge_scored)
+    read(first, 0, stop, [])
+    again = Coverage(merge_scored, start=first.taken)
+    rest: list[Any] = []
+    read(again, first.resume_from(stop), len(runs), rest)
+    assert rest == expected[first.taken:]
