@@ -16,6 +16,12 @@ keeps Faust's guarantees in its own way:
   committed. The acknowledgement of one batch's outputs is awaited in a helper thread while this
   thread links the next batch, whose outputs are held back until then (so outputs reach the
   broker in input order, as before), instead of waiting for it between batches.
+
+In sharded mode (``shards.enabled``, docs/architecture.md "The sharded index") the same loop is
+the ordered resolver: it also reads the record shards' answers (``caselink.link-scored``), holds
+each link-input message until every key partition has answered it, applies it with the linker's
+core in resolver mode, and keeps the records' values in a store on disk
+(``streams.values_store``). Roles, standbys, snapshots and commits are as above.
 """
 
 from __future__ import annotations
@@ -444,7 +450,7 @@ class LinkerLoop(threading.Thread):
                            on_lost=self._on_revoke)
         follower = kafka.consumer(self.settings, f"{self.group_id}-standby",
                                   **{"enable.partition.eof": False, "fetch.wait.max.ms": 10})
-        if self.sharded:  # the record shards' answers, read whole from the start (assigned in _ready)
+        if self.sharded:  # the record shards' answers (assigned in _ready, from where _answers_from says)
             self._answers = kafka.consumer(self.settings, f"{self.group_id}-answers",
                                            **{"enable.partition.eof": False, "fetch.wait.max.ms": 10})
         return consumer, follower
