@@ -26,8 +26,9 @@ off), on a fresh broker with the same link input, catching up on it from the sta
 
 A worker's rate is its events over the time from the first to the last link decision (broker
 timestamps, as ``pipeline_throughput.py`` measures it), so a process's and a group's start-up are
-left out and reported apart. Each sharded run gets a fresh broker, so its answer topics start
-empty. CPU seconds per process are from /proc. Results: benchmarks/results/scale_out_kafka.json.
+left out and reported apart; the worker's resident memory is taken once it has caught up. Each
+sharded run gets a fresh broker, so its answer topics start empty. CPU seconds per process are
+from /proc. Results: benchmarks/results/scale_out_kafka.json.
 """
 
 from __future__ import annotations
@@ -217,6 +218,7 @@ def run_worker(n: int, args: argparse.Namespace) -> dict[str, Any]:
                     pass
                 time.sleep(0.2)
             finished = time.perf_counter()
+            rss_mb = round(psutil.Process(worker.proc.pid).memory_info().rss / 2**20)
             cpu = {"worker (linker)": _cpu(worker.proc.pid),
                    "block shards": sum(_cpu(s.proc.pid) for s in shards[:n]),
                    "record shards": sum(_cpu(s.proc.pid) for s in shards[n:]),
@@ -237,7 +239,7 @@ def run_worker(n: int, args: argparse.Namespace) -> dict[str, Any]:
         cpu = {k: v for k, v in cpu.items() if not k.endswith("shards")}
     return {"shards_per_tier": n, "events": total, "citizens": citizens,
             "events_per_s": round(total / max(stamps[-1] - stamps[0], 1e-9)),
-            "start_to_last_decision_s": round(finished - started, 1),
+            "start_to_last_decision_s": round(finished - started, 1), "worker_rss_mb": rss_mb,
             "cpu_us_per_event": {k: round(v / total * 1e6, 1) for k, v in cpu.items()}}
 
 
@@ -299,7 +301,8 @@ def main() -> None:
             what = "single-writer worker" if n == 0 else f"sharded worker with {n} block + {n} record shards"
             print(f"{what}: {row['events_per_s']:,} events/s first to last decision ({row['ratio_to_single_worker']} "
                   f"of the single-writer worker), {row['start_to_last_decision_s']} s from the processes' start; CPU "
-                  f"per event {row['cpu_us_per_event']}", flush=True)
+                  f"per event {row['cpu_us_per_event']}; the worker's resident memory {row['worker_rss_mb']:,} MB",
+                  flush=True)
     print(f"saved {save('scale_out_kafka', results)}")
 
 
