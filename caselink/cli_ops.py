@@ -105,6 +105,9 @@ def _print_status(report: dict[str, Any]) -> None:
         colour = "green" if w.get("status") == "ok" else "red"
         detail = (f"{w.get('records', '?')} records, {w.get('citizens', '?')} citizens, "
                   f"{w.get('review_open', '?')} open reviews" if "records" in w else w.get("error", ""))
+        if w.get("mode") == "sharded resolver":
+            held = w.get("shards", {}).get("held_changes", 0)
+            detail += f"; sharded resolver, {held:,} change(s) waiting for the shards' answers"
         console.print(f"worker [{colour}]{w.get('status')}[/] ({w['url']}): {escape(str(detail))}")
     g = report.get("gate")
     if g:

@@ -48,6 +48,9 @@ from caselink.core.kafka import admin_client, bootstrap_servers, idempotent_prod
 from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
+# Sharded mode: no answer from the shards for this long while changes wait for one: /health says
+# linking is paused, and which key partitions hold it back.
+SHARDS_WAIT_DEGRADED_S = 30.0
 BROKER_WAIT_DEGRADED_S = 5.0  # outputs unacknowledged this long: /health says the pipeline is paused, and why
 
 
@@ -197,6 +200,17 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def shards_paused(shards: dict[str, Any]) -> str | None:
+    """Why linking is paused in sharded mode (``LinkerLoop.sharded_status``): changes have waited
+    ``SHARDS_WAIT_DEGRADED_S`` with no answer from the shards; None while they answer."""
+    if shards.get("waiting_s", 0.0) < SHARDS_WAIT_DEGRADED_S:
+        return None
+    behind = ", ".join(map(str, shards.get("partitions_behind", [])[:10])) or "none"
+    return (f"paused: {shards['held_changes']:,} change(s) waiting {shards['waiting_s']:.0f} s for the record shards' "
+            f"answers (key partitions behind: {behind}); is every `caselink shard blocks` and `caselink shard "
+            "records` process running and caught up?")
+
+
 def health_report(linker: LinkerLoop, gate: GateLoop | None, normalisers: NormaliserProcesses | None,
                   waiting: dict[str, Any] | None) -> dict[str, Any]:
     """What /health says: the index, the linker's role and position, the broker's backlog
@@ -219,12 +233,16 @@ def health_report(linker: LinkerLoop, gate: GateLoop | None, normalisers: Normal
             "size_guard_refusals": core.index.size_refusals}
         if linker.sharded:
             body["mode"] = "sharded resolver"
-            body["shards"] = linker.sharded_status()
+            body["shards"] = shards = linker.sharded_status()
     if linker.error is not None:
         body["error"] = str(linker.error)
     elif linker.refused is not None:
         body["status"] = "refused"
         body["error"] = linker.refused
+    paused = shards_paused(shards) if linker.sharded else None
+    if paused is not None and body["status"] == "ok":
+        body["status"] = "degraded"
+        body["reason"] = paused
     if waiting is not None:  # outputs not yet acknowledged: the broker is down, or cannot write (disk full?)
         body["broker"] = waiting
         if waiting["waiting_s"] >= BROKER_WAIT_DEGRADED_S and body["status"] == "ok":

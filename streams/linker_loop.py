@@ -122,6 +122,7 @@ class LinkerLoop(threading.Thread):
         self._answers_from_start = True
         self.answers_read_from = self._answers_read_to = topic_offset
         self.held.clear()
+        self._answered_to, self._answered_at = position, time.monotonic()  # the shards' last progress
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, timeout: float = 30.0) -> None:
@@ -283,6 +284,8 @@ class LinkerLoop(threading.Thread):
             self.answered.add(decode_batch(msg.value()), msg.offset())
             self._answers_read_to = msg.offset() + 1
         ready, held, out = self.answered.ready(), self.held, []
+        if ready > self._answered_to:
+            self._answered_to, self._answered_at = ready, time.monotonic()
         while held and (held[0].error() is not None or held[0].offset() < ready):  # type: ignore[operator]
             out.append(held.popleft())
         # Answers far ahead of the link input read so far (a rebuild replaying the log) wait on the
@@ -462,7 +465,8 @@ class LinkerLoop(threading.Thread):
         if answered is None:
             return {}
         behind = answered.lagging()
-        return {"answered_to": answered.ready(), "held_changes": len(self.held),
+        waiting = time.monotonic() - self._answered_at if self.held else 0.0
+        return {"answered_to": answered.ready(), "held_changes": len(self.held), "waiting_s": round(waiting, 1),
                 "answers_read_from": self.answers_read_from,
                 "partitions_behind": sorted(behind) if self.held else [],
                 "store": str(self.store.path) if self.store is not None else None}
