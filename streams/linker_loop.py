@@ -406,6 +406,10 @@ class LinkerLoop(threading.Thread):
         try:
             while not self._stopping.is_set():
                 summary.due(lambda: len(self.core.index.review))
+                if self.answered is not None:  # every turn: a stall shows while nothing is linked
+                    shards = self.sharded_status()
+                    metrics.RESOLVER_HELD.set(shards["held_changes"])
+                    metrics.RESOLVER_WAITING.set(shards["waiting_s"])
                 self._settle(consumer, wait=False)
                 self._maybe_snapshot(consumer)
                 batch = self._next_batch(consumer, follower, follow_state)
@@ -459,8 +463,8 @@ class LinkerLoop(threading.Thread):
         return consumer, follower
 
     def sharded_status(self) -> dict[str, Any]:
-        """Sharded mode, for /health: what waits for the record shards, and which hold it back.
-        Hold the lock."""
+        """Sharded mode, for /health and /metrics: what waits for the record shards, for how long,
+        and which key partitions hold it back."""
         answered = self.answered
         if answered is None:
             return {}

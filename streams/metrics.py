@@ -47,6 +47,10 @@ GATE_LATENCY = Histogram(
 )
 GATE_POLICY_OK = Gauge("caselink_gate_policy_ok", "1 while the consent policy is valid, 0 while the gate is paused")
 LINKER_LAG = Gauge("caselink_linker_lag", "link-input messages not yet applied by the linker")
+RESOLVER_HELD = Gauge("caselink_resolver_held_changes",
+                      "sharded mode: link-input changes the linker holds until every key partition has answered them")
+RESOLVER_WAITING = Gauge("caselink_resolver_waiting_seconds",
+                         "sharded mode: how long changes have been held with no new answer from the shards")
 SHARD_POSITION = Gauge("caselink_shard_position", "link-input offset below which this shard has applied every change",
                        ["tier"])
 SHARD_LAG = Gauge("caselink_shard_lag", "link-input messages this shard has not applied yet", ["tier"])
@@ -66,7 +70,7 @@ GC_PAUSE = Histogram(
 # worker's caselink_gate_policy_ok stayed 0 and fired the "policy invalid" page; the gate said
 # caselink_index_records 0). Each process keeps only its own (``keep_only``).
 LINKER_METRICS = (DECISIONS, LATENCY, INDEX_RECORDS, INDEX_CITIZENS, REVIEW_OPEN, SIZE_GUARD, MODEL_FINDINGS,
-                  LINKER_LAG)
+                  LINKER_LAG, RESOLVER_HELD, RESOLVER_WAITING)
 GATE_METRICS = (GATE_OUTPUT, GATE_CONSENTS, GATE_CITIZENS, GATE_LATENCY, GATE_POLICY_OK)
 SHARD_METRICS = (SHARD_POSITION, SHARD_LAG, SHARD_PARTITIONS, SHARD_WAITING, SHARD_REBUILDS, SHARD_ANSWERS)
 

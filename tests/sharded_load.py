@@ -143,3 +143,14 @@ def stop_all(processes: list[WorkerProcess]) -> None:
             process.proc.wait(30)
         except subprocess.TimeoutExpired:
             process.proc.kill()
+
+
+def metric_samples(process: WorkerProcess) -> dict[str, float]:
+    """The process's /metrics, each sample's value by name (labels left out)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{process.port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}

@@ -28,6 +28,7 @@ from tests.sharded_load import (
     kill,
     link_to_the_end_with_verdicts,
     linker_position,
+    metric_samples,
     publish_changes,
     stop_all,
 )
@@ -83,6 +84,7 @@ def test_the_sharded_index_on_three_brokers_gives_the_single_writers_outputs_thr
             waiting = wait_for(lambda: service_json(resolver.port)["shards"]["held_changes"], 30, pause=0.1)
             assert waiting > 0
             time.sleep(3)
+            assert metric_samples(resolver)["caselink_resolver_held_changes"] > 0  # what Prometheus sees
         finally:
             os.kill(scorers[1].proc.pid, signal.SIGCONT)
         wait_for(lambda: linker_position(resolver) > 1800, 120, pause=0.1)
