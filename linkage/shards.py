@@ -171,6 +171,15 @@ class RecordShard(_Partitioned):
             self.present.discard(record_key)
             self.records.pop(record_key, None)
 
+    def keep_only(self, owned: frozenset[int]) -> None:
+        """Give up partitions: what is left is what a shard of only ``owned`` would hold after the
+        same changes (the records at home in them; versions, presence and verdicts are kept for
+        every record by every shard), so losing partitions needs no replay."""
+        if not owned <= self.owned:
+            raise ValueError(f"partitions {sorted(owned - self.owned)} were never this shard's: replay for them")
+        self.owned = owned
+        self.records = {k: r for k, r in self.records.items() if key_partition(k, self.partitions) in owned}
+
     def apply_review(self, a: str, b: str, same: bool) -> None:
         if a in self.present and b in self.present:
             pair = (a, b) if a < b else (b, a)

@@ -4,10 +4,11 @@ A 3-broker cluster with the default settings (replication factor 3, min ISR 2). 
 and three scorers (record shards, `caselink shard records`) answer the link input; two workers in
 sharded mode are the resolver and its standby. Under load: a scorer is killed with SIGKILL (its
 key partitions are dealt to the others, which rebuild them), a scorer is added (the group deals
-it partitions), a scorer is stopped with SIGSTOP for 3 s (the resolver waits for its answers,
-then catches up), and the resolver is killed with SIGKILL (its standby takes over). Every message
-on the decisions, linked-cases and review topics must be, key by key, the single writer's (a
-straight replay of the link input through the linker's core), repeats after the takeover aside.
+it partitions; the scorers that give some up drop them without replaying), a scorer is stopped
+with SIGSTOP for 3 s (the resolver waits for its answers, then catches up), and the resolver is
+killed with SIGKILL (its standby takes over). Every message on the decisions, linked-cases and
+review topics must be, key by key, the single writer's (a straight replay of the link input
+through the linker's core), repeats after the takeover aside.
 """
 
 from __future__ import annotations
@@ -74,8 +75,12 @@ def test_the_sharded_index_on_three_brokers_gives_the_single_writers_outputs_thr
         wait_for(lambda: sorted(p for s in scorers[1:] for p in service_json(s.port)["partitions_owned"])
                  == list(range(settings.shards.partitions)), 120, pause=0.2)
 
+        rebuilds = [service_json(s.port)["rebuilds"] for s in scorers[1:]]
         scorers.append(shard("records"))  # a scorer added mid-run: the group deals it partitions
         wait_for(lambda: service_json(scorers[-1].port).get("partitions_owned"), 120, pause=0.2)
+        # the two that gave some up dropped those records and went on, without replaying the log
+        wait_for(lambda: sum(len(service_json(s.port)["partitions_owned"]) for s in scorers[1:3]) < 60, 60, pause=0.2)
+        assert [service_json(s.port)["rebuilds"] for s in scorers[1:3]] == rebuilds
         wait_for(lambda: linker_position(resolver) >= _end(settings) - 20, 180, pause=0.2)
 
         os.kill(scorers[1].proc.pid, signal.SIGSTOP)  # the resolver waits for its answers

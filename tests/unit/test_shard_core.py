@@ -398,3 +398,26 @@ def test_a_reader_starting_again_where_coverage_says_gets_every_answer_not_yet_t
     rest: list[Any] = []
     read(again, first.resume_from(stop), len(runs), rest)
     assert rest == expected[first.taken:]
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None, max_examples=examples(100))
+@given(log=logs(), data=st.data())
+def test_a_record_shard_that_gives_up_partitions_holds_what_one_built_for_the_rest_holds(
+        log: list[tuple[Any, ...]], data: st.DataObject) -> None:
+    model = trained_model()
+    messages = _messages(log, [True, False])
+    light, whole, _scored = _answered(messages, (1, 1), None)
+    found = _tier(None, 1, lambda owned: BlockAnswers(owned, max_block_size=3), "blocks", light, merge_found)
+    everything = frozenset(range(60))
+    kept = frozenset(data.draw(st.sets(st.integers(0, 59), min_size=1, max_size=59)))
+    whole_shard, part_shard = RecordAnswers(model, everything), RecordAnswers(model, kept)
+    for change, answer in zip(whole, found, strict=True):
+        whole_shard.apply(change, answer)
+        part_shard.apply(change, answer)
+    whole_shard.shard.keep_only(kept)
+    a, b = whole_shard.shard, part_shard.shard
+    assert a.owned == b.owned and a.versions == b.versions and a.present == b.present
+    assert a.must_link == b.must_link
+    assert {k: _slots(r) for k, r in a.records.items()} == {k: _slots(r) for k, r in b.records.items()}
+    with pytest.raises(ValueError, match="never this shard's"):
+        b.keep_only(everything)
