@@ -46,7 +46,8 @@ from caselink.schemas.serde import AvroSerde
 from caselink.streams import metrics, snapshot
 from caselink.streams.linker_core import LinkerCore, new_core
 from caselink.streams.normaliser_core import packed_record
-from caselink.streams.shard_core import NO_ANSWER, Coverage, decode_batch, made_with, merge_scored
+from caselink.streams.shard_core import NO_ANSWER, Coverage, answered, decode_batch, made_with, merge_scored
+from caselink.streams.shard_loop import MAX_WAITING, hold_back
 from caselink.streams.sink import BatchSink
 from caselink.streams.snapshot import SnapshotWriter
 from caselink.streams.values_store import ValuesStore
@@ -283,16 +284,15 @@ class LinkerLoop(threading.Thread):
             # a shard's answers that cannot be used stop the linker
             self.answered.add(decode_batch(msg.value()), msg.offset())
             self._answers_read_to = msg.offset() + 1
-        ready, held, out = self.answered.ready(), self.held, []
+        ready, held = self.answered.ready(), self.held
         if ready > self._answered_to:
             self._answered_to, self._answered_at = ready, time.monotonic()
-        while held and (held[0].error() is not None or held[0].offset() < ready):  # type: ignore[operator]
-            out.append(held.popleft())
+        out = answered(held, self.answered)
         # Answers far ahead of the link input read so far (a rebuild replaying the log) wait on the
         # broker, not in memory; the input is never held back then, so both move on.
         read_to = max(self.answered.taken, (held[-1].offset() or 0) + 1 if held else 0)
         scored = [TopicPartition(LINK_SCORED_TOPIC, 0)]
-        if ready - read_to > MAX_HELD:
+        if ready - read_to > MAX_WAITING:
             answers.pause(scored)
         else:
             answers.resume(scored)
@@ -416,7 +416,7 @@ class LinkerLoop(threading.Thread):
                 publish_from = self.publish_from
                 if publish_from is not None and self.answered is not None:
                     batch = self._ready(batch, wait_s=0.05)
-                    self._hold_back(consumer)
+                    hold_back(consumer, len(self.held))
                 if not batch or publish_from is None:
                     continue
                 linked = link_batch(self.core, self.lock, batch, publish_from, serde, self.answered)
@@ -474,15 +474,6 @@ class LinkerLoop(threading.Thread):
                 "answers_read_from": self.answers_read_from,
                 "partitions_behind": sorted(behind) if self.held else [],
                 "store": str(self.store.path) if self.store is not None else None}
-
-    def _hold_back(self, consumer: Consumer) -> None:
-        """Sharded mode: stop reading the link input while too many messages wait for the record
-        shards' answers (a paused or lagging shard), and read on once they have come."""
-        assigned = [TopicPartition(LINK_INPUT_TOPIC, 0)]
-        if len(self.held) > MAX_HELD:
-            consumer.pause(assigned)
-        elif len(self.held) < MAX_HELD // 2:
-            consumer.resume(assigned)
 
     def _linking(self) -> bool:
         """Whether this worker holds the link input (the group's callbacks change it during a poll)."""
@@ -563,8 +554,6 @@ class LinkerLoop(threading.Thread):
             log.error("linker output to %s (from %s) dead-lettered: %s", topic, origin, exc)
 
 
-# Sharded mode: link-input messages held at most while waiting for the record shards' answers.
-MAX_HELD = 20_000
 MODEL_CHECK_FROM = 1_000  # records in the index at the first check of the model against them
 MODEL_CHECK_SAMPLE = 50_000  # records the check draws its random pairs from
 # How much of an output the broker refused a dead letter keeps (the rest would be refused too).

@@ -390,6 +390,15 @@ class Coverage:
         return {p: h for p, h in enumerate(self.high) if h == low}
 
 
+def answered(waiting: collections.deque[Any], coverage: Coverage) -> list[Any]:
+    """The link-input messages held in ``waiting`` that every partition has answered, taken off it
+    in order (a read error goes through at once, for the caller to raise)."""
+    ready, out = coverage.ready(), []
+    while waiting and (waiting[0].error() is not None or waiting[0].offset() < ready):
+        out.append(waiting.popleft())
+    return out
+
+
 # ---------------------------------------------------------------------- the resolver's step
 def resolve(index: CitizenIndex, change: Change, scored: Any) -> LinkResult:
     """Apply one change to a resolver (``CitizenIndex(resolver=True)``) with the record shards'
@@ -444,11 +453,9 @@ class ResolverFeed:
     def apply_ready(self) -> list[tuple[int, Change, LinkResult | None]]:
         """Every waiting change the shards have answered, applied in order: (offset, change, result;
         None for a message that changes no index)."""
-        ready = self.coverage.ready()
-        waiting, rules = self.waiting, self.index.model.rules
+        rules = self.index.model.rules
         done: list[tuple[int, Change, LinkResult | None]] = []
-        while waiting and waiting[0].offset() < ready:
-            msg = waiting.popleft()
+        for msg in answered(self.waiting, self.coverage):
             offset = msg.offset()
             headers = msg.headers()
             change = decode_change(self.serde, rules, msg.value(), packed_record(headers), key=msg.key(),

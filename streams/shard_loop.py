@@ -44,6 +44,7 @@ from caselink.streams.shard_core import (
     BlockAnswers,
     Coverage,
     RecordAnswers,
+    answered,
     batches,
     decode_batch,
     decode_change,
@@ -60,9 +61,19 @@ log = logging.getLogger(__name__)
 
 TIERS = ("blocks", "records")
 POSITION_PREFIX = "link-input="  # the committed metadata: how far this partition is answered
-# A record shard holds at most this many link-input messages while waiting for the block shards'
-# answers to them, then stops reading the link input until they come (a paused block shard).
+# A record shard (and the resolver) holds at most this many link-input messages while waiting for
+# the tier before's answers to them, then stops reading the link input until they come.
 MAX_WAITING = 20_000
+
+
+def hold_back(reader: Consumer, waiting: int) -> None:
+    """Stop reading the link input while more than ``MAX_WAITING`` messages wait for the tier
+    before's answers (a paused or lagging shard), and read on once half of them have come."""
+    link_input = [TopicPartition(LINK_INPUT_TOPIC, 0)]
+    if waiting > MAX_WAITING:
+        reader.pause(link_input)
+    elif waiting < MAX_WAITING // 2:
+        reader.resume(link_input)
 
 
 def group_id(settings: Settings, tier: str) -> str:
@@ -242,15 +253,9 @@ class ShardLoop(threading.Thread):
             else:
                 self._answer(msg, NO_ANSWER, answers, rules)
         if self._coverage is not None:
-            ready = self._coverage.ready()
-            while self._waiting and self._waiting[0].offset() < ready:  # type: ignore[operator]
-                msg = self._waiting.popleft()
-                self._answer(msg, self._coverage.take(msg.offset()), answers, rules)  # type: ignore[arg-type]
-            input_tp = [TopicPartition(LINK_INPUT_TOPIC, 0)]
-            if len(self._waiting) > MAX_WAITING:
-                reader.pause(input_tp)
-            elif len(self._waiting) < MAX_WAITING // 2:
-                reader.resume(input_tp)
+            for msg in answered(self._waiting, self._coverage):
+                self._answer(msg, self._coverage.take(msg.offset()), answers, rules)
+            hold_back(reader, len(self._waiting))
         return answers
 
     def _answer(self, msg: Message, found: Any, answers: list[tuple[int, Any]], rules: Any) -> None:
