@@ -659,7 +659,11 @@ class CitizenIndex:
             ids = sorted(claims.get(i, []), key=lambda c: old[c].created_seq)
             if ids:
                 survivor = ids[0]
-                citizen = Citizen(old[survivor].created_seq, comp, (*old[survivor].merged_from, *ids[1:]))
+                # Every id the losers had absorbed too: a LinkedCase names all its ancestors, so a
+                # reader that never saw a loser's own case (compacted away, or on a partition another
+                # gate process reads) still finds consent recorded about an id retired twice.
+                citizen = Citizen(old[survivor].created_seq, comp, _ancestors(old[survivor].merged_from,
+                                                                              ids[1:], old))
                 for loser in ids[1:]:
                     retired[loser] = survivor
                     self.retired[loser] = survivor
@@ -704,6 +708,19 @@ class CitizenIndex:
 
 
 _osa = OSA.distance
+
+
+def _ancestors(kept: tuple[str, ...], losers: list[str], old: Mapping[str, Citizen]) -> tuple[str, ...]:
+    """The survivor's ``merged_from`` after absorbing ``losers``: what it had, then each loser and
+    the ids that loser had absorbed, without repeats."""
+    out = list(kept)
+    seen = set(out)
+    for loser in losers:
+        for cid in (loser, *old[loser].merged_from):
+            if cid not in seen:
+                seen.add(cid)
+                out.append(cid)
+    return tuple(out)
 
 
 def _whole(record: LinkRecord | IdsOnly) -> LinkRecord:

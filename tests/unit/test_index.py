@@ -42,6 +42,21 @@ def test_bridge_record_merges_citizens_and_oldest_survives() -> None:
     assert index.citizens[a.citizen_id].merged_from == (b.citizen_id,)
 
 
+def test_a_citizen_names_every_id_retired_into_it_merges_of_merges_included() -> None:
+    """A reader that never saw the middle citizen's own case (compacted away, or read by another
+    gate process) must still find consent recorded about the first id."""
+    index = CitizenIndex(trained_model())
+    oldest = index.upsert("health:1", person("Carl", "Moss", "1970-01-02")).citizen_id
+    middle = index.upsert("police:2", person("Bob", "Hart", "1981-05-06")).citizen_id
+    youngest = index.upsert("housing:3", person("Alice", "Fenn", "1992-07-08")).citizen_id
+    assert len({oldest, middle, youngest}) == 3
+    index.apply_review("housing:3", "police:2", True)
+    assert index.citizens[middle].merged_from == (youngest,)
+    index.apply_review("police:2", "health:1", True)
+    assert index.citizens[oldest].merged_from == (middle, youngest)
+    assert index.resolve(youngest) == oldest
+
+
 def test_deleting_the_bridge_splits_and_the_oldest_part_keeps_the_id() -> None:
     index = CitizenIndex(trained_model())
     a = index.upsert("health:1", person("Ann", "Lee", "1990-04-03", nhs="9434765919"))
