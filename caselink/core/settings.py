@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -194,12 +194,22 @@ class ConsentSettings(BaseModel):
     pseudonym_key: SecretStr | None = None
     pseudonym_key_id: str = "k1"
     in_worker: bool = False  # run the gate inside `caselink worker` instead of `caselink gate` (small setups)
+    # Several `caselink gate` processes share the citizens, each serving the caselink.linked-cases
+    # partitions the group <app id>-gate-partitions deals it (instead of one active gate and standbys).
+    partitioned: bool = False
     web_port: int = 6067  # `caselink gate` serves /health and /metrics here
     policy_poll_s: float = 1.0
     # Tests only: before committing its first transaction that releases or retracts a view, the gate
     # sends what it produced to the broker, writes its pid to this file and stops itself (SIGSTOP),
     # so a test can look at the open transaction and kill the gate inside it.
     test_pause_before_commit: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_run(self) -> ConsentSettings:
+        if self.partitioned and self.in_worker:
+            raise ValueError("consent.partitioned shares the citizens between `caselink gate` processes; "
+                             "it cannot be combined with consent.in_worker (one gate inside the worker)")
+        return self
 
 
 class WebToken(BaseModel):

@@ -16,6 +16,12 @@ Why this shape:
   cases and the consent topics; inputs below the recorded positions only rebuild state, and the
   first evaluation publishes only what differs from what is already out (nothing, after a clean
   stop);
+* **partitioned** (``consent.partitioned``): several gate processes share the citizens, each
+  serving the ``caselink.linked-cases`` partitions its ``Membership`` is dealt, each reading the
+  whole consent register (a consent about a record or identifier is then found by whichever
+  process holds the citizen carrying it); each transaction also commits the process's read
+  positions to that group (``send_offsets_to_transaction``), which fences a process that lost
+  its partitions; a change of partitions rebuilds the process's state for its new ones;
 * **fail closed**: a policy file that does not validate pauses the gate (nothing released or
   retracted; inputs wait in Kafka) until a valid one is in place; a pseudonymised purpose without a
   key releases nothing.
@@ -30,6 +36,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,16 +55,28 @@ from caselink.infra.topics import (
 from caselink.schemas.dead_letters import dead_letter, dead_letter_message
 from caselink.streams import metrics
 from caselink.streams.consent.gate_core import INPUT_ERRORS, GateCore
+from caselink.streams.consent.gate_membership import Membership
 from caselink.streams.consent.policy import Policy, PolicyError, bundled_policy_path, load_policy
 from caselink.streams.consent.pseudonym import Pseudonymiser
 from caselink.streams.linker_core import Outgoing
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from caselink.core.kafka import admin_client, client_config, drain, iter_to_end, produce
+from caselink.core.kafka import (
+    admin_client,
+    client_config,
+    drain,
+    iter_to_end,
+    key_partition,
+    partition_count,
+    produce,
+)
 from caselink.core.kafka import consumer as kafka_consumer
 from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
+# How far the inputs' effects are committed: one record under this key (one gate), or one per
+# linked-cases partition, ``__positions__|<p>`` (a partitioned gate; partition 0's also holds the
+# consent topics'). Read back as the furthest any of them got.
 POSITIONS_KEY = b"__positions__"
 CATCH_UP_CITIZENS = 2000  # citizens evaluated, and their outputs committed, per transaction while catching up
 
@@ -73,6 +92,17 @@ def pseudonymiser_from(settings: Settings) -> Pseudonymiser | None:
     return Pseudonymiser(key.get_secret_value().encode(), settings.consent.pseudonym_key_id)
 
 
+class Reassigned(Exception):
+    """This partitioned gate's partitions changed: it stops and rebuilds its state for the new ones."""
+
+
+def merge_positions(into: dict[str, int], recorded: dict[str, int]) -> None:
+    """Positions only grow: the furthest recorded for each input wins."""
+    for where, offset in recorded.items():
+        if offset > into.get(where, 0):
+            into[where] = offset
+
+
 class Committer:
     """Commits a transaction in a helper thread while the gate reads and evaluates the next batch.
 
@@ -84,8 +114,9 @@ class Committer:
     rest of its in-memory state).
     """
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, done: Callable[[], None] = lambda: None) -> None:
         self.producer = producer
+        self.done = done  # after each transaction is committed or failed (a partitioned gate's guard)
         self._pending: tuple[Future[None], Callable[[], None]] | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="caselink-gate-commit")
 
@@ -97,7 +128,10 @@ class Committer:
         if self._pending is not None:
             future, committed = self._pending
             self._pending = None
-            future.result()
+            try:
+                future.result()
+            finally:
+                self.done()
             committed()
 
     def close(self) -> None:
@@ -119,10 +153,21 @@ def configuration_warnings(settings: Settings, policy: Policy) -> list[str]:
 
 class GateLoop(threading.Thread):
     def __init__(self, settings: Settings, is_leader: Callable[[], bool] = lambda: True,
-                 freeze_state: bool = False) -> None:
+                 freeze_state: bool = False, membership: Membership | None = None) -> None:
         super().__init__(name="caselink-gate", daemon=True)
         self.settings = settings
         self.is_leader = is_leader
+        # Partitioned: the partitions of caselink.linked-cases this process serves, and the group
+        # its transactions commit offsets to; None: the one active gate serves every citizen.
+        self.membership = membership
+        self.owned: frozenset[int] | None = None  # as of the state now held
+        self._epoch = 0
+        self._cases_partitions = 0
+        self._recorded: dict[str, int] = {}  # positions the bookkeeping held when this run began
+        # One transactional id per process, kept across restarts of the loop so that the next
+        # init_transactions aborts a transaction the last one left open.
+        self._transactional_id = f"{settings.worker.app_id}-gate" if membership is None else \
+            f"{settings.worker.app_id}-gate-{uuid.uuid4().hex[:12]}"
         # In a process of its own (``caselink gate``), the state read while catching up is moved out
         # of the garbage collector's sight (gc.freeze): millions of long-lived dicts, none in a cycle,
         # that every older-generation collection walked again (a tenth of the live gate's CPU).
@@ -155,6 +200,8 @@ class GateLoop(threading.Thread):
             core = self.core
             return {
                 "active": self.active, "caught_up": self.caught_up, "policy": self.policy_label,
+                **({} if self.membership is None else {
+                    "partitions": sorted(self.owned or ()), "rebalances": self.membership.rebalances}),
                 "policy_error": self.policy_error, "pseudonym_key_id": self.settings.consent.pseudonym_key_id
                 if self.settings.consent.pseudonym_key else None,
                 "citizens": len(core.cases) if core else 0, "released": len(core.released) if core else 0,
@@ -227,10 +274,18 @@ class GateLoop(threading.Thread):
                 policy = self._load_policy()
         if policy is None:
             return
+        if self.membership is not None:
+            while not self.membership.settled() and not self._stopping.is_set():
+                time.sleep(0.1)
+            self._epoch = self.membership.guard.epoch
+            self.owned = self.membership.owned
+            self._cases_partitions = partition_count(self.settings, LINKED_CASES_TOPIC)
+        if self.freeze_state:
+            gc.unfreeze()  # the state of a run before this one goes with it
         self._ensure_purpose_topics(policy)
         app = self.settings.worker.app_id
         producer = Producer(client_config(self.settings, **{
-            "transactional.id": f"{app}-gate", "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+            "transactional.id": self._transactional_id, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
             "compression.type": "lz4", "batch.num.messages": 10000,
             "transaction.timeout.ms": 60000,
         }))
@@ -250,9 +305,12 @@ class GateLoop(threading.Thread):
             if self.freeze_state:
                 gc.freeze()
             self.caught_up = True
-            log.info("consent gate caught up: %d citizens, %d releases out", len(self.core.cases),
-                     len(self.core.released))
+            log.info("consent gate caught up: %d citizens, %d releases out%s", len(self.core.cases),
+                     len(self.core.released), "" if self.owned is None else
+                     f" (partitions {sorted(self.owned)} of {LINKED_CASES_TOPIC})")
             self._live(consumer, producer, positions, last_tick)
+        except Reassigned:
+            log.info("consent gate: its partitions changed; rebuilding its state for the new ones")
         finally:
             self.active = False
             self._consumer = None
@@ -264,7 +322,7 @@ class GateLoop(threading.Thread):
         each committed while the next chunk is evaluated."""
         assert self.core is not None
         chunks = self.core.flush_chunks(CATCH_UP_CITIZENS)
-        committer = Committer(producer)
+        committer = self._committer(producer)
         try:
             while True:
                 with self.lock:
@@ -299,21 +357,50 @@ class GateLoop(threading.Thread):
         assert core is not None
         positions: dict[str, int] = {}
         for msg in self._read_all(consumer, [GATE_RELEASED_TOPIC]):
-            if msg.key() == POSITIONS_KEY:
-                positions = json.loads(msg.value()) if msg.value() else {}
-            else:
-                core.load_released(msg.key(), msg.value())
-        recorded = dict(positions)
+            key = msg.key()
+            if key == POSITIONS_KEY or key.startswith(POSITIONS_KEY + b"|"):
+                merge_positions(positions, json.loads(msg.value()) if msg.value() else {})
+            elif self._serves_citizen(key.split(b"|", 1)[1]):
+                core.load_released(key, msg.value())
+        recorded = self._recorded = dict(positions)
         dead: list[Outgoing] = []
-        for msg in self._read_all(consumer, self._inputs()):
+        only = None if self.owned is None else {LINKED_CASES_TOPIC: set(self.owned)}
+        for msg in self._read_all(consumer, self._inputs(), only):
             where = f"{msg.topic()}:{msg.partition()}"
-            self._apply(msg, core, live=msg.offset() >= recorded.get(where, 0), dead=dead)
+            live = msg.offset() >= recorded.get(where, 0) and self._dead_letters(msg.topic())
+            self._apply(msg, core, live=live, dead=dead)
             positions[where] = max(positions.get(where, 0), msg.offset() + 1)
+        if self._reassigned():
+            raise Reassigned()  # read only in part: nothing may be evaluated from it
         return positions, dead
 
-    def _read_all(self, consumer: Consumer, topics: list[str]) -> Iterator[Any]:
+    # ------------------------------------------------------------------ partitions (consent.partitioned)
+    def _serves(self, topic: str, partition: int) -> bool:
+        """Whether this process reads ``topic``'s ``partition`` live: every consent partition (the
+        register is whole in every process), and its own partitions of the linked cases."""
+        return self.owned is None or topic != LINKED_CASES_TOPIC or partition in self.owned
+
+    def _serves_citizen(self, citizen_id: bytes) -> bool:
+        """The citizen's linked case is on one of this process's partitions (its bookkeeping is kept
+        under ``purpose|citizen`` on a partition of its own, so every process reads it all)."""
+        return self.owned is None or key_partition(citizen_id, self._cases_partitions) in self.owned
+
+    def _dead_letters(self, topic: str) -> bool:
+        """Who dead-letters a bad input: the owner of its linked-cases partition, and the owner of
+        partition 0 for the consents every process reads."""
+        return self.owned is None or topic == LINKED_CASES_TOPIC or 0 in self.owned
+
+    def _reassigned(self) -> bool:
+        return self.membership is not None and self.membership.guard.epoch != self._epoch
+
+    def _committer(self, producer: Producer) -> Committer:
+        return Committer(producer) if self.membership is None else Committer(producer, self.membership.guard.end)
+
+    def _read_all(self, consumer: Consumer, topics: list[str],
+                  only: dict[str, set[int]] | None = None) -> Iterator[Any]:
         """Every message now on ``topics``, streamed (linked cases may not fit in memory twice)."""
-        return iter_to_end(consumer, topics, deadline_s=None, idle_s=None, stop=self._stopping.is_set)
+        return iter_to_end(consumer, topics, deadline_s=None, idle_s=None, only=only,
+                           stop=lambda: self._stopping.is_set() or self._reassigned())
 
     def _apply(self, msg: Any, core: GateCore, live: bool, dead: list[Outgoing]) -> None:
         """One input message into the core; a bad one becomes a dead letter (only when live)."""
@@ -337,9 +424,10 @@ class GateLoop(threading.Thread):
     def _live(self, consumer: Consumer, producer: Producer, positions: dict[str, int], last_tick: datetime) -> None:
         md = consumer.list_topics(timeout=30)
         consumer.assign([TopicPartition(t, p, positions.get(f"{t}:{p}", OFFSET_BEGINNING))
-                         for t in self._inputs() if t in md.topics for p in md.topics[t].partitions])
+                         for t in self._inputs() if t in md.topics for p in md.topics[t].partitions
+                         if self._serves(t, p)])
         last_policy_check = time.monotonic()
-        committer = Committer(producer)
+        committer = self._committer(producer)
         try:
             self._live_batches(consumer, producer, committer, positions, last_tick, last_policy_check)
         finally:
@@ -355,6 +443,8 @@ class GateLoop(threading.Thread):
         while not self._stopping.is_set():
             if not self.is_leader():
                 log.info("consent gate: this worker no longer leads; standing down")
+                return
+            if self._reassigned():
                 return
             if time.monotonic() - last_policy_check > self.settings.consent.policy_poll_s:
                 last_policy_check = time.monotonic()
@@ -404,17 +494,29 @@ class GateLoop(threading.Thread):
         for (None: not yet); returns what to record once it is committed."""
         produced: Counter[str] = Counter()
         views: Counter[tuple[str, str]] = Counter()
-        producer.begin_transaction()
-        for item in out:
-            produce(producer, item.topic, item.key, item.value, headers=item.headers)
-            produced[item.topic] += 1
-            if item.topic.startswith("caselink.cases."):
-                views[(item.topic.rsplit(".", 1)[1], "release" if item.value is not None else "retract")] += 1
-        if positions is not None:
-            positions = dict(positions)  # as of this transaction: the caller goes on reading
-            produce(producer, GATE_RELEASED_TOPIC, POSITIONS_KEY, json.dumps(positions).encode())
-        if views and self.settings.consent.test_pause_before_commit is not None:
-            self._pause_inside_transaction(producer, self.settings.consent.test_pause_before_commit)
+        # The group's generation as it was before the epoch is checked: older is only safer (a
+        # refused commit), and asking the member while it waits in a rebalance callback would not be.
+        group = self.membership.group_metadata() if self.membership is not None else None
+        if self.membership is not None and not self.membership.guard.begin(self._epoch):
+            raise Reassigned()
+        try:
+            producer.begin_transaction()
+            for item in out:
+                produce(producer, item.topic, item.key, item.value, headers=item.headers)
+                produced[item.topic] += 1
+                if item.topic.startswith("caselink.cases."):
+                    views[(item.topic.rsplit(".", 1)[1], "release" if item.value is not None else "retract")] += 1
+            if positions is not None:
+                positions = dict(positions)  # as of this transaction: the caller goes on reading
+                self._produce_positions(producer, positions)
+            if views and self.settings.consent.test_pause_before_commit is not None:
+                self._pause_inside_transaction(producer, self.settings.consent.test_pause_before_commit)
+            if group is not None:
+                self._fence(producer, positions, group)
+        except BaseException:
+            if self.membership is not None:
+                self.membership.guard.end()
+            raise
 
         def committed() -> None:
             for topic, n in produced.items():
@@ -424,9 +526,33 @@ class GateLoop(threading.Thread):
             if positions is not None:
                 self.inputs_committed = sum(positions.values())
                 self.positions_committed = positions
-                self._commit_positions(positions)
+                if self.membership is None:  # partitioned: committed in the transaction (_fence)
+                    self._commit_positions(positions)
 
         return committed
+
+    def _produce_positions(self, producer: Producer, positions: dict[str, int]) -> None:
+        if self.owned is None:
+            produce(producer, GATE_RELEASED_TOPIC, POSITIONS_KEY, json.dumps(positions).encode())
+            return
+        for p in sorted(self.owned):
+            mine = {where: offset for where, offset in positions.items()
+                    if where == f"{LINKED_CASES_TOPIC}:{p}" or (p == 0 and not where.startswith(LINKED_CASES_TOPIC))}
+            produce(producer, GATE_RELEASED_TOPIC, POSITIONS_KEY + f"|{p}".encode(), json.dumps(mine).encode())
+
+    def _fence(self, producer: Producer, positions: dict[str, int] | None, group: Any) -> None:
+        """A partitioned gate's transaction carries its read positions to its group, with the
+        group's generation: if this process has lost its partitions (not told: stopped past its
+        session timeout), the coordinator refuses them and the transaction is aborted. Its records
+        reach the broker first, so a new owner reading the bookkeeping waits for the outcome."""
+        assert self.owned is not None
+        if producer.flush(60) != 0:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "outputs not delivered within 60 s"))
+        held = positions if positions is not None else self._recorded
+        offsets = [TopicPartition(LINKED_CASES_TOPIC, p, held.get(f"{LINKED_CASES_TOPIC}:{p}", 0))
+                   for p in sorted(self.owned)]
+        if offsets:
+            producer.send_offsets_to_transaction(offsets, group, 60)
 
     def _pause_inside_transaction(self, producer: Producer, marker: Path) -> None:
         """The test hook ``consent.test_pause_before_commit``: the open transaction's records reach

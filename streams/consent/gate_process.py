@@ -5,7 +5,8 @@ with the linker and the normaliser for one interpreter (measured: end-to-end thr
 it runs beside the worker and uses another core. Any number of gate processes may run: the
 consumer group ``<app id>-gate`` on the one-partition ``caselink.gate-election`` topic makes exactly
 one active (the member holding the partition), the others wait to take over within the session
-timeout, and the gate's transactional id fences one that has not noticed it lost.
+timeout, and the gate's transactional id fences one that has not noticed it lost. With
+``consent.partitioned`` they share the citizens instead (``gate_membership``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from caselink.infra.topics import GATE_ELECTION_TOPIC
 from caselink.streams.consent.gate_loop import GateLoop
+from caselink.streams.consent.gate_membership import Membership
 from caselink.streams.health_server import serve_health
 from confluent_kafka import Consumer, TopicPartition
 
@@ -67,15 +69,29 @@ class Election(threading.Thread):
 
 
 def serve(settings: Settings, port: int) -> None:
-    """Run the election and the gate; serve /health and /metrics on ``port`` until SIGTERM/SIGINT."""
-    election = Election(settings)
-    election.start()
-    gate = GateLoop(settings, is_leader=lambda: election.leader, freeze_state=True)
+    """Run the election (or, partitioned, the membership) and the gate; serve /health and /metrics
+    on ``port`` until SIGTERM/SIGINT."""
+    election: Election | Membership
+    if settings.consent.partitioned:
+        membership = election = Membership(settings)
+        membership.start()
+        membership.wait_ready()
+        gate = GateLoop(settings, is_leader=lambda: membership.joined, freeze_state=True, membership=membership)
+
+        def role() -> str:
+            return "partitioned" if membership.joined else "joining"
+    else:
+        leader = election = Election(settings)
+        leader.start()
+        gate = GateLoop(settings, is_leader=lambda: leader.leader, freeze_state=True)
+
+        def role() -> str:
+            return "active" if leader.leader else "standby"
     gate._load_policy()  # a standby, too, says whether the policy is valid (caselink_gate_policy_ok, /health)
     gate.start()
 
     def health() -> dict[str, Any]:
-        status: dict[str, Any] = {"role": "active" if election.leader else "standby", **gate.status()}
+        status: dict[str, Any] = {"role": role(), **gate.status()}
         healthy = gate.error is None and gate.is_alive() and election.is_alive()
         status["status"] = ("failed" if not healthy else
                             "degraded" if gate.policy_error or gate.warnings else "ok")
@@ -89,7 +105,7 @@ def serve(settings: Settings, port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     log.info("consent gate process up; health on http://%s:%d/health", settings.worker.web_host, port)
-    while not stopping.is_set() and (gate.is_alive() or gate.error is None):
+    while not stopping.is_set() and (gate.is_alive() or gate.error is None) and election.is_alive():
         time.sleep(0.2)
     server.shutdown()
     gate.stop()
