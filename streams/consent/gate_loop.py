@@ -93,7 +93,8 @@ def pseudonymiser_from(settings: Settings) -> Pseudonymiser | None:
 
 
 class Reassigned(Exception):
-    """This partitioned gate's partitions changed: it stops and rebuilds its state for the new ones."""
+    """This partitioned gate's partitions changed (it stops and rebuilds its state for the new
+    ones), or the gate is stopping: what it read is not to be evaluated."""
 
 
 def merge_positions(into: dict[str, int], recorded: dict[str, int]) -> None:
@@ -310,7 +311,8 @@ class GateLoop(threading.Thread):
                      f" (partitions {sorted(self.owned)} of {LINKED_CASES_TOPIC})")
             self._live(consumer, producer, positions, last_tick)
         except Reassigned:
-            log.info("consent gate: its partitions changed; rebuilding its state for the new ones")
+            if not self._stopping.is_set():
+                log.info("consent gate: its partitions changed; rebuilding its state for the new ones")
         finally:
             self.active = False
             self._consumer = None
@@ -370,8 +372,10 @@ class GateLoop(threading.Thread):
             live = msg.offset() >= recorded.get(where, 0) and self._dead_letters(msg.topic())
             self._apply(msg, core, live=live, dead=dead)
             positions[where] = max(positions.get(where, 0), msg.offset() + 1)
-        if self._reassigned():
-            raise Reassigned()  # read only in part: nothing may be evaluated from it
+        if self._reassigned() or self._stopping.is_set():
+            # Read only in part (the bookkeeping without the cases would retract every view):
+            # nothing may be evaluated from it.
+            raise Reassigned()
         return positions, dead
 
     # ------------------------------------------------------------------ partitions (consent.partitioned)

@@ -162,6 +162,27 @@ def test_gate_processes_share_the_citizens_and_release_what_one_gate_would(
             mine = [a for p, c, a in actions if (p, c) == key and a in ("RELEASE", "RETRACT")]
             assert all(x != "RETRACT" or y != "RETRACT" for x, y in itertools.pairwise(mine)), key
 
+        # A process stopped past its session timeout while its partitions get new input: the other
+        # takes them over; woken, the stopped one has that input in hand and may try to release it
+        # before it learns it lost the partitions, so its transaction must be refused (the group's
+        # generation) and its records never reach a read_committed reader.
+        zombie = gates[-1]
+        zombie.proc.send_signal(signal.SIGSTOP)
+        publish(settings, [(LINKED_CASES_TOPIC, cid.encode(), encode_case(linked_case(cid, [
+            member("health", f"H{cid}", nhs=None), member("police", f"P{cid}", nhs=None),
+            member("housing", f"X{cid}", nhs=None)], version=3))) for cid in citizens[10:20]])
+        try:
+            wait_for(lambda: dealt([survivor], partitions), 120)
+            expected = reference(settings)
+            wait_for(lambda: published(settings) == expected, 60)
+            settled = len(audit(settings))
+            assert settled > len(actions)
+        finally:
+            zombie.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: dealt([survivor, zombie], partitions), 120)
+        assert published(settings) == expected
+        assert len(audit(settings)) == settled  # nothing released again, by either
+
         letters = [letter for m in read_to_end(settings, [DEAD_LETTER_TOPIC])
                    if (letter := read_letter(m, serde))["origin_topic"] == CONSENT_EVENTS_TOPIC]
         assert len(letters) == 1, letters  # the bad consent, by the owner of partition 0 only
