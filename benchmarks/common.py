@@ -78,7 +78,8 @@ def percentile(values: list[float], p: float) -> float:
 
 
 @contextmanager
-def local_broker(agencies: list[str] | None = None, prefix: str = "caselink-bench-") -> Iterator[tuple[Any, Path]]:
+def local_broker(agencies: list[str] | None = None, prefix: str = "caselink-bench-",
+                 partitions: int = 3) -> Iterator[tuple[Any, Path]]:
     """A fresh single-node Kafka with the caselink topics and their registry subjects: (settings
     pointing at it, a scratch folder). A schema registry is started beside it unless
     CASELINK_REGISTRY__URL names one; the processes the benchmark starts inherit its URL."""
@@ -105,7 +106,7 @@ def local_broker(agencies: list[str] | None = None, prefix: str = "caselink-benc
     state = kafka.start()
     try:
         settings = Settings(kafka=KafkaSettings(bootstrap_servers=state.bootstrap_servers))
-        specs = caselink_topics(agencies or settings.agencies, settings.purposes)
+        specs = caselink_topics(agencies or settings.agencies, settings.purposes, partitions)
         ensure_topics(admin_client(settings), specs)
         default_serde().bind(HttpRegistry(os.environ["CASELINK_REGISTRY__URL"]))
         ensure_subjects(default_serde().registry, specs)

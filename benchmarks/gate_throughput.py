@@ -1,7 +1,8 @@
 """Consent gate: linked-case changes/s through the four purposes, beside the linker, in one run.
 
     python benchmarks/gate_throughput.py [--citizens 20000] [--rounds 100] [--linker-events 30000]
-                                         [--processes 1 2] [--core-only]
+                                         [--processes 1 2] [--partitioned 1 2] [--partitions 3]
+                                         [--core-only]
 
 1. the linker, the baseline: a worker (normaliser process + linker) on a broker of its own is sent
    --linker-events synthetic PersonEvents at once; events/s from the first to the last link
@@ -18,6 +19,9 @@
    * live, a new case on every record: N changes that reach every purpose;
    * latency (one gate process): a research consent recorded for one citizen -> its pseudonymised
      view readable on ``caselink.cases.research``; then its withdrawal -> the tombstone; p50/p99.
+   With --partitioned, the same for that many processes sharing the citizens
+   (``consent.partitioned``) instead of one active gate and standbys; --partitions sets how many
+   partitions every topic has, for every run (the linked cases' partitions are what is shared).
 Every rate is also printed as a ratio to the linker's events/s. The machine's load average is
 recorded before and after each phase (other work on a shared machine shows there).
 Results: benchmarks/results/gate_throughput.json.
@@ -220,7 +224,7 @@ def framed(serde: Any, cases: tuple[list, list, list]) -> tuple[list, list, list
 
 
 def gate_run(processes: int, cases: tuple[list, list, list], consents: list, permitted: list[str], rounds: int,
-             serde: Any) -> dict[str, Any]:
+             serde: Any, partitioned: bool = False, partitions: int = 3) -> dict[str, Any]:
     import psutil
     from caselink.connectors.consent_events import consent_event, subject_from, withdrawal_of
     from caselink.infra.topics import CONSENT_EVENTS_TOPIC, LINKED_CASES_TOPIC, purpose_topic
@@ -228,8 +232,9 @@ def gate_run(processes: int, cases: tuple[list, list, list], consents: list, per
     from caselink.demo import start_gate
 
     os.environ["CASELINK_CONSENT__PSEUDONYM_KEY"] = KEY
-    result: dict[str, Any] = {"processes": processes}
-    with local_broker() as (settings, directory):
+    os.environ["CASELINK_CONSENT__PARTITIONED"] = "true" if partitioned else "false"
+    result: dict[str, Any] = {"processes": processes, "partitioned": partitioned, "partitions": partitions}
+    with local_broker(partitions=partitions) as (settings, directory):
         first, second, third = framed(serde, cases)  # against this broker's registry
         producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 20,
                              "enable.idempotence": True})
@@ -274,7 +279,7 @@ def gate_run(processes: int, cases: tuple[list, list, list], consents: list, per
                       " µs)", flush=True)
             result["statuses"] = [g.health() for g in gates]
 
-            if processes == 1:
+            if processes == 1 and not partitioned:
                 result.update(latency(settings, producer, serde, permitted, rounds, consent_event, subject_from,
                                       withdrawal_of, CONSENT_EVENTS_TOPIC, purpose_topic("research")))
         finally:
@@ -326,7 +331,11 @@ def main() -> None:
     parser.add_argument("--citizens", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--linker-events", type=int, default=30000)
-    parser.add_argument("--processes", type=int, nargs="+", default=[1])
+    parser.add_argument("--processes", type=int, nargs="+", default=[1],
+                        help="gate processes electing one active gate (the others standbys)")
+    parser.add_argument("--partitioned", type=int, nargs="*", default=[],
+                        help="gate processes sharing the citizens (consent.partitioned)")
+    parser.add_argument("--partitions", type=int, default=3, help="partitions of every topic")
     parser.add_argument("--core-only", action="store_true",
                         help="only the pure GateCore's CPU per change (no brokers, no linker); not saved")
     args = parser.parse_args()
@@ -375,9 +384,10 @@ def main() -> None:
               f"({r['cpu_us_per_change']} µs a change; {r['outputs']:,} outputs)", flush=True)
 
     results["gate"] = []
-    for processes in args.processes:
-        print(f"{processes} gate process(es):", flush=True)
-        run = gate_run(processes, cases, consents, permitted, args.rounds, serde)
+    for processes, partitioned in [*((n, False) for n in args.processes), *((n, True) for n in args.partitioned)]:
+        print(f"{processes} gate process(es){', sharing the citizens' if partitioned else ''} "
+              f"({args.partitions} partitions):", flush=True)
+        run = gate_run(processes, cases, consents, permitted, args.rounds, serde, partitioned, args.partitions)
         for name in ("catch_up", "live_corrected_name", "live_new_case"):
             run[name]["ratio_to_linker"] = round(run[name]["changes_per_s"] / linker, 2)
         results["gate"].append(run)

@@ -112,7 +112,10 @@ def _print_status(report: dict[str, Any]) -> None:
     g = report.get("gate")
     if g:
         colour = "green" if g.get("status") == "ok" else "red"
-        detail = (f"{'active' if g.get('active') else 'standby'}, policy {g.get('policy')}, {g.get('released')} views "
+        role = "active" if g.get("active") else "standby"
+        if "partitions" in g:  # consent.partitioned: this process serves some of the citizens
+            role = f"sharing the citizens, partitions {g['partitions']} of caselink.linked-cases"
+        detail = (f"{role}, policy {g.get('policy')}, {g.get('released')} views "
                   f"out, {g.get('citizens')} citizens" if "released" in g else g.get("error", ""))
         console.print(f"consent gate [{colour}]{g.get('status')}[/] ({g['url']}): {escape(str(detail))}")
     for problem in report["problems"]:
