@@ -104,8 +104,9 @@ class BlockShard(_Partitioned):
                  max_block_size: int = 200) -> None:
         super().__init__(owned, partitions)
         self.blocking = BlockingIndex(max_block_size=max_block_size)
-        # record -> the hashes of its keys filed here, packed (8 bytes a key): the block shard has
-        # no values to recompute them from when the record changes or leaves.
+        # record -> the hashes of its keys filed here, then those keys' partitions, packed (8 + 2
+        # bytes a key): the block shard has no values to recompute them from when the record
+        # changes or leaves, nor keys to tell which blocks go with a partition it gives up.
         self.filed: dict[str, bytes] = {}
 
     def upsert(self, record_key: str, stored: Keyed, looked_up: Keyed,
@@ -118,10 +119,12 @@ class BlockShard(_Partitioned):
         self._unfile(record_key)
         owned = self.owned
         found = self.blocking.candidates([k for k, p in looked_up if p in owned], exclude=record_key)
-        mine = [k for k, p in stored if p in owned]
+        mine = [(k, p) for k, p in stored if p in owned]
         if mine:
-            self.blocking.add(record_key, mine)
-            self.filed[record_key] = array("q", map(hash, mine)).tobytes()
+            keys = [k for k, _ in mine]
+            self.blocking.add(record_key, keys)
+            self.filed[record_key] = (array("q", map(hash, keys)).tobytes()
+                                      + array("H", [p for _, p in mine]).tobytes())
         return found
 
     def delete(self, record_key: str, source_version: int | None = None) -> None:
@@ -132,7 +135,34 @@ class BlockShard(_Partitioned):
     def _unfile(self, record_key: str) -> None:
         filed = self.filed.pop(record_key, None)
         if filed is not None:
-            self.blocking.remove_hashed(record_key, array("q", filed))
+            self.blocking.remove_hashed(record_key, array("q", filed[:len(filed) // 10 * 8]))
+
+    def keep_only(self, owned: frozenset[int]) -> None:
+        """Give up partitions: what is left is what a shard of only ``owned`` would hold after the
+        same changes (every block of a kept partition as it was, with its members in order; the
+        given-up partitions' blocks and caps gone; versions kept for every record, as by every
+        shard), so losing partitions needs no replay."""
+        if not owned <= self.owned:
+            raise ValueError(f"partitions {sorted(owned - self.owned)} were never this shard's: replay for them")
+        lost = self.owned - owned
+        self.owned = owned
+        for record_key, packed in list(self.filed.items()):
+            n = len(packed) // 10
+            hashes, parts = array("q", packed[:8 * n]), array("H", packed[8 * n:])
+            if not lost.intersection(parts):
+                continue
+            self.blocking.remove_hashed(record_key, [h for h, p in zip(hashes, parts, strict=True) if p in lost])
+            kept = [(h, p) for h, p in zip(hashes, parts, strict=True) if p not in lost]
+            if kept:
+                self.filed[record_key] = (array("q", [h for h, _ in kept]).tobytes()
+                                          + array("H", [p for _, p in kept]).tobytes())
+            else:
+                del self.filed[record_key]
+        blocking = self.blocking
+        for h, name in list(blocking.capped_names.items()):
+            if key_partition(name, self.partitions) in lost:
+                del blocking.capped_names[h]
+                blocking.capped.discard(h)
 
 
 class RecordShard(_Partitioned):

@@ -194,14 +194,14 @@ class ShardLoop(threading.Thread):
 
     # ------------------------------------------------------------------ rebuilding
     def _rebuild(self, group: Consumer, reader: Consumer) -> None:
-        """State for the partitions now owned, replayed from the start of the link input; a record
-        shard that only lost partitions drops their records instead (``RecordShard.keep_only``)."""
+        """State for the partitions now owned, replayed from the start of the link input; a shard
+        that only lost partitions drops their records or blocks instead (``keep_only``)."""
         self._dealt.clear()
         owned = frozenset(self.owned)
-        if owned and owned < self.working and isinstance(self._answers, RecordAnswers):
+        if owned and owned < self.working and self._answers is not None:
             self._answers.shard.keep_only(owned)
             self.working = owned
-            log.info("records shard gave up partitions; %d left %s, no replay", len(owned), sorted(owned))
+            log.info("%s shard gave up partitions; %d left %s, no replay", self.tier, len(owned), sorted(owned))
             return
         self.working = owned
         self.rebuilds += 1

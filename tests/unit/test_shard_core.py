@@ -421,3 +421,30 @@ def test_a_record_shard_that_gives_up_partitions_holds_what_one_built_for_the_re
     assert {k: _slots(r) for k, r in a.records.items()} == {k: _slots(r) for k, r in b.records.items()}
     with pytest.raises(ValueError, match="never this shard's"):
         b.keep_only(everything)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None, max_examples=examples(100))
+@given(log=logs(), data=st.data())
+def test_a_block_shard_that_gives_up_partitions_holds_and_answers_what_one_built_for_the_rest_does(
+        log: list[tuple[Any, ...]], data: st.DataObject) -> None:
+    """Blocks capped small, partitions given up part-way through the log: the shard's blocks, caps
+    and filing are then those of a shard that only ever had the rest, and so are its answers to
+    every later change."""
+    messages = _messages(log, [True, False])
+    light, _whole, _scored = _answered(messages, (1, 1), None)
+    everything = frozenset(range(60))
+    kept = frozenset(data.draw(st.sets(st.integers(0, 59), min_size=1, max_size=59)))
+    cut = data.draw(st.integers(0, len(light)))
+    whole_shard, part_shard = BlockAnswers(everything, max_block_size=3), BlockAnswers(kept, max_block_size=3)
+    for change in light[:cut]:
+        whole_shard.apply(change)
+        part_shard.apply(change)
+    whole_shard.shard.keep_only(kept)
+    a, b = whole_shard.shard, part_shard.shard
+    assert a.owned == b.owned and a.versions == b.versions and a.filed == b.filed
+    assert a.blocking.blocks == b.blocking.blocks
+    assert a.blocking.capped == b.blocking.capped and a.blocking.capped_names == b.blocking.capped_names
+    for change in light[cut:]:
+        assert whole_shard.apply(change) == part_shard.apply(change)
+    with pytest.raises(ValueError, match="never this shard's"):
+        b.keep_only(everything)
