@@ -136,7 +136,18 @@ class Committer:
             committed()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Stop the helper; a transaction still pending (the caller is failing) is waited for, its
+        outcome left to the broker, and ``done`` called, so a partitioned gate's guard is free."""
+        try:
+            if self._pending is not None:
+                future, _committed = self._pending
+                self._pending = None
+                try:
+                    future.exception()
+                finally:
+                    self.done()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def configuration_warnings(settings: Settings, policy: Policy) -> list[str]:

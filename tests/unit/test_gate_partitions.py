@@ -42,3 +42,21 @@ def test_a_partitioned_gate_inside_the_worker_is_refused() -> None:
     with pytest.raises(ValueError, match=r"cannot be combined with consent\.in_worker"):
         ConsentSettings(partitioned=True, in_worker=True)
     assert ConsentSettings(partitioned=True).partitioned
+
+
+def test_a_committer_closed_with_a_transaction_pending_frees_the_guard() -> None:
+    """A gate failing between two transactions closes its committer without waiting: the guard
+    must still be free, or the next run's first transaction (and any rebalance) would wait forever."""
+    from caselink.streams.consent.gate_loop import Committer
+
+    class SlowProducer:
+        def commit_transaction(self, timeout: float) -> None:
+            time.sleep(0.1)
+
+    guard = TransactionGuard()
+    committer = Committer(SlowProducer(), guard.end)  # type: ignore[arg-type]
+    assert guard.begin(0)
+    committer.commit(lambda: None)
+    committer.close()
+    assert guard._lock.acquire(timeout=2)  # free again (without the fix: held for good)
+    guard._lock.release()
