@@ -25,6 +25,7 @@ written; ``caselink schemas check`` (schemas/compat.py) stays the CI gate that c
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -100,11 +101,19 @@ class HttpRegistry:
     def set_compatibility(self, subject: str, level: str) -> None:
         if subject in self._compatibility_set:
             return
-        try:
-            self._client.set_compatibility(subject, level)
-        except Exception as exc:  # noqa: BLE001
-            raise RegistryError(f"the schema registry at {self.url} refused {level} for {subject}: "
-                                f"{_reason(exc)}") from None
+        for attempt in range(3):
+            try:
+                self._client.set_compatibility(subject, level)
+                break
+            except Exception as exc:  # noqa: BLE001
+                # Apicurio answers 409 ("a rule named 'COMPATIBILITY' already exists") when another
+                # process created the subject's rule between its lookup and its create (two gate
+                # processes starting together did): the rule exists now, so set it again.
+                if getattr(exc, "http_status_code", None) == 409 and attempt < 2:
+                    time.sleep(0.1)
+                    continue
+                raise RegistryError(f"the schema registry at {self.url} refused {level} for {subject}: "
+                                    f"{_reason(exc)}") from None
         self._compatibility_set.add(subject)
 
 

@@ -238,6 +238,19 @@ class GateCore:
             for citizen_id in self.citizens_about(subject):
                 self.mark(citizen_id, None if purpose == "*" else frozenset((purpose,)))
 
+    def keep_only(self, owns: Callable[[str], bool]) -> None:
+        """Give up the citizens ``owns`` says no to (a partitioned gate dealt fewer partitions):
+        what is left is what a gate that read only the kept citizens' cases holds, with the same
+        consents and bookkeeping, so giving partitions up needs no rebuild."""
+        for citizen_id in [c for c in self.subjects if not owns(c)]:
+            self._set_subjects(citizen_id, set())
+        self.cases = {c: case for c, case in self.cases.items() if owns(c)}
+        self.merged_into = {retired: c for retired, c in self.merged_into.items() if owns(c)}
+        self.absorbed = {c: ids for c, ids in self.absorbed.items() if owns(c)}
+        self.released = {key: out for key, out in self.released.items() if owns(key[1])}
+        self.released_purposes = {c: ps for c, ps in self.released_purposes.items() if owns(c)}
+        self.dirty = {c: ps for c, ps in self.dirty.items() if owns(c)}
+
     # ------------------------------------------------------------------ lookups
     def resolve(self, citizen_id: str) -> str:
         seen = 0

@@ -213,7 +213,8 @@ class GateLoop(threading.Thread):
             return {
                 "active": self.active, "caught_up": self.caught_up, "policy": self.policy_label,
                 **({} if self.membership is None else {
-                    "partitions": sorted(self.owned or ()), "rebalances": self.membership.rebalances}),
+                    "partitions": sorted(self.owned or ()), "rebalances": self.membership.rebalances,
+                    "reshaped_without_rebuild": self.membership.reshaped}),
                 "policy_error": self.policy_error, "pseudonym_key_id": self.settings.consent.pseudonym_key_id
                 if self.settings.consent.pseudonym_key else None,
                 "citizens": len(core.cases) if core else 0, "released": len(core.released) if core else 0,
@@ -408,6 +409,57 @@ class GateLoop(threading.Thread):
     def _reassigned(self) -> bool:
         return self.membership is not None and self.membership.guard.epoch != self._epoch
 
+    def _reshape(self, consumer: Consumer, producer: Producer, committer: Committer,
+                 positions: dict[str, int]) -> bool:
+        """The partitions changed while live: give up the lost ones' citizens (``keep_only``) and
+        read in the gained ones' (their cases and bookkeeping; the consents are held already), instead
+        of rebuilding everything. False when that cannot be done and the caller must rebuild: the
+        partitions changed again meanwhile, or partition 0 (the duty to dead-letter consents, which
+        needs the last owner's recorded positions) was gained."""
+        membership, core, old = self.membership, self.core, self.owned
+        assert membership is not None and core is not None and old is not None
+        while not membership.settled():  # a cooperative rebalance takes two rounds
+            if self._stopping.is_set():
+                return False
+            time.sleep(0.1)
+        epoch, owned = membership.guard.epoch, membership.owned
+        lost, gained = old - owned, owned - old
+        if 0 in gained:
+            return False
+        started = time.monotonic()
+        n = self._cases_partitions
+        with self.lock:
+            core.keep_only(lambda citizen_id: key_partition(citizen_id.encode(), n) in owned)
+            self.owned, self._epoch = owned, epoch
+        dead: list[Outgoing] = []
+        if gained:
+            recorded: dict[str, int] = {}
+            for msg in self._read_all(consumer, [GATE_RELEASED_TOPIC]):
+                key = msg.key()
+                if key == POSITIONS_KEY or key.startswith(POSITIONS_KEY + b"|"):
+                    merge_positions(recorded, json.loads(msg.value()) if msg.value() else {})
+                elif key_partition(key.split(b"|", 1)[1], n) in gained:
+                    with self.lock:
+                        core.load_released(key, msg.value())
+            for msg in self._read_all(consumer, [LINKED_CASES_TOPIC], {LINKED_CASES_TOPIC: set(gained)}):
+                where = f"{msg.topic()}:{msg.partition()}"
+                with self.lock:
+                    self._apply(msg, core, live=msg.offset() >= recorded.get(where, 0), dead=dead)
+                positions[where] = max(positions.get(where, 0), msg.offset() + 1)
+            if self._reassigned() or self._stopping.is_set():
+                raise Reassigned()  # read only in part
+        md = consumer.list_topics(timeout=30)
+        consumer.assign([TopicPartition(t, p, positions.get(f"{t}:{p}", OFFSET_BEGINNING))
+                         for t in self._inputs() if t in md.topics for p in md.topics[t].partitions
+                         if self._serves(t, p)])
+        with self.lock:
+            out = dead + core.flush()
+        committer.commit(self._send(producer, out, positions))
+        membership.reshaped += 1
+        log.info("consent gate: now serves partitions %s (gave up %s, took on %s) without a rebuild, in %.1f s",
+                 sorted(owned), sorted(lost), sorted(gained), time.monotonic() - started)
+        return True
+
     def _committer(self, producer: Producer) -> Committer:
         return Committer(producer) if self.membership is None else Committer(producer, self.membership.guard.end)
 
@@ -460,7 +512,9 @@ class GateLoop(threading.Thread):
                 log.info("consent gate: this worker no longer leads; standing down")
                 return
             if self._reassigned():
-                return
+                committer.wait()  # the last transaction, for the old partitions, out first
+                if not self._reshape(consumer, producer, committer, positions):
+                    return  # rebuilt from the start instead
             if time.monotonic() - last_policy_check > self.settings.consent.policy_poll_s:
                 last_policy_check = time.monotonic()
                 if self._policy_changed():

@@ -85,6 +85,7 @@ class Membership(threading.Thread):
         self.joined = False  # dealt an assignment at least once (possibly empty)
         self.changed_at = time.monotonic()
         self.rebalances = 0
+        self.reshaped = 0  # changes the gate took without a rebuild (``GateLoop._reshape``)
         self._metadata: Any = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
