@@ -369,13 +369,7 @@ class GateLoop(threading.Thread):
         """
         core = self.core
         assert core is not None
-        positions: dict[str, int] = {}
-        for msg in self._read_all(consumer, [GATE_RELEASED_TOPIC]):
-            key = msg.key()
-            if key == POSITIONS_KEY or key.startswith(POSITIONS_KEY + b"|"):
-                merge_positions(positions, json.loads(msg.value()) if msg.value() else {})
-            elif self._serves_citizen(key.split(b"|", 1)[1]):
-                core.load_released(key, msg.value())
+        positions = self._read_bookkeeping(consumer, core, self._serves_citizen)
         recorded = self._recorded = dict(positions)
         dead: list[Outgoing] = []
         only = None if self.owned is None else {LINKED_CASES_TOPIC: set(self.owned)}
@@ -433,14 +427,7 @@ class GateLoop(threading.Thread):
             self.owned, self._epoch = owned, epoch
         dead: list[Outgoing] = []
         if gained:
-            recorded: dict[str, int] = {}
-            for msg in self._read_all(consumer, [GATE_RELEASED_TOPIC]):
-                key = msg.key()
-                if key == POSITIONS_KEY or key.startswith(POSITIONS_KEY + b"|"):
-                    merge_positions(recorded, json.loads(msg.value()) if msg.value() else {})
-                elif key_partition(key.split(b"|", 1)[1], n) in gained:
-                    with self.lock:
-                        core.load_released(key, msg.value())
+            recorded = self._read_bookkeeping(consumer, core, lambda c: key_partition(c, n) in gained)
             for msg in self._read_all(consumer, [LINKED_CASES_TOPIC], {LINKED_CASES_TOPIC: set(gained)}):
                 where = f"{msg.topic()}:{msg.partition()}"
                 with self.lock:
@@ -448,10 +435,7 @@ class GateLoop(threading.Thread):
                 positions[where] = max(positions.get(where, 0), msg.offset() + 1)
             if self._reassigned() or self._stopping.is_set():
                 raise Reassigned()  # read only in part
-        md = consumer.list_topics(timeout=30)
-        consumer.assign([TopicPartition(t, p, positions.get(f"{t}:{p}", OFFSET_BEGINNING))
-                         for t in self._inputs() if t in md.topics for p in md.topics[t].partitions
-                         if self._serves(t, p)])
+        self._assign_live(consumer, positions)
         with self.lock:
             out = dead + core.flush()
         committer.commit(self._send(producer, out, positions))
@@ -462,6 +446,26 @@ class GateLoop(threading.Thread):
 
     def _committer(self, producer: Producer) -> Committer:
         return Committer(producer) if self.membership is None else Committer(producer, self.membership.guard.end)
+
+    def _read_bookkeeping(self, consumer: Consumer, core: GateCore, serves: Callable[[bytes], bool]) -> dict[str, int]:
+        """What is out for the citizens ``serves`` says yes to (by citizen id), loaded into ``core``;
+        returns the furthest positions any gate recorded."""
+        positions: dict[str, int] = {}
+        for msg in self._read_all(consumer, [GATE_RELEASED_TOPIC]):
+            key = msg.key()
+            if key == POSITIONS_KEY or key.startswith(POSITIONS_KEY + b"|"):
+                merge_positions(positions, json.loads(msg.value()) if msg.value() else {})
+            elif serves(key.split(b"|", 1)[1]):
+                with self.lock:
+                    core.load_released(key, msg.value())
+        return positions
+
+    def _assign_live(self, consumer: Consumer, positions: dict[str, int]) -> None:
+        """Read on from ``positions``: every consent partition, and the linked cases' this gate serves."""
+        md = consumer.list_topics(timeout=30)
+        consumer.assign([TopicPartition(t, p, positions.get(f"{t}:{p}", OFFSET_BEGINNING))
+                         for t in self._inputs() if t in md.topics for p in md.topics[t].partitions
+                         if self._serves(t, p)])
 
     def _read_all(self, consumer: Consumer, topics: list[str],
                   only: dict[str, set[int]] | None = None) -> Iterator[Any]:
@@ -489,10 +493,7 @@ class GateLoop(threading.Thread):
             metrics.DEAD_LETTERS.labels("consent-gate", type(exc).__name__).inc()
 
     def _live(self, consumer: Consumer, producer: Producer, positions: dict[str, int], last_tick: datetime) -> None:
-        md = consumer.list_topics(timeout=30)
-        consumer.assign([TopicPartition(t, p, positions.get(f"{t}:{p}", OFFSET_BEGINNING))
-                         for t in self._inputs() if t in md.topics for p in md.topics[t].partitions
-                         if self._serves(t, p)])
+        self._assign_live(consumer, positions)
         last_policy_check = time.monotonic()
         committer = self._committer(producer)
         try:
