@@ -425,6 +425,7 @@ class GateLoop(threading.Thread):
         with self.lock:
             core.keep_only(lambda citizen_id: key_partition(citizen_id.encode(), n) in owned)
             self.owned, self._epoch = owned, epoch
+            self.caught_up = False  # /health: not until the gained partitions' views are out
         dead: list[Outgoing] = []
         if gained:
             recorded = self._read_bookkeeping(consumer, core, lambda c: key_partition(c, n) in gained)
@@ -439,6 +440,8 @@ class GateLoop(threading.Thread):
         with self.lock:
             out = dead + core.flush()
         committer.commit(self._send(producer, out, positions))
+        committer.wait()
+        self.caught_up = True
         membership.reshaped += 1
         log.info("consent gate: now serves partitions %s (gave up %s, took on %s) without a rebuild, in %.1f s",
                  sorted(owned), sorted(lost), sorted(gained), time.monotonic() - started)
