@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import zlib
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from caselink.linkage.blocking import BlockingIndex, blocking_keys, lookup_keys
@@ -82,6 +82,13 @@ class _Partitioned:
         self.owned, self.partitions = owned, partitions
         self.versions: dict[str, int] = {}  # as the single writer keeps them, deletes included
 
+    def _give_up(self, owned: frozenset[int]) -> frozenset[int]:
+        """Own only ``owned`` from now on (a subset: gaining partitions needs a replay); the lost ones."""
+        if not owned <= self.owned:
+            raise ValueError(f"partitions {sorted(owned - self.owned)} were never this shard's: replay for them")
+        lost, self.owned = self.owned - owned, owned
+        return lost
+
     def owns(self, key: str) -> bool:
         return key_partition(key, self.partitions) in self.owned
 
@@ -123,8 +130,7 @@ class BlockShard(_Partitioned):
         if mine:
             keys = [k for k, _ in mine]
             self.blocking.add(record_key, keys)
-            self.filed[record_key] = (array("q", map(hash, keys)).tobytes()
-                                      + array("H", [p for _, p in mine]).tobytes())
+            self.filed[record_key] = _pack(map(hash, keys), [p for _, p in mine])
         return found
 
     def delete(self, record_key: str, source_version: int | None = None) -> None:
@@ -135,27 +141,22 @@ class BlockShard(_Partitioned):
     def _unfile(self, record_key: str) -> None:
         filed = self.filed.pop(record_key, None)
         if filed is not None:
-            self.blocking.remove_hashed(record_key, array("q", filed[:len(filed) // 10 * 8]))
+            self.blocking.remove_hashed(record_key, array("q", filed[:len(filed) // 10 * 8]))  # the hashes
 
     def keep_only(self, owned: frozenset[int]) -> None:
         """Give up partitions: what is left is what a shard of only ``owned`` would hold after the
         same changes (every block of a kept partition as it was, with its members in order; the
         given-up partitions' blocks and caps gone; versions kept for every record, as by every
         shard), so losing partitions needs no replay."""
-        if not owned <= self.owned:
-            raise ValueError(f"partitions {sorted(owned - self.owned)} were never this shard's: replay for them")
-        lost = self.owned - owned
-        self.owned = owned
+        lost = self._give_up(owned)
         for record_key, packed in list(self.filed.items()):
-            n = len(packed) // 10
-            hashes, parts = array("q", packed[:8 * n]), array("H", packed[8 * n:])
-            if not lost.intersection(parts):
+            filed = _unpack(packed)
+            if not any(p in lost for _, p in filed):
                 continue
-            self.blocking.remove_hashed(record_key, [h for h, p in zip(hashes, parts, strict=True) if p in lost])
-            kept = [(h, p) for h, p in zip(hashes, parts, strict=True) if p not in lost]
+            self.blocking.remove_hashed(record_key, [h for h, p in filed if p in lost])
+            kept = [(h, p) for h, p in filed if p not in lost]
             if kept:
-                self.filed[record_key] = (array("q", [h for h, _ in kept]).tobytes()
-                                          + array("H", [p for _, p in kept]).tobytes())
+                self.filed[record_key] = _pack([h for h, _ in kept], [p for _, p in kept])
             else:
                 del self.filed[record_key]
         blocking = self.blocking
@@ -163,6 +164,18 @@ class BlockShard(_Partitioned):
             if key_partition(name, self.partitions) in lost:
                 del blocking.capped_names[h]
                 blocking.capped.discard(h)
+
+
+def _pack(hashes: Iterable[int], partitions: list[int]) -> bytes:
+    """A block shard's filing of one record: its keys' hashes (8 bytes each), then their
+    partitions (2 bytes each)."""
+    return array("q", hashes).tobytes() + array("H", partitions).tobytes()
+
+
+def _unpack(packed: bytes) -> list[tuple[int, int]]:
+    """``_pack`` undone, as (hash, partition) pairs."""
+    n = len(packed) // 10
+    return list(zip(array("q", packed[:8 * n]), array("H", packed[8 * n:]), strict=True))
 
 
 class RecordShard(_Partitioned):
@@ -205,9 +218,7 @@ class RecordShard(_Partitioned):
         """Give up partitions: what is left is what a shard of only ``owned`` would hold after the
         same changes (the records at home in them; versions, presence and verdicts are kept for
         every record by every shard), so losing partitions needs no replay."""
-        if not owned <= self.owned:
-            raise ValueError(f"partitions {sorted(owned - self.owned)} were never this shard's: replay for them")
-        self.owned = owned
+        self._give_up(owned)
         self.records = {k: r for k, r in self.records.items() if key_partition(k, self.partitions) in owned}
 
     def apply_review(self, a: str, b: str, same: bool) -> None:
