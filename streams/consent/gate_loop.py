@@ -370,19 +370,26 @@ class GateLoop(threading.Thread):
         core = self.core
         assert core is not None
         positions = self._read_bookkeeping(consumer, core, self._serves_citizen)
-        recorded = self._recorded = dict(positions)
+        self._recorded = dict(positions)
         dead: list[Outgoing] = []
         only = None if self.owned is None else {LINKED_CASES_TOPIC: set(self.owned)}
-        for msg in self._read_all(consumer, self._inputs(), only):
+        self._read_inputs(consumer, core, self._inputs(), only, dict(positions), positions, dead)
+        return positions, dead
+
+    def _read_inputs(self, consumer: Consumer, core: GateCore, topics: list[str], only: dict[str, set[int]] | None,
+                     recorded: dict[str, int], positions: dict[str, int], dead: list[Outgoing]) -> None:
+        """Every message now on ``topics`` into ``core``, ``positions`` moved past it; one not seen
+        before (at or past ``recorded``) that cannot be applied becomes a dead letter in ``dead``.
+        Raises ``Reassigned`` if the read was cut short: nothing may be evaluated from part of the
+        inputs (the bookkeeping without the cases would retract every view)."""
+        for msg in self._read_all(consumer, topics, only):
             where = f"{msg.topic()}:{msg.partition()}"
             live = msg.offset() >= recorded.get(where, 0) and self._dead_letters(msg.topic())
-            self._apply(msg, core, live=live, dead=dead)
+            with self.lock:
+                self._apply(msg, core, live=live, dead=dead)
             positions[where] = max(positions.get(where, 0), msg.offset() + 1)
         if self._reassigned() or self._stopping.is_set():
-            # Read only in part (the bookkeeping without the cases would retract every view):
-            # nothing may be evaluated from it.
             raise Reassigned()
-        return positions, dead
 
     # ------------------------------------------------------------------ partitions (consent.partitioned)
     def _serves(self, topic: str, partition: int) -> bool:
@@ -429,13 +436,8 @@ class GateLoop(threading.Thread):
         dead: list[Outgoing] = []
         if gained:
             recorded = self._read_bookkeeping(consumer, core, lambda c: key_partition(c, n) in gained)
-            for msg in self._read_all(consumer, [LINKED_CASES_TOPIC], {LINKED_CASES_TOPIC: set(gained)}):
-                where = f"{msg.topic()}:{msg.partition()}"
-                with self.lock:
-                    self._apply(msg, core, live=msg.offset() >= recorded.get(where, 0), dead=dead)
-                positions[where] = max(positions.get(where, 0), msg.offset() + 1)
-            if self._reassigned() or self._stopping.is_set():
-                raise Reassigned()  # read only in part
+            self._read_inputs(consumer, core, [LINKED_CASES_TOPIC], {LINKED_CASES_TOPIC: set(gained)}, recorded,
+                              positions, dead)
         self._assign_live(consumer, positions)
         with self.lock:
             out = dead + core.flush()
