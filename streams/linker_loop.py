@@ -407,9 +407,8 @@ class LinkerLoop(threading.Thread):
             while not self._stopping.is_set():
                 summary.due(lambda: len(self.core.index.review))
                 if self.answered is not None:  # every turn: a stall shows while nothing is linked
-                    shards = self.sharded_status()
-                    metrics.RESOLVER_HELD.set(shards["held_changes"])
-                    metrics.RESOLVER_WAITING.set(shards["waiting_s"])
+                    metrics.RESOLVER_HELD.set(len(self.held))
+                    metrics.RESOLVER_WAITING.set(self._waiting_s())
                 self._settle(consumer, wait=False)
                 self._maybe_snapshot(consumer)
                 batch = self._next_batch(consumer, follower, follow_state)
@@ -465,15 +464,17 @@ class LinkerLoop(threading.Thread):
     def sharded_status(self) -> dict[str, Any]:
         """Sharded mode, for /health and /metrics: what waits for the record shards, for how long,
         and which key partitions hold it back."""
-        answered = self.answered
-        if answered is None:
+        coverage = self.answered
+        if coverage is None:
             return {}
-        behind = answered.lagging()
-        waiting = time.monotonic() - self._answered_at if self.held else 0.0
-        return {"answered_to": answered.ready(), "held_changes": len(self.held), "waiting_s": round(waiting, 1),
-                "answers_read_from": self.answers_read_from,
-                "partitions_behind": sorted(behind) if self.held else [],
+        return {"answered_to": coverage.ready(), "held_changes": len(self.held),
+                "waiting_s": round(self._waiting_s(), 1), "answers_read_from": self.answers_read_from,
+                "partitions_behind": sorted(coverage.lagging()) if self.held else [],
                 "store": str(self.store.path) if self.store is not None else None}
+
+    def _waiting_s(self) -> float:
+        """Sharded mode: how long changes have been held with no new answer from the shards."""
+        return time.monotonic() - self._answered_at if self.held else 0.0
 
     def _linking(self) -> bool:
         """Whether this worker holds the link input (the group's callbacks change it during a poll)."""
