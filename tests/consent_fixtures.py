@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from caselink.schemas import default_serde
-from caselink.streams.consent.policy import bundled_policy_path, load_policy
+from caselink.streams.consent.gate_core import GateCore
+from caselink.streams.consent.policy import Policy, bundled_policy_path, load_policy
 from caselink.streams.consent.pseudonym import Pseudonymiser
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -65,3 +66,18 @@ def consent(kind: str = "CITIZEN", *, citizen_id: str | None = None, agency: str
         "agencies": agencies or [], "fields": fields or [], "valid_from": valid_from, "valid_to": valid_to,
         "recorded_by": "test", "recorded_at": recorded_at or T0 + timedelta(seconds=next(_ids)),
     }
+
+
+def fed_gate(policy_: dict[str, Any], history: list[tuple[str, dict[str, Any] | None]], events: list[dict[str, Any]],
+             pseudonyms: Pseudonymiser, now: datetime) -> GateCore:
+    """A gate core given ``history`` (linked cases, None for a retirement) and then every consent
+    event it accepts (a rejected one changes nothing, as on Kafka)."""
+    core = GateCore(Policy.model_validate(policy_), pseudonyms, clock=lambda: now)
+    for cid, value in history:
+        core.apply_linked_case(cid, encode_case(value) if value is not None else None)
+    for event in events:
+        try:
+            core.apply_consent(event)
+        except ValueError:  # ConsentRejected
+            pass
+    return core

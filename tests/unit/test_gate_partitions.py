@@ -10,15 +10,13 @@ import pytest
 from caselink.streams.consent.gate_core import GateCore
 from caselink.streams.consent.gate_loop import merge_positions
 from caselink.streams.consent.gate_membership import TransactionGuard
-from caselink.streams.consent.policy import Policy
 from caselink.streams.consent.pseudonym import Pseudonymiser
-from caselink.streams.consent.register import ConsentRejected
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from caselink.core.kafka import key_partition
 from caselink.core.settings import ConsentSettings
-from tests.consent_fixtures import encode_case
+from tests.consent_fixtures import encode_case, fed_gate
 from tests.depth import examples
 from tests.unit.test_consent_oracle import KEY, KEY_ID, NOW, consent_events, policies, topics_after, world
 from tests.unit.test_gate_incremental import EDITS, edited
@@ -111,15 +109,7 @@ def test_a_gate_that_gives_up_partitions_holds_and_releases_what_one_built_for_t
         return key_partition(cid.encode(), partitions) in kept
 
     def gate(items: list[tuple[str, Any]]) -> GateCore:
-        core = GateCore(Policy.model_validate(policy_), Pseudonymiser(KEY, KEY_ID), clock=lambda: NOW)
-        for cid, value in items:
-            core.apply_linked_case(cid, encode_case(value) if value is not None else None)
-        for event in events:
-            try:
-                core.apply_consent(event)
-            except ConsentRejected:
-                pass
-        return core
+        return fed_gate(policy_, items, events, Pseudonymiser(KEY, KEY_ID), NOW)
 
     retired = sorted(survivor_of)
     whole = gate(history)

@@ -5,13 +5,11 @@ from typing import Any
 
 from caselink.schemas import default_serde
 from caselink.streams.consent.evaluate import View
-from caselink.streams.consent.gate_core import GateCore
 from caselink.streams.consent.gated_codec import DisclosureCodec, GatedCodec
-from caselink.streams.consent.policy import Policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.consent_fixtures import T0, encode_case, pseudonymiser
+from tests.consent_fixtures import T0, fed_gate, pseudonymiser
 from tests.depth import examples
 from tests.unit.test_consent_oracle import consent_events, policies, world
 
@@ -20,14 +18,7 @@ codec = GatedCodec(serde)
 
 
 def views(policy: dict[str, Any], history: list, events: list) -> list[View]:
-    core = GateCore(Policy.model_validate(policy), pseudonymiser(), clock=lambda: T0)
-    for cid, value in history:
-        core.apply_linked_case(cid, encode_case(value) if value is not None else None)
-    for event in events:
-        try:
-            core.apply_consent(event)
-        except ValueError:
-            pass
+    core = fed_gate(policy, history, events, pseudonymiser(), T0)
     found = [core.decide(cid, name) for cid in core.cases for name in policy["purposes"]]
     return [v for v in found if isinstance(v, View)]
 
