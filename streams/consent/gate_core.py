@@ -40,16 +40,17 @@ _VERSION_4 = (4 << 76) | (0x8000 << 48)
 class _Ids:
     """Random UUIDs (version 4) for disclosures, from a generator seeded by the OS once per process:
     ``uuid.uuid4()`` asks the OS for 16 bytes every time, 5% of the live gate's samples. The ids
-    need to be unique, not secret; a forked child reseeds."""
+    need to be unique, not secret. A forked child reseeds (``os.register_at_fork``, rather than
+    a system call on every id to see whether the process is still the same)."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._random = random.Random()
+        self._random = random.Random(os.urandom(32))
+        os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._random.seed(os.urandom(32))
 
     def __call__(self) -> str:
-        if os.getpid() != self._pid:
-            self._pid = os.getpid()
-            self._random.seed(os.urandom(32))
         # What ``str(uuid.UUID(int=..., version=4))`` writes, without making the UUID object.
         h = "%032x" % (self._random.getrandbits(128) & _CLEAR | _VERSION_4)
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
