@@ -152,6 +152,10 @@ def shard(
         help="/health and /metrics port (" + configured("shards.web_port", lambda s: s.shards.web_port) + ")")]
     = None,
     app_id: Annotated[str | None, typer.Option(help="the app id of the workers it serves")] = None,
+    instance_id: Annotated[str | None, typer.Option(
+        help="a name for this shard that survives its restarts, unique in its tier: it gets its own partitions "
+             "back after a restart within the session timeout (" + configured(
+                 "shards.instance_id", lambda s: s.shards.instance_id or "unset") + ")")] = None,
 ) -> None:
     """Run one shard of the sharded index: the key partitions its group deals it, answered for
     every change on the link input (docs/architecture.md, "The sharded index")."""
@@ -159,7 +163,16 @@ def shard(
 
     if tier not in ("blocks", "records"):
         raise typer.BadParameter(f"{tier!r}: expected blocks or records", param_hint="TIER")
-    run_shard(tier, web_port, app_id)
+    if instance_id is not None:
+        from pydantic import ValidationError
+
+        from caselink.core.settings import ShardSettings
+
+        try:
+            ShardSettings(instance_id=instance_id)
+        except ValidationError as exc:
+            raise typer.BadParameter(f"{instance_id!r}: {exc.errors()[0]['msg']}", param_hint="--instance-id") from None
+    run_shard(tier, web_port, app_id, instance_id)
 
 
 @app.command()

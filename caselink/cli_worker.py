@@ -237,7 +237,8 @@ def _summary(name: str, record: object) -> str:
 
 
 
-def run_shard(tier: str, web_port: int | None = None, app_id: str | None = None) -> None:
+def run_shard(tier: str, web_port: int | None = None, app_id: str | None = None,
+              instance_id: str | None = None) -> None:
     """One shard of the sharded index in its own process (see streams/shard_process.py)."""
     import logging
 
@@ -253,6 +254,8 @@ def run_shard(tier: str, web_port: int | None = None, app_id: str | None = None)
     settings = get_settings()
     if app_id is not None:
         settings.worker.app_id = app_id
+    if instance_id is not None:
+        settings.shards.instance_id = instance_id  # checked by the command
     port = web_port or settings.shards.web_port
     configure(settings, role=f"{tier}-shard")
     logging.getLogger("caselink.shard").info("%s shard for app %s starting; health http://%s:%d/health", tier,

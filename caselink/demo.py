@@ -350,13 +350,19 @@ def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path |
     return worker
 
 
-def start_shard(settings: Settings, tier: str, app_id: str | None = None) -> WorkerProcess:
-    """`caselink shard <tier>` in its own process, linking with the caller's model."""
+def start_shard(settings: Settings, tier: str, app_id: str | None = None, instance_id: str | None = None,
+                session_timeout_s: float | None = None) -> WorkerProcess:
+    """`caselink shard <tier>` in its own process, linking with the caller's model; with
+    ``instance_id``, a static member of its tier's group (``shards.instance_id``)."""
     port = free_port()
+    shards = settings.shards
     env = {"CASELINK_SHARDS__WEB_PORT": str(port), "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id,
-           "CASELINK_SHARDS__PARTITIONS": str(settings.shards.partitions),
+           "CASELINK_SHARDS__PARTITIONS": str(shards.partitions),
+           "CASELINK_SHARDS__SESSION_TIMEOUT_S": str(session_timeout_s or shards.session_timeout_s),
            "CASELINK_LINKAGE__BUNDLED_MODEL": str(settings.linkage.bundled_model).lower(),
            "CASELINK_LINKAGE__MODEL_PATH": str(settings.linkage.model_path)}
+    if instance_id or shards.instance_id:
+        env["CASELINK_SHARDS__INSTANCE_ID"] = instance_id or shards.instance_id  # type: ignore[assignment]
     return _spawn("shard", settings, Path(tempfile.mkdtemp(prefix=f"caselink-{tier}-shard-")), port, env, (tier,))
 
 

@@ -19,7 +19,10 @@ machinery:
   of an older generation, so a shard that lost its partitions cannot record progress for them;
 * **recovery**: a shard that is dealt partitions (at start, or after a rebalance) rebuilds its
   state by replaying the link input from the start, silently up to the least of its partitions'
-  committed positions, and answers from there.
+  committed positions, and answers from there. With ``shards.instance_id`` a shard is a static
+  member of its group: restarted within the session timeout, it is dealt its own partitions
+  again and no other shard is dealt them meanwhile (each would replay the link input for them);
+  a second process under the same name fences the first, which stops with that error.
 
 At-least-once is enough: an answer depends only on the link input up to the change it answers,
 so a batch answered twice (a crash between sending and committing, or a shard that has not yet
@@ -54,7 +57,7 @@ from caselink.streams.shard_core import (
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from caselink.core.kafka import consumer as kafka_consumer
-from caselink.core.kafka import drain, idempotent_producer, produce
+from caselink.core.kafka import drain, group_member, idempotent_producer, poll_group, produce
 from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -122,7 +125,8 @@ class ShardLoop(threading.Thread):
 
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = {
-            "tier": self.tier, "partitions_owned": sorted(self.working), "position": self.position, "lag": self.lag,
+            "tier": self.tier, "instance_id": self.settings.shards.instance_id,
+            "partitions_owned": sorted(self.working), "position": self.position, "lag": self.lag,
             "answering_from": self.publish_from, "committed": self.committed, "rebuilds": self.rebuilds,
             "answers_sent": self.answers_sent, "messages_sent": self.messages_sent,
             "replaying": self.position < self.publish_from, "error": repr(self.error) if self.error else None}
@@ -152,9 +156,11 @@ class ShardLoop(threading.Thread):
 
     def _run(self) -> None:
         settings = self.settings
+        shards = settings.shards
         group = kafka_consumer(settings, group_id(settings, self.tier), **{
-            "enable.partition.eof": False, "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
-            "partition.assignment.strategy": "cooperative-sticky"})
+            "enable.partition.eof": False, "partition.assignment.strategy": "cooperative-sticky",
+            **group_member(shards.instance_id, shards.session_timeout_s)})
+        who = f"{self.tier} shard" + (f" {shards.instance_id!r}" if shards.instance_id else "")
         group.subscribe([LINK_SHARDS_TOPIC], on_assign=self._assigned, on_revoke=self._revoked,
                         on_lost=self._revoked)
         reader = kafka_consumer(settings, f"{group_id(settings, self.tier)}-reader", **{
@@ -163,11 +169,11 @@ class ShardLoop(threading.Thread):
         out_topic = LINK_FOUND_TOPIC if self.tier == "blocks" else LINK_SCORED_TOPIC
         try:
             while not self._stopping.is_set():
-                group.poll(0)
+                poll_group(group, 0, who)
                 if self._dealt.is_set():
                     self._rebuild(group, reader)
                 if not self.working:
-                    group.poll(0.2)
+                    poll_group(group, 0.2, who)
                     continue
                 start = self.position
                 answers = self._read_and_answer(reader)
@@ -214,6 +220,8 @@ class ShardLoop(threading.Thread):
                                                 timeout=30)
                     break
                 except KafkaException as exc:  # the coordinator is moving or loading: ask again
+                    if exc.args[0].fatal():
+                        raise
                     log.info("%s shard could not read its partitions' positions yet: %s", self.tier, exc)
                     if self._stopping.wait(0.5):
                         return

@@ -105,6 +105,33 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(conf)
 
 
+def group_member(instance_id: str | None, session_timeout_s: float) -> dict[str, Any]:
+    """A group member's session settings; with ``instance_id``, a static member (KIP-345): the
+    coordinator keeps its partitions for it through a restart shorter than the session timeout
+    instead of dealing them to the others, and a second process joining under the same name
+    fences the first."""
+    session_ms = int(session_timeout_s * 1000)
+    config: dict[str, Any] = {"session.timeout.ms": session_ms,
+                              "heartbeat.interval.ms": max(500, min(2000, session_ms // 3))}
+    if instance_id:
+        config["group.instance.id"] = instance_id
+    return config
+
+
+def poll_group(group: Consumer, timeout: float, who: str) -> None:
+    """Serve a group membership (its callbacks run inside ``poll``), raising on a fatal error
+    instead of carrying on as a member the group has already replaced (``who`` names the
+    process in the error)."""
+    msg = group.poll(timeout)
+    failure = msg.error() if msg is not None else None
+    # A fatal error reaches the consumer as a message whose error is _FATAL (``fatal()`` is false
+    # on that copy).
+    if failure is None or not (failure.fatal() or failure.code() == KafkaError._FATAL):
+        return
+    raise RuntimeError(f"{who} left its group for good: {failure.str()} (a static member is fenced when another "
+                       "process joins under the same instance id: each process needs a name of its own)")
+
+
 REPORTS_BACKLOG = 20_000
 
 

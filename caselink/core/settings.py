@@ -146,13 +146,23 @@ class ShardSettings(BaseModel):
     single writer, the default). It needs ``caselink shard blocks`` and ``caselink shard records``
     running against the same link input; docs/operations.md says when to switch and how.
     ``partitions`` is how many parts the blocking keys and records are dealt in; every shard of a
-    deployment must use the same number, and it bounds how many shards a tier can use."""
+    deployment must use the same number, and it bounds how many shards a tier can use.
+
+    ``instance_id`` names one shard process for good (Kafka's static membership, KIP-345,
+    ``group.instance.id``): set it to a name that survives the process's restarts and that no
+    other shard of the tier uses, such as a pod's stable name. A shard that restarts within
+    ``session_timeout_s`` is then dealt its own partitions again without a rebalance, so no other
+    shard replays the link input for them meanwhile. The price: a shard stopped for good keeps
+    its partitions, unanswered, until the session timeout ends. Without it (the default) a
+    shard's partitions go to the others as soon as it leaves or dies."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
     partitions: int = Field(default=60, ge=1, le=10_000)
     web_port: int = 6069  # `caselink shard` serves /health and /metrics here
+    instance_id: str | None = Field(default=None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    session_timeout_s: float = Field(default=10.0, ge=6.0, le=1800.0)  # the broker's group.min/max.session.timeout.ms
 
 
 class ConnectorSettings(BaseModel):

@@ -146,3 +146,62 @@ def test_shards_on_kafka_give_the_single_writers_index_through_kill_replace_and_
     finally:
         stop_all(shards)
         worker.stop()
+
+
+def test_a_shard_restarted_under_its_instance_id_gets_its_own_partitions_back_and_no_other_shard_replays(
+        pipeline_settings: Settings) -> None:
+    """Static membership (``shards.instance_id``): a block shard killed with SIGKILL and started
+    again under its name within the session timeout is dealt its own partitions again, and the
+    other block shard is dealt nothing new, so it never replays the link input; the index is still
+    the straight replay's. A third process under a name already in use fences the first, which
+    stops and says why."""
+    settings = pipeline_settings
+    worker = start_worker(settings, app_id="static")
+    blocks = [start_shard(settings, "blocks", app_id="static", instance_id=f"blocks-{i}", session_timeout_s=45)
+              for i in range(2)]
+    records = [start_shard(settings, "records", app_id="static")]
+    shards = [*blocks, *records]
+    try:
+        for shard in shards:
+            wait_for(lambda s=shard: _health(s).get("partitions_owned"), 120)
+        # both block shards dealt their share (the second may join after the first had everything)
+        wait_for(lambda: all(len(_health(b)["partitions_owned"]) == settings.shards.partitions // 2 for b in blocks),
+                 120)
+        before = [_health(b) for b in blocks]
+        items = records_for_size(2000, seed=7)
+        sent = publish_changes(settings, items, 0, 1000, changes=False)
+        wait_for(lambda: _health(blocks[0]).get("committed", 0) > 500, 120, pause=0.1)
+
+        blocks[0].proc.send_signal(signal.SIGKILL)
+        blocks[0].proc.wait()
+        sent += publish_changes(settings, items, 1000, 2000, changes=True)  # while it is down
+        blocks[0] = start_shard(settings, "blocks", app_id="static", instance_id="blocks-0", session_timeout_s=45)
+        shards.append(blocks[0])
+        # dealt them at once, not after the session timeout (45 s) a new member would wait out for the
+        # dead one, nor dealt to the other shard meanwhile (which would replay the link input for them)
+        back = wait_for(lambda: (h := _health(blocks[0])).get("partitions_owned") and h, 20)
+        assert back["instance_id"] == "blocks-0"
+        assert back["partitions_owned"] == before[0]["partitions_owned"]
+        assert back["answering_from"] > 500, back  # from the positions it had committed, not the start
+
+        wait_for(lambda: _link_input_end(settings) >= sent - 20, 180, pause=0.5)
+        time.sleep(2)  # the normaliser's last dead letters
+        end = _link_input_end(settings)
+        index, outcomes = _resolved(settings, end)
+        straight, expected = _straight(settings)
+        assert outcomes == expected
+        assert comparable_state(index) == comparable_state(straight.index)
+        other = _health(blocks[1])
+        assert other["partitions_owned"] == before[1]["partitions_owned"]
+        assert other["rebuilds"] == before[1]["rebuilds"], (before[1], other)  # never dealt the killed one's
+
+        # a second process under a name in use: the one already running is fenced and stops
+        twin = start_shard(settings, "blocks", app_id="static", instance_id="blocks-1", session_timeout_s=45)
+        shards.append(twin)
+        wait_for(lambda: blocks[1].proc.poll() is not None, 90, pause=0.5)
+        assert blocks[1].proc.returncode != 0
+        assert "same instance id" in blocks[1].log_path.read_text() or "fenced" in blocks[1].log_path.read_text()
+        assert wait_for(lambda: _health(twin).get("partitions_owned"), 60) == before[1]["partitions_owned"]
+    finally:
+        stop_all(shards)
+        worker.stop()

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from caselink.core.settings import Settings
 
@@ -55,3 +56,19 @@ def test_cluster_ids_never_look_like_options() -> None:
     ids = [kafka_uuid() for _ in range(2000)]
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_a_shard_named_for_good_is_a_static_member_of_its_group_and_a_bad_name_is_refused() -> None:
+    from caselink.core.kafka import group_member
+    from caselink.core.settings import ShardSettings
+
+    assert "group.instance.id" not in group_member(None, 10)
+    config = group_member(ShardSettings(instance_id="blocks-0").instance_id, 45)
+    assert config["group.instance.id"] == "blocks-0"
+    assert config["session.timeout.ms"] == 45_000 and config["heartbeat.interval.ms"] * 3 <= 45_000
+    assert group_member(None, 6)["heartbeat.interval.ms"] == 2000
+    for bad in ("", "a b", "x" * 250):
+        with pytest.raises(ValidationError):
+            ShardSettings(instance_id=bad)
+    with pytest.raises(ValidationError):
+        ShardSettings(session_timeout_s=1)  # below the broker's group.min.session.timeout.ms
