@@ -366,10 +366,16 @@ def start_shard(settings: Settings, tier: str, app_id: str | None = None, instan
     return _spawn("shard", settings, Path(tempfile.mkdtemp(prefix=f"caselink-{tier}-shard-")), port, env, (tier,))
 
 
-def start_gate(settings: Settings, app_id: str | None = None) -> WorkerProcess:
-    """`caselink gate` in its own process, beside the worker."""
+def start_gate(settings: Settings, app_id: str | None = None, instance_id: str | None = None,
+               session_timeout_s: float | None = None) -> WorkerProcess:
+    """`caselink gate` in its own process, beside the worker; with ``instance_id``, a static
+    member among partitioned gates (``consent.instance_id``)."""
     port = free_port()
     env = {"CASELINK_CONSENT__WEB_PORT": str(port), "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id}
+    if instance_id:
+        env["CASELINK_CONSENT__INSTANCE_ID"] = instance_id
+    if session_timeout_s:
+        env["CASELINK_CONSENT__SESSION_TIMEOUT_S"] = str(session_timeout_s)
     if not os.environ.get("CASELINK_CONSENT__PSEUDONYM_KEY"):
         # A throwaway key, so the pseudonymised purposes have something to show; real deployments
         # set their own, kept in a secret store.

@@ -207,6 +207,11 @@ class ConsentSettings(BaseModel):
     # Several `caselink gate` processes share the citizens, each serving the caselink.linked-cases
     # partitions the group <app id>-gate-partitions deals it (instead of one active gate and standbys).
     partitioned: bool = False
+    # With partitioned: a name for this gate process that survives its restarts, unique among the
+    # gates (Kafka static membership, as ``shards.instance_id``): restarted within
+    # ``session_timeout_s`` it is dealt its own partitions again and no other gate takes them on.
+    instance_id: str | None = Field(default=None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    session_timeout_s: float = Field(default=10.0, ge=6.0, le=1800.0)  # the broker's group.min/max.session.timeout.ms
     web_port: int = 6067  # `caselink gate` serves /health and /metrics here
     policy_poll_s: float = 1.0
     # Tests only: before committing its first transaction that releases or retracts a view, the gate
@@ -219,6 +224,9 @@ class ConsentSettings(BaseModel):
         if self.partitioned and self.in_worker:
             raise ValueError("consent.partitioned shares the citizens between `caselink gate` processes; "
                              "it cannot be combined with consent.in_worker (one gate inside the worker)")
+        if self.instance_id and not self.partitioned:
+            raise ValueError("consent.instance_id names a gate among partitioned gates; without consent.partitioned "
+                             "one gate is active and the others are standbys, and it would mean nothing")
         return self
 
 

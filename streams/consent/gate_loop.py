@@ -213,7 +213,8 @@ class GateLoop(threading.Thread):
             return {
                 "active": self.active, "caught_up": self.caught_up, "policy": self.policy_label,
                 **({} if self.membership is None else {
-                    "partitions": sorted(self.owned or ()), "rebalances": self.membership.rebalances,
+                    "partitions": sorted(self.owned or ()), "instance_id": self.settings.consent.instance_id,
+                    "rebalances": self.membership.rebalances,
                     "reshaped_without_rebuild": self.membership.reshaped}),
                 "policy_error": self.policy_error, "pseudonym_key_id": self.settings.consent.pseudonym_key_id
                 if self.settings.consent.pseudonym_key else None,

@@ -28,6 +28,7 @@ from caselink.infra.topics import LINKED_CASES_TOPIC
 from confluent_kafka import Consumer, TopicPartition
 
 from caselink.core.kafka import consumer as kafka_consumer
+from caselink.core.kafka import group_member, poll_group
 from caselink.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Membership(threading.Thread):
         self.rebalances = 0
         self.reshaped = 0  # changes the gate took without a rebuild (``GateLoop._reshape``)
         self._metadata: Any = None
+        self.error: BaseException | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
 
@@ -119,20 +121,25 @@ class Membership(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
+        except BaseException as exc:  # noqa: BLE001 - the process stops and says why (gate_process.serve)
+            self.error = exc
+            log.error("consent gate: %s", exc)
         finally:
             self._ready.set()  # wait_ready returns, failed or not; is_alive() says which
 
     def _run(self) -> None:
+        consent = self.settings.consent
         consumer = kafka_consumer(self.settings, group_id(self.settings), **{
-            "enable.partition.eof": False, "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
-            "partition.assignment.strategy": "cooperative-sticky", "isolation.level": "read_committed"})
+            "enable.partition.eof": False, "partition.assignment.strategy": "cooperative-sticky",
+            "isolation.level": "read_committed", **group_member(consent.instance_id, consent.session_timeout_s)})
+        who = "consent gate" + (f" {consent.instance_id!r}" if consent.instance_id else "")
         consumer.subscribe([LINKED_CASES_TOPIC], on_assign=self._assigned, on_revoke=self._revoked,
                            on_lost=self._revoked)
         self._ready.set()
         paused: set[int] = set()
         try:
             while not self._stopping.is_set():
-                consumer.poll(0.2)  # a message fetched before its partition was paused is not needed
+                poll_group(consumer, 0.2, who)  # a message fetched before its partition was paused is not needed
                 self._metadata = consumer.consumer_group_metadata()
                 assigned = {tp.partition for tp in consumer.assignment()}
                 fresh = assigned - paused

@@ -110,3 +110,6 @@ def serve(settings: Settings, port: int) -> None:
     server.shutdown()
     gate.stop()
     election.stop()
+    failed = getattr(election, "error", None)
+    if failed is not None:
+        raise SystemExit(f"the consent gate stopped: {failed}")

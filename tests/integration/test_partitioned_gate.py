@@ -190,3 +190,56 @@ def test_gate_processes_share_the_citizens_and_release_what_one_gate_would(
     finally:
         for g in gates:
             g.stop()
+
+
+def test_a_gate_restarted_under_its_instance_id_serves_its_own_partitions_again_and_the_other_is_left_alone(
+        pipeline_settings: Settings, monkeypatch) -> None:
+    """Static membership (``consent.instance_id``): a gate killed with SIGKILL and started again
+    under its name within the session timeout is dealt its own partitions at once, the other gate
+    takes nothing on (no rebalance), what the dead gate's citizens got meanwhile is released once,
+    and a third process under a name in use fences the first, which stops and says why."""
+    from caselink.demo import start_gate
+
+    settings = pipeline_settings
+    partitions = settings.kafka.default_partitions
+    monkeypatch.setenv("CASELINK_CONSENT__PSEUDONYM_KEY", KEY)
+    monkeypatch.setenv("CASELINK_CONSENT__PSEUDONYM_KEY_ID", "k1")
+    monkeypatch.setenv("CASELINK_CONSENT__PARTITIONED", "true")
+    citizens = [f"S{i}" for i in range(20)]
+    publish(settings, [(LINKED_CASES_TOPIC, cid.encode(), encode_case(linked_case(
+        cid, [member("health", f"H{cid}", nhs=None)]))) for cid in citizens])
+
+    def gate(i: int) -> Any:
+        return start_gate(settings, app_id="gate-static", instance_id=f"gate-{i}", session_timeout_s=45)
+
+    gates = [gate(0), gate(1)]
+    try:
+        wait_for(lambda: dealt(gates, partitions) and all(partitions_of(g) for g in gates), 120)
+        expected = reference(settings)
+        wait_for(lambda: published(settings) == expected, 60)
+        before = [service_json(g.port) for g in gates]
+        releases = len(audit(settings))
+
+        gates[0].proc.send_signal(signal.SIGKILL)
+        gates[0].proc.wait()
+        publish(settings, [(CONSENT_EVENTS_TOPIC, cid.encode(), serde.encode("ConsentEvent", consent(
+            "CITIZEN", citizen_id=cid, purpose="research"))) for cid in citizens])  # every citizen, both gates'
+        gates[0] = gate(0)
+        # dealt its own partitions at once, not after the 45 s a new member would wait for the dead one
+        assert wait_for(lambda: partitions_of(gates[0]), 25) == before[0]["partitions"]
+        expected = reference(settings)
+        wait_for(lambda: published(settings) == expected, 60)
+        disclosed = audit(settings)
+        research = sorted(a["citizen_id"] for a in disclosed if a["purpose"] == "research")
+        assert research == sorted(citizens) and len(disclosed) == releases + len(citizens)  # each once
+        other = service_json(gates[1].port)
+        assert other["instance_id"] == "gate-1" and other["partitions"] == before[1]["partitions"]
+        assert other["rebalances"] == before[1]["rebalances"], (before[1], other)
+
+        gates.append(gate(1))  # a second process named gate-1: the first is fenced and stops
+        wait_for(lambda: gates[1].proc.poll() is not None, 90, pause=0.5)
+        assert gates[1].proc.returncode != 0 and "fenced" in gates[1].log_path.read_text()
+        assert wait_for(lambda: partitions_of(gates[2]), 60) == before[1]["partitions"]
+    finally:
+        for g in gates:
+            g.stop()

@@ -72,3 +72,11 @@ def test_a_shard_named_for_good_is_a_static_member_of_its_group_and_a_bad_name_i
             ShardSettings(instance_id=bad)
     with pytest.raises(ValidationError):
         ShardSettings(session_timeout_s=1)  # below the broker's group.min.session.timeout.ms
+
+
+def test_a_gate_instance_id_means_something_only_among_partitioned_gates() -> None:
+    from caselink.core.settings import ConsentSettings
+
+    assert ConsentSettings(partitioned=True, instance_id="gate-0").instance_id == "gate-0"
+    with pytest.raises(ValidationError, match=r"consent\.partitioned"):
+        ConsentSettings(instance_id="gate-0")
