@@ -305,12 +305,14 @@ class WorkerProcess:
 
 
 def _spawn(command: str, settings: Settings, folder: Path, port: int, env: dict[str, str],
-           args: tuple[str, ...] = ()) -> WorkerProcess:
-    """``caselink <command> <args>`` in its own process, logging to ``folder/<command>.log``."""
+           args: tuple[str, ...] = (), unset: tuple[str, ...] = ()) -> WorkerProcess:
+    """``caselink <command> <args>`` in its own process, logging to ``folder/<command>.log``;
+    ``unset``: variables of this process's environment the child must not inherit."""
     folder.mkdir(parents=True, exist_ok=True)
     from caselink.schemas.registry import registry_url
 
-    env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers(settings),
+    env = {**{k: v for k, v in os.environ.items() if k not in unset},
+           "CASELINK_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers(settings),
            "CASELINK_REGISTRY__URL": registry_url(settings), **env}
     log_path = folder / f"{command}.log"
     with log_path.open("wb") as log:
@@ -361,9 +363,10 @@ def start_shard(settings: Settings, tier: str, app_id: str | None = None, instan
            "CASELINK_SHARDS__SESSION_TIMEOUT_S": str(session_timeout_s or shards.session_timeout_s),
            "CASELINK_LINKAGE__BUNDLED_MODEL": str(settings.linkage.bundled_model).lower(),
            "CASELINK_LINKAGE__MODEL_PATH": str(settings.linkage.model_path)}
-    if instance_id or shards.instance_id:
-        env["CASELINK_SHARDS__INSTANCE_ID"] = instance_id or shards.instance_id  # type: ignore[assignment]
-    return _spawn("shard", settings, Path(tempfile.mkdtemp(prefix=f"caselink-{tier}-shard-")), port, env, (tier,))
+    if instance_id:
+        env["CASELINK_SHARDS__INSTANCE_ID"] = instance_id
+    return _spawn("shard", settings, Path(tempfile.mkdtemp(prefix=f"caselink-{tier}-shard-")), port, env, (tier,),
+                  unset=() if instance_id else ("CASELINK_SHARDS__INSTANCE_ID",))
 
 
 def start_gate(settings: Settings, app_id: str | None = None, instance_id: str | None = None,
@@ -376,12 +379,13 @@ def start_gate(settings: Settings, app_id: str | None = None, instance_id: str |
         env["CASELINK_CONSENT__INSTANCE_ID"] = instance_id
     if session_timeout_s:
         env["CASELINK_CONSENT__SESSION_TIMEOUT_S"] = str(session_timeout_s)
+    unset = () if instance_id else ("CASELINK_CONSENT__INSTANCE_ID",)  # each process its own name, or none
     if not os.environ.get("CASELINK_CONSENT__PSEUDONYM_KEY"):
         # A throwaway key, so the pseudonymised purposes have something to show; real deployments
         # set their own, kept in a secret store.
         env["CASELINK_CONSENT__PSEUDONYM_KEY"] = secrets.token_urlsafe(32)
         env["CASELINK_CONSENT__PSEUDONYM_KEY_ID"] = "demo"
-    return _spawn("gate", settings, Path(tempfile.mkdtemp(prefix="caselink-gate-")), port, env)
+    return _spawn("gate", settings, Path(tempfile.mkdtemp(prefix="caselink-gate-")), port, env, unset=unset)
 
 
 def wait_for_worker(worker: WorkerProcess, expected: int, timeout: float = 120.0) -> int:

@@ -220,8 +220,6 @@ class ShardLoop(threading.Thread):
                                                 timeout=30)
                     break
                 except KafkaException as exc:  # the coordinator is moving or loading: ask again
-                    if exc.args[0].fatal():
-                        raise
                     log.info("%s shard could not read its partitions' positions yet: %s", self.tier, exc)
                     if self._stopping.wait(0.5):
                         return
@@ -296,6 +294,6 @@ class ShardLoop(threading.Thread):
         try:
             group.commit(offsets=offsets, asynchronous=False)
             self.committed = end
-        except KafkaException as exc:  # a rebalance is under way: the next owner answers again from its position
-            log.info("%s shard could not commit position %d (%s); its partitions are being dealt again",
-                     self.tier, end, exc)
+        except KafkaException as exc:  # a rebalance under way (or fenced: the next poll says so)
+            log.info("%s shard could not commit position %d (%s); the next owner of its partitions answers "
+                     "again from the last committed one", self.tier, end, exc)

@@ -112,10 +112,15 @@ def group_member(instance_id: str | None, session_timeout_s: float) -> dict[str,
     fences the first."""
     session_ms = int(session_timeout_s * 1000)
     config: dict[str, Any] = {"session.timeout.ms": session_ms,
-                              "heartbeat.interval.ms": max(500, min(2000, session_ms // 3))}
+                              "heartbeat.interval.ms": max(500, min(2000, session_ms // 3)),
+                              # librdkafka refuses a poll interval below the session timeout
+                              "max.poll.interval.ms": max(300_000, session_ms)}
     if instance_id:
         config["group.instance.id"] = instance_id
     return config
+
+
+_GROUP_ERRORS_SAID: dict[tuple[str, int], float] = {}  # (who, error code) -> when last logged
 
 
 def poll_group(group: Consumer, timeout: float, who: str) -> None:
@@ -124,9 +129,16 @@ def poll_group(group: Consumer, timeout: float, who: str) -> None:
     process in the error)."""
     msg = group.poll(timeout)
     failure = msg.error() if msg is not None else None
+    if failure is None:
+        return
     # A fatal error reaches the consumer as a message whose error is _FATAL (``fatal()`` is false
-    # on that copy).
-    if failure is None or not (failure.fatal() or failure.code() == KafkaError._FATAL):
+    # on that copy). Others (a session timeout the broker refuses, a coordinator moving) are said
+    # once a minute each: the member goes on trying, and its /health says it has no partitions.
+    if not (failure.fatal() or failure.code() == KafkaError._FATAL):
+        now = time.monotonic()
+        if now - _GROUP_ERRORS_SAID.get((who, failure.code()), -60.0) >= 60.0:
+            _GROUP_ERRORS_SAID[(who, failure.code())] = now
+            log.warning("%s: its consumer group says %s", who, failure.str())
         return
     raise RuntimeError(f"{who} left its group for good: {failure.str()} (a static member is fenced when another "
                        "process joins under the same instance id: each process needs a name of its own)")

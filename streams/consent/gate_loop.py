@@ -177,9 +177,13 @@ class GateLoop(threading.Thread):
         self._cases_partitions = 0
         self._recorded: dict[str, int] = {}  # positions the bookkeeping held when this run began
         # One transactional id per process, kept across restarts of the loop so that the next
-        # init_transactions aborts a transaction the last one left open.
-        self._transactional_id = f"{settings.worker.app_id}-gate" if membership is None else \
-            f"{settings.worker.app_id}-gate-{uuid.uuid4().hex[:12]}"
+        # init_transactions aborts a transaction the last one left open. A named partitioned gate
+        # (consent.instance_id) keeps its id across restarts of the process too, so a gate killed
+        # inside a transaction and started again aborts it at once instead of leaving the others'
+        # read_committed readers waiting for the broker to time it out.
+        app, instance = settings.worker.app_id, settings.consent.instance_id
+        self._transactional_id = (f"{app}-gate" if membership is None else f"{app}-gate-{instance}" if instance
+                                  else f"{app}-gate-{uuid.uuid4().hex[:12]}")
         # In a process of its own (``caselink gate``), the state read while catching up is moved out
         # of the garbage collector's sight (gc.freeze): millions of long-lived dicts, none in a cycle,
         # that every older-generation collection walked again (a tenth of the live gate's CPU).

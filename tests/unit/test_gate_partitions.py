@@ -130,3 +130,18 @@ def test_a_gate_that_gives_up_partitions_holds_and_releases_what_one_built_for_t
             core.apply_linked_case(cid, encode_case(value) if value is not None else None)
     assert topics_after(whole.flush()) == topics_after(rebuilt_from.flush())
     assert _state(whole, retired) == _state(rebuilt_from, retired)
+
+
+def test_a_named_gate_keeps_its_transactional_id_across_restarts_so_its_next_start_aborts_what_it_left_open() -> None:
+    from caselink.streams.consent.gate_loop import GateLoop
+    from caselink.streams.consent.gate_membership import Membership
+
+    from caselink.core.settings import Settings
+
+    def ids(consent: ConsentSettings) -> set[str]:
+        settings = Settings(consent=consent)
+        return {GateLoop(settings, is_leader=lambda: True, membership=Membership(settings))._transactional_id
+                for _ in range(2)}
+
+    assert ids(ConsentSettings(partitioned=True, instance_id="gate-0")) == {"caselink-gate-gate-0"}
+    assert len(ids(ConsentSettings(partitioned=True))) == 2  # unnamed: a process of its own each time

@@ -80,3 +80,14 @@ def test_a_gate_instance_id_means_something_only_among_partitioned_gates() -> No
     assert ConsentSettings(partitioned=True, instance_id="gate-0").instance_id == "gate-0"
     with pytest.raises(ValidationError, match=r"consent\.partitioned"):
         ConsentSettings(instance_id="gate-0")
+
+
+def test_every_session_timeout_the_settings_take_makes_a_consumer_librdkafka_accepts() -> None:
+    from confluent_kafka import Consumer
+
+    from caselink.core.kafka import group_member
+
+    for seconds in (6, 10, 301, 1800):
+        consumer = Consumer({"bootstrap.servers": "127.0.0.1:9", "group.id": "g",
+                             **group_member("shard-0", seconds)})  # refused at once if inconsistent
+        consumer.close()
