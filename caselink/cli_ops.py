@@ -28,12 +28,20 @@ def status_command(
     worker: Annotated[bool, typer.Option("--worker/--no-worker", help="check the worker's /health")] = True,
     gate: Annotated[bool, typer.Option("--gate/--no-gate", help="check the consent gate's /health")] = True,
 ) -> None:
-    """Broker, topics, consumer-group lag per partition, throughput, worker, consent gate and index.
-    Exit 1 when unhealthy."""
+    """Broker, topics, consumer-group lag per partition, throughput, the shard tiers (in a sharded
+    deployment), worker, consent gate and index. Exit 1 when unhealthy."""
     from caselink.core.kafka import admin_client, bootstrap_servers
     from caselink.core.settings import get_settings
-    from caselink.infra.topics import LINKED_CASES_TOPIC, person_events_topic
-    from caselink.ops import gate_health, group_lags, local_broker_problems, topic_ends, worker_health
+    from caselink.infra.topics import LINK_SHARDS_TOPIC, LINKED_CASES_TOPIC, person_events_topic
+    from caselink.ops import (
+        gate_health,
+        group_lags,
+        local_broker_problems,
+        shard_problems,
+        shard_tiers,
+        topic_ends,
+        worker_health,
+    )
 
     settings = get_settings()
     problems: list[str] = []
@@ -61,10 +69,18 @@ def status_command(
     time.sleep(interval)
     after = topic_ends(settings, watched)
     report["throughput_per_s"] = {t: round((after[t] - before[t]) / interval, 1) for t in after}
-    lags = group_lags(settings)
+    # The shard tiers' groups commit offset 0 of caselink.link-shards with their position in the
+    # metadata: they are shown as tiers below, not as groups with a lag of 0.
+    lags = [g for g in group_lags(settings) if not g.partitions or g.partitions[0]["topic"] != LINK_SHARDS_TOPIC]
     report["groups"] = [{"group": g.group, "state": g.state, "lag": g.total, "partitions": g.partitions}
                         for g in lags]
     problems += [f"group {g.group} lags {g.total:,} messages" for g in lags if g.total > max_lag]
+    tiers = shard_tiers(settings)
+    if settings.shards.enabled or any(t.members or t.answered_to is not None for t in tiers):
+        report["shards"] = [{"tier": t.tier, "group": t.group, "state": t.state, "members": t.members,
+                             "unowned_partitions": t.unowned, "answered_to": t.answered_to,
+                             "link_input_end": t.link_input_end, "lag": t.lag} for t in tiers]
+        problems += shard_problems(tiers, settings.shards.enabled, max_lag)
     problems += local_broker_problems(settings)
     if worker:
         health = worker_health(settings)
@@ -100,6 +116,16 @@ def _print_status(report: dict[str, Any]) -> None:
             for p in g["partitions"] or [{"topic": "-", "partition": "", "committed": "", "end": "", "lag": 0}]]
     show_table("consumer groups", ("group", "state", "topic", "partition", "committed", "end", "lag"), rows,
                right=("partition", "committed", "end", "lag"))
+    tiers = report.get("shards")
+    if tiers:
+        rows = [(t["tier"], t["state"], ", ".join(f"{m['instance_id'] or 'unnamed'} ({len(m['partitions'])})"
+                                                  for m in t["members"]) or "none",
+                 str(len(t["unowned_partitions"])), "-" if t["answered_to"] is None else f"{t['answered_to']:,}",
+                 f"{t['link_input_end']:,}", Text(f"{t['lag']:,}", "red" if t["lag"] else "green"))
+                for t in tiers]
+        show_table("shard tiers (partitions each shard holds)", ("tier", "state", "shards", "unowned",
+                                                                 "answered to", "link input", "lag"), rows,
+                   right=("unowned", "answered to", "link input", "lag"))
     w = report.get("worker")
     if w:
         colour = "green" if w.get("status") == "ok" else "red"

@@ -91,6 +91,84 @@ def group_lags(settings: Settings, timeout: float = 10.0) -> list[GroupLag]:
     return out
 
 
+@dataclass
+class ShardTier:
+    """One tier of the sharded index as its consumer group shows it: who serves which key
+    partitions, and how far in the link input every partition is answered."""
+
+    tier: str
+    group: str
+    state: str
+    members: list[dict[str, Any]]  # instance_id (None: unnamed), client_id, host, partitions
+    unowned: list[int]  # key partitions no member holds
+    answered_to: int | None  # the least position any partition has committed (None: none yet)
+    link_input_end: int
+
+    @property
+    def lag(self) -> int:
+        return self.link_input_end - (self.answered_to or 0)
+
+
+def shard_tiers(settings: Settings, timeout: float = 10.0) -> list[ShardTier]:
+    """Both tiers' groups (``<app id>-blocks-shards``, ``<app id>-records-shards``): members, the
+    partitions nobody holds, and the position every partition's last commit names. The groups
+    commit offset 0 of ``caselink.link-shards`` with the position in the metadata, so their
+    plain lag says nothing; this reads the metadata."""
+    from caselink.infra.topics import LINK_INPUT_TOPIC, LINK_SHARDS_TOPIC
+    from caselink.streams.shard_loop import TIERS, answered_position, group_id
+
+    admin = admin_client(settings)
+    groups = [group_id(settings, tier) for tier in TIERS]
+    described = admin.describe_consumer_groups(groups, request_timeout=timeout)
+    end = topic_ends(settings, [LINK_INPUT_TOPIC], timeout).get(LINK_INPUT_TOPIC, 0)
+    out = []
+    for tier, group in zip(TIERS, groups, strict=True):
+        description = described[group].result(timeout=timeout)
+        members = [{"instance_id": m.group_instance_id, "client_id": m.client_id, "host": m.host,
+                    "partitions": sorted(tp.partition for tp in m.assignment.topic_partitions
+                                         if tp.topic == LINK_SHARDS_TOPIC)}
+                   for m in description.members]
+        members.sort(key=lambda m: (m["instance_id"] or "", m["partitions"]))
+        held = {p for m in members for p in m["partitions"]}
+        committed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                     request_timeout=timeout)[group].result(timeout=timeout)
+        positions = [answered_position(tp) for tp in committed.topic_partitions or []
+                     if tp.topic == LINK_SHARDS_TOPIC and tp.offset >= 0]
+        out.append(ShardTier(tier, group, str(getattr(description.state, "name", description.state)), members,
+                             sorted(set(range(settings.shards.partitions)) - held),
+                             min(positions) if len(positions) == settings.shards.partitions else
+                             (0 if positions else None), end))
+    return out
+
+
+def shard_problems(tiers: list[ShardTier], expected: bool, max_lag: int) -> list[str]:
+    """What ``caselink status`` calls unhealthy about the tiers; ``expected``: the deployment is
+    sharded (``shards.enabled``), so a tier without shards is a fault, not a choice."""
+    problems = []
+    for t in tiers:
+        if not t.members:
+            if expected:
+                problems.append(f"no {t.tier} shard is running (group {t.group}): the resolver waits for its answers")
+            continue
+        if t.unowned and t.state == "STABLE":
+            problems.append(f"{t.tier} shards: key partitions {_ranges(t.unowned)} have no shard")
+        if t.lag > max_lag:
+            problems.append(f"{t.tier} shards: answered to {t.answered_to or 0:,}, "
+                            f"{t.lag:,} link-input messages behind")
+    return problems
+
+
+def _ranges(numbers: list[int]) -> str:
+    """1, 2, 3, 7 -> '1-3, 7'."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
 def topic_ends(settings: Settings, topics: list[str], timeout: float = 10.0) -> dict[str, int]:
     """Sum of the high watermarks of each topic (messages ever written, for rates)."""
     c = consumer(settings, "caselink-ops-ends")

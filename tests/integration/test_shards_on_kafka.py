@@ -10,8 +10,11 @@ open review the same.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from typing import Any
@@ -88,6 +91,17 @@ def _straight(settings: Settings) -> tuple[LinkerCore, list[str]]:
 
 def _health(shard: WorkerProcess) -> dict[str, Any]:
     return service_json(shard.port)
+
+
+def _status_shards(settings: Settings, app_id: str) -> list[dict[str, Any]]:
+    """The shard tiers as `caselink status --json` reports them, with no shard problem named."""
+    env = {**os.environ, "CASELINK_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+           "CASELINK_WORKER__APP_ID": app_id, "CASELINK_SHARDS__ENABLED": "true"}
+    done = subprocess.run([sys.executable, "-m", "caselink.cli", "status", "--json", "--no-worker", "--no-gate",
+                           "--interval", "0.2"], env=env, capture_output=True, text=True, timeout=60)
+    report = json.loads(done.stdout)
+    assert not [p for p in report["problems"] if "shard" in p], report["problems"]
+    return report["shards"]  # type: ignore[no-any-return]
 
 
 def test_shards_on_kafka_give_the_single_writers_index_through_kill_replace_and_pause(
@@ -194,6 +208,14 @@ def test_a_shard_restarted_under_its_instance_id_gets_its_own_partitions_back_an
         other = _health(blocks[1])
         assert other["partitions_owned"] == before[1]["partitions_owned"]
         assert other["rebuilds"] == before[1]["rebuilds"], (before[1], other)  # never dealt the killed one's
+
+        # what an operator sees: `caselink status` names each tier's shards and how far they answered
+        tiers = wait_for(lambda: (t := _status_shards(settings, "static")) and t[0]["answered_to"] == end and t, 60)
+        blocks_tier, records_tier = tiers
+        assert [(m["instance_id"], len(m["partitions"])) for m in blocks_tier["members"]] == [
+            ("blocks-0", 30), ("blocks-1", 30)]
+        assert [(m["instance_id"], len(m["partitions"])) for m in records_tier["members"]] == [(None, 60)]
+        assert blocks_tier["unowned_partitions"] == [] and blocks_tier["lag"] == 0
 
         # a second process under a name in use: the one already running is fenced and stops
         twin = start_shard(settings, "blocks", app_id="static", instance_id="blocks-1", session_timeout_s=45)

@@ -91,3 +91,4 @@ def test_every_session_timeout_the_settings_take_makes_a_consumer_librdkafka_acc
         consumer = Consumer({"bootstrap.servers": "127.0.0.1:9", "group.id": "g",
                              **group_member("shard-0", seconds)})  # refused at once if inconsistent
         consumer.close()
+
