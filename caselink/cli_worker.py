@@ -256,6 +256,16 @@ def run_shard(tier: str, web_port: int | None = None, app_id: str | None = None,
         settings.worker.app_id = app_id
     if instance_id is not None:
         settings.shards.instance_id = instance_id  # checked by the command
+    if tier == "blocks" and settings.shards.data_dir is not None:
+        import os
+        import sys
+
+        from caselink.streams.shard_snapshot import kept_hash_seed
+
+        seed = kept_hash_seed(settings.shards.data_dir)
+        if os.environ.get("PYTHONHASHSEED") != seed:  # start again hashing as its snapshot was hashed
+            os.execve(sys.executable, [sys.executable, "-m", "caselink.cli", *sys.argv[1:]],
+                      {**os.environ, "PYTHONHASHSEED": seed})
     port = web_port or settings.shards.web_port
     configure(settings, role=f"{tier}-shard")
     logging.getLogger("caselink.shard").info("%s shard for app %s starting; health http://%s:%d/health", tier,

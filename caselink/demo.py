@@ -353,9 +353,11 @@ def start_worker(settings: Settings, app_id: str | None = None, data_dir: Path |
 
 
 def start_shard(settings: Settings, tier: str, app_id: str | None = None, instance_id: str | None = None,
-                session_timeout_s: float | None = None) -> WorkerProcess:
+                session_timeout_s: float | None = None, data_dir: Path | None = None,
+                snapshot_interval_s: float | None = None) -> WorkerProcess:
     """`caselink shard <tier>` in its own process, linking with the caller's model; with
-    ``instance_id``, a static member of its tier's group (``shards.instance_id``)."""
+    ``instance_id``, a static member of its tier's group (``shards.instance_id``); with
+    ``data_dir``, keeping snapshots there (``shards.data_dir``)."""
     port = free_port()
     shards = settings.shards
     env = {"CASELINK_SHARDS__WEB_PORT": str(port), "CASELINK_WORKER__APP_ID": app_id or settings.worker.app_id,
@@ -365,6 +367,10 @@ def start_shard(settings: Settings, tier: str, app_id: str | None = None, instan
            "CASELINK_LINKAGE__MODEL_PATH": str(settings.linkage.model_path)}
     if instance_id:
         env["CASELINK_SHARDS__INSTANCE_ID"] = instance_id
+    if data_dir is not None:
+        env["CASELINK_SHARDS__DATA_DIR"] = str(data_dir)
+    if snapshot_interval_s is not None:
+        env["CASELINK_SHARDS__SNAPSHOT_INTERVAL_S"] = str(snapshot_interval_s)
     return _spawn("shard", settings, Path(tempfile.mkdtemp(prefix=f"caselink-{tier}-shard-")), port, env, (tier,),
                   unset=() if instance_id else ("CASELINK_SHARDS__INSTANCE_ID",))
 

@@ -34,12 +34,13 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from typing import Any
 
 from caselink.infra.topics import LINK_FOUND_TOPIC, LINK_INPUT_TOPIC, LINK_SCORED_TOPIC, LINK_SHARDS_TOPIC
 from caselink.linkage.model import LinkageModel
 from caselink.schemas import default_serde
-from caselink.streams import metrics
+from caselink.streams import metrics, shard_snapshot
 from caselink.streams.normaliser_core import change_header, packed_record
 from caselink.streams.shard_core import (
     NO_ANSWER,
@@ -54,6 +55,7 @@ from caselink.streams.shard_core import (
     made_with,
     merge_found,
 )
+from caselink.streams.snapshot import SnapshotWriter
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from caselink.core.kafka import consumer as kafka_consumer
@@ -116,6 +118,11 @@ class ShardLoop(threading.Thread):
         self._waiting: collections.deque[Message] = collections.deque()
         self._coverage: Coverage | None = None
         self._answers: BlockAnswers | RecordAnswers | None = None
+        self._found_read_to = 0  # a record shard: how far it has read the block shards' answers
+        data_dir = settings.shards.data_dir
+        self.snapshots = None if data_dir is None else SnapshotWriter(
+            data_dir / f"{tier}-shard.snapshot", writer=shard_snapshot.write, what=f"{tier} shard")
+        self.snapshot_loaded: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, timeout: float = 30.0) -> None:
@@ -130,6 +137,8 @@ class ShardLoop(threading.Thread):
             "answering_from": self.publish_from, "committed": self.committed, "rebuilds": self.rebuilds,
             "answers_sent": self.answers_sent, "messages_sent": self.messages_sent,
             "replaying": self.position < self.publish_from, "error": repr(self.error) if self.error else None}
+        if self.snapshots is not None:
+            status["snapshot"] = {**self.snapshots.status(), "loaded": self.snapshot_loaded}
         if self._coverage is not None and self._waiting:
             behind = self._coverage.lagging()
             status["waiting_for_block_shards"] = {"changes": len(self._waiting), "answered_to": min(behind.values()),
@@ -179,6 +188,7 @@ class ShardLoop(threading.Thread):
                 answers = self._read_and_answer(reader)
                 if self.position > start and self.position > self.publish_from:
                     self._send(group, producer, out_topic, max(start, self.publish_from), answers)
+                self._snapshot()  # also when idle: the last batch may have come within the interval
                 self._measure(reader)
         finally:
             producer.flush(10)
@@ -228,6 +238,8 @@ class ShardLoop(threading.Thread):
         self.committed = self.publish_from
         self.position = 0
         self._waiting.clear()
+        if self._restore(owned, reader):
+            return
         if self.tier == "blocks":
             self._answers = BlockAnswers(owned, self.partitions, self.settings.linkage.max_block_size)
             self._coverage = None
@@ -239,6 +251,48 @@ class ShardLoop(threading.Thread):
                            TopicPartition(LINK_FOUND_TOPIC, 0, OFFSET_BEGINNING)])
         log.info("%s shard owns %d partitions %s; replaying the link input, answering from %d", self.tier,
                  len(owned), sorted(owned), self.publish_from)
+
+    def _restore(self, owned: frozenset[int], reader: Consumer) -> bool:
+        """State for ``owned`` from this shard's snapshot, if it has one fit to use (its
+        partitions, not past the committed positions): then the link input is read from the
+        snapshot's position, and a record shard's block answers from where the snapshot says
+        every one it still needs begins."""
+        if self.snapshots is None or not owned:
+            return False
+        linkage = self.settings.linkage
+        loaded = shard_snapshot.read(self.snapshots.path, self.tier, self.model, self.partitions,
+                                     linkage.max_block_size, owned, self.publish_from)
+        if loaded is None:
+            return False
+        self._answers, self.position = loaded.answers, loaded.position
+        link_input = TopicPartition(LINK_INPUT_TOPIC, 0, loaded.position)
+        if self.tier == "blocks":
+            self._coverage = None
+            reader.assign([link_input])
+        else:
+            self._found_read_to = int(loaded.header["found_from"])
+            self._coverage = Coverage(merge_found, self.partitions, start=loaded.position,
+                                      made_with=made_with("blocks", self.model))
+            reader.assign([link_input, TopicPartition(LINK_FOUND_TOPIC, 0, self._found_read_to)])
+        self.snapshot_loaded = {"position": loaded.position, "seconds": round(loaded.seconds, 3),
+                                "taken_at": loaded.header["taken_at"]}
+        log.info("%s shard owns %d partitions %s; loaded its snapshot at %d in %.1f s, answering from %d",
+                 self.tier, len(owned), sorted(owned), loaded.position, loaded.seconds, self.publish_from)
+        return True
+
+    def _snapshot(self) -> None:
+        """A snapshot of the state at the position just committed, every ``snapshot_interval_s``,
+        written by a forked child while the shard goes on."""
+        writer = self.snapshots
+        if writer is None or writer.busy:  # busy also reaps a child that has finished
+            return
+        if (self._answers is None or self.position != self.committed or self.position == writer.child_position
+                or time.monotonic() - writer.started < self.settings.shards.snapshot_interval_s):
+            return
+        extra: dict[str, Any] = {"made_with": made_with(self.tier, self.model)}
+        if self._coverage is not None:
+            extra["found_from"] = self._coverage.resume_from(self._found_read_to)
+        writer.start(self._answers, self.position, extra)
 
     # ------------------------------------------------------------------ answering
     def _read_and_answer(self, reader: Consumer) -> list[tuple[int, Any]]:
@@ -253,7 +307,8 @@ class ShardLoop(threading.Thread):
                 raise KafkaException(failure)
             if msg.topic() == LINK_FOUND_TOPIC:
                 assert self._coverage is not None
-                self._coverage.add(decode_batch(msg.value()))
+                self._coverage.add(decode_batch(msg.value()), origin=msg.offset())
+                self._found_read_to = msg.offset() + 1
             elif self._coverage is not None:
                 self._waiting.append(msg)
             else:

@@ -130,7 +130,7 @@ def store_id(core: LinkerCore) -> str | None:
     return getattr(core.store, "store_id", None) if core.resolver else None
 
 
-def _open_private(path: Path) -> Any:
+def open_private(path: Path) -> Any:
     """The file for reading, if it is a regular file of this user that nobody else may write."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     info = os.fstat(fd)
@@ -153,7 +153,7 @@ def read(path: Path, model: LinkageModel, empty: Callable[[], LinkerCore] | None
         return None
     started = time.monotonic()
     try:
-        with _open_private(path) as f:
+        with open_private(path) as f:
             header = read_header(f)
             wanted = {"format": FORMAT, "fingerprint": code_fingerprint(default_serde()),
                       "model_version": model.version, "values_store": values_store}
@@ -180,10 +180,15 @@ def read(path: Path, model: LinkageModel, empty: Callable[[], LinkerCore] | None
 
 
 class SnapshotWriter:
-    """Writes snapshots in a forked child, one at a time, and keeps what ``/health`` reports."""
+    """Writes snapshots in a forked child, one at a time, and keeps what ``/health`` reports.
+    ``writer`` writes a state at a position (the linker's by default; a shard's:
+    ``shard_snapshot.write``); ``what`` names it in the log."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, writer: Callable[[Path, Any, int, dict[str, Any] | None], int] | None = None,
+                 what: str = "linker") -> None:
         self.path = path
+        self.writer = writer or write
+        self.what = what
         self.child: int | None = None
         self.child_position = 0
         self.started = 0.0
@@ -196,7 +201,7 @@ class SnapshotWriter:
         self.poll()
         return self.child is not None
 
-    def start(self, core: LinkerCore, position: int, extra: dict[str, Any] | None = None) -> None:
+    def start(self, core: Any, position: int, extra: dict[str, Any] | None = None) -> None:
         """Fork a child that writes ``core`` at ``position``. Call it between batches, from the
         thread that owns ``core``: the child sees the state exactly as it is at the fork."""
         ensure_private_dir(self.path.parent)
@@ -211,7 +216,7 @@ class SnapshotWriter:
             code = 1
             try:
                 gc.disable()
-                write(self.path, core, position, extra)
+                self.writer(self.path, core, position, extra)
                 code = 0
             finally:
                 os._exit(code)
@@ -229,11 +234,11 @@ class SnapshotWriter:
         if os.waitstatus_to_exitcode(status) == 0:
             self.last = {"position": self.child_position, "seconds": round(seconds, 3), "at": time.time(),
                          "bytes": self.path.stat().st_size if self.path.exists() else 0, "fork_ms": self.fork_ms}
-            log.info("linker snapshot at %d written in %.1f s", self.child_position, seconds)
+            log.info("%s snapshot at %d written in %.1f s", self.what, self.child_position, seconds)
         else:
             self.failures += 1
-            log.error("linker snapshot at %d failed (exit status %s); the previous one is kept",
-                      self.child_position, status)
+            log.error("%s snapshot at %d failed (exit status %s); the previous one is kept",
+                      self.what, self.child_position, status)
 
     def wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

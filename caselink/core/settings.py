@@ -163,6 +163,11 @@ class ShardSettings(BaseModel):
     web_port: int = 6069  # `caselink shard` serves /health and /metrics here
     instance_id: str | None = Field(default=None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
     session_timeout_s: float = Field(default=10.0, ge=6.0, le=1800.0)  # the broker's group.min/max.session.timeout.ms
+    # A directory of this shard's own (0700) for its snapshots (streams/shard_snapshot.py), written
+    # every snapshot_interval_s once answered and committed; a shard dealt partitions it holds
+    # there replays the link input only from the snapshot. None: no snapshots, replay from the start.
+    data_dir: Path | None = None
+    snapshot_interval_s: float = Field(default=60.0, gt=0)
 
 
 class ConnectorSettings(BaseModel):

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -224,6 +225,55 @@ def test_a_shard_restarted_under_its_instance_id_gets_its_own_partitions_back_an
         assert blocks[1].proc.returncode != 0
         assert "Static consumer fenced" in blocks[1].log_path.read_text()  # librdkafka's words, not ours
         assert wait_for(lambda: _health(twin).get("partitions_owned"), 60) == before[1]["partitions_owned"]
+    finally:
+        stop_all(shards)
+        worker.stop()
+
+
+def test_shards_killed_and_restarted_carry_on_from_their_snapshots_and_give_the_single_writers_index(
+        pipeline_settings: Settings, tmp_path: Path) -> None:
+    """A named block shard and a named record shard, each keeping snapshots in a data directory
+    of its own (``shards.data_dir``), killed with SIGKILL after their snapshots and started again
+    while changes arrive: each loads its snapshot (the block shard under the hash seed kept
+    beside it) and reads the link input from there, not from the start; the record shard reads the
+    block shards' answers again from where its snapshot says. The index is the straight replay's."""
+    settings = pipeline_settings
+    worker = start_worker(settings, app_id="snap")
+
+    def shard(tier: str, name: str) -> WorkerProcess:
+        return start_shard(settings, tier, app_id="snap", instance_id=name, session_timeout_s=45,
+                           data_dir=tmp_path / name, snapshot_interval_s=0.5)
+
+    shards = [shard("blocks", "blocks-0"), shard("blocks", "blocks-1"), shard("records", "records-0")]
+    try:
+        wait_for(lambda: all(len(_health(s)["partitions_owned"]) == n for s, n in zip(shards, (30, 30, 60),
+                                                                                        strict=True)), 120)
+        items = records_for_size(2000, seed=9)
+        sent = publish_changes(settings, items, 0, 1000, changes=False)
+        taken = {}
+        for s, name in ((shards[0], "blocks-0"), (shards[2], "records-0")):
+            taken[name] = wait_for(lambda s=s: (p := _health(s)["snapshot"]["last"].get("position", 0)) > 500 and p,
+                                   120, pause=0.2)
+
+        for i in (0, 2):
+            shards[i].proc.send_signal(signal.SIGKILL)
+            shards[i].proc.wait()
+        sent += publish_changes(settings, items, 1000, 2000, changes=True)  # while they are down
+        shards[0], shards[2] = shard("blocks", "blocks-0"), shard("records", "records-0")
+        for i, name in ((0, "blocks-0"), (2, "records-0")):
+            loaded = wait_for(lambda i=i: _health(shards[i])["snapshot"]["loaded"], 60)
+            assert loaded["position"] >= taken[name], (name, loaded, taken)  # its last snapshot, not the start
+            assert _health(shards[i])["rebuilds"] == 1
+
+        wait_for(lambda: _link_input_end(settings) >= sent - 20, 180, pause=0.5)
+        time.sleep(2)  # the normaliser's last dead letters
+        end = _link_input_end(settings)
+        index, outcomes = _resolved(settings, end)
+        straight, expected = _straight(settings)
+        assert outcomes == expected
+        assert comparable_state(index) == comparable_state(straight.index)
+        assert (tmp_path / "blocks-0" / "blocks-hash-seed").exists()
+        assert not (tmp_path / "records-0" / "blocks-hash-seed").exists()  # a record shard keys nothing by hash
     finally:
         stop_all(shards)
         worker.stop()

@@ -1,0 +1,198 @@
+"""Snapshots of a shard's state, so that a shard dealt its partitions again (a restart, a named
+shard coming back) replays the link input only from the last one, not from the start.
+
+Why: a shard's state is a function of the link input up to its position, and without a snapshot
+every shard dealt partitions replayed the whole log (docs/benchmarks.md, "A shard restarted"). The
+file is the linker snapshot's format (``snapshot_format``: MessagePack with a checked header, not
+a pickle), written 0600 by a forked child (``snapshot.SnapshotWriter``), at a position the shard
+has answered and committed.
+
+What a snapshot is good for, checked before its body is read (otherwise the shard replays):
+
+* the same tier, code, partition count, linkage rules (and, for scores, model), block size cap;
+* partitions: it holds the partitions it was taken for; a shard dealt a subset keeps those and
+  drops the rest (``keep_only``), one dealt any partition it does not hold replays;
+* position: not past where the partitions' answers were committed;
+* a block shard's blocks are keyed by the hashes of their keys, which are Python's ``hash()``
+  of a str and differ between processes unless ``PYTHONHASHSEED`` is the same: a block shard with
+  a data directory runs with a seed kept there (``caselink shard``), and the snapshot carries a
+  probe hash that the loading process must reproduce.
+
+A record shard's snapshot also says from which offset of ``caselink.link-found`` every block
+answer its position still needs can be read again (``Coverage.resume_from``).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from caselink.linkage.model import LinkageModel
+from caselink.linkage.record import LinkRecord
+from caselink.linkage.standardise import StdDate, StdPostcode
+from caselink.streams.shard_core import BlockAnswers, RecordAnswers, made_with
+from caselink.streams.snapshot import open_private
+from caselink.streams.snapshot_format import (
+    HEADER_BYTES,
+    SnapshotTypes,
+    read_body,
+    read_header,
+    verify_body,
+    write_file,
+)
+
+from caselink import linkage
+from caselink.core.private import ensure_private_dir
+
+log = logging.getLogger(__name__)
+
+FORMAT = "caselink-shard-snapshot/1"
+TYPES = SnapshotTypes([LinkRecord, StdDate, StdPostcode])
+HASH_PROBE = "caselink block shard hash probe"
+_LINKAGE = Path(linkage.__file__).resolve().parent
+_STREAMS = Path(__file__).resolve().parent
+
+
+def code_fingerprint() -> str:
+    digest = hashlib.sha256()
+    files = sorted(_LINKAGE.glob("*.py")) + [_STREAMS / name for name in (
+        "shard_core.py", "shard_snapshot.py", "snapshot_format.py")]
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def kept_hash_seed(folder: Path) -> str:
+    """The ``PYTHONHASHSEED`` a block shard keeping its snapshots in ``folder`` runs with, so
+    that its blocks, keyed by the hashes of their keys, mean the same after a restart: drawn once
+    (1 to 2**32 - 1; 0 would turn hashing's randomisation off) and kept there, 0600."""
+    ensure_private_dir(folder)
+    path = folder / "blocks-hash-seed"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{secrets.randbelow(2**32 - 1) + 1}\n")
+    with open_private(path) as f:
+        seed: str = f.read().decode().strip()
+    if not seed.isdigit() or not 1 <= int(seed) < 2**32:
+        raise ValueError(f"{path} does not hold a hash seed (1 to 4294967295); remove it to draw a new one "
+                         "(the snapshot beside it is then replayed)")
+    return seed
+
+
+def tier_of(answers: BlockAnswers | RecordAnswers) -> str:
+    return "blocks" if isinstance(answers, BlockAnswers) else "records"
+
+
+def shard_state(answers: BlockAnswers | RecordAnswers) -> dict[str, Any]:
+    shard = answers.shard
+    if isinstance(answers, BlockAnswers):
+        blocking = answers.shard.blocking
+        return {"versions": shard.versions, "filed": answers.shard.filed, "blocks": blocking.blocks,
+                "capped": blocking.capped, "capped_names": blocking.capped_names}
+    records = answers.shard
+    return {"versions": shard.versions, "records": records.records, "present": records.present,
+            "must_link": records.must_link, "compared": records.compared}
+
+
+def write(path: Path, answers: BlockAnswers | RecordAnswers, position: int, extra: dict[str, Any] | None = None) -> int:
+    """The shard's state at ``position`` to ``path`` (a temporary file renamed); its size.
+    ``extra`` joins the header (the loop's own fields: where to read block answers from)."""
+    shard = answers.shard
+    tier = tier_of(answers)
+    header = {"format": FORMAT, "fingerprint": code_fingerprint(), "tier": tier, "position": position,
+              "partitions": shard.partitions, "owned": sorted(shard.owned), "taken_at": time.time(), **(extra or {})}
+    if isinstance(answers, BlockAnswers):
+        header["max_block_size"] = answers.shard.blocking.max_block_size
+        header["hash_probe"] = hash(HASH_PROBE)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        size = write_file(tmp, shard_state(answers), TYPES, header)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return size
+
+
+@dataclass
+class LoadedShard:
+    answers: BlockAnswers | RecordAnswers
+    position: int  # every link-input offset below this is applied
+    owned: frozenset[int]  # what it holds (the partitions it was taken for, less any given up)
+    header: dict[str, Any]
+    seconds: float
+
+
+def read(path: Path, tier: str, model: LinkageModel, partitions: int, max_block_size: int,
+         owned: frozenset[int], committed: int) -> LoadedShard | None:
+    """The snapshot at ``path`` as the state of a ``tier`` shard owning ``owned``, or None (said
+    why in the log) when there is none fit to use; ``committed``: the least position the owned
+    partitions' answers were committed at, which the snapshot must not be past."""
+    if not path.exists():
+        return None
+    started = time.monotonic()
+    try:
+        with open_private(path) as f:
+            header = read_header(f)
+            wanted: dict[str, Any] = {"format": FORMAT, "fingerprint": code_fingerprint(), "tier": tier,
+                                      "partitions": partitions, "made_with": made_with(tier, model)}
+            if tier == "blocks":
+                wanted.update(max_block_size=max_block_size, hash_probe=hash(HASH_PROBE))
+            differs = {k: (header.get(k), v) for k, v in wanted.items() if header.get(k) != v}
+            held = frozenset(header.get("owned") or ())
+            if differs:
+                why = f"made by other code, settings or process: {sorted(differs)}"
+            elif not owned <= held:
+                why = f"it does not hold partitions {sorted(owned - held)}"
+            elif int(header["position"]) > committed:
+                why = f"its position {header['position']} is past the committed {committed}"
+            else:
+                why = ""
+            if why:
+                log.warning("%s shard snapshot %s not used (%s); replaying the link input", tier, path, why)
+                return None
+            verify_body(f, header)
+            f.seek(HEADER_BYTES)
+            gc_was = gc.isenabled()
+            gc.disable()
+            try:
+                answers = restore(tier, model, read_body(f, TYPES), held, partitions, max_block_size)
+            finally:
+                if gc_was:
+                    gc.enable()
+    except Exception as exc:  # noqa: BLE001 - any failure to read means: replay instead
+        log.warning("%s shard snapshot %s could not be read (%s: %s); replaying the link input", tier, path,
+                    type(exc).__name__, exc)
+        return None
+    if owned < held:
+        answers.shard.keep_only(owned)
+    return LoadedShard(answers, int(header["position"]), owned, header, time.monotonic() - started)
+
+
+def restore(tier: str, model: LinkageModel, state: dict[str, Any], owned: frozenset[int], partitions: int,
+            max_block_size: int) -> BlockAnswers | RecordAnswers:
+    """The shard a snapshot's state came from."""
+    if tier == "blocks":
+        blocks = BlockAnswers(owned, partitions, max_block_size)
+        shard = blocks.shard
+        shard.versions, shard.filed = state["versions"], state["filed"]
+        blocking = shard.blocking
+        blocking.blocks, blocking.capped = state["blocks"], state["capped"]
+        blocking.capped_names = state["capped_names"]
+        return blocks
+    records = RecordAnswers(model, owned, partitions)
+    rshard = records.shard
+    rshard.versions, rshard.records, rshard.present = state["versions"], state["records"], state["present"]
+    rshard.must_link, rshard.compared = state["must_link"], state["compared"]
+    return records
