@@ -24,8 +24,6 @@ answer its position still needs can be read again (``Coverage.resume_from``).
 
 from __future__ import annotations
 
-import gc
-import hashlib
 import logging
 import os
 import secrets
@@ -39,14 +37,8 @@ from caselink.linkage.record import LinkRecord
 from caselink.linkage.standardise import StdDate, StdPostcode
 from caselink.streams.shard_core import BlockAnswers, RecordAnswers, made_with
 from caselink.streams.snapshot import open_private
-from caselink.streams.snapshot_format import (
-    HEADER_BYTES,
-    SnapshotTypes,
-    read_body,
-    read_header,
-    verify_body,
-    write_file,
-)
+from caselink.streams.snapshot_format import SnapshotTypes, read_header, read_verified_body, write_replacing
+from caselink.streams.snapshot_format import code_fingerprint as fingerprint_of
 
 from caselink import linkage
 from caselink.core.private import ensure_private_dir
@@ -61,12 +53,8 @@ _STREAMS = Path(__file__).resolve().parent
 
 
 def code_fingerprint() -> str:
-    digest = hashlib.sha256()
-    files = sorted(_LINKAGE.glob("*.py")) + [_STREAMS / name for name in (
-        "shard_core.py", "shard_snapshot.py", "snapshot_format.py")]
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+    return fingerprint_of(sorted(_LINKAGE.glob("*.py")) + [_STREAMS / name for name in (
+        "shard_core.py", "shard_snapshot.py", "snapshot_format.py")])
 
 
 def kept_hash_seed(folder: Path) -> str:
@@ -115,14 +103,7 @@ def write(path: Path, answers: BlockAnswers | RecordAnswers, position: int, extr
     if isinstance(answers, BlockAnswers):
         header["max_block_size"] = answers.shard.blocking.max_block_size
         header["hash_probe"] = hash(HASH_PROBE)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        size = write_file(tmp, shard_state(answers), TYPES, header)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return size
+    return write_replacing(path, shard_state(answers), TYPES, header)
 
 
 @dataclass
@@ -162,15 +143,7 @@ def read(path: Path, tier: str, model: LinkageModel, partitions: int, max_block_
             if why:
                 log.warning("%s shard snapshot %s not used (%s); replaying the link input", tier, path, why)
                 return None
-            verify_body(f, header)
-            f.seek(HEADER_BYTES)
-            gc_was = gc.isenabled()
-            gc.disable()
-            try:
-                answers = restore(tier, model, read_body(f, TYPES), held, partitions, max_block_size)
-            finally:
-                if gc_was:
-                    gc.enable()
+            answers = restore(tier, model, read_verified_body(f, header, TYPES), held, partitions, max_block_size)
     except Exception as exc:  # noqa: BLE001 - any failure to read means: replay instead
         log.warning("%s shard snapshot %s could not be read (%s: %s); replaying the link input", tier, path,
                     type(exc).__name__, exc)

@@ -29,7 +29,6 @@ linker also ignores one beyond the group's committed offset (a rewound group, ``
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import os
 import stat
@@ -48,14 +47,13 @@ from caselink.schemas.serde import AvroSerde
 from caselink.streams.case_codec import MemberParts
 from caselink.streams.linker_core import LinkerCore
 from caselink.streams.snapshot_format import (
-    HEADER_BYTES,
     SnapshotFormatError,
     SnapshotTypes,
-    read_body,
     read_header,
-    verify_body,
-    write_file,
+    read_verified_body,
+    write_replacing,
 )
+from caselink.streams.snapshot_format import code_fingerprint as fingerprint_of
 
 from caselink import linkage
 from caselink.core.private import ensure_private_dir
@@ -73,14 +71,10 @@ _STREAMS = Path(__file__).resolve().parent
 def code_fingerprint(serde: AvroSerde) -> str:
     """What the snapshot's meaning depends on besides the model: the code that built the state
     and the schema its member bytes are written in."""
-    digest = hashlib.sha256()
     files = sorted(_LINKAGE.glob("*.py")) + [
         _STREAMS / name for name in ("linker_core.py", "case_codec.py", "snapshot.py", "snapshot_format.py",
                                      "values_store.py")]
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    digest.update(serde.schema("LinkedCase").fingerprint)
-    return digest.hexdigest()[:16]
+    return fingerprint_of(files, serde.schema("LinkedCase").fingerprint)
 
 
 def core_state(core: LinkerCore) -> dict[str, Any]:
@@ -115,14 +109,7 @@ def write(path: Path, core: LinkerCore, position: int, extra: dict[str, Any] | N
     ``extra``: more the loader needs to carry on, kept in the header."""
     header = {"format": FORMAT, "fingerprint": code_fingerprint(core.serde), "model_version": core.model.version,
               "position": position, "taken_at": time.time(), "values_store": store_id(core), **(extra or {})}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        size = write_file(tmp, core_state(core), TYPES, header)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a write that failed (disk full, interrupted) leaves nothing behind
-    return size
+    return write_replacing(path, core_state(core), TYPES, header)
 
 
 def store_id(core: LinkerCore) -> str | None:
@@ -162,12 +149,10 @@ def read(path: Path, model: LinkageModel, empty: Callable[[], LinkerCore] | None
                 log.warning("linker snapshot %s not used (made by other code, model or store of values: %s); "
                             "replaying the log", path, differs)
                 return None
-            verify_body(f, header)
-            f.seek(HEADER_BYTES)
+            state = read_verified_body(f, header, TYPES)
             gc_was = gc.isenabled()
-            gc.disable()  # millions of long-lived objects at once: collecting while loading is pure cost
+            gc.disable()  # millions of long-lived objects at once: collecting while building is pure cost
             try:
-                state = read_body(f, TYPES)
                 core = restore_core(model, state, empty)
             finally:
                 if gc_was:

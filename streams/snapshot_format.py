@@ -26,6 +26,7 @@ here; the code fingerprint already refuses a snapshot made by other code).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -306,3 +307,42 @@ def read_body(f: IO[bytes], types: SnapshotTypes) -> dict[str, Any]:
         return _decode_body(f, types)
     except (msgpack.UnpackException, ValueError, TypeError, StopIteration) as exc:
         raise SnapshotFormatError(f"a damaged body ({type(exc).__name__}: {exc})") from None
+
+
+def write_replacing(path: Path, state: dict[str, Any], types: SnapshotTypes, header: dict[str, Any]) -> int:
+    """``write_file`` to a temporary file beside ``path``, then renamed over it: a reader sees the
+    old snapshot or the new one, never part of one; a write that fails leaves nothing behind."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        size = write_file(tmp, state, types, header)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return size
+
+
+def read_verified_body(f: IO[bytes], header: dict[str, Any], types: SnapshotTypes) -> dict[str, Any]:
+    """The body after ``read_header``: its length and checksum checked before anything is decoded,
+    then decoded with the garbage collector off (millions of long-lived objects at once:
+    collecting while loading is pure cost)."""
+    verify_body(f, header)
+    f.seek(HEADER_BYTES)
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        return read_body(f, types)
+    finally:
+        if gc_was:
+            gc.enable()
+
+
+def code_fingerprint(files: list[Path], *extra: bytes) -> str:
+    """What a snapshot's meaning depends on: the code that built the state (and ``extra``)."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for more in extra:
+        digest.update(more)
+    return digest.hexdigest()[:16]
+

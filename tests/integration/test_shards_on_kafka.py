@@ -90,6 +90,19 @@ def _straight(settings: Settings) -> tuple[LinkerCore, list[str]]:
     return core, outcomes
 
 
+def _same_as_the_straight_replay(settings: Settings, sent: int) -> int:
+    """Once the link input holds what was sent (a few are unlinkable), the index the resolver
+    builds from the record shards' answers is the straight replay's; the link input's end."""
+    wait_for(lambda: _link_input_end(settings) >= sent - 20, 180, pause=0.5)
+    time.sleep(2)  # the normaliser's last dead letters
+    end = _link_input_end(settings)
+    index, outcomes = _resolved(settings, end)
+    straight, expected = _straight(settings)
+    assert outcomes == expected
+    assert comparable_state(index) == comparable_state(straight.index)
+    return end
+
+
 def _health(shard: WorkerProcess) -> dict[str, Any]:
     return service_json(shard.port)
 
@@ -199,13 +212,7 @@ def test_a_shard_restarted_under_its_instance_id_gets_its_own_partitions_back_an
         assert back["partitions_owned"] == before[0]["partitions_owned"]
         assert back["answering_from"] > 500, back  # from the positions it had committed, not the start
 
-        wait_for(lambda: _link_input_end(settings) >= sent - 20, 180, pause=0.5)
-        time.sleep(2)  # the normaliser's last dead letters
-        end = _link_input_end(settings)
-        index, outcomes = _resolved(settings, end)
-        straight, expected = _straight(settings)
-        assert outcomes == expected
-        assert comparable_state(index) == comparable_state(straight.index)
+        end = _same_as_the_straight_replay(settings, sent)
         other = _health(blocks[1])
         assert other["partitions_owned"] == before[1]["partitions_owned"]
         assert other["rebuilds"] == before[1]["rebuilds"], (before[1], other)  # never dealt the killed one's
@@ -265,13 +272,7 @@ def test_shards_killed_and_restarted_carry_on_from_their_snapshots_and_give_the_
             assert loaded["position"] >= taken[name], (name, loaded, taken)  # its last snapshot, not the start
             assert _health(shards[i])["rebuilds"] == 1
 
-        wait_for(lambda: _link_input_end(settings) >= sent - 20, 180, pause=0.5)
-        time.sleep(2)  # the normaliser's last dead letters
-        end = _link_input_end(settings)
-        index, outcomes = _resolved(settings, end)
-        straight, expected = _straight(settings)
-        assert outcomes == expected
-        assert comparable_state(index) == comparable_state(straight.index)
+        _same_as_the_straight_replay(settings, sent)
         assert (tmp_path / "blocks-0" / "blocks-hash-seed").exists()
         assert not (tmp_path / "records-0" / "blocks-hash-seed").exists()  # a record shard keys nothing by hash
     finally:

@@ -156,9 +156,12 @@ def test_a_planted_pickle_runs_nothing_when_the_worker_starts(tmp_path: Path) ->
 def test_nothing_is_decoded_before_the_header_and_checksum_match(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     path = _written(tmp_path)
+    from caselink.streams import snapshot_format
+
     decoded: list[str] = []
-    real_read_body = snapshot.read_body
-    monkeypatch.setattr(snapshot, "read_body", lambda f, types: decoded.append("body") or real_read_body(f, types))
+    real_read_body = snapshot_format.read_body
+    monkeypatch.setattr(snapshot_format, "read_body",
+                        lambda f, types: decoded.append("body") or real_read_body(f, types))
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF  # one byte of the body damaged
     path.write_bytes(bytes(data))
@@ -167,7 +170,7 @@ def test_nothing_is_decoded_before_the_header_and_checksum_match(tmp_path: Path,
     other = copy.copy(trained_model())
     other.version = "another"
     verified: list[str] = []
-    monkeypatch.setattr(snapshot, "verify_body", lambda f, header: verified.append("checksum"))
+    monkeypatch.setattr(snapshot_format, "verify_body", lambda f, header: verified.append("checksum"))
     assert snapshot.read(path, other) is None and verified == [] and decoded == []
 
 
