@@ -263,9 +263,12 @@ def run_shard(tier: str, web_port: int | None = None, app_id: str | None = None,
         from caselink.streams.shard_snapshot import kept_hash_seed
 
         seed = kept_hash_seed(settings.shards.data_dir)
+        if sys.flags.ignore_environment:
+            raise SystemExit("a block shard keeping snapshots (shards.data_dir) hashes its blocks under the seed kept "
+                             "there, through PYTHONHASHSEED, which python -E or -I ignores: run without them")
         if os.environ.get("PYTHONHASHSEED") != seed:  # start again hashing as its snapshot was hashed
-            os.execve(sys.executable, [sys.executable, "-m", "caselink.cli", *sys.argv[1:]],
-                      {**os.environ, "PYTHONHASHSEED": seed})
+            # the same interpreter, flags and arguments (sys.orig_argv), so the same code is run
+            os.execve(sys.executable, sys.orig_argv, {**os.environ, "PYTHONHASHSEED": seed})
     port = web_port or settings.shards.web_port
     configure(settings, role=f"{tier}-shard")
     logging.getLogger("caselink.shard").info("%s shard for app %s starting; health http://%s:%d/health", tier,

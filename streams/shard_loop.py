@@ -123,6 +123,7 @@ class ShardLoop(threading.Thread):
         self.snapshots = None if data_dir is None else SnapshotWriter(
             data_dir / f"{tier}-shard.snapshot", writer=shard_snapshot.write, what=f"{tier} shard")
         self.snapshot_loaded: dict[str, Any] | None = None
+        self._source: dict[str, Any] = {}  # where the log comes from, as a snapshot must say it too
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, timeout: float = 30.0) -> None:
@@ -176,12 +177,16 @@ class ShardLoop(threading.Thread):
             "enable.partition.eof": False, "fetch.wait.max.ms": 10})
         producer = idempotent_producer(settings)
         out_topic = LINK_FOUND_TOPIC if self.tier == "blocks" else LINK_SCORED_TOPIC
+        if self.snapshots is not None:
+            self._source = {"cluster_id": reader.list_topics(timeout=30).cluster_id, "app_id": settings.worker.app_id}
         try:
             while not self._stopping.is_set():
                 poll_group(group, 0, who)
                 if self._dealt.is_set():
                     self._rebuild(group, reader)
                 if not self.working:
+                    if self.snapshots is not None:
+                        self.snapshots.poll()  # a child that finished is reaped
                     poll_group(group, 0.2, who)
                     continue
                 start = self.position
@@ -191,6 +196,8 @@ class ShardLoop(threading.Thread):
                 self._snapshot()  # also when idle: the last batch may have come within the interval
                 self._measure(reader)
         finally:
+            if self.snapshots is not None:
+                self.snapshots.wait(30)
             producer.flush(10)
             reader.close()
             group.close()
@@ -237,6 +244,7 @@ class ShardLoop(threading.Thread):
         self.publish_from = min(positions.values(), default=0)
         self.committed = self.publish_from
         self.position = 0
+        self._found_read_to = 0
         self._waiting.clear()
         if self._restore(owned, reader):
             return
@@ -261,9 +269,11 @@ class ShardLoop(threading.Thread):
             return False
         linkage = self.settings.linkage
         loaded = shard_snapshot.read(self.snapshots.path, self.tier, self.model, self.partitions,
-                                     linkage.max_block_size, owned, self.publish_from)
+                                     linkage.max_block_size, owned, self.publish_from, self._source)
         if loaded is None:
             return False
+        # as if just written: not written again until there is something new and the interval has passed
+        self.snapshots.child_position, self.snapshots.started = loaded.position, time.monotonic()
         self._answers, self.position = loaded.answers, loaded.position
         link_input = TopicPartition(LINK_INPUT_TOPIC, 0, loaded.position)
         if self.tier == "blocks":
@@ -286,10 +296,11 @@ class ShardLoop(threading.Thread):
         writer = self.snapshots
         if writer is None or writer.busy:  # busy also reaps a child that has finished
             return
-        if (self._answers is None or self.position != self.committed or self.position == writer.child_position
+        if (self._answers is None or self.position == 0 or self.position != self.committed
+                or self.position == writer.child_position
                 or time.monotonic() - writer.started < self.settings.shards.snapshot_interval_s):
             return
-        extra: dict[str, Any] = {"made_with": made_with(self.tier, self.model)}
+        extra: dict[str, Any] = {"made_with": made_with(self.tier, self.model), **self._source}
         if self._coverage is not None:
             extra["found_from"] = self._coverage.resume_from(self._found_read_to)
         writer.start(self._answers, self.position, extra)

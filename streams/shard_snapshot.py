@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from caselink.linkage.model import LinkageModel
-from caselink.linkage.record import LinkRecord
+from caselink.linkage.record import LinkRecord, share_values
 from caselink.linkage.standardise import StdDate, StdPostcode
 from caselink.streams.shard_core import BlockAnswers, RecordAnswers, made_with
 from caselink.streams.snapshot import open_private
-from caselink.streams.snapshot_format import SnapshotTypes, read_header, read_verified_body, write_replacing
+from caselink.streams.snapshot_format import SnapshotTypes, code_of, read_header, read_verified_body, write_replacing
 from caselink.streams.snapshot_format import code_fingerprint as fingerprint_of
 
 from caselink import linkage
@@ -52,9 +52,24 @@ _LINKAGE = Path(linkage.__file__).resolve().parent
 _STREAMS = Path(__file__).resolve().parent
 
 
+_CODE = code_of(sorted(_LINKAGE.glob("*.py")) + [_STREAMS / name for name in (
+    "shard_core.py", "shard_snapshot.py", "snapshot_format.py")])
+
+
 def code_fingerprint() -> str:
-    return fingerprint_of(sorted(_LINKAGE.glob("*.py")) + [_STREAMS / name for name in (
-        "shard_core.py", "shard_snapshot.py", "snapshot_format.py")])
+    return fingerprint_of(_CODE)
+
+
+def partitions_bits(partitions: frozenset[int] | set[int]) -> str:
+    """A set of partitions as the hex digits of a bitmap: 2,500 characters at most for the
+    10,000 partitions the settings allow, so it fits the snapshot's 4 KiB header (a list did not
+    past about 740)."""
+    return format(sum(1 << p for p in partitions), "x")
+
+
+def bits_partitions(bits: str) -> frozenset[int]:
+    n = int(bits, 16)
+    return frozenset(p for p in range(n.bit_length()) if n >> p & 1)
 
 
 def kept_hash_seed(folder: Path) -> str:
@@ -63,13 +78,20 @@ def kept_hash_seed(folder: Path) -> str:
     (1 to 2**32 - 1; 0 would turn hashing's randomisation off) and kept there, 0600."""
     ensure_private_dir(folder)
     path = folder / "blocks-hash-seed"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{secrets.randbelow(2**32 - 1) + 1}\n")
+    if not path.exists():  # written whole, synced, then linked in: never a part of one
+        tmp = folder / f"blocks-hash-seed.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{secrets.randbelow(2**32 - 1) + 1}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process drew one first: that one is kept
+        finally:
+            tmp.unlink(missing_ok=True)
     with open_private(path) as f:
         seed: str = f.read().decode().strip()
     if not seed.isdigit() or not 1 <= int(seed) < 2**32:
@@ -99,7 +121,8 @@ def write(path: Path, answers: BlockAnswers | RecordAnswers, position: int, extr
     shard = answers.shard
     tier = tier_of(answers)
     header = {"format": FORMAT, "fingerprint": code_fingerprint(), "tier": tier, "position": position,
-              "partitions": shard.partitions, "owned": sorted(shard.owned), "taken_at": time.time(), **(extra or {})}
+              "partitions": shard.partitions, "owned": partitions_bits(shard.owned), "taken_at": time.time(),
+              **(extra or {})}
     if isinstance(answers, BlockAnswers):
         header["max_block_size"] = answers.shard.blocking.max_block_size
         header["hash_probe"] = hash(HASH_PROBE)
@@ -116,10 +139,11 @@ class LoadedShard:
 
 
 def read(path: Path, tier: str, model: LinkageModel, partitions: int, max_block_size: int,
-         owned: frozenset[int], committed: int) -> LoadedShard | None:
+         owned: frozenset[int], committed: int, source: dict[str, Any] | None = None) -> LoadedShard | None:
     """The snapshot at ``path`` as the state of a ``tier`` shard owning ``owned``, or None (said
     why in the log) when there is none fit to use; ``committed``: the least position the owned
-    partitions' answers were committed at, which the snapshot must not be past."""
+    partitions' answers were committed at, which the snapshot must not be past; ``source``: what
+    the snapshot's header must say of where its log came from (the cluster, the app id)."""
     if not path.exists():
         return None
     started = time.monotonic()
@@ -127,11 +151,11 @@ def read(path: Path, tier: str, model: LinkageModel, partitions: int, max_block_
         with open_private(path) as f:
             header = read_header(f)
             wanted: dict[str, Any] = {"format": FORMAT, "fingerprint": code_fingerprint(), "tier": tier,
-                                      "partitions": partitions, "made_with": made_with(tier, model)}
+                                      "partitions": partitions, "made_with": made_with(tier, model), **(source or {})}
             if tier == "blocks":
                 wanted.update(max_block_size=max_block_size, hash_probe=hash(HASH_PROBE))
             differs = {k: (header.get(k), v) for k, v in wanted.items() if header.get(k) != v}
-            held = frozenset(header.get("owned") or ())
+            held = bits_partitions(str(header.get("owned") or "0"))
             if differs:
                 why = f"made by other code, settings or process: {sorted(differs)}"
             elif not owned <= held:
@@ -155,17 +179,36 @@ def read(path: Path, tier: str, model: LinkageModel, partitions: int, max_block_
 
 def restore(tier: str, model: LinkageModel, state: dict[str, Any], owned: frozenset[int], partitions: int,
             max_block_size: int) -> BlockAnswers | RecordAnswers:
-    """The shard a snapshot's state came from."""
+    """The shard a snapshot's state came from, holding its values as a shard built by replaying
+    does: decoding makes a new string for every appearance of a record key (in the versions, the
+    filing, every block holding it), and a record's values each their own; a shard that replayed
+    shares one key object a record and its records' repeating values (``share_values``), so the
+    restored state is pointed at those, or it would take far more memory than the shard it
+    replaces."""
+    versions: dict[str, int] = state["versions"]
+    key = {k: k for k in versions}.get  # every record the shard has seen is in its versions
+
+    def one(k: str) -> str:
+        return key(k) or k
+
     if tier == "blocks":
         blocks = BlockAnswers(owned, partitions, max_block_size)
         shard = blocks.shard
-        shard.versions, shard.filed = state["versions"], state["filed"]
+        shard.versions = versions
+        shard.filed = {one(k): packed for k, packed in state["filed"].items()}
         blocking = shard.blocking
-        blocking.blocks, blocking.capped = state["blocks"], state["capped"]
-        blocking.capped_names = state["capped_names"]
+        blocking.blocks = {h: one(m) if type(m) is str else tuple(map(one, m)) if type(m) is tuple
+                           else list(map(one, m)) for h, m in state["blocks"].items()}
+        blocking.capped, blocking.capped_names = state["capped"], state["capped_names"]
         return blocks
     records = RecordAnswers(model, owned, partitions)
     rshard = records.shard
-    rshard.versions, rshard.records, rshard.present = state["versions"], state["records"], state["present"]
-    rshard.must_link, rshard.compared = state["must_link"], state["compared"]
+    rshard.versions = versions
+    rshard.records = {}
+    for k, r in state["records"].items():
+        r.key = one(k)
+        rshard.records[r.key] = share_values(r)
+    rshard.present = {one(k) for k in state["present"]}
+    rshard.must_link = {(one(a), one(b)) for a, b in state["must_link"]}
+    rshard.compared = state["compared"]
     return records

@@ -31,8 +31,10 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import stat
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,7 @@ from caselink.streams.linker_core import LinkerCore
 from caselink.streams.snapshot_format import (
     SnapshotFormatError,
     SnapshotTypes,
+    code_of,
     read_header,
     read_verified_body,
     write_replacing,
@@ -68,13 +71,15 @@ _LINKAGE = Path(linkage.__file__).resolve().parent
 _STREAMS = Path(__file__).resolve().parent
 
 
+_CODE = code_of(sorted(_LINKAGE.glob("*.py")) + [
+    _STREAMS / name for name in ("linker_core.py", "case_codec.py", "snapshot.py", "snapshot_format.py",
+                                 "values_store.py")])
+
+
 def code_fingerprint(serde: AvroSerde) -> str:
     """What the snapshot's meaning depends on besides the model: the code that built the state
     and the schema its member bytes are written in."""
-    files = sorted(_LINKAGE.glob("*.py")) + [
-        _STREAMS / name for name in ("linker_core.py", "case_codec.py", "snapshot.py", "snapshot_format.py",
-                                     "values_store.py")]
-    return fingerprint_of(files, serde.schema("LinkedCase").fingerprint)
+    return fingerprint_of(_CODE, serde.schema("LinkedCase").fingerprint)
 
 
 def core_state(core: LinkerCore) -> dict[str, Any]:
@@ -170,10 +175,11 @@ class SnapshotWriter:
     ``shard_snapshot.write``); ``what`` names it in the log."""
 
     def __init__(self, path: Path, writer: Callable[[Path, Any, int, dict[str, Any] | None], int] | None = None,
-                 what: str = "linker") -> None:
+                 what: str = "linker", max_seconds: float = 3600.0) -> None:
         self.path = path
         self.writer = writer or write
         self.what = what
+        self.max_seconds = max_seconds  # a child writing longer than this is stuck: killed, and counted
         self.child: int | None = None
         self.child_position = 0
         self.started = 0.0
@@ -203,6 +209,8 @@ class SnapshotWriter:
                 gc.disable()
                 self.writer(self.path, core, position, extra)
                 code = 0
+            except BaseException:  # noqa: BLE001 - said on stderr (the process's log), then the exit status
+                traceback.print_exc()
             finally:
                 os._exit(code)
         self.child, self.child_position, self.started = pid, position, time.monotonic()
@@ -213,6 +221,13 @@ class SnapshotWriter:
             return
         pid, status = os.waitpid(self.child, os.WNOHANG)
         if pid == 0:
+            if time.monotonic() - self.started > self.max_seconds:
+                log.error("%s snapshot at %d still writing after %.0f s: stopped; the previous one is kept",
+                          self.what, self.child_position, self.max_seconds)
+                os.kill(self.child, signal.SIGKILL)
+                os.waitpid(self.child, 0)
+                self.child = None
+                self.failures += 1
             return
         self.child = None
         seconds = time.monotonic() - self.started

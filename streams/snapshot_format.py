@@ -337,12 +337,18 @@ def read_verified_body(f: IO[bytes], header: dict[str, Any], types: SnapshotType
             gc.enable()
 
 
-def code_fingerprint(files: list[Path], *extra: bytes) -> str:
-    """What a snapshot's meaning depends on: the code that built the state (and ``extra``)."""
+def code_of(files: list[Path]) -> list[bytes]:
+    """The files' names and contents, read when the module that asks is imported: the code this
+    process runs, not what an upgrade has since put on disk (a process still running the old code
+    must not stamp its state with the new code's fingerprint)."""
+    return [path.name.encode() + b"\0" + path.read_bytes() for path in files]
+
+
+def code_fingerprint(code: list[bytes], *extra: bytes) -> str:
+    """What a snapshot's meaning depends on: the code that built the state (``code_of``), and
+    ``extra``."""
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    for more in extra:
-        digest.update(more)
+    for part in (*code, *extra):
+        digest.update(part)
     return digest.hexdigest()[:16]
 

@@ -116,3 +116,55 @@ def test_a_block_shard_keeps_one_hash_seed_in_its_data_directory_and_refuses_a_d
     (folder / "blocks-hash-seed").write_text("0\n")
     with pytest.raises(ValueError, match="does not hold a hash seed"):
         shard_snapshot.kept_hash_seed(folder)
+
+
+def test_a_snapshot_of_many_partitions_fits_its_header_and_one_of_another_cluster_or_app_is_not_used(
+        tmp_path: Path) -> None:
+    """10,000 partitions (what the settings allow), every other one held: a list in the header
+    did not fit past about 740. And a data directory reused against another cluster or app."""
+    held = frozenset(range(0, 10_000, 2))
+    path = tmp_path / "shard.snapshot"
+    source = {"cluster_id": "cluster-a", "app_id": "caselink"}
+    shard_snapshot.write(path, BlockAnswers(held, 10_000, max_block_size=3), 0,
+                         {"made_with": made_with("blocks", trained_model()), **source})
+    read = shard_snapshot.read
+    loaded = read(path, "blocks", trained_model(), 10_000, 3, held, 0, source)
+    assert loaded is not None and loaded.owned == held
+    assert read(path, "blocks", trained_model(), 10_000, 3, held, 0, {**source, "cluster_id": "cluster-b"}) is None
+    assert read(path, "blocks", trained_model(), 10_000, 3, held, 0, {**source, "app_id": "other"}) is None
+
+
+def test_a_restored_shard_shares_each_record_key_and_its_records_repeating_values_as_a_replayed_one_does(
+        tmp_path: Path) -> None:
+    model = trained_model()
+    light, whole, _scored = _answered(_messages(_a_log(), [True]), (1, 1), None)
+    found = _tier(None, 1, lambda owned: BlockAnswers(owned, max_block_size=3), "blocks", light, merge_found)
+    blocks, records = BlockAnswers(EVERY, max_block_size=3), RecordAnswers(model, EVERY)
+    for change, answer in zip(whole, found, strict=True):
+        records.apply(change, answer)
+    for change in light:
+        blocks.apply(change)
+    for original in (blocks, records):
+        tier = shard_snapshot.tier_of(original)
+        (tmp_path / tier).mkdir()
+        loaded = _read(_saved(original, len(whole), tmp_path / tier), tier, EVERY, len(whole))
+        assert loaded is not None
+        shard = loaded.answers.shard
+        key_of = {id(k) for k in shard.versions}
+        if isinstance(shard, type(blocks.shard)):
+            assert shard.filed and all(id(k) in key_of for k in shard.filed)
+            members = [m for v in shard.blocking.blocks.values() for m in ((v,) if type(v) is str else v)]
+            assert members and all(id(m) in key_of for m in members)
+        else:
+            assert shard.records and all(id(k) in key_of and r.key is k for k, r in shard.records.items())
+            assert all(id(k) in key_of for k in shard.present)
+            families = {}
+            for r in shard.records.values():  # a repeated family name is one object, as share_values makes it
+                if r.family:
+                    assert families.setdefault(r.family, r.family) is r.family
+
+
+def _a_log() -> list[tuple[Any, ...]]:
+    people = [{"given_names": g, "family_name": "Lee", "date_of_birth": "1990-04-03", "sex": "F",
+               "addresses": [{"lines": ["12 Mill Lane"], "postcode": "LS6 2AB"}]} for g in ("Ann", "Anne", "Ann")]
+    return [("upsert", f"health:{i}", 1, p) for i, p in enumerate(people)]
