@@ -37,7 +37,14 @@ from caselink.linkage.record import LinkRecord, share_values
 from caselink.linkage.standardise import StdDate, StdPostcode
 from caselink.streams.shard_core import BlockAnswers, RecordAnswers, made_with
 from caselink.streams.snapshot import open_private
-from caselink.streams.snapshot_format import SnapshotTypes, code_of, read_header, read_verified_body, write_replacing
+from caselink.streams.snapshot_format import (
+    SnapshotTypes,
+    code_of,
+    collector_paused,
+    read_header,
+    read_verified_body,
+    write_replacing,
+)
 from caselink.streams.snapshot_format import code_fingerprint as fingerprint_of
 
 from caselink import linkage
@@ -105,13 +112,12 @@ def tier_of(answers: BlockAnswers | RecordAnswers) -> str:
 
 
 def shard_state(answers: BlockAnswers | RecordAnswers) -> dict[str, Any]:
-    shard = answers.shard
     if isinstance(answers, BlockAnswers):
-        blocking = answers.shard.blocking
-        return {"versions": shard.versions, "filed": answers.shard.filed, "blocks": blocking.blocks,
-                "capped": blocking.capped, "capped_names": blocking.capped_names}
+        blocks = answers.shard
+        return {"versions": blocks.versions, "filed": blocks.filed, "blocks": blocks.blocking.blocks,
+                "capped": blocks.blocking.capped, "capped_names": blocks.blocking.capped_names}
     records = answers.shard
-    return {"versions": shard.versions, "records": records.records, "present": records.present,
+    return {"versions": records.versions, "records": records.records, "present": records.present,
             "must_link": records.must_link, "compared": records.compared}
 
 
@@ -167,7 +173,8 @@ def read(path: Path, tier: str, model: LinkageModel, partitions: int, max_block_
             if why:
                 log.warning("%s shard snapshot %s not used (%s); replaying the link input", tier, path, why)
                 return None
-            answers = restore(tier, model, read_verified_body(f, header, TYPES), held, partitions, max_block_size)
+            with collector_paused():
+                answers = restore(tier, model, read_verified_body(f, header, TYPES), held, partitions, max_block_size)
     except Exception as exc:  # noqa: BLE001 - any failure to read means: replay instead
         log.warning("%s shard snapshot %s could not be read (%s: %s); replaying the link input", tier, path,
                     type(exc).__name__, exc)

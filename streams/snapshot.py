@@ -52,6 +52,7 @@ from caselink.streams.snapshot_format import (
     SnapshotFormatError,
     SnapshotTypes,
     code_of,
+    collector_paused,
     read_header,
     read_verified_body,
     write_replacing,
@@ -154,14 +155,8 @@ def read(path: Path, model: LinkageModel, empty: Callable[[], LinkerCore] | None
                 log.warning("linker snapshot %s not used (made by other code, model or store of values: %s); "
                             "replaying the log", path, differs)
                 return None
-            state = read_verified_body(f, header, TYPES)
-            gc_was = gc.isenabled()
-            gc.disable()  # millions of long-lived objects at once: collecting while building is pure cost
-            try:
-                core = restore_core(model, state, empty)
-            finally:
-                if gc_was:
-                    gc.enable()
+            with collector_paused():
+                core = restore_core(model, read_verified_body(f, header, TYPES), empty)
     except Exception as exc:  # noqa: BLE001 - any failure to read means: replay instead
         log.warning("linker snapshot %s could not be read (%s: %s); replaying the log", path,
                     type(exc).__name__, exc)

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import fields, is_dataclass
 from datetime import datetime
 from operator import attrgetter
@@ -323,17 +324,23 @@ def write_replacing(path: Path, state: dict[str, Any], types: SnapshotTypes, hea
 
 
 def read_verified_body(f: IO[bytes], header: dict[str, Any], types: SnapshotTypes) -> dict[str, Any]:
-    """The body after ``read_header``: its length and checksum checked before anything is decoded,
-    then decoded with the garbage collector off (millions of long-lived objects at once:
-    collecting while loading is pure cost)."""
+    """The body after ``read_header``: its length and checksum checked before anything is decoded.
+    Call it, and build the state from what it returns, under ``collector_paused``."""
     verify_body(f, header)
     f.seek(HEADER_BYTES)
-    gc_was = gc.isenabled()
+    return read_body(f, types)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The garbage collector off while a snapshot is decoded and its state rebuilt: millions of
+    long-lived objects at once, so collecting meanwhile is pure cost."""
+    was = gc.isenabled()
     gc.disable()
     try:
-        return read_body(f, types)
+        yield
     finally:
-        if gc_was:
+        if was:
             gc.enable()
 
 
